@@ -1,0 +1,373 @@
+//! The packet device behind the data plane: the real TUN device (tun-rs, with Linux GSO/GRO
+//! offloads when the kernel has them) and an in-memory fake for tests without root.
+//!
+//! Both work on reusable batches: [`RxBatch`] receives IP packets (a TCP super-segment from the
+//! kernel arrives already split into MTU-sized packets), [`TxBatch`] collects packets to write
+//! and lets the device coalesce them (GRO) into as few writes as possible.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Mutex};
+use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+
+/// Packets per batch; tun-rs' choice, enough for one 64 KB super-segment at any MTU >= 576.
+pub const BATCH: usize = IDEAL_BATCH_SIZE;
+/// Headroom left in front of every packet to write (the virtio-net header with offloads).
+const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
+/// Room for one packet in a receive slot; the TUN MTU never exceeds this.
+const SLOT_LEN: usize = 1 << 14;
+/// A raw read with offloads: the virtio-net header and a super-segment of up to 64 KB.
+const RAW_LEN: usize = VIRTIO_NET_HDR_LEN + 65535;
+
+/// A device that reads and writes IPv4 packets in batches.
+pub trait PacketDevice: Send + Sync + 'static {
+    /// The largest packet the device hands over or accepts (the interface MTU).
+    fn mtu(&self) -> u16;
+
+    /// Waits for at least one packet and fills `batch` with what is ready (replacing its
+    /// previous content).
+    fn recv(&self, batch: &mut RxBatch) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Writes every packet of `batch` (coalescing where the device can) and empties it.
+    fn send(&self, batch: &mut TxBatch) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// Reusable receive buffers: up to [`BATCH`] packets.
+#[derive(Debug)]
+pub struct RxBatch {
+    raw: Vec<u8>,
+    slots: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    len: usize,
+}
+
+impl RxBatch {
+    /// Buffers for packets of up to `mtu` bytes.
+    pub fn new(mtu: u16) -> Self {
+        let slot = usize::from(mtu).clamp(576, SLOT_LEN);
+        RxBatch {
+            raw: vec![0; RAW_LEN],
+            slots: vec![vec![0; slot]; BATCH],
+            sizes: vec![0; BATCH],
+            len: 0,
+        }
+    }
+
+    /// The packets received by the last `recv`.
+    pub fn packets(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.slots
+            .iter()
+            .zip(&self.sizes)
+            .take(self.len)
+            .map(|(slot, &size)| slot.get(..size).unwrap_or_default())
+    }
+
+    /// How many packets the last `recv` returned.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the last `recv` returned nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `packet` into the next free slot (for devices without their own splitting).
+    /// Returns false when the batch is full or the packet does not fit a slot.
+    fn push(&mut self, packet: &[u8]) -> bool {
+        let (Some(slot), Some(size)) = (self.slots.get_mut(self.len), self.sizes.get_mut(self.len))
+        else {
+            return false;
+        };
+        let Some(dst) = slot.get_mut(..packet.len()) else {
+            return false;
+        };
+        dst.copy_from_slice(packet);
+        *size = packet.len();
+        self.len += 1;
+        true
+    }
+}
+
+/// Reusable transmit buffers: packets queued for one write to the device.
+#[derive(Default)]
+pub struct TxBatch {
+    bufs: Vec<Vec<u8>>,
+    len: usize,
+    gro: GROTable,
+}
+
+impl std::fmt::Debug for TxBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxBatch").field("len", &self.len).finish()
+    }
+}
+
+impl TxBatch {
+    pub fn new() -> Self {
+        TxBatch {
+            bufs: Vec::with_capacity(BATCH),
+            len: 0,
+            gro: GROTable::new(),
+        }
+    }
+
+    /// Queues a copy of `packet`; buffers are reused from batch to batch.
+    pub fn push(&mut self, packet: &[u8]) {
+        if self.len == self.bufs.len() {
+            self.bufs.push(Vec::with_capacity(HEADROOM + 2048));
+        }
+        if let Some(buf) = self.bufs.get_mut(self.len) {
+            buf.clear();
+            buf.resize(HEADROOM, 0);
+            buf.extend_from_slice(packet);
+            self.len += 1;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether another packet would exceed one batch.
+    pub fn is_full(&self) -> bool {
+        self.len >= BATCH
+    }
+
+    /// The queued packets, without headroom.
+    fn packets(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.bufs
+            .iter()
+            .take(self.len)
+            .map(|buf| buf.get(HEADROOM..).unwrap_or_default())
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+/// Whether the TUN device was opened with GSO/GRO offloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offload {
+    /// TCP (and UDP where the kernel has it) segmentation offload via virtio-net headers.
+    On { udp: bool },
+    /// Plain one-packet-per-read device.
+    Off,
+}
+
+/// The kernel TUN device.
+pub struct TunDevice {
+    dev: AsyncDevice,
+    offload: Offload,
+    name: String,
+    mtu: u16,
+}
+
+/// Creates (or re-opens) the TUN device `name` with `mtu`, brings it up, and enables GSO/GRO
+/// offloads when the kernel supports them (falling back to a plain device otherwise).
+pub async fn open_tun(name: &str, mtu: u16) -> io::Result<Arc<TunDevice>> {
+    let build = |offload: bool| {
+        DeviceBuilder::new()
+            .name(name)
+            .mtu(mtu)
+            .offload(offload)
+            .tx_queue_len(1000)
+            .build_async()
+    };
+    let (dev, offload) = match build(true) {
+        Ok(dev) => {
+            let offload = if dev.tcp_gso() {
+                Offload::On { udp: dev.udp_gso() }
+            } else {
+                Offload::Off
+            };
+            (dev, offload)
+        }
+        Err(error) => {
+            tracing::warn!(tun = name, %error, "TUN offloads unavailable, using a plain device");
+            (build(false)?, Offload::Off)
+        }
+    };
+    dev.enabled(true)?;
+    tracing::info!(tun = name, mtu, ?offload, "TUN device open");
+    Ok(Arc::new(TunDevice {
+        dev,
+        offload,
+        name: name.to_owned(),
+        mtu,
+    }))
+}
+
+impl std::fmt::Debug for TunDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunDevice")
+            .field("name", &self.name)
+            .field("mtu", &self.mtu)
+            .field("offload", &self.offload)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TunDevice {
+    pub fn offload(&self) -> Offload {
+        self.offload
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl PacketDevice for TunDevice {
+    fn mtu(&self) -> u16 {
+        self.mtu
+    }
+
+    async fn recv(&self, batch: &mut RxBatch) -> io::Result<()> {
+        batch.len = 0;
+        let n = self
+            .dev
+            .recv_multiple(&mut batch.raw, &mut batch.slots, &mut batch.sizes, 0)
+            .await?;
+        batch.len = n;
+        // Drain what else is ready while a whole super-segment still fits.
+        let need = RAW_LEN / batch.slots.first().map_or(RAW_LEN, |s| s.len().max(1)) + 1;
+        while BATCH - batch.len >= need {
+            let (Some(slots), Some(sizes)) = (
+                batch.slots.get_mut(batch.len..),
+                batch.sizes.get_mut(batch.len..),
+            ) else {
+                break;
+            };
+            match self.dev.try_recv_multiple(&mut batch.raw, slots, sizes, 0) {
+                Ok(n) => batch.len += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&self, batch: &mut TxBatch) -> io::Result<()> {
+        let len = batch.len;
+        batch.clear();
+        let Some(bufs) = batch.bufs.get_mut(..len) else {
+            return Ok(());
+        };
+        if bufs.is_empty() {
+            return Ok(());
+        }
+        self.dev
+            .send_multiple(&mut batch.gro, bufs, HEADROOM)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// An in-memory device: packets written by the data plane come out of [`FakeHandle::sent`],
+/// packets put into [`FakeHandle::inject`] are read by the data plane.
+#[derive(Debug)]
+pub struct FakeDevice {
+    incoming: Mutex<mpsc::Receiver<Vec<u8>>>,
+    outgoing: mpsc::UnboundedSender<Vec<u8>>,
+    mtu: u16,
+}
+
+/// The test side of a [`FakeDevice`].
+#[derive(Debug)]
+pub struct FakeHandle {
+    /// Packets the "kernel" hands to the data plane.
+    pub inject: mpsc::Sender<Vec<u8>>,
+    /// Packets the data plane wrote to the device, in order.
+    pub sent: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+impl FakeDevice {
+    /// A fake device with interface MTU `mtu`.
+    pub fn new(mtu: u16) -> (Arc<FakeDevice>, FakeHandle) {
+        let (inject, incoming) = mpsc::channel(1024);
+        let (outgoing, sent) = mpsc::unbounded_channel();
+        let dev = FakeDevice {
+            incoming: Mutex::new(incoming),
+            outgoing,
+            mtu,
+        };
+        (Arc::new(dev), FakeHandle { inject, sent })
+    }
+}
+
+impl PacketDevice for FakeDevice {
+    fn mtu(&self) -> u16 {
+        self.mtu
+    }
+
+    async fn recv(&self, batch: &mut RxBatch) -> io::Result<()> {
+        batch.len = 0;
+        let mut incoming = self.incoming.lock().await;
+        let Some(first) = incoming.recv().await else {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "fake device closed",
+            ));
+        };
+        batch.push(&first);
+        while batch.len < BATCH {
+            match incoming.try_recv() {
+                Ok(packet) => {
+                    batch.push(&packet);
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&self, batch: &mut TxBatch) -> io::Result<()> {
+        let result = batch.packets().try_for_each(|packet| {
+            self.outgoing
+                .send(packet.to_vec())
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "fake device closed"))
+        });
+        batch.clear();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fake_device_round_trips_batches() {
+        let (dev, mut handle) = FakeDevice::new(1380);
+        handle.inject.send(vec![1, 2, 3]).await.unwrap();
+        handle.inject.send(vec![4, 5]).await.unwrap();
+        let mut rx = RxBatch::new(1380);
+        dev.recv(&mut rx).await.unwrap();
+        let got: Vec<Vec<u8>> = rx.packets().map(<[u8]>::to_vec).collect();
+        assert_eq!(got, vec![vec![1, 2, 3], vec![4, 5]]);
+
+        let mut tx = TxBatch::new();
+        tx.push(&[9, 9]);
+        tx.push(&[8]);
+        dev.send(&mut tx).await.unwrap();
+        assert!(tx.is_empty());
+        assert_eq!(handle.sent.recv().await.unwrap(), vec![9, 9]);
+        assert_eq!(handle.sent.recv().await.unwrap(), vec![8]);
+    }
+
+    #[test]
+    fn rx_batch_refuses_oversized_packets() {
+        let mut rx = RxBatch::new(600);
+        assert!(!rx.push(&[0; 700]));
+        assert!(rx.push(&[0; 600]));
+        assert_eq!(rx.len(), 1);
+    }
+}

@@ -1,0 +1,118 @@
+//! The data plane: IPv4 packets between the TUN device and QUIC datagrams to peer routers.
+//!
+//! Two directions, each one task:
+//! - [`spawn_tun_reader`]: TUN -> FIB (`outbound`: LNDT source check, GNDT owner of the
+//!   destination) -> the owning site's connection from the [`PeerTable`] -> `send_datagram`.
+//! - [`spawn_peer_reader`] (one per peer connection): `read_datagram` -> FIB (`inbound`: the
+//!   sending site must own the source) -> TUN.
+//!
+//! Everything is batched: the TUN device is opened with GSO/GRO offloads, so the kernel hands
+//! over 64 KB TCP super-segments (split here into MTU-sized packets) and takes coalesced ones
+//! back; the FIB and the peer map are loaded once per batch, counters are added once per batch,
+//! and datagram payloads of one batch share one allocation. This module never decides routing
+//! (that is [`crate::fib`]) and never manages connections (the daemon inserts and removes them).
+
+mod counters;
+mod device;
+mod quic;
+mod rx;
+mod tx;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use skyvine_tables::SiteId;
+use tokio::task::JoinHandle;
+
+pub use counters::{Counters, CountersSnapshot, PeerCounters, PeerStats, PeerTable};
+pub use device::{
+    open_tun, FakeDevice, FakeHandle, Offload, PacketDevice, RxBatch, TunDevice, TxBatch, BATCH,
+};
+pub use quic::{bind_wan_socket, tune_transport, DATAGRAM_OVERHEAD, SOCKET_BUFFER};
+
+use crate::fib::{DropReason, Fib};
+
+/// Starts the TUN -> QUIC direction. Runs until the device fails.
+pub fn spawn_tun_reader<D: PacketDevice>(
+    dev: Arc<D>,
+    fib: Arc<Fib>,
+    peers: Arc<PeerTable>,
+    counters: Arc<Counters>,
+) -> JoinHandle<()> {
+    tokio::spawn(tx::run(dev, fib, peers, counters))
+}
+
+/// Starts the QUIC -> TUN direction for the connection to `site`. Ends when the connection
+/// closes (or the device fails).
+pub fn spawn_peer_reader<D: PacketDevice>(
+    conn: quinn::Connection,
+    site: SiteId,
+    dev: Arc<D>,
+    fib: Arc<Fib>,
+    counters: Arc<Counters>,
+) -> JoinHandle<()> {
+    tokio::spawn(rx::run(conn, site, dev, fib, counters))
+}
+
+/// Source and destination of an IPv4 packet, after checking that the header is whole and the
+/// total length fits the buffer.
+fn ipv4_addrs(packet: &[u8]) -> Result<(Ipv4Addr, Ipv4Addr), DropReason> {
+    let header =
+        etherparse::Ipv4HeaderSlice::from_slice(packet).map_err(|_| DropReason::Malformed)?;
+    let total = usize::from(header.total_len());
+    if total < header.slice().len() || total > packet.len() {
+        return Err(DropReason::Malformed);
+    }
+    Ok((header.source_addr(), header.destination_addr()))
+}
+
+/// Logs drops at debug at most once a second per task, with how many were not logged.
+#[derive(Debug)]
+struct DropLog {
+    next: std::time::Instant,
+    pending: u64,
+}
+
+impl DropLog {
+    const INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new() -> Self {
+        DropLog {
+            next: std::time::Instant::now(),
+            pending: 0,
+        }
+    }
+
+    /// Records a batch's drops; logs them if the last log is old enough.
+    fn record(&mut self, direction: &'static str, drops: impl Iterator<Item = (DropReason, u64)>) {
+        for (reason, count) in drops {
+            self.pending += count;
+            if !tracing::enabled!(tracing::Level::DEBUG) {
+                continue;
+            }
+            let now = std::time::Instant::now();
+            if now >= self.next {
+                tracing::debug!(
+                    direction,
+                    reason = reason.name(),
+                    count,
+                    since_last_log = self.pending,
+                    "dropped packets"
+                );
+                self.pending = 0;
+                self.next = now + Self::INTERVAL;
+            }
+        }
+    }
+}
+
+/// Whether an I/O error on the device means it is gone (end the task) rather than one bad read.
+fn is_fatal(error: &std::io::Error) -> bool {
+    match error.raw_os_error() {
+        Some(code) => !matches!(code, libc::EINTR | libc::EAGAIN | libc::ENOBUFS),
+        None => error.kind() == std::io::ErrorKind::BrokenPipe,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,357 @@
+//! Data-plane tests without root: fake devices, real quinn connections on loopback.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnetwork::Ipv4Network;
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+use skyvine_tables::{Gndt, GndtEntry, Lndt, SiteId};
+
+use super::*;
+use crate::fib::FibSnapshot;
+
+const MTU: u16 = 1380;
+
+fn site(id: &str) -> SiteId {
+    SiteId::new(id).unwrap()
+}
+
+fn net(s: &str) -> Ipv4Network {
+    s.parse().unwrap()
+}
+
+/// Sites a, b, c own 10.77.{1,2,3}.0/24; `me` is responsible for its own /24.
+fn fib_for(me: &str) -> Arc<Fib> {
+    let now = Instant::now();
+    let mut gndt = Gndt::new();
+    for (id, prefix) in [
+        ("a", "10.77.1.0/24"),
+        ("b", "10.77.2.0/24"),
+        ("c", "10.77.3.0/24"),
+    ] {
+        gndt.apply(GndtEntry::site_prefix(net(prefix), site(id), 1), now);
+    }
+    let own = match me {
+        "a" => "10.77.1.0/24",
+        "b" => "10.77.2.0/24",
+        _ => "10.77.3.0/24",
+    };
+    let lndt = Lndt::new([net(own)], now);
+    Arc::new(Fib::new(FibSnapshot::build(&site(me), &gndt, &lndt)))
+}
+
+/// A minimal IPv4/UDP packet of `len` bytes (at least 28) with a valid header.
+fn ipv4(src: [u8; 4], dst: [u8; 4], len: usize) -> Vec<u8> {
+    let payload = vec![0xab; len - 28];
+    let builder = etherparse::PacketBuilder::ipv4(src, dst, 64).udp(5000, 6000);
+    let mut packet = Vec::with_capacity(len);
+    builder.write(&mut packet, &payload).unwrap();
+    packet
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A QUIC connection on loopback: (client side, server side), with the data-plane tuning.
+async fn quic_pair() -> (
+    quinn::Endpoint,
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::Connection,
+) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let mut transport = quinn::TransportConfig::default();
+    tune_transport(&mut transport, MTU);
+    let transport = Arc::new(transport);
+
+    let mut server_config =
+        quinn::ServerConfig::with_single_cert(vec![cert.clone()], key.into()).unwrap();
+    server_config.transport_config(Arc::clone(&transport));
+    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let mut client_config = quinn::ClientConfig::with_root_certificates(Arc::new(roots)).unwrap();
+    client_config.transport_config(transport);
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client.set_default_client_config(client_config);
+
+    let server_addr = server.local_addr().unwrap();
+    let accept = async {
+        let incoming = server.accept().await.unwrap();
+        incoming.await.unwrap()
+    };
+    let connect = async {
+        client
+            .connect(server_addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap()
+    };
+    let (server_conn, client_conn) = tokio::join!(accept, connect);
+    (client, server, client_conn, server_conn)
+}
+
+#[test]
+fn ipv4_addrs_checks_the_header() {
+    let good = ipv4([10, 77, 1, 1], [10, 77, 2, 1], 100);
+    assert_eq!(
+        ipv4_addrs(&good),
+        Ok((Ipv4Addr::new(10, 77, 1, 1), Ipv4Addr::new(10, 77, 2, 1)))
+    );
+    assert_eq!(ipv4_addrs(&good[..19]), Err(DropReason::Malformed));
+    assert_eq!(
+        ipv4_addrs(&good[..60]),
+        Err(DropReason::Malformed),
+        "total length > buffer"
+    );
+    let mut v6 = good.clone();
+    v6[0] = 0x60;
+    assert_eq!(ipv4_addrs(&v6), Err(DropReason::Malformed));
+    assert_eq!(ipv4_addrs(&[]), Err(DropReason::Malformed));
+}
+
+#[tokio::test]
+async fn outbound_drops_are_counted_by_reason() {
+    let (dev, handle) = FakeDevice::new(MTU);
+    let counters = Arc::new(Counters::new());
+    let peers = Arc::new(PeerTable::new());
+    let task = spawn_tun_reader(dev, fib_for("a"), peers, Arc::clone(&counters));
+
+    // Source not in a's LNDT.
+    handle
+        .inject
+        .send(ipv4([10, 77, 9, 1], [10, 77, 2, 1], 64))
+        .await
+        .unwrap();
+    // No GNDT entry for the destination.
+    handle
+        .inject
+        .send(ipv4([10, 77, 1, 1], [10, 99, 0, 1], 64))
+        .await
+        .unwrap();
+    // Destination in a's own prefix.
+    handle
+        .inject
+        .send(ipv4([10, 77, 1, 1], [10, 77, 1, 2], 64))
+        .await
+        .unwrap();
+    // Routed to b, but b is not connected.
+    handle
+        .inject
+        .send(ipv4([10, 77, 1, 1], [10, 77, 2, 1], 64))
+        .await
+        .unwrap();
+    // Not IPv4.
+    let mut v6 = ipv4([10, 77, 1, 1], [10, 77, 2, 1], 64);
+    v6[0] = 0x60;
+    handle.inject.send(v6).await.unwrap();
+
+    let expected = [
+        DropReason::SourceNotLocal,
+        DropReason::NoRoute,
+        DropReason::DestinationLocal,
+        DropReason::PeerDown,
+        DropReason::Malformed,
+    ];
+    wait_for("all five drops", || {
+        expected.iter().map(|r| counters.dropped(*r)).sum::<u64>() == 5
+    })
+    .await;
+    for reason in expected {
+        assert_eq!(counters.dropped(reason), 1, "{reason:?}");
+    }
+    assert!(counters
+        .snapshot()
+        .peers
+        .values()
+        .all(|p| p.tx_packets == 0));
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_good_packet_goes_to_the_owning_peer() {
+    let (_client, _server, a_side, b_side) = quic_pair().await;
+    let (_c_client, _c_server, a_to_c, c_side) = quic_pair().await;
+    let (dev, handle) = FakeDevice::new(MTU);
+    let counters = Arc::new(Counters::new());
+    let peers = Arc::new(PeerTable::new());
+    peers.insert(site("b"), a_side);
+    peers.insert(site("c"), a_to_c);
+    let task = spawn_tun_reader(dev, fib_for("a"), Arc::clone(&peers), Arc::clone(&counters));
+
+    let to_c = ipv4([10, 77, 1, 1], [10, 77, 3, 7], 200);
+    let to_b = ipv4([10, 77, 1, 1], [10, 77, 2, 7], usize::from(MTU));
+    handle.inject.send(to_c.clone()).await.unwrap();
+    handle.inject.send(to_b.clone()).await.unwrap();
+
+    let got_b = tokio::time::timeout(Duration::from_secs(10), b_side.read_datagram())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got_b[..], &to_b[..], "a full-MTU packet fits one datagram");
+    let got_c = tokio::time::timeout(Duration::from_secs(10), c_side.read_datagram())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got_c[..], &to_c[..]);
+    wait_for("tx counters", || {
+        let snap = counters.snapshot();
+        snap.peers.get("b").is_some_and(|p| p.tx_packets == 1)
+            && snap.peers.get("c").is_some_and(|p| p.tx_packets == 1)
+    })
+    .await;
+    let snap = counters.snapshot();
+    assert_eq!(snap.peers["b"].tx_bytes, u64::from(MTU));
+    assert_eq!(snap.peers["c"].tx_bytes, 200);
+    assert!(snap.drops.values().all(|n| *n == 0), "{:?}", snap.drops);
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_packet_larger_than_a_datagram_is_dropped_too_big() {
+    let (_client, _server, a_side, _b_side) = quic_pair().await;
+    let (dev, handle) = FakeDevice::new(9000);
+    let counters = Arc::new(Counters::new());
+    let peers = Arc::new(PeerTable::new());
+    peers.insert(site("b"), a_side);
+    let task = spawn_tun_reader(dev, fib_for("a"), peers, Arc::clone(&counters));
+    handle
+        .inject
+        .send(ipv4([10, 77, 1, 1], [10, 77, 2, 7], 3000))
+        .await
+        .unwrap();
+    wait_for("too-big drop", || counters.dropped(DropReason::TooBig) == 1).await;
+    task.abort();
+}
+
+#[tokio::test]
+async fn inbound_spoofed_source_is_dropped_and_good_packets_reach_the_device() {
+    let (_client, _server, a_side, b_side) = quic_pair().await;
+    let (dev, mut handle) = FakeDevice::new(MTU);
+    let counters = Arc::new(Counters::new());
+    // Router b reads what site a sends.
+    let task = spawn_peer_reader(b_side, site("a"), dev, fib_for("b"), Arc::clone(&counters));
+
+    let spoofed = ipv4([10, 77, 3, 1], [10, 77, 2, 1], 100);
+    let good = ipv4([10, 77, 1, 1], [10, 77, 2, 1], 100);
+    let mut garbage = good.clone();
+    garbage[0] = 0x45;
+    garbage.truncate(10);
+    a_side.send_datagram(spoofed.into()).unwrap();
+    a_side.send_datagram(garbage.into()).unwrap();
+    a_side.send_datagram(good.clone().into()).unwrap();
+
+    let written = tokio::time::timeout(Duration::from_secs(10), handle.sent.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(written, good);
+    wait_for("both drops", || {
+        counters.dropped(DropReason::SpoofedSource) == 1
+            && counters.dropped(DropReason::Malformed) == 1
+    })
+    .await;
+    wait_for("rx counters", || {
+        counters
+            .snapshot()
+            .peers
+            .get("a")
+            .is_some_and(|p| p.rx_packets == 1)
+    })
+    .await;
+    assert_eq!(counters.snapshot().peers["a"].rx_bytes, 100);
+    assert!(handle.sent.try_recv().is_err(), "nothing else was written");
+
+    // The reader ends when the connection closes.
+    a_side.close(0u32.into(), b"bye");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn packets_cross_between_two_data_planes() {
+    let (_client, _server, a_to_b, b_to_a) = quic_pair().await;
+    let (dev_a, handle_a) = FakeDevice::new(MTU);
+    let (dev_b, mut handle_b) = FakeDevice::new(MTU);
+    let (counters_a, counters_b) = (Arc::new(Counters::new()), Arc::new(Counters::new()));
+    let peers_a = Arc::new(PeerTable::new());
+    peers_a.insert(site("b"), a_to_b.clone());
+    let fib_a = fib_for("a");
+    let fib_b = fib_for("b");
+    let tun_a = spawn_tun_reader(dev_a, fib_a, peers_a, Arc::clone(&counters_a));
+    let peer_b = spawn_peer_reader(b_to_a, site("a"), dev_b, fib_b, Arc::clone(&counters_b));
+
+    let packets: Vec<Vec<u8>> = (0..50u8)
+        .map(|i| ipv4([10, 77, 1, 1], [10, 77, 2, i], 100 + usize::from(i)))
+        .collect();
+    for packet in &packets {
+        handle_a.inject.send(packet.clone()).await.unwrap();
+    }
+    let mut received = Vec::new();
+    while received.len() < packets.len() {
+        let packet = tokio::time::timeout(Duration::from_secs(10), handle_b.sent.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        received.push(packet);
+    }
+    received.sort();
+    let mut expected = packets.clone();
+    expected.sort();
+    assert_eq!(received, expected);
+    wait_for("counters", || {
+        counters_b
+            .snapshot()
+            .peers
+            .get("a")
+            .is_some_and(|p| p.rx_packets == 50)
+    })
+    .await;
+    assert_eq!(counters_a.snapshot().peers["b"].tx_packets, 50);
+    tun_a.abort();
+    peer_b.abort();
+}
+
+#[tokio::test]
+async fn tuned_transport_fits_a_full_tun_packet_from_the_start() {
+    let (_client, _server, a_side, b_side) = quic_pair().await;
+    for conn in [&a_side, &b_side] {
+        let max = conn.max_datagram_size().unwrap();
+        assert!(
+            max >= usize::from(MTU),
+            "max datagram {max} < TUN MTU {MTU}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn peer_table_replaces_and_removes_only_the_same_connection() {
+    let (_client, _server, first, _other) = quic_pair().await;
+    let (_client2, _server2, second, _other2) = quic_pair().await;
+    let table = PeerTable::new();
+    let b = site("b");
+    assert!(table.insert(b.clone(), first.clone()).is_none());
+    let replaced = table.insert(b.clone(), second.clone()).unwrap();
+    assert_eq!(replaced.stable_id(), first.stable_id());
+    assert!(
+        !table.remove_if_same(&b, &first),
+        "a stale connection does not remove the new one"
+    );
+    assert_eq!(table.get(&b).unwrap().stable_id(), second.stable_id());
+    assert!(table.remove_if_same(&b, &second));
+    assert!(table.get(&b).is_none());
+}

@@ -1,0 +1,166 @@
+//! TUN -> QUIC: read a batch, route every packet through the FIB, send it as a datagram on the
+//! owning site's connection.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use skyvine_tables::SiteId;
+
+use super::counters::{DropTally, PeerCounters};
+use super::{ipv4_addrs, is_fatal, Counters, DropLog, PacketDevice, PeerTable, RxBatch};
+use crate::fib::{DropReason, Fib, FibSnapshot};
+
+pub(super) async fn run<D: PacketDevice>(
+    dev: Arc<D>,
+    fib: Arc<Fib>,
+    peers: Arc<PeerTable>,
+    counters: Arc<Counters>,
+) {
+    let mut batch = RxBatch::new(dev.mtu());
+    let mut sender = Sender::new(counters);
+    loop {
+        if let Err(error) = dev.recv(&mut batch).await {
+            if is_fatal(&error) {
+                tracing::error!(%error, "TUN read failed, data plane TUN reader stops");
+                return;
+            }
+            tracing::debug!(%error, "TUN read skipped");
+            sender.tally.add(DropReason::Malformed);
+            sender.flush();
+            continue;
+        }
+        let fib = fib.load();
+        let peers = peers.load();
+        sender.send_batch(&batch, &fib, &peers);
+        sender.flush();
+    }
+}
+
+/// Per-task state of the sending direction, reused across batches.
+struct Sender {
+    counters: Arc<Counters>,
+    peer_counters: HashMap<SiteId, Arc<PeerCounters>>,
+    /// The peers a batch sent to: connection, counters, packets and bytes of this batch.
+    out: Vec<Outgoing>,
+    tally: DropTally,
+    log: DropLog,
+}
+
+struct Outgoing {
+    site: SiteId,
+    conn: quinn::Connection,
+    counters: Arc<PeerCounters>,
+    packets: u64,
+    bytes: u64,
+}
+
+impl Sender {
+    fn new(counters: Arc<Counters>) -> Self {
+        Sender {
+            counters,
+            peer_counters: HashMap::new(),
+            out: Vec::new(),
+            tally: DropTally::default(),
+            log: DropLog::new(),
+        }
+    }
+
+    fn send_batch(
+        &mut self,
+        batch: &RxBatch,
+        fib: &FibSnapshot,
+        peers: &HashMap<SiteId, quinn::Connection>,
+    ) {
+        // One allocation holds every payload of the batch; each datagram is a slice of it.
+        let total = batch.packets().map(<[u8]>::len).sum();
+        let mut arena = BytesMut::with_capacity(total);
+        // Packets of one super-segment share their addresses: route once per flow change.
+        let mut last: Option<((Ipv4Addr, Ipv4Addr), Result<usize, DropReason>)> = None;
+        for packet in batch.packets() {
+            let addrs = match ipv4_addrs(packet) {
+                Ok(addrs) => addrs,
+                Err(reason) => {
+                    self.tally.add(reason);
+                    continue;
+                }
+            };
+            let route = match last {
+                Some((cached, route)) if cached == addrs => route,
+                _ => {
+                    let route = self.route(fib, peers, addrs);
+                    last = Some((addrs, route));
+                    route
+                }
+            };
+            let Ok(index) = route else {
+                if let Err(reason) = route {
+                    tracing::trace!(src = %addrs.0, dst = %addrs.1, reason = reason.name(), "drop");
+                    self.tally.add(reason);
+                }
+                continue;
+            };
+            let Some(peer) = self.out.get_mut(index) else {
+                continue;
+            };
+            arena.extend_from_slice(packet);
+            let datagram = arena.split().freeze();
+            tracing::trace!(src = %addrs.0, dst = %addrs.1, len = packet.len(), site = %peer.site, "to peer");
+            match peer.conn.send_datagram(datagram) {
+                Ok(()) => {
+                    peer.packets += 1;
+                    peer.bytes += packet.len() as u64;
+                }
+                Err(quinn::SendDatagramError::TooLarge) => self.tally.add(DropReason::TooBig),
+                Err(
+                    quinn::SendDatagramError::ConnectionLost(_)
+                    | quinn::SendDatagramError::Disabled
+                    | quinn::SendDatagramError::UnsupportedByPeer,
+                ) => self.tally.add(DropReason::PeerDown),
+            }
+        }
+    }
+
+    /// The index in `self.out` of the peer that gets packets from `src` to `dst`.
+    fn route(
+        &mut self,
+        fib: &FibSnapshot,
+        peers: &HashMap<SiteId, quinn::Connection>,
+        (src, dst): (Ipv4Addr, Ipv4Addr),
+    ) -> Result<usize, DropReason> {
+        let site = fib.outbound(src, dst)?;
+        if let Some(index) = self.out.iter().position(|o| o.site == *site) {
+            return Ok(index);
+        }
+        let conn = peers.get(site).ok_or(DropReason::PeerDown)?;
+        let counters = match self.peer_counters.get(site) {
+            Some(counters) => Arc::clone(counters),
+            None => {
+                let counters = self.counters.peer(site);
+                self.peer_counters
+                    .insert(site.clone(), Arc::clone(&counters));
+                counters
+            }
+        };
+        self.out.push(Outgoing {
+            site: site.clone(),
+            conn: conn.clone(),
+            counters,
+            packets: 0,
+            bytes: 0,
+        });
+        Ok(self.out.len() - 1)
+    }
+
+    /// Adds the batch's counts to the shared counters and logs drops (rate-limited).
+    fn flush(&mut self) {
+        for peer in self.out.drain(..) {
+            if peer.packets > 0 {
+                peer.counters.add_tx(peer.packets, peer.bytes);
+            }
+        }
+        let drops = self.tally.flush(&self.counters);
+        self.log.record("tun_to_quic", drops);
+    }
+}
