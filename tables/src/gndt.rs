@@ -1,0 +1,371 @@
+//! The global network description table: which site owns which prefix or host.
+//!
+//! A thin typed wrapper over `prefix_trie::PrefixMap`: the trie answers longest-prefix match,
+//! this module adds the merge rule (see [`crate::Version`]), tombstones and a MAC index.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use ipnetwork::Ipv4Network;
+use prefix_trie::PrefixMap;
+
+use crate::types::{EntryKind, GndtEntry, MacAddr, SiteId, Version};
+
+/// An entry as this router holds it: what was advertised, and when it last changed here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub entry: GndtEntry,
+    /// When this router installed the current version.
+    pub updated_at: Instant,
+}
+
+/// What [`Gndt::apply`] did with an entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// No entry existed for the prefix.
+    Inserted,
+    /// The entry replaced an older version.
+    Replaced { previous: GndtEntry },
+    /// The same version was already present (a duplicate delivery).
+    Unchanged,
+    /// The table holds a newer version; the entry was ignored.
+    Stale { current: Version },
+}
+
+impl Applied {
+    /// Whether the table changed.
+    pub fn changed(&self) -> bool {
+        matches!(self, Applied::Inserted | Applied::Replaced { .. })
+    }
+}
+
+/// The answer of a longest-prefix match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    Found(&'a Stored),
+    Missing,
+}
+
+/// The global network description table.
+#[derive(Debug, Default)]
+pub struct Gndt {
+    /// Live (not withdrawn) entries, for longest-prefix match.
+    live: PrefixMap<Ipv4Network, Stored>,
+    /// Tombstones: withdrawn entries, kept so that an older advertisement cannot revive them.
+    withdrawn: HashMap<Ipv4Network, Stored>,
+    /// Live host entries by MAC, for resolving a RARP (which carries no IP). A MAC may have
+    /// several addresses (a VM with two IPs), so every one is kept.
+    by_mac: HashMap<MacAddr, BTreeSet<Ipv4Network>>,
+}
+
+impl Gndt {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Merges one advertised entry: it replaces the current one only if its version is newer.
+    ///
+    /// The result does not depend on the order in which a set of entries is applied.
+    pub fn apply(&mut self, mut entry: GndtEntry, now: Instant) -> Applied {
+        entry.prefix = normalize(entry.prefix);
+        let prefix = entry.prefix;
+        let current = self
+            .live
+            .get(&prefix)
+            .or_else(|| self.withdrawn.get(&prefix));
+        let previous = match current {
+            Some(stored) if stored.entry.version > entry.version => {
+                return Applied::Stale {
+                    current: stored.entry.version.clone(),
+                }
+            }
+            Some(stored) if stored.entry.version == entry.version => {
+                if stored.entry == entry {
+                    return Applied::Unchanged;
+                }
+                // Same version, different content: only a buggy or hostile origin sends this.
+                // Pick deterministically so that every router agrees.
+                if content_rank(&stored.entry) >= content_rank(&entry) {
+                    return Applied::Unchanged;
+                }
+                Some(stored.entry.clone())
+            }
+            Some(stored) => Some(stored.entry.clone()),
+            None => None,
+        };
+        self.remove_prefix(&prefix);
+        let stored = Stored {
+            entry,
+            updated_at: now,
+        };
+        if stored.entry.withdrawn {
+            self.withdrawn.insert(prefix, stored);
+        } else {
+            if let (EntryKind::Host, Some(mac)) = (stored.entry.kind, stored.entry.mac) {
+                self.by_mac.entry(mac).or_default().insert(prefix);
+            }
+            self.live.insert(prefix, stored);
+        }
+        match previous {
+            Some(previous) => Applied::Replaced { previous },
+            None => Applied::Inserted,
+        }
+    }
+
+    /// Longest-prefix match among live entries: a /32 host entry beats the prefix containing it.
+    pub fn lookup(&self, addr: Ipv4Addr) -> Lookup<'_> {
+        match self.live.get_lpm(&Ipv4Network::from(addr)) {
+            Some((_, stored)) => Lookup::Found(stored),
+            None => Lookup::Missing,
+        }
+    }
+
+    /// The site that owns `addr` by longest-prefix match, if any.
+    pub fn owner(&self, addr: Ipv4Addr) -> Option<&SiteId> {
+        match self.lookup(addr) {
+            Lookup::Found(stored) => Some(stored.entry.site()),
+            Lookup::Missing => None,
+        }
+    }
+
+    /// The longest live entry strictly shorter than `prefix` that covers it.
+    pub fn covering(&self, prefix: Ipv4Network) -> Option<&Stored> {
+        let prefix = normalize(prefix);
+        self.live
+            .cover(&prefix)
+            .filter(|(p, _)| p.prefix() < prefix.prefix())
+            .max_by_key(|(p, _)| p.prefix())
+            .map(|(_, stored)| stored)
+    }
+
+    /// The entry (live or withdrawn) stored for exactly `prefix`.
+    pub fn get(&self, prefix: Ipv4Network) -> Option<&Stored> {
+        let prefix = normalize(prefix);
+        self.live
+            .get(&prefix)
+            .or_else(|| self.withdrawn.get(&prefix))
+    }
+
+    /// The live host entry advertised with `mac`. When several are (one host with several
+    /// addresses), the one with the highest version, then the lowest prefix: the same answer on
+    /// every router whatever order the entries arrived in.
+    pub fn host_by_mac(&self, mac: MacAddr) -> Option<&Stored> {
+        self.hosts_by_mac(mac).reduce(|best, stored| {
+            if stored.entry.version > best.entry.version {
+                stored
+            } else {
+                best
+            }
+        })
+    }
+
+    /// Every live host entry advertised with `mac`, in prefix order.
+    pub fn hosts_by_mac(&self, mac: MacAddr) -> impl Iterator<Item = &Stored> {
+        self.by_mac
+            .get(&mac)
+            .into_iter()
+            .flatten()
+            .filter_map(|prefix| self.live.get(prefix))
+    }
+
+    /// Every entry, live and withdrawn, live ones in prefix order first.
+    pub fn entries(&self) -> impl Iterator<Item = &Stored> {
+        self.live.values().chain(self.withdrawn.values())
+    }
+
+    /// Live entries in prefix order.
+    pub fn live_entries(&self) -> impl Iterator<Item = &Stored> {
+        self.live.values()
+    }
+
+    /// Number of entries, live and withdrawn.
+    pub fn len(&self) -> usize {
+        self.live.len() + self.withdrawn.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An order-independent fingerprint of the table's content, to detect divergence between
+    /// routers cheaply (periodic digests).
+    pub fn digest(&self) -> u64 {
+        self.entries()
+            .map(|stored| entry_hash(&stored.entry))
+            .fold(0u64, |acc, h| acc.wrapping_add(h))
+    }
+
+    fn remove_prefix(&mut self, prefix: &Ipv4Network) {
+        if let Some(old) = self.live.remove(prefix) {
+            if let Some(mac) = old.entry.mac {
+                if let Some(prefixes) = self.by_mac.get_mut(&mac) {
+                    prefixes.remove(prefix);
+                    if prefixes.is_empty() {
+                        self.by_mac.remove(&mac);
+                    }
+                }
+            }
+        }
+        self.withdrawn.remove(prefix);
+    }
+}
+
+/// The canonical form of a prefix: host bits cleared.
+pub(crate) fn normalize(prefix: Ipv4Network) -> Ipv4Network {
+    Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix)
+}
+
+/// A deterministic order among entries that share a version, so that conflicting copies of one
+/// version converge everywhere.
+fn content_rank(entry: &GndtEntry) -> (bool, Option<MacAddr>, u8) {
+    let kind = match entry.kind {
+        EntryKind::SitePrefix => 0,
+        EntryKind::Host => 1,
+    };
+    (entry.withdrawn, entry.mac, kind)
+}
+
+/// FNV-1a over the entry's canonical fields: stable across processes and versions of Rust.
+fn entry_hash(entry: &GndtEntry) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    };
+    feed(&entry.prefix.ip().octets());
+    feed(&[entry.prefix.prefix()]);
+    feed(&entry.version.seq.to_be_bytes());
+    feed(entry.version.origin.as_str().as_bytes());
+    feed(&[0xff, u8::from(entry.withdrawn), content_rank(entry).2]);
+    if let Some(mac) = entry.mac {
+        feed(&mac.octets());
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(s: &str) -> SiteId {
+        SiteId::new(s).unwrap()
+    }
+
+    fn net(s: &str) -> Ipv4Network {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn host_entry_beats_its_site_prefix() {
+        let now = Instant::now();
+        let mut gndt = Gndt::new();
+        gndt.apply(
+            GndtEntry::site_prefix(net("10.1.0.0/24"), site("a"), 1),
+            now,
+        );
+        let ip: Ipv4Addr = "10.1.0.2".parse().unwrap();
+        assert_eq!(gndt.owner(ip), Some(&site("a")));
+        gndt.apply(GndtEntry::host(ip, site("b"), 1, None), now);
+        assert_eq!(gndt.owner(ip), Some(&site("b")));
+        assert_eq!(gndt.owner("10.1.0.3".parse().unwrap()), Some(&site("a")));
+        assert_eq!(gndt.owner("10.2.0.3".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn newer_version_wins_and_older_is_stale() {
+        let now = Instant::now();
+        let mut gndt = Gndt::new();
+        let ip: Ipv4Addr = "10.1.0.2".parse().unwrap();
+        assert_eq!(
+            gndt.apply(GndtEntry::host(ip, site("b"), 2, None), now),
+            Applied::Inserted
+        );
+        assert!(matches!(
+            gndt.apply(GndtEntry::host(ip, site("c"), 1, None), now),
+            Applied::Stale { .. }
+        ));
+        assert_eq!(
+            gndt.apply(GndtEntry::host(ip, site("b"), 2, None), now),
+            Applied::Unchanged
+        );
+        // Equal sequence: the greater site id wins.
+        assert!(gndt
+            .apply(GndtEntry::host(ip, site("c"), 2, None), now)
+            .changed());
+        assert_eq!(gndt.owner(ip), Some(&site("c")));
+    }
+
+    #[test]
+    fn withdrawn_entries_do_not_match_but_block_older_versions() {
+        let now = Instant::now();
+        let mut gndt = Gndt::new();
+        gndt.apply(
+            GndtEntry::site_prefix(net("10.0.0.0/16"), site("a"), 1),
+            now,
+        );
+        let mut slice = GndtEntry::site_prefix(net("10.0.1.0/24"), site("b"), 1);
+        gndt.apply(slice.clone(), now);
+        slice.version.seq = 2;
+        slice.withdrawn = true;
+        gndt.apply(slice, now);
+        assert_eq!(gndt.owner("10.0.1.9".parse().unwrap()), Some(&site("a")));
+        let old = GndtEntry::site_prefix(net("10.0.1.0/24"), site("b"), 1);
+        assert!(matches!(gndt.apply(old, now), Applied::Stale { .. }));
+    }
+
+    #[test]
+    fn host_by_mac_follows_the_current_entry() {
+        let now = Instant::now();
+        let mut gndt = Gndt::new();
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        let ip: Ipv4Addr = "10.1.0.2".parse().unwrap();
+        gndt.apply(GndtEntry::host(ip, site("a"), 1, Some(mac)), now);
+        assert_eq!(gndt.host_by_mac(mac).map(|s| s.entry.prefix.ip()), Some(ip));
+        gndt.apply(GndtEntry::host(ip, site("a"), 2, None), now);
+        assert_eq!(gndt.host_by_mac(mac), None);
+    }
+
+    #[test]
+    fn one_mac_with_two_addresses_resolves_the_same_whatever_the_order() {
+        let now = Instant::now();
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        let one = GndtEntry::host("10.1.0.2".parse().unwrap(), site("a"), 3, Some(mac));
+        let two = GndtEntry::host("10.1.0.3".parse().unwrap(), site("a"), 1, Some(mac));
+        let mut forward = Gndt::new();
+        forward.apply(one.clone(), now);
+        forward.apply(two.clone(), now);
+        let mut backward = Gndt::new();
+        backward.apply(two.clone(), now);
+        backward.apply(one.clone(), now);
+        for gndt in [&forward, &backward] {
+            assert_eq!(gndt.host_by_mac(mac).map(|s| &s.entry), Some(&one));
+            assert_eq!(gndt.hosts_by_mac(mac).count(), 2);
+        }
+        // One address leaves (withdrawn): the other still resolves.
+        let mut gone = one.clone();
+        gone.version.seq += 1;
+        gone.withdrawn = true;
+        forward.apply(gone, now);
+        assert_eq!(forward.host_by_mac(mac).map(|s| &s.entry), Some(&two));
+    }
+
+    #[test]
+    fn prefixes_are_normalized() {
+        let now = Instant::now();
+        let mut gndt = Gndt::new();
+        gndt.apply(
+            GndtEntry::site_prefix(net("10.1.0.77/24"), site("a"), 1),
+            now,
+        );
+        assert!(gndt.get(net("10.1.0.0/24")).is_some());
+        assert_eq!(
+            gndt.covering(net("10.1.0.5/32")).map(|s| s.entry.prefix),
+            Some(net("10.1.0.0/24"))
+        );
+    }
+}
