@@ -1,0 +1,506 @@
+//! The async shell around [`Node`]: QUIC connections to peers, control streams, the data plane
+//! and kernel state. It moves bytes and applies effects; it decides nothing itself.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ipnetwork::Ipv4Network;
+use skyvine_tables::{MacAddr, SiteId};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::dataplane::{self, Counters, PacketDevice, PeerTable};
+use crate::fib::Fib;
+use crate::node::{Effect, Node, NodeConfig};
+use crate::pki::{self, Identity};
+use crate::proto::{self, Message, ProtoError, PROTOCOL_VERSION};
+
+/// How long a handshake (QUIC + hello) may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(3);
+/// Control messages queued towards one peer before the link is declared stuck.
+const OUTBOX_CAPACITY: usize = 4096;
+/// Events queued towards the main loop (readers wait when it is full: backpressure).
+const INPUT_CAPACITY: usize = 4096;
+
+/// QUIC application close codes.
+mod close_code {
+    pub const SHUTDOWN: u32 = 0;
+    pub const PROTOCOL: u32 = 1;
+    pub const DUPLICATE: u32 = 2;
+    pub const STUCK: u32 = 3;
+    pub const WRONG_SITE: u32 = 4;
+}
+
+/// Where the daemon's kernel state goes: the real netlink reconciler, or a recording fake.
+pub trait KernelOps: Send + 'static {
+    /// Makes the kernel's routes and neighbours match the desired set.
+    fn apply(
+        &mut self,
+        tun_routes: BTreeSet<Ipv4Network>,
+        lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Removes everything this router installed.
+    fn clear(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Everything the daemon runs on; the binary builds real ones, tests build fakes.
+#[derive(Debug)]
+pub struct Parts<D, K> {
+    pub config: Config,
+    pub identity: Identity,
+    /// The bound WAN UDP socket.
+    pub socket: std::net::UdpSocket,
+    pub device: Arc<D>,
+    pub kernel: K,
+}
+
+/// Shared, read-mostly state that outlives the main loop's borrows (admin, metrics).
+#[derive(Debug)]
+pub struct Shared {
+    pub fib: Arc<Fib>,
+    pub peers: Arc<PeerTable>,
+    pub counters: Arc<Counters>,
+}
+
+enum Input {
+    Connected {
+        site: SiteId,
+        link: Link,
+    },
+    Disconnected {
+        site: SiteId,
+        id: u64,
+    },
+    Message {
+        site: SiteId,
+        id: u64,
+        message: Message,
+    },
+}
+
+struct Link {
+    id: u64,
+    conn: quinn::Connection,
+    outbox: mpsc::Sender<Message>,
+    dialed_by_me: bool,
+}
+
+/// Runs a router until `shutdown` resolves, then removes its kernel state.
+pub async fn run<D: PacketDevice, K: KernelOps>(
+    parts: Parts<D, K>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let Parts {
+        config,
+        identity,
+        socket,
+        device,
+        mut kernel,
+    } = parts;
+    let me = config.site.clone();
+    let mut transport = pki::transport_config();
+    dataplane::tune_transport(&mut transport, config.tun.mtu);
+    let transport = Arc::new(transport);
+    let server = identity.server_config(transport.clone())?;
+    let client = identity.client_config(transport)?;
+    let local_addr = socket.local_addr().context("reading the WAN socket address")?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .context("starting the QUIC endpoint")?;
+    tracing::info!(site = %me, wan = %local_addr, "router starting");
+
+    let now = Instant::now();
+    let mut node = Node::new(
+        NodeConfig {
+            me: me.clone(),
+            prefixes: config.lan.prefixes.clone(),
+            lndt_ranges: config.lndt_ranges(),
+            peers: config.peers.iter().map(|p| p.site.clone()).collect(),
+        },
+        now,
+    );
+    let shared = Shared {
+        fib: Arc::new(Fib::new(node.fib_snapshot())),
+        peers: Arc::new(PeerTable::new()),
+        counters: Arc::new(Counters::new()),
+    };
+    let tun_task = dataplane::spawn_tun_reader(
+        device.clone(),
+        shared.fib.clone(),
+        shared.peers.clone(),
+        shared.counters.clone(),
+    );
+
+    let (inputs, mut input_rx) = mpsc::channel(INPUT_CAPACITY);
+    let (connected_tx, connected_rx) = watch::channel(BTreeSet::<SiteId>::new());
+    let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let ctx = LinkContext {
+        me: me.clone(),
+        inputs,
+        ids,
+    };
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(accept_loop(endpoint.clone(), ctx.clone()));
+    for peer in &config.peers {
+        if let Some(addr) = peer.address {
+            background.spawn(dial_loop(
+                endpoint.clone(),
+                client.clone(),
+                peer.site.clone(),
+                addr,
+                ctx.clone(),
+                connected_rx.clone(),
+            ));
+        }
+    }
+
+    let mut links: HashMap<SiteId, Link> = HashMap::new();
+    let mut dirty = true;
+    tokio::pin!(shutdown);
+    loop {
+        apply_effects(&mut node, &mut links, &mut dirty);
+        if dirty {
+            dirty = false;
+            shared.fib.store(node.fib_snapshot());
+            if let Err(error) = kernel.apply(node.tun_routes(), node.lan_hosts()).await {
+                tracing::warn!(error = format!("{error:#}"), "applying kernel routes failed; retrying on the next change");
+            }
+        }
+        let deadline = node
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep_until(deadline) => node.handle_timeout(Instant::now()),
+            input = input_rx.recv() => {
+                let Some(input) = input else { break };
+                handle_input(&mut node, &mut links, &shared, &device, input);
+                connected_tx.send_replace(links.keys().cloned().collect());
+            }
+        }
+    }
+
+    tracing::info!("shutting down");
+    endpoint.close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+    background.abort_all();
+    tun_task.abort();
+    kernel.clear().await.context("removing kernel routes at shutdown")?;
+    tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle())
+        .await
+        .ok();
+    Ok(())
+}
+
+fn handle_input<D: PacketDevice>(
+    node: &mut Node,
+    links: &mut HashMap<SiteId, Link>,
+    shared: &Shared,
+    device: &Arc<D>,
+    input: Input,
+) {
+    let now = Instant::now();
+    match input {
+        Input::Connected { site, link } => {
+            if let Some(existing) = links.get(&site) {
+                // Both routers dialed: keep the connection dialed by the lower site id.
+                // A newer connection in the same direction replaces one not yet noticed dead.
+                let keep_new = link.dialed_by_me == existing.dialed_by_me
+                    || link.dialed_by_me == (node.me() < &site);
+                let (closing, reason) = if keep_new {
+                    (&existing.conn, "duplicate, replaced")
+                } else {
+                    (&link.conn, "duplicate")
+                };
+                tracing::debug!(peer = %site, reason, "closing duplicate connection");
+                closing.close(quinn::VarInt::from_u32(close_code::DUPLICATE), b"duplicate");
+                if !keep_new {
+                    return;
+                }
+            }
+            shared.peers.insert(site.clone(), link.conn.clone());
+            dataplane::spawn_peer_reader(
+                link.conn.clone(),
+                site.clone(),
+                device.clone(),
+                shared.fib.clone(),
+                shared.counters.clone(),
+            );
+            tracing::info!(peer = %site, remote = %link.conn.remote_address(), dialed_by_me = link.dialed_by_me, "connection established");
+            links.insert(site.clone(), link);
+            node.handle_peer_up(site, now);
+        }
+        Input::Disconnected { site, id } => {
+            if links.get(&site).is_some_and(|l| l.id == id) {
+                if let Some(link) = links.remove(&site) {
+                    shared.peers.remove_if_same(&site, &link.conn);
+                }
+                node.handle_peer_down(&site, now);
+            }
+        }
+        Input::Message { site, id, message } => {
+            if links.get(&site).is_some_and(|l| l.id == id) {
+                node.handle_message(&site, message, now);
+            }
+        }
+    }
+}
+
+fn apply_effects(node: &mut Node, links: &mut HashMap<SiteId, Link>, dirty: &mut bool) {
+    while let Some(effect) = node.poll_effect() {
+        match effect {
+            Effect::TablesChanged => *dirty = true,
+            Effect::Send { to, message } => {
+                let Some(link) = links.get(&to) else {
+                    tracing::debug!(peer = %to, kind = message.kind(), "peer not connected; message dropped");
+                    continue;
+                };
+                if let Err(error) = link.outbox.try_send(message) {
+                    tracing::warn!(peer = %to, %error, "control queue to peer is stuck; closing the connection");
+                    link.conn
+                        .close(quinn::VarInt::from_u32(close_code::STUCK), b"control queue full");
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct LinkContext {
+    me: SiteId,
+    inputs: mpsc::Sender<Input>,
+    ids: Arc<std::sync::atomic::AtomicU64>,
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: LinkContext) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(error)) => {
+                    tracing::warn!(%remote, %error, "refused incoming connection");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%remote, "incoming handshake timed out");
+                    return;
+                }
+            };
+            match pki::peer_site(&conn) {
+                Ok(site) => run_link(conn, site, false, ctx).await,
+                Err(error) => {
+                    tracing::warn!(%remote, %error, "refused incoming connection without a site certificate");
+                    conn.close(quinn::VarInt::from_u32(close_code::WRONG_SITE), b"no site certificate");
+                }
+            }
+        });
+    }
+}
+
+async fn dial_loop(
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    site: SiteId,
+    addr: SocketAddr,
+    ctx: LinkContext,
+    mut connected: watch::Receiver<BTreeSet<SiteId>>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut failures = 0u32;
+    loop {
+        if connected.borrow_and_update().contains(&site) {
+            if connected.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        match dial(&endpoint, &client, &site, addr).await {
+            Ok(conn) => {
+                if failures > 0 {
+                    tracing::info!(peer = %site, %addr, failures, "reached peer after failures");
+                }
+                failures = 0;
+                backoff = BACKOFF_MIN;
+                run_link(conn, site.clone(), true, ctx.clone()).await;
+            }
+            Err(error) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::info!(peer = %site, %addr, error = format!("{error:#}"), "cannot reach peer; retrying with backoff");
+                } else {
+                    tracing::debug!(peer = %site, %addr, failures, error = format!("{error:#}"), "peer still unreachable");
+                }
+            }
+        }
+        // Jitter from the clock's low bits keeps two routers from dialing in lockstep.
+        let jitter = Duration::from_millis(u64::from(Instant::now().elapsed().subsec_nanos() % 100));
+        tokio::select! {
+            () = tokio::time::sleep(backoff + jitter) => {}
+            _ = connected.changed() => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn dial(
+    endpoint: &quinn::Endpoint,
+    client: &quinn::ClientConfig,
+    site: &SiteId,
+    addr: SocketAddr,
+) -> anyhow::Result<quinn::Connection> {
+    let connecting = endpoint.connect_with(client.clone(), addr, &pki::server_name(site))?;
+    let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+        .await
+        .context("handshake timed out")??;
+    let actual = pki::peer_site(&conn)?;
+    if &actual != site {
+        conn.close(quinn::VarInt::from_u32(close_code::WRONG_SITE), b"wrong site");
+        anyhow::bail!("expected site {site}, but the certificate names {actual}");
+    }
+    Ok(conn)
+}
+
+/// Runs one authenticated connection: hello exchange, then control messages until it closes.
+async fn run_link(conn: quinn::Connection, site: SiteId, dialed_by_me: bool, ctx: LinkContext) {
+    let id = ctx.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (send, mut recv) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, hello(&conn, &site, dialed_by_me, &ctx.me)).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(error)) => {
+            tracing::warn!(peer = %site, error = format!("{error:#}"), "control handshake failed; closing");
+            conn.close(quinn::VarInt::from_u32(close_code::PROTOCOL), b"handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(peer = %site, "control handshake timed out; closing");
+            conn.close(quinn::VarInt::from_u32(close_code::PROTOCOL), b"handshake timeout");
+            return;
+        }
+    };
+    let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+    let link = Link {
+        id,
+        conn: conn.clone(),
+        outbox,
+        dialed_by_me,
+    };
+    if ctx.inputs.send(Input::Connected { site: site.clone(), link }).await.is_err() {
+        return;
+    }
+    let writer = tokio::spawn(write_messages(send, outbox_rx));
+    loop {
+        tokio::select! {
+            read = read_message(&mut recv) => match read {
+                Ok(Some(message)) => {
+                    let input = Input::Message { site: site.clone(), id, message };
+                    if ctx.inputs.send(input).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    tracing::info!(peer = %site, "peer closed its control stream");
+                    break;
+                }
+                Err(LinkError::Proto(error)) => {
+                    tracing::warn!(peer = %site, %error, "bad control message; closing the connection");
+                    conn.close(quinn::VarInt::from_u32(close_code::PROTOCOL), error.to_string().as_bytes());
+                    break;
+                }
+                Err(LinkError::Read(error)) => {
+                    tracing::debug!(peer = %site, %error, "control stream ended");
+                    break;
+                }
+            },
+            reason = conn.closed() => {
+                tracing::info!(peer = %site, %reason, "connection closed");
+                break;
+            }
+        }
+    }
+    writer.abort();
+    // Best effort: the main loop may already be gone at shutdown.
+    let _ = ctx.inputs.send(Input::Disconnected { site, id }).await;
+}
+
+async fn hello(
+    conn: &quinn::Connection,
+    site: &SiteId,
+    dialed_by_me: bool,
+    me: &SiteId,
+) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {
+    let (mut send, mut recv) = if dialed_by_me {
+        conn.open_bi().await?
+    } else {
+        conn.accept_bi().await?
+    };
+    let ours = Message::Hello {
+        version: PROTOCOL_VERSION,
+        site: me.clone(),
+    };
+    send.write_all(&proto::encode(&ours)?).await?;
+    match read_message(&mut recv).await {
+        Ok(Some(Message::Hello { version, site: theirs })) => {
+            anyhow::ensure!(
+                version == PROTOCOL_VERSION,
+                "peer speaks protocol version {version}, this router speaks {PROTOCOL_VERSION}"
+            );
+            anyhow::ensure!(&theirs == site, "peer says it is site {theirs}, its certificate says {site}");
+            Ok((send, recv))
+        }
+        Ok(Some(other)) => anyhow::bail!("expected hello, got {}", other.kind()),
+        Ok(None) => anyhow::bail!("peer closed the stream before hello"),
+        Err(error) => Err(anyhow::anyhow!("{error}")),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    #[error("{0}")]
+    Read(String),
+}
+
+/// Reads one length-prefixed message; `Ok(None)` at a clean end of stream.
+async fn read_message(recv: &mut quinn::RecvStream) -> Result<Option<Message>, LinkError> {
+    let mut prefix = [0u8; 4];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(error) => return Err(LinkError::Read(error.to_string())),
+    }
+    let len = proto::body_len(prefix)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| LinkError::Read(e.to_string()))?;
+    Ok(Some(proto::decode_body(&body)?))
+}
+
+async fn write_messages(mut send: quinn::SendStream, mut outbox: mpsc::Receiver<Message>) {
+    while let Some(message) = outbox.recv().await {
+        let frame = match proto::encode(&message) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::warn!(%error, kind = message.kind(), "cannot encode control message; dropped");
+                continue;
+            }
+        };
+        if let Err(error) = send.write_all(&frame).await {
+            tracing::debug!(%error, "control stream write failed");
+            return;
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The forwarding view of the tables that the data plane consults for every packet.
+//!
+//! The control plane publishes a new immutable [`FibSnapshot`] whenever the GNDT or LNDT
+//! changes; packet tasks load the current snapshot once per batch (an `Arc` clone) and never
+//! wait for the control plane.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, RwLock};
+
+use ipnetwork::Ipv4Network;
+use prefix_trie::PrefixMap;
+use skyvine_tables::{Gndt, Lndt, SiteId};
+
+/// Why the data plane dropped a packet. Counted per reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// Not an IPv4 packet, or a truncated header.
+    Malformed,
+    /// Outbound: the source is not a host this router is responsible for (not in the LNDT).
+    SourceNotLocal,
+    /// Outbound: no GNDT entry covers the destination.
+    NoRoute,
+    /// Outbound: the destination belongs to this site; the kernel should not have sent it here.
+    DestinationLocal,
+    /// Outbound: the owning site's router is not connected.
+    PeerDown,
+    /// Inbound: the sending site does not own the packet's source address in the GNDT.
+    SpoofedSource,
+    /// The packet does not fit a QUIC datagram on this path.
+    TooBig,
+    /// A queue towards the TUN device or a peer was full.
+    QueueFull,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Malformed,
+        DropReason::SourceNotLocal,
+        DropReason::NoRoute,
+        DropReason::DestinationLocal,
+        DropReason::PeerDown,
+        DropReason::SpoofedSource,
+        DropReason::TooBig,
+        DropReason::QueueFull,
+    ];
+
+    /// A stable snake_case name for logs, metrics and the admin CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::SourceNotLocal => "source_not_local",
+            DropReason::NoRoute => "no_route",
+            DropReason::DestinationLocal => "destination_local",
+            DropReason::PeerDown => "peer_down",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::TooBig => "too_big",
+            DropReason::QueueFull => "queue_full",
+        }
+    }
+}
+
+/// An immutable forwarding view: GNDT owners by longest prefix, and the LNDT membership test.
+#[derive(Debug)]
+pub struct FibSnapshot {
+    me: SiteId,
+    owners: PrefixMap<Ipv4Network, SiteId>,
+    local: Vec<Ipv4Network>,
+    local_exceptions: Vec<Ipv4Addr>,
+    local_extra: Vec<Ipv4Addr>,
+}
+
+impl FibSnapshot {
+    /// Captures the forwarding-relevant part of the tables.
+    pub fn build(me: &SiteId, gndt: &Gndt, lndt: &Lndt) -> Self {
+        let mut owners = PrefixMap::new();
+        for stored in gndt.live_entries() {
+            owners.insert(stored.entry.prefix, stored.entry.site().clone());
+        }
+        let mut local = Vec::new();
+        let mut local_extra = Vec::new();
+        for host in lndt.hosts() {
+            match host.source {
+                skyvine_tables::LndtSource::Configured => local.push(host.prefix),
+                skyvine_tables::LndtSource::MigratedIn => local_extra.push(host.prefix.ip()),
+            }
+        }
+        let mut local_exceptions: Vec<Ipv4Addr> = lndt.moved_away().collect();
+        local_exceptions.sort_unstable();
+        local_extra.sort_unstable();
+        FibSnapshot {
+            me: me.clone(),
+            owners,
+            local,
+            local_exceptions,
+            local_extra,
+        }
+    }
+
+    /// Where a packet from a LAN host to `dst` must go: the owning site, or why it is dropped.
+    pub fn outbound(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Result<&SiteId, DropReason> {
+        if !self.is_local_host(src) {
+            return Err(DropReason::SourceNotLocal);
+        }
+        match self.owners.get_lpm(&Ipv4Network::from(dst)) {
+            Some((_, site)) if *site == self.me => Err(DropReason::DestinationLocal),
+            Some((_, site)) => Ok(site),
+            None => Err(DropReason::NoRoute),
+        }
+    }
+
+    /// Whether a packet with source `src` may arrive from site `from`.
+    pub fn inbound(&self, from: &SiteId, src: Ipv4Addr) -> Result<(), DropReason> {
+        match self.owners.get_lpm(&Ipv4Network::from(src)) {
+            Some((_, owner)) if owner == from => Ok(()),
+            _ => Err(DropReason::SpoofedSource),
+        }
+    }
+
+    /// Whether `ip` is in the LNDT.
+    pub fn is_local_host(&self, ip: Ipv4Addr) -> bool {
+        self.local_extra.binary_search(&ip).is_ok()
+            || (self.local.iter().any(|net| net.contains(ip))
+                && self.local_exceptions.binary_search(&ip).is_err())
+    }
+}
+
+/// The current snapshot, shared by the control plane (writer) and packet tasks (readers).
+#[derive(Debug)]
+pub struct Fib {
+    current: RwLock<Arc<FibSnapshot>>,
+}
+
+impl Fib {
+    pub fn new(snapshot: FibSnapshot) -> Self {
+        Fib {
+            current: RwLock::new(Arc::new(snapshot)),
+        }
+    }
+
+    /// The snapshot to use for the next batch of packets.
+    pub fn load(&self) -> Arc<FibSnapshot> {
+        match self.current.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Publishes a new snapshot.
+    pub fn store(&self, snapshot: FibSnapshot) {
+        let snapshot = Arc::new(snapshot);
+        match self.current.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+    }
+}

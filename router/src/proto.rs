@@ -1,0 +1,200 @@
+//! The control protocol spoken between routers on a QUIC stream.
+//!
+//! Framing: a 4-byte big-endian length, then that many bytes of one JSON-encoded [`Message`].
+//! A frame longer than [`MAX_MESSAGE_LEN`] or a body that does not decode is an error: the
+//! receiver closes the stream with the reason and never allocates more than the limit.
+//!
+//! The first message on every control stream, in both directions, is [`Message::Hello`];
+//! a peer with another [`PROTOCOL_VERSION`] is refused.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use skyvine_tables::{GndtEntry, MacAddr, SiteId};
+
+/// The version of this protocol. Peers must agree exactly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest encoded message accepted (and produced).
+pub const MAX_MESSAGE_LEN: usize = 1 << 20;
+
+/// How many entries one [`Message::Entries`] carries at most, so that a full table of any size
+/// goes out as messages well under [`MAX_MESSAGE_LEN`].
+pub const MAX_ENTRIES_PER_MESSAGE: usize = 2000;
+
+/// One control message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Message {
+    /// Opens a control stream: who is speaking, and which protocol.
+    Hello { version: u32, site: SiteId },
+    /// GNDT entries: a chunk of the full table (on connect) or an increment.
+    Entries { entries: Vec<GndtEntry> },
+    /// Marks the end of a full-table transfer; the receiver now knows everything the sender did.
+    TableEnd { digest: u64, count: u64 },
+    /// The sender's table fingerprint, sent periodically to catch divergence.
+    Digest { digest: u64, count: u64 },
+    /// Asks the receiver to send its full table (after a digest mismatch).
+    TableRequest,
+    /// Asks which IP the host with `mac` has (a RARP carries no IP).
+    WhoHas { query: u64, mac: MacAddr },
+    /// Answers [`Message::WhoHas`]; `ip` is `None` when the sender does not know.
+    IsAt {
+        query: u64,
+        mac: MacAddr,
+        ip: Option<Ipv4Addr>,
+    },
+}
+
+impl Message {
+    /// A short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::Entries { .. } => "entries",
+            Message::TableEnd { .. } => "table_end",
+            Message::Digest { .. } => "digest",
+            Message::TableRequest => "table_request",
+            Message::WhoHas { .. } => "who_has",
+            Message::IsAt { .. } => "is_at",
+        }
+    }
+}
+
+/// Why a frame was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("message of {0} bytes exceeds the limit of {MAX_MESSAGE_LEN}")]
+    TooLong(usize),
+    #[error("message does not decode: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// Encodes one message with its length prefix.
+pub fn encode(message: &Message) -> Result<Vec<u8>, ProtoError> {
+    let body = serde_json::to_vec(message)?;
+    if body.len() > MAX_MESSAGE_LEN {
+        return Err(ProtoError::TooLong(body.len()));
+    }
+    let len = u32::try_from(body.len()).map_err(|_| ProtoError::TooLong(body.len()))?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// Reads a frame's length prefix, rejecting lengths over the limit before anything is allocated.
+pub fn body_len(prefix: [u8; 4]) -> Result<usize, ProtoError> {
+    let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
+    if len > MAX_MESSAGE_LEN {
+        return Err(ProtoError::TooLong(len));
+    }
+    Ok(len)
+}
+
+/// Decodes one message body (the bytes after the length prefix).
+pub fn decode_body(body: &[u8]) -> Result<Message, ProtoError> {
+    Ok(serde_json::from_slice(body)?)
+}
+
+/// Splits a byte stream into messages; pure, so it can be fuzzed.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buffer: Vec<u8>,
+}
+
+impl Decoder {
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, `Ok(None)` if more bytes are needed.
+    ///
+    /// After an error the stream is unusable; the caller closes it.
+    pub fn next_message(&mut self) -> Result<Option<Message>, ProtoError> {
+        let Some(prefix) = self.buffer.get(..4) else {
+            return Ok(None);
+        };
+        let mut len_bytes = [0u8; 4];
+        len_bytes.copy_from_slice(prefix);
+        let len = body_len(len_bytes)?;
+        let Some(body) = self.buffer.get(4..4 + len) else {
+            return Ok(None);
+        };
+        let message = decode_body(body)?;
+        self.buffer.drain(..4 + len);
+        Ok(Some(message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipnetwork::Ipv4Network;
+
+    fn site(s: &str) -> SiteId {
+        SiteId::new(s).unwrap()
+    }
+
+    #[test]
+    fn messages_round_trip_through_the_decoder_in_pieces() {
+        let messages = vec![
+            Message::Hello {
+                version: PROTOCOL_VERSION,
+                site: site("a"),
+            },
+            Message::Entries {
+                entries: vec![
+                    GndtEntry::site_prefix("10.77.1.0/24".parse::<Ipv4Network>().unwrap(), site("a"), 3),
+                    GndtEntry::host(
+                        "10.77.1.2".parse().unwrap(),
+                        site("b"),
+                        4,
+                        Some("52:54:00:77:01:02".parse().unwrap()),
+                    ),
+                ],
+            },
+            Message::TableEnd { digest: 7, count: 2 },
+            Message::WhoHas {
+                query: 9,
+                mac: "52:54:00:77:01:02".parse().unwrap(),
+            },
+        ];
+        let mut stream = Vec::new();
+        for m in &messages {
+            stream.extend(encode(m).unwrap());
+        }
+        let mut decoder = Decoder::default();
+        let mut out = Vec::new();
+        for chunk in stream.chunks(7) {
+            decoder.push(chunk);
+            while let Some(m) = decoder.next_message().unwrap() {
+                out.push(m);
+            }
+        }
+        assert_eq!(out, messages);
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocation() {
+        let mut decoder = Decoder::default();
+        decoder.push(&u32::MAX.to_be_bytes());
+        assert!(matches!(decoder.next_message(), Err(ProtoError::TooLong(_))));
+    }
+
+    #[test]
+    fn garbage_and_unknown_fields_are_errors() {
+        for body in [
+            &b"not json"[..],
+            br#"{"type":"launch_missiles"}"#,
+            br#"{"type":"table_request","extra":1}"#,
+            br#"{"type":"hello","version":1,"site":"bad site"}"#,
+        ] {
+            let mut decoder = Decoder::default();
+            decoder.push(&u32::try_from(body.len()).unwrap().to_be_bytes());
+            decoder.push(body);
+            assert!(decoder.next_message().is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+}
