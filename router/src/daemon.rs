@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ipnetwork::Ipv4Network;
+use skyvine_capture::wire::ArpEvent;
+use skyvine_inject::wire::FrameBytes;
 use skyvine_tables::{MacAddr, SiteId};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::dataplane::{self, Counters, PacketDevice, PeerTable};
 use crate::fib::Fib;
-use crate::node::{Effect, Node, NodeConfig};
+use crate::node::{Effect, LanIdentity, Node, NodeConfig};
 use crate::pki::{self, Identity};
 use crate::proto::{self, Message, ProtoError, PROTOCOL_VERSION};
 
@@ -50,6 +52,45 @@ pub trait KernelOps: Send + 'static {
     fn clear(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// The LAN side as channels: captured ARP/RARP events in, frames to send out.
+#[derive(Debug)]
+pub struct LanPort {
+    pub identity: LanIdentity,
+    pub events: mpsc::Receiver<ArpEvent>,
+    pub frames: mpsc::Sender<FrameBytes>,
+}
+
+impl KernelOps for crate::kernel::Kernel {
+    async fn apply(
+        &mut self,
+        tun_routes: BTreeSet<Ipv4Network>,
+        lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+    ) -> anyhow::Result<()> {
+        let desired = crate::kernel::Desired {
+            tun_routes,
+            lan_hosts,
+        };
+        let changes = self.reconcile(&desired).await?;
+        log_changes(&changes);
+        Ok(())
+    }
+
+    async fn clear(&mut self) -> anyhow::Result<()> {
+        let changes = crate::kernel::Kernel::clear(self).await?;
+        log_changes(&changes);
+        Ok(())
+    }
+}
+
+fn log_changes(changes: &crate::kernel::Changes) {
+    for entry in &changes.added {
+        tracing::info!(%entry, "kernel entry installed");
+    }
+    for entry in &changes.removed {
+        tracing::info!(%entry, "kernel entry removed");
+    }
+}
+
 /// Everything the daemon runs on; the binary builds real ones, tests build fakes.
 #[derive(Debug)]
 pub struct Parts<D, K> {
@@ -59,6 +100,8 @@ pub struct Parts<D, K> {
     pub socket: std::net::UdpSocket,
     pub device: Arc<D>,
     pub kernel: K,
+    /// The LAN, or `None` to run without one (no migration support).
+    pub lan: Option<LanPort>,
 }
 
 /// Shared, read-mostly state that outlives the main loop's borrows (admin, metrics).
@@ -103,6 +146,7 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         socket,
         device,
         mut kernel,
+        lan,
     } = parts;
     let me = config.site.clone();
     let mut transport = pki::transport_config();
@@ -121,15 +165,23 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
     tracing::info!(site = %me, wan = %local_addr, "router starting");
 
     let now = Instant::now();
-    let mut node = Node::new(
-        NodeConfig {
-            me: me.clone(),
-            prefixes: config.lan.prefixes.clone(),
-            lndt_ranges: config.lndt_ranges(),
-            peers: config.peers.iter().map(|p| p.site.clone()).collect(),
-        },
-        now,
+    let mut node_config = NodeConfig::new(
+        me.clone(),
+        config.lan.prefixes.clone(),
+        config.lndt_ranges(),
+        config.peers.iter().map(|p| p.site.clone()).collect(),
     );
+    node_config.virtual_network = config.lan.virtual_network;
+    node_config.probe_timeout = config.migration.probe_timeout();
+    node_config.damping = skyvine_tables::DampingConfig {
+        max_moves: config.migration.max_moves,
+        window: Duration::from_secs(config.migration.damping_window_s),
+        freeze: Duration::from_secs(config.migration.freeze_s),
+        ..skyvine_tables::DampingConfig::default()
+    };
+    node_config.pinned = config.migration.pinned.clone();
+    node_config.lan = lan.as_ref().map(|l| l.identity);
+    let mut node = Node::new(node_config, now);
     let shared = Shared {
         fib: Arc::new(Fib::new(node.fib_snapshot())),
         peers: Arc::new(PeerTable::new()),
@@ -165,18 +217,32 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         }
     }
 
+    let (mut lan_events, lan_frames) = match lan {
+        Some(port) => (Some(port.events), Some(port.frames)),
+        None => (None, None),
+    };
     let mut links: HashMap<SiteId, Link> = HashMap::new();
     let mut dirty = true;
     tokio::pin!(shutdown);
     loop {
-        apply_effects(&mut node, &mut links, &mut dirty);
+        apply_effects(&mut node, &mut links, lan_frames.as_ref(), &mut dirty);
         if dirty {
             dirty = false;
             shared.fib.store(node.fib_snapshot());
-            if let Err(error) = kernel.apply(node.tun_routes(), node.lan_hosts()).await {
-                tracing::warn!(error = format!("{error:#}"), "applying kernel routes failed; retrying on the next change");
+            match kernel.apply(node.tun_routes(), node.lan_hosts()).await {
+                Ok(()) => node.handle_kernel_applied(Instant::now()),
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), "applying kernel routes failed; retrying on the next change");
+                }
             }
+            continue;
         }
+        let lan_event = async {
+            match lan_events.as_mut() {
+                Some(events) => events.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let deadline = node
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
@@ -184,6 +250,13 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep_until(deadline) => node.handle_timeout(Instant::now()),
+            event = lan_event => match event {
+                Some(event) => node.handle_lan_event(event, Instant::now()),
+                None => {
+                    tracing::warn!("LAN capture stopped; migrations can no longer be detected");
+                    lan_events = None;
+                }
+            },
             input = input_rx.recv() => {
                 let Some(input) = input else { break };
                 handle_input(&mut node, &mut links, &shared, &device, input);
@@ -257,10 +330,22 @@ fn handle_input<D: PacketDevice>(
     }
 }
 
-fn apply_effects(node: &mut Node, links: &mut HashMap<SiteId, Link>, dirty: &mut bool) {
+fn apply_effects(
+    node: &mut Node,
+    links: &mut HashMap<SiteId, Link>,
+    lan_frames: Option<&mpsc::Sender<FrameBytes>>,
+    dirty: &mut bool,
+) {
     while let Some(effect) = node.poll_effect() {
         match effect {
             Effect::TablesChanged => *dirty = true,
+            Effect::Transmit { frame } => {
+                if let Some(frames) = lan_frames {
+                    if frames.try_send(frame).is_err() {
+                        tracing::debug!("LAN transmit queue full; frame dropped");
+                    }
+                }
+            }
             Effect::Send { to, message } => {
                 let Some(link) = links.get(&to) else {
                     tracing::debug!(peer = %to, kind = message.kind(), "peer not connected; message dropped");

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod fib;
 pub mod kernel;
+pub mod lanio;
 pub mod pki;
 pub mod node;
 pub mod proto;

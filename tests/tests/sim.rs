@@ -118,6 +118,7 @@ impl Lab {
             socket,
             device,
             kernel: kernel.clone(),
+            lan: None,
         };
         let task = tokio::spawn(daemon::run(parts, async move {
             let _ = stopped.await;

@@ -1,0 +1,800 @@
+//! What the router does with ARP and RARP frames seen on its LAN: learning bindings, proxy ARP,
+//! and the live-migration sequence (detect, resolve, confirm, take over, redirect).
+//!
+//! Still sans IO: frames come in as parsed [`ArpEvent`]s, frames to send go out as
+//! [`Effect::Transmit`], and every step is stamped with the `now` it was given.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ipnetwork::Ipv4Network;
+use skyvine_capture::wire::{ArpEvent, EventKind, ArpOp, ArpRepr, ETHERTYPE_ARP};
+use skyvine_inject::wire::{self as frames, ArpFrame, FrameBytes};
+use skyvine_tables::{
+    AnnouncementFilter, BindingSource, EntryKind, GndtEntry, Learned, MacAddr, MoveDamping,
+    MoveVerdict, Observation, SiteId,
+};
+
+use super::{Effect, Node, NodeConfig};
+use crate::proto::Message;
+
+/// Recent migrations kept for the admin CLI.
+const RECORDS_KEPT: usize = 256;
+/// Probes sent while confirming, at these offsets from the start (until the probe timeout).
+const PROBE_SCHEDULE_MS: [u64; 4] = [0, 30, 100, 200];
+/// Gratuitous ARPs are repeated at these offsets, in case the first is lost.
+const GARP_REPEAT_MS: [u64; 3] = [0, 150, 1000];
+/// How long a query by MAC waits for the other routers.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The router's own address on its LAN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LanIdentity {
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+}
+
+/// How a migration came to this router's attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detection {
+    /// A RARP announcement (QEMU/KVM, VMware).
+    Rarp,
+    /// A gratuitous ARP (Xen, virtio guests).
+    GratuitousArp,
+    /// The VM's own ARP traffic from an address the tables place at another site.
+    Traffic,
+    /// Another router advertised the move.
+    Peer,
+}
+
+impl Detection {
+    pub fn name(self) -> &'static str {
+        match self {
+            Detection::Rarp => "rarp",
+            Detection::GratuitousArp => "garp",
+            Detection::Traffic => "traffic",
+            Detection::Peer => "peer",
+        }
+    }
+}
+
+/// This router's part in a migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The VM arrived here.
+    Destination,
+    /// The VM left from here.
+    Source,
+    /// Neither: only the route changed.
+    Third,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Destination => "destination",
+            Role::Source => "source",
+            Role::Third => "third",
+        }
+    }
+}
+
+/// How a migration ended here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    InProgress,
+    Applied,
+    /// Refused, with the reason (frozen, pinned, not confirmed, unresolved, still at its site).
+    Refused(String),
+}
+
+/// One migration as seen by this router, with the time of each step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationRecord {
+    pub id: u64,
+    pub mac: Option<MacAddr>,
+    pub ip: Option<Ipv4Addr>,
+    pub from: Option<SiteId>,
+    pub to: SiteId,
+    pub role: Role,
+    pub detection: Detection,
+    pub detected: Instant,
+    pub resolved: Option<Instant>,
+    pub confirmed: Option<Instant>,
+    pub advertised: Option<Instant>,
+    /// Kernel routes and neighbours applied, and the LAN told (gratuitous ARP sent).
+    pub applied: Option<Instant>,
+    pub outcome: Outcome,
+}
+
+/// Counters of what the LAN side refused or dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LanCounters {
+    pub frames: u64,
+    /// Ethernet source differs from the ARP sender MAC.
+    pub forged_frames: u64,
+    pub repeats: u64,
+    pub proxy_replies: u64,
+    pub refused_frozen: u64,
+    pub refused_pinned: u64,
+    pub refused_unconfirmed: u64,
+    pub refused_unresolved: u64,
+    /// A moved-away VM still answered at this site: the move was a duplicate or a hijack.
+    pub refused_still_here: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct LanState {
+    identity: Option<LanIdentity>,
+    filter: AnnouncementFilter,
+    damping: MoveDamping,
+    probe_timeout: Duration,
+    /// Migrations being resolved or confirmed here, by MAC.
+    pending: BTreeMap<MacAddr, Pending>,
+    /// Hosts that moved away, being checked for a reply at this site (hijack detection).
+    verifying: BTreeMap<Ipv4Addr, Verify>,
+    /// Frames to send later, in time order.
+    scheduled: Vec<(Instant, FrameBytes)>,
+    records: VecDeque<MigrationRecord>,
+    next_id: u64,
+    next_query: u64,
+    pub(super) counters: LanCounters,
+}
+
+#[derive(Debug)]
+struct Pending {
+    record: u64,
+    ip: Option<Ipv4Addr>,
+    /// Resolving by query: the query id and when to give up.
+    query: Option<(u64, Instant)>,
+    /// Confirming: when the probing started.
+    probing_since: Option<Instant>,
+    probes_sent: usize,
+}
+
+#[derive(Debug)]
+struct Verify {
+    mac: MacAddr,
+    record: u64,
+    since: Instant,
+    probes_sent: usize,
+}
+
+impl LanState {
+    pub(super) fn new(config: &NodeConfig) -> Self {
+        let mut damping = MoveDamping::new(config.damping.clone());
+        for ip in &config.pinned {
+            damping.pin(*ip);
+        }
+        LanState {
+            identity: config.lan,
+            filter: AnnouncementFilter::default(),
+            damping,
+            probe_timeout: config.probe_timeout,
+            pending: BTreeMap::new(),
+            verifying: BTreeMap::new(),
+            scheduled: Vec::new(),
+            records: VecDeque::new(),
+            next_id: 1,
+            next_query: 1,
+            counters: LanCounters::default(),
+        }
+    }
+}
+
+impl Node {
+    /// An ARP or RARP frame seen on the LAN.
+    pub fn handle_lan_event(&mut self, event: ArpEvent, now: Instant) {
+        self.lan.counters.frames += 1;
+        let Some(identity) = self.lan.identity else {
+            return;
+        };
+        if event.eth_src == identity.mac {
+            return;
+        }
+        if !event.source_matches_sender() {
+            // Forged or relayed: never let it teach or move anything.
+            self.lan.counters.forged_frames += 1;
+            tracing::debug!(eth_src = %event.eth_src, sender = %event.repr.sender_mac, "frame whose source is not its sender ignored");
+            return;
+        }
+        match event.kind {
+            EventKind::RarpAnnounce { mac } => self.on_announcement(mac, None, Detection::Rarp, now),
+            EventKind::GratuitousRequest { ip, mac } | EventKind::GratuitousReply { ip, mac } => {
+                self.learn(ip, mac, now);
+                self.on_confirmation(ip, mac, now);
+                self.on_announcement(mac, Some(ip), Detection::GratuitousArp, now);
+            }
+            EventKind::Request {
+                sender_ip,
+                sender_mac,
+                target_ip,
+            } => {
+                self.learn(sender_ip, sender_mac, now);
+                self.on_confirmation(sender_ip, sender_mac, now);
+                self.on_traffic(sender_ip, sender_mac, now);
+                self.answer_for_remote(sender_ip, sender_mac, target_ip, identity, now);
+            }
+            EventKind::Reply {
+                sender_ip,
+                sender_mac,
+                ..
+            } => {
+                self.learn(sender_ip, sender_mac, now);
+                self.on_confirmation(sender_ip, sender_mac, now);
+                self.on_traffic(sender_ip, sender_mac, now);
+            }
+            EventKind::Probe { .. } | EventKind::OtherRarp(_) => {}
+        }
+    }
+
+    /// The kernel now holds the routes for the current tables: completes migrations.
+    pub fn handle_kernel_applied(&mut self, now: Instant) {
+        for record in self.lan.records.iter_mut() {
+            if record.outcome == Outcome::InProgress && record.advertised.is_some() {
+                record.applied = Some(now);
+                record.outcome = Outcome::Applied;
+                let took = record.applied.zip(Some(record.detected)).map(|(a, d)| a - d);
+                tracing::info!(
+                    ip = ?record.ip,
+                    from = ?record.from.as_ref().map(SiteId::as_str),
+                    to = %record.to,
+                    role = record.role.name(),
+                    detection = record.detection.name(),
+                    took_us = took.map(|d| d.as_micros()).unwrap_or(0),
+                    "migration applied"
+                );
+            }
+        }
+    }
+
+    /// Recent migrations, oldest first.
+    pub fn migrations(&self) -> impl Iterator<Item = &MigrationRecord> {
+        self.lan.records.iter()
+    }
+
+    /// What the LAN side counted.
+    pub fn lan_counters(&self) -> LanCounters {
+        self.lan.counters
+    }
+
+    /// Addresses frozen by move damping, with the end of their freeze.
+    pub fn frozen(&self, now: Instant) -> Vec<(Ipv4Addr, Instant)> {
+        self.lan.damping.frozen(now).collect()
+    }
+
+    /// The router's LAN identity, if it has a LAN.
+    pub fn lan_identity(&self) -> Option<LanIdentity> {
+        self.lan.identity
+    }
+
+    pub(super) fn lan_timeout(&mut self, now: Instant) {
+        self.lan.filter.handle_timeout(now);
+        self.lan.damping.handle_timeout(now);
+        let due: Vec<FrameBytes> = {
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.lan.scheduled.drain(..).partition(|(at, _)| *at <= now);
+            self.lan.scheduled = later;
+            due.into_iter().map(|(_, frame)| frame).collect()
+        };
+        for frame in due {
+            self.effects.push_back(Effect::Transmit { frame });
+        }
+        self.advance_pending(now);
+        self.advance_verifying(now);
+    }
+
+    pub(super) fn lan_poll_timeout(&self) -> Option<Instant> {
+        let scheduled = self.lan.scheduled.iter().map(|(at, _)| *at).min();
+        let pending = self.lan.pending.values().filter_map(|p| {
+            let probing = p.probing_since.map(|since| next_probe_at(since, p.probes_sent, self.lan.probe_timeout));
+            let query = p.query.map(|(_, deadline)| deadline);
+            probing.into_iter().chain(query).min()
+        });
+        let verifying = self
+            .lan
+            .verifying
+            .values()
+            .map(|v| next_probe_at(v.since, v.probes_sent, self.lan.probe_timeout));
+        [
+            scheduled,
+            pending.min(),
+            verifying.min(),
+            self.lan.filter.poll_timeout(),
+            self.lan.damping.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// A peer answered our query by MAC.
+    pub(super) fn on_is_at(&mut self, query: u64, mac: MacAddr, ip: Option<Ipv4Addr>, now: Instant) {
+        let Some(pending) = self.lan.pending.get_mut(&mac) else {
+            return;
+        };
+        if pending.query.map(|(q, _)| q) != Some(query) {
+            return;
+        }
+        if let Some(ip) = ip {
+            pending.query = None;
+            pending.ip = Some(ip);
+            let record = pending.record;
+            self.update_record(record, |r| {
+                r.ip = Some(ip);
+                r.resolved = Some(now);
+            });
+            self.start_confirming(mac, ip, now);
+        }
+    }
+
+    /// A host entry of ours was superseded by another site's: the host moved away from here.
+    pub(super) fn on_moved_away(&mut self, ip: Ipv4Addr, mac: Option<MacAddr>, to: &SiteId, now: Instant) {
+        let record = self.new_record(mac, Some(ip), Some(self.config.me.clone()), to.clone(), Role::Source, Detection::Peer, now);
+        self.update_record(record, |r| r.advertised = Some(now));
+        self.lan.pending.retain(|_, p| p.ip != Some(ip));
+        let Some(identity) = self.lan.identity else {
+            return;
+        };
+        // Repoint every LAN host's cache entry for the VM to us (request form: accepted at
+        // once even within Linux's 1 s locktime), then make sure the VM is really gone.
+        self.schedule_repeated(frames::gratuitous_arp_request(identity.mac, ip), now);
+        if let Some(mac) = mac {
+            self.lan.verifying.insert(
+                ip,
+                Verify {
+                    mac,
+                    record,
+                    since: now,
+                    probes_sent: 0,
+                },
+            );
+            self.advance_verifying(now);
+        }
+    }
+
+    /// A host entry changed owner between two other sites (or arrived here from a peer).
+    pub(super) fn on_remote_move(&mut self, entry: &GndtEntry, previous_owner: Option<SiteId>, now: Instant) {
+        let record = self.new_record(
+            entry.mac,
+            Some(entry.prefix.ip()),
+            previous_owner,
+            entry.site().clone(),
+            Role::Third,
+            Detection::Peer,
+            now,
+        );
+        self.update_record(record, |r| r.advertised = Some(now));
+    }
+
+    fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
+        if ip.is_unspecified() || mac.is_group() {
+            return;
+        }
+        let learned = self.hwdt.learn(ip, mac, BindingSource::Lan, now);
+        if let Learned::Changed { old_mac } = learned {
+            tracing::info!(%ip, %mac, %old_mac, "address now seen at another MAC on the LAN");
+        }
+        // Advertise bindings of our own hosts, so a RARP elsewhere resolves without a query.
+        if !self.lndt.contains(ip) || self.gndt.owner(ip) != Some(&self.config.me) {
+            return;
+        }
+        let current = self.gndt.get(Ipv4Network::from(ip)).map(|s| s.entry.clone());
+        let up_to_date = current.as_ref().is_some_and(|e| {
+            !e.withdrawn && e.site() == &self.config.me && e.mac == Some(mac)
+        });
+        if up_to_date {
+            return;
+        }
+        let seq = current.map_or(1, |e| e.version.seq + 1);
+        let entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
+        self.originate(entry, now);
+    }
+
+    fn on_traffic(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
+        if ip.is_unspecified() || self.lndt.contains(ip) {
+            return;
+        }
+        match self.gndt.owner(ip) {
+            Some(owner) if owner != &self.config.me => {
+                self.on_announcement(mac, Some(ip), Detection::Traffic, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_announcement(&mut self, mac: MacAddr, ip: Option<Ipv4Addr>, detection: Detection, now: Instant) {
+        if self.lan.pending.contains_key(&mac) {
+            self.lan.counters.repeats += 1;
+            return;
+        }
+        let ip = ip.or_else(|| self.resolve_mac(mac));
+        if let Some(ip) = ip {
+            if self.lndt.contains(ip) && self.gndt.owner(ip) == Some(&self.config.me) {
+                // Already ours: a boot announcement or a repeat after the move completed.
+                return;
+            }
+            if self.gndt.owner(ip).is_none() {
+                tracing::debug!(%ip, %mac, "announcement for an address outside the virtual network ignored");
+                return;
+            }
+        }
+        if self.lan.filter.observe(mac, now) == Observation::Repeat && detection != Detection::Traffic {
+            self.lan.counters.repeats += 1;
+            return;
+        }
+        let from = ip.and_then(|ip| self.gndt.owner(ip).cloned());
+        let record = self.new_record(Some(mac), ip, from, self.config.me.clone(), Role::Destination, detection, now);
+        tracing::info!(%mac, ?ip, detection = detection.name(), "migration detected");
+        let mut pending = Pending {
+            record,
+            ip,
+            query: None,
+            probing_since: None,
+            probes_sent: 0,
+        };
+        match ip {
+            Some(ip) => {
+                self.update_record(record, |r| r.resolved = Some(now));
+                self.lan.pending.insert(mac, pending);
+                self.start_confirming(mac, ip, now);
+            }
+            None => {
+                let query = self.lan.next_query;
+                self.lan.next_query += 1;
+                pending.query = Some((query, now + RESOLVE_TIMEOUT));
+                self.lan.pending.insert(mac, pending);
+                let connected: Vec<SiteId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.connected)
+                    .map(|(s, _)| s.clone())
+                    .collect();
+                tracing::debug!(%mac, peers = connected.len(), "MAC unknown here; asking the other routers");
+                for peer in connected {
+                    self.send(&peer, Message::WhoHas { query, mac });
+                }
+            }
+        }
+    }
+
+    fn start_confirming(&mut self, mac: MacAddr, ip: Ipv4Addr, now: Instant) {
+        match self.lan.damping.check(ip, now) {
+            MoveVerdict::Allowed => {}
+            MoveVerdict::Pinned => {
+                self.lan.counters.refused_pinned += 1;
+                self.refuse(mac, "pinned by configuration".into());
+                return;
+            }
+            MoveVerdict::Frozen { until } => {
+                self.lan.counters.refused_frozen += 1;
+                let left = until.saturating_duration_since(now).as_secs();
+                self.refuse(mac, format!("frozen by move damping for {left} s more"));
+                return;
+            }
+        }
+        if let Some(pending) = self.lan.pending.get_mut(&mac) {
+            pending.probing_since = Some(now);
+            pending.probes_sent = 0;
+        }
+        self.advance_pending(now);
+    }
+
+    /// A frame from `(ip, mac)` proves the host is on this LAN.
+    fn on_confirmation(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
+        let confirming = self
+            .lan
+            .pending
+            .get(&mac)
+            .is_some_and(|p| p.ip == Some(ip) && p.probing_since.is_some());
+        if confirming {
+            self.take_over(mac, ip, now);
+        }
+        if self.lan.verifying.get(&ip).is_some_and(|v| v.mac == mac) {
+            self.still_here(ip, mac, now);
+        }
+    }
+
+    /// Step 4 and 6 of the migration at the destination.
+    fn take_over(&mut self, mac: MacAddr, ip: Ipv4Addr, now: Instant) {
+        let Some(pending) = self.lan.pending.remove(&mac) else {
+            return;
+        };
+        let record = pending.record;
+        match self.lan.damping.record_move(ip, now) {
+            MoveVerdict::Allowed => {}
+            MoveVerdict::Pinned => {
+                self.lan.counters.refused_pinned += 1;
+                self.finish_refused(record, "pinned by configuration".into());
+                return;
+            }
+            MoveVerdict::Frozen { .. } => {
+                self.lan.counters.refused_frozen += 1;
+                tracing::warn!(%ip, %mac, "address moves too often; frozen at its current site");
+                self.finish_refused(record, "frozen by move damping".into());
+                return;
+            }
+        }
+        let previous = self.gndt.get(Ipv4Network::from(ip)).map(|s| s.entry.clone());
+        let seq = previous.as_ref().map_or(1, |e| e.version.seq + 1);
+        let entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
+        self.update_record(record, |r| r.confirmed = Some(now));
+        self.lndt.add(ip, Some(mac), now);
+        self.hwdt.learn(ip, mac, BindingSource::Lan, now);
+        self.originate(entry, now);
+        self.update_record(record, |r| r.advertised = Some(now));
+        tracing::info!(%ip, %mac, seq, "migrated VM confirmed here; taking over its address");
+        self.fix_migrated_view(ip, mac, now);
+    }
+
+    /// Step 6: repoint the migrated VM's stale cache entries (its old neighbours and gateway) to
+    /// us, and in routing-optimization mode introduce it to its new LAN neighbours directly.
+    fn fix_migrated_view(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
+        let Some(identity) = self.lan.identity else {
+            return;
+        };
+        let home = self
+            .gndt
+            .covering(Ipv4Network::from(ip))
+            .map(|s| s.entry.prefix);
+        let optimize = self.config.virtual_network;
+        let mut remote = Vec::new();
+        let mut local = Vec::new();
+        for stored in self.gndt.live_entries() {
+            let e = &stored.entry;
+            let host = e.prefix.ip();
+            if e.kind != EntryKind::Host || host == ip {
+                continue;
+            }
+            let same_home = home.is_some_and(|h| h.contains(host));
+            let in_vnet = optimize.is_some_and(|v| v.contains(host));
+            if e.site() != &self.config.me && (same_home || in_vnet) {
+                remote.push(host);
+            } else if e.site() == &self.config.me && in_vnet && host != identity.ip {
+                if let Some(m) = e.mac {
+                    local.push((host, m));
+                }
+            }
+        }
+        for host in remote {
+            self.schedule_repeated(frames::unicast_gratuitous_arp(identity.mac, host, mac), now);
+        }
+        for (host, host_mac) in local {
+            self.schedule_repeated(spoken_for(identity.mac, mac, host, host_mac), now);
+        }
+        if optimize.is_some() {
+            // Our LAN hosts that reached the VM through us now reach it directly.
+            self.schedule_repeated(spoken_for(identity.mac, MacAddr::BROADCAST, ip, mac), now);
+        }
+    }
+
+    /// The moved-away VM answered at this site: the move was a duplicate or a hijack. Take the
+    /// address back with a newer version, and tell the LAN where the VM really is.
+    fn still_here(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
+        let Some(verify) = self.lan.verifying.remove(&ip) else {
+            return;
+        };
+        self.lan.counters.refused_still_here += 1;
+        let claimed_by = self.gndt.owner(ip).cloned();
+        tracing::warn!(%ip, %mac, claimed_by = ?claimed_by.as_ref().map(SiteId::as_str), "host still answers here; refusing its move (duplicate or hijack)");
+        self.finish_refused(verify.record, "host still answers at this site".into());
+        let seq = self
+            .gndt
+            .get(Ipv4Network::from(ip))
+            .map_or(1, |s| s.entry.version.seq + 1);
+        self.lndt.add(ip, Some(mac), now);
+        self.originate(GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac)), now);
+        if let Some(identity) = self.lan.identity {
+            self.schedule_repeated(spoken_for(identity.mac, MacAddr::BROADCAST, ip, mac), now);
+        }
+    }
+
+    /// Proxy ARP: answer for addresses that live at another site when the asker expects them
+    /// on its link (a host of our prefix that moved away; a migrated VM's old neighbours and
+    /// gateway; anything of the virtual network in routing-optimization mode).
+    fn answer_for_remote(&mut self, sender_ip: Ipv4Addr, sender_mac: MacAddr, target: Ipv4Addr, identity: LanIdentity, _now: Instant) {
+        if target == sender_ip || target == identity.ip || sender_ip.is_unspecified() {
+            return;
+        }
+        match self.gndt.owner(target) {
+            Some(owner) if owner != &self.config.me => {}
+            _ => return,
+        }
+        let ours = self.config.prefixes.iter().any(|p| p.contains(target));
+        let migrated_in = self.lndt.contains(sender_ip) && !self.lndt.is_configured(sender_ip);
+        let same_home = migrated_in
+            && self
+                .gndt
+                .covering(Ipv4Network::from(sender_ip))
+                .is_some_and(|home| home.entry.prefix.contains(target));
+        let optimize = self.config.virtual_network.is_some_and(|v| v.contains(target));
+        if ours || same_home || optimize {
+            self.lan.counters.proxy_replies += 1;
+            tracing::trace!(%target, asker = %sender_ip, "proxy ARP reply");
+            self.effects.push_back(Effect::Transmit {
+                frame: frames::proxy_arp_reply(identity.mac, target, sender_mac, sender_ip),
+            });
+        }
+    }
+
+    fn advance_pending(&mut self, now: Instant) {
+        let timeout = self.lan.probe_timeout;
+        let mut refused = Vec::new();
+        let mut probes = Vec::new();
+        for (mac, pending) in self.lan.pending.iter_mut() {
+            if let Some((_, deadline)) = pending.query {
+                if now >= deadline {
+                    refused.push((*mac, "no router knows this MAC".to_owned(), false));
+                }
+                continue;
+            }
+            let (Some(since), Some(ip)) = (pending.probing_since, pending.ip) else {
+                continue;
+            };
+            if now >= since + timeout {
+                refused.push((*mac, format!("no answer to the confirmation probe within {} ms", timeout.as_millis()), true));
+                continue;
+            }
+            while next_probe_at(since, pending.probes_sent, timeout) <= now {
+                pending.probes_sent += 1;
+                probes.push((ip, *mac));
+            }
+        }
+        if let Some(identity) = self.lan.identity {
+            for (ip, mac) in probes {
+                self.effects.push_back(Effect::Transmit {
+                    frame: unicast_probe(identity.mac, mac, ip),
+                });
+            }
+        }
+        for (mac, reason, unconfirmed) in refused {
+            if unconfirmed {
+                self.lan.counters.refused_unconfirmed += 1;
+            } else {
+                self.lan.counters.refused_unresolved += 1;
+            }
+            tracing::warn!(%mac, reason, "migration refused");
+            self.refuse(mac, reason);
+        }
+    }
+
+    fn advance_verifying(&mut self, now: Instant) {
+        let timeout = self.lan.probe_timeout;
+        let mut done = Vec::new();
+        let mut probes = Vec::new();
+        for (ip, verify) in self.lan.verifying.iter_mut() {
+            if now >= verify.since + timeout {
+                done.push(*ip);
+                continue;
+            }
+            while next_probe_at(verify.since, verify.probes_sent, timeout) <= now {
+                verify.probes_sent += 1;
+                probes.push((*ip, verify.mac));
+            }
+        }
+        for ip in done {
+            self.lan.verifying.remove(&ip);
+        }
+        if let Some(identity) = self.lan.identity {
+            for (ip, mac) in probes {
+                self.effects.push_back(Effect::Transmit {
+                    frame: unicast_probe(identity.mac, mac, ip),
+                });
+            }
+        }
+    }
+
+    fn refuse(&mut self, mac: MacAddr, reason: String) {
+        if let Some(pending) = self.lan.pending.remove(&mac) {
+            self.finish_refused(pending.record, reason);
+        }
+    }
+
+    fn finish_refused(&mut self, record: u64, reason: String) {
+        self.update_record(record, |r| r.outcome = Outcome::Refused(reason));
+    }
+
+    /// Applies an entry we originate and advertises it to every connected peer.
+    fn originate(&mut self, entry: GndtEntry, now: Instant) {
+        if self.gndt.apply(entry.clone(), now).changed() {
+            self.effects.push_back(Effect::TablesChanged);
+            self.broadcast_except(None, &[entry]);
+        }
+    }
+
+    fn schedule_repeated(&mut self, frame: FrameBytes, now: Instant) {
+        for (i, offset) in GARP_REPEAT_MS.iter().enumerate() {
+            if i == 0 {
+                self.effects.push_back(Effect::Transmit { frame });
+            } else {
+                self.lan
+                    .scheduled
+                    .push((now + Duration::from_millis(*offset), frame));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_record(
+        &mut self,
+        mac: Option<MacAddr>,
+        ip: Option<Ipv4Addr>,
+        from: Option<SiteId>,
+        to: SiteId,
+        role: Role,
+        detection: Detection,
+        now: Instant,
+    ) -> u64 {
+        let id = self.lan.next_id;
+        self.lan.next_id += 1;
+        if self.lan.records.len() >= RECORDS_KEPT {
+            self.lan.records.pop_front();
+        }
+        self.lan.records.push_back(MigrationRecord {
+            id,
+            mac,
+            ip,
+            from,
+            to,
+            role,
+            detection,
+            detected: now,
+            resolved: None,
+            confirmed: None,
+            advertised: None,
+            applied: None,
+            outcome: Outcome::InProgress,
+        });
+        id
+    }
+
+    fn update_record(&mut self, id: u64, change: impl FnOnce(&mut MigrationRecord)) {
+        if let Some(record) = self.lan.records.iter_mut().rev().find(|r| r.id == id) {
+            change(record);
+        }
+    }
+}
+
+fn next_probe_at(since: Instant, sent: usize, timeout: Duration) -> Instant {
+    match PROBE_SCHEDULE_MS.get(sent) {
+        Some(offset) => since + Duration::from_millis(*offset),
+        None => since + timeout,
+    }
+}
+
+/// An ARP probe (sender IP 0.0.0.0) sent only to `mac`: the VM answers it without learning
+/// anything, and nobody else is disturbed.
+fn unicast_probe(our_mac: MacAddr, mac: MacAddr, ip: Ipv4Addr) -> FrameBytes {
+    ArpFrame {
+        eth_dst: mac,
+        eth_src: our_mac,
+        ethertype: ETHERTYPE_ARP,
+        repr: ArpRepr {
+            operation: ArpOp::Request,
+            sender_mac: our_mac,
+            sender_ip: Ipv4Addr::UNSPECIFIED,
+            target_mac: MacAddr::ZERO,
+            target_ip: ip,
+        },
+    }
+    .to_bytes()
+}
+
+/// A gratuitous ARP request saying `ip` is at `host_mac`, sent by the router (Ethernet source
+/// = our MAC, so LAN switches keep learning the host's MAC on the host's own port) to `to`.
+fn spoken_for(our_mac: MacAddr, to: MacAddr, ip: Ipv4Addr, host_mac: MacAddr) -> FrameBytes {
+    ArpFrame {
+        eth_dst: to,
+        eth_src: our_mac,
+        ethertype: ETHERTYPE_ARP,
+        repr: ArpRepr {
+            operation: ArpOp::Request,
+            sender_mac: host_mac,
+            sender_ip: ip,
+            target_mac: MacAddr::ZERO,
+            target_ip: ip,
+        },
+    }
+    .to_bytes()
+}

@@ -1,0 +1,576 @@
+//! The router's control-plane core, sans IO: peer events, control messages and timeouts go in;
+//! effects (messages to send, "the tables changed") come out of [`Node::poll_effect`].
+//!
+//! The async daemon only moves bytes and applies effects, so this core runs unchanged in the
+//! in-process multi-site simulation.
+
+mod lan;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ipnetwork::Ipv4Network;
+use skyvine_inject::wire::FrameBytes;
+use skyvine_tables::{
+    Applied, DampingConfig, EntryKind, Gndt, GndtEntry, Hwdt, Lndt, MacAddr, SiteId, Stored,
+};
+
+use crate::fib::FibSnapshot;
+use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
+
+pub use lan::{Detection, LanIdentity, MigrationRecord, Outcome, Role};
+
+/// How often a digest goes to each connected peer.
+pub const DIGEST_INTERVAL: Duration = Duration::from_secs(5);
+/// Capacity of the HWDT (learned bindings).
+pub const HWDT_CAPACITY: usize = 65_536;
+
+/// What the core needs to know about its own site.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub me: SiteId,
+    /// Prefixes this site owns.
+    pub prefixes: Vec<Ipv4Network>,
+    /// LNDT ranges from configuration.
+    pub lndt_ranges: Vec<Ipv4Network>,
+    /// Peers named in configuration (others may still connect with a valid certificate).
+    pub peers: Vec<SiteId>,
+    /// The router's own LAN MAC and address; `None` when there is no LAN (some simulations).
+    pub lan: Option<LanIdentity>,
+    /// Routing-optimization mode: the subnet every VM is configured with.
+    pub virtual_network: Option<Ipv4Network>,
+    /// How long the destination waits for a migrated VM to answer its probe.
+    pub probe_timeout: Duration,
+    /// Duplicate-address detection for moves.
+    pub damping: DampingConfig,
+    /// Addresses that never move.
+    pub pinned: Vec<Ipv4Addr>,
+}
+
+impl NodeConfig {
+    /// A configuration with default migration settings and no LAN.
+    pub fn new(
+        me: SiteId,
+        prefixes: Vec<Ipv4Network>,
+        lndt_ranges: Vec<Ipv4Network>,
+        peers: Vec<SiteId>,
+    ) -> Self {
+        NodeConfig {
+            me,
+            prefixes,
+            lndt_ranges,
+            peers,
+            lan: None,
+            virtual_network: None,
+            probe_timeout: Duration::from_millis(300),
+            damping: DampingConfig::default(),
+            pinned: Vec::new(),
+        }
+    }
+}
+
+/// Something the IO layer must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Send a control message to a connected peer.
+    Send { to: SiteId, message: Message },
+    /// The GNDT or LNDT changed: publish a new FIB snapshot and reconcile kernel state.
+    TablesChanged,
+    /// Send an Ethernet frame on the LAN.
+    Transmit { frame: FrameBytes },
+}
+
+/// What this router knows about one peer.
+#[derive(Clone, Debug)]
+pub struct PeerState {
+    /// Whether a control stream is up.
+    pub connected: bool,
+    /// When the current connection came up, or the last one went down.
+    pub since: Instant,
+    /// Whether the peer's full table has arrived on the current connection.
+    pub synced: bool,
+    /// Configured, or connected without being named in configuration.
+    pub configured: bool,
+    next_digest: Instant,
+}
+
+/// The control-plane core of one router.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    gndt: Gndt,
+    lndt: Lndt,
+    hwdt: Hwdt,
+    peers: BTreeMap<SiteId, PeerState>,
+    effects: VecDeque<Effect>,
+    started: Instant,
+    lan: lan::LanState,
+}
+
+impl Node {
+    /// A router that owns its configured prefixes and knows nothing else yet.
+    pub fn new(config: NodeConfig, now: Instant) -> Node {
+        let peers = config
+            .peers
+            .iter()
+            .map(|site| (site.clone(), PeerState::new(true, now)))
+            .collect();
+        let lan = lan::LanState::new(&config);
+        let mut node = Node {
+            lndt: Lndt::new(config.lndt_ranges.iter().copied(), now),
+            config,
+            gndt: Gndt::new(),
+            hwdt: Hwdt::new(HWDT_CAPACITY),
+            peers,
+            effects: VecDeque::new(),
+            started: now,
+            lan,
+        };
+        for prefix in node.config.prefixes.clone() {
+            let entry = GndtEntry::site_prefix(prefix, node.config.me.clone(), 1);
+            node.gndt.apply(entry, now);
+        }
+        if let Some(identity) = node.config.lan {
+            // Our own LAN binding: a migrated VM's stale entry for its old gateway is repointed
+            // with it, and peers resolve our address like any host's.
+            let entry = GndtEntry::host(identity.ip, node.config.me.clone(), 1, Some(identity.mac));
+            node.gndt.apply(entry, now);
+        }
+        node.effects.push_back(Effect::TablesChanged);
+        node
+    }
+
+    pub fn me(&self) -> &SiteId {
+        &self.config.me
+    }
+    pub fn gndt(&self) -> &Gndt {
+        &self.gndt
+    }
+    pub fn lndt(&self) -> &Lndt {
+        &self.lndt
+    }
+    pub fn hwdt(&self) -> &Hwdt {
+        &self.hwdt
+    }
+    pub fn peers(&self) -> &BTreeMap<SiteId, PeerState> {
+        &self.peers
+    }
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// A control stream to `peer` is up: send it the whole table.
+    pub fn handle_peer_up(&mut self, peer: SiteId, now: Instant) {
+        let configured = self.config.peers.contains(&peer);
+        let state = self
+            .peers
+            .entry(peer.clone())
+            .or_insert_with(|| PeerState::new(configured, now));
+        state.connected = true;
+        state.synced = false;
+        state.since = now;
+        state.next_digest = now + DIGEST_INTERVAL;
+        tracing::info!(peer = %peer, configured, "peer up");
+        self.send_full_table(&peer);
+    }
+
+    /// The control stream to `peer` is gone.
+    pub fn handle_peer_down(&mut self, peer: &SiteId, now: Instant) {
+        if let Some(state) = self.peers.get_mut(peer) {
+            if state.connected {
+                tracing::info!(peer = %peer, "peer down");
+            }
+            state.connected = false;
+            state.synced = false;
+            state.since = now;
+        }
+    }
+
+    /// A control message from a connected peer.
+    pub fn handle_message(&mut self, from: &SiteId, message: Message, now: Instant) {
+        tracing::trace!(peer = %from, kind = message.kind(), "control message");
+        match message {
+            Message::Hello { .. } => {
+                tracing::debug!(peer = %from, "ignoring a repeated hello");
+            }
+            Message::Entries { entries } => self.merge_entries(from, entries, now),
+            Message::TableEnd { digest, count } => {
+                if let Some(state) = self.peers.get_mut(from) {
+                    state.synced = true;
+                }
+                tracing::info!(
+                    peer = %from,
+                    peer_entries = count,
+                    entries = self.gndt.len(),
+                    in_sync = digest == self.gndt.digest(),
+                    "full table received"
+                );
+            }
+            Message::Digest { digest, count } => {
+                if digest != self.gndt.digest() {
+                    tracing::debug!(
+                        peer = %from,
+                        peer_entries = count,
+                        entries = self.gndt.len(),
+                        "digest mismatch, asking for the peer's table"
+                    );
+                    self.send(from, Message::TableRequest);
+                }
+            }
+            Message::TableRequest => self.send_full_table(from),
+            Message::WhoHas { query, mac } => {
+                let ip = self.resolve_mac(mac);
+                self.send(from, Message::IsAt { query, mac, ip });
+            }
+            Message::IsAt { query, mac, ip } => self.on_is_at(query, mac, ip, now),
+        }
+    }
+
+    /// Periodic work: digests to peers, probes, repeated announcements, expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.lan_timeout(now);
+        let digest = self.gndt.digest();
+        let count = u64::try_from(self.gndt.len()).unwrap_or(u64::MAX);
+        let due: Vec<SiteId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected && p.synced && p.next_digest <= now)
+            .map(|(site, _)| site.clone())
+            .collect();
+        for site in due {
+            if let Some(state) = self.peers.get_mut(&site) {
+                state.next_digest = now + DIGEST_INTERVAL;
+            }
+            self.send(&site, Message::Digest { digest, count });
+        }
+    }
+
+    /// When [`Node::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let digests = self
+            .peers
+            .values()
+            .filter(|p| p.connected && p.synced)
+            .map(|p| p.next_digest)
+            .min();
+        digests.into_iter().chain(self.lan_poll_timeout()).min()
+    }
+
+    /// The next effect to apply.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// The forwarding view for the data plane.
+    pub fn fib_snapshot(&self) -> FibSnapshot {
+        FibSnapshot::build(&self.config.me, &self.gndt, &self.lndt)
+    }
+
+    /// Prefixes the kernel must route into the TUN device: every live entry owned by another
+    /// site, except host entries that agree with the prefix that covers them.
+    pub fn tun_routes(&self) -> BTreeSet<Ipv4Network> {
+        self.gndt
+            .live_entries()
+            .filter(|stored| stored.entry.site() != &self.config.me)
+            .filter(|stored| !self.agrees_with_cover(stored))
+            .map(|stored| stored.entry.prefix)
+            .collect()
+    }
+
+    /// Hosts the kernel must route on the LAN: hosts of other sites' prefixes that migrated here.
+    pub fn lan_hosts(&self) -> BTreeMap<Ipv4Addr, Option<MacAddr>> {
+        self.gndt
+            .live_entries()
+            .filter(|stored| stored.entry.kind == EntryKind::Host)
+            .filter(|stored| stored.entry.site() == &self.config.me)
+            .filter(|stored| !self.agrees_with_cover(stored))
+            .map(|stored| (stored.entry.prefix.ip(), stored.entry.mac))
+            .collect()
+    }
+
+    /// The IP of the host with `mac`, from advertised bindings or what the LAN showed.
+    pub fn resolve_mac(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+        self.gndt
+            .host_by_mac(mac)
+            .map(|stored| stored.entry.prefix.ip())
+            .or_else(|| self.hwdt.by_mac(mac).map(|binding| binding.ip))
+    }
+
+    /// Whether a host entry says no more than the prefix covering it (same owner).
+    fn agrees_with_cover(&self, stored: &Stored) -> bool {
+        stored.entry.kind == EntryKind::Host
+            && self
+                .gndt
+                .covering(stored.entry.prefix)
+                .is_some_and(|cover| cover.entry.site() == stored.entry.site())
+    }
+
+    fn merge_entries(&mut self, from: &SiteId, entries: Vec<GndtEntry>, now: Instant) {
+        let mut changed = Vec::new();
+        for entry in entries {
+            let applied = self.gndt.apply(entry.clone(), now);
+            if let Applied::Stale { current } = &applied {
+                tracing::trace!(peer = %from, prefix = %entry.prefix, ?current, "stale entry ignored");
+            }
+            if applied.changed() {
+                tracing::debug!(
+                    peer = %from,
+                    prefix = %entry.prefix,
+                    site = %entry.site(),
+                    seq = entry.version.seq,
+                    withdrawn = entry.withdrawn,
+                    "gndt entry changed"
+                );
+                let previous = match applied {
+                    Applied::Replaced { previous } => Some(previous),
+                    _ => None,
+                };
+                self.after_change(&entry, previous, now);
+                changed.push(entry);
+            }
+        }
+        let reasserted = self.reassert_own(now);
+        if changed.is_empty() && reasserted.is_empty() {
+            return;
+        }
+        self.effects.push_back(Effect::TablesChanged);
+        // Flood what changed to everyone else (split horizon), and our corrections to everyone.
+        if !changed.is_empty() {
+            self.broadcast_except(Some(from), &changed);
+        }
+        if !reasserted.is_empty() {
+            self.broadcast_except(None, &reasserted);
+        }
+    }
+
+    /// Keeps the LNDT (and the LAN) in step with a changed host entry.
+    fn after_change(&mut self, entry: &GndtEntry, previous: Option<GndtEntry>, now: Instant) {
+        if entry.kind != EntryKind::Host || entry.withdrawn {
+            return;
+        }
+        let ip = entry.prefix.ip();
+        // Who had the address before: the previous host entry, else the prefix covering it.
+        let previous_owner = previous
+            .filter(|p| !p.withdrawn)
+            .map(|p| p.site().clone())
+            .or_else(|| self.gndt.covering(entry.prefix).map(|c| c.entry.site().clone()));
+        if entry.site() == &self.config.me {
+            // Our own host entry came back from the network (we restarted): adopt it.
+            if self.lndt.add(ip, entry.mac, now) {
+                tracing::info!(%ip, "host entry of ours learned from peers; back in the LNDT");
+            }
+        } else if self.lndt.remove(ip) {
+            tracing::info!(%ip, to = %entry.site(), "host moved away; removed from the LNDT");
+            self.on_moved_away(ip, entry.mac, entry.site(), now);
+        } else if previous_owner.as_ref().is_some_and(|p| p != entry.site()) {
+            self.on_remote_move(entry, previous_owner, now);
+        }
+    }
+
+    /// Re-originates our own prefixes when the network holds a different version of them
+    /// (e.g. withdrawn by a previous incarnation), and withdraws stale prefixes of ours.
+    fn reassert_own(&mut self, now: Instant) -> Vec<GndtEntry> {
+        let me = self.config.me.clone();
+        let mut out = Vec::new();
+        for prefix in self.config.prefixes.clone() {
+            let current = self.gndt.get(prefix).map(|s| s.entry.clone());
+            let ok = current.as_ref().is_some_and(|e| {
+                !e.withdrawn && e.site() == &me && e.kind == EntryKind::SitePrefix
+            });
+            if !ok {
+                let seq = current.map_or(1, |e| e.version.seq + 1);
+                out.push(GndtEntry::site_prefix(prefix, me.clone(), seq));
+            }
+        }
+        let stale: Vec<GndtEntry> = self
+            .gndt
+            .live_entries()
+            .map(|s| &s.entry)
+            .filter(|e| e.site() == &me && e.kind == EntryKind::SitePrefix)
+            .filter(|e| !self.config.prefixes.contains(&e.prefix))
+            .cloned()
+            .collect();
+        for mut entry in stale {
+            tracing::info!(prefix = %entry.prefix, "withdrawing a prefix no longer configured");
+            entry.version.seq += 1;
+            entry.withdrawn = true;
+            out.push(entry);
+        }
+        for entry in &out {
+            self.gndt.apply(entry.clone(), now);
+        }
+        out
+    }
+
+    fn send_full_table(&mut self, peer: &SiteId) {
+        let entries: Vec<GndtEntry> = self.gndt.entries().map(|s| s.entry.clone()).collect();
+        for chunk in entries.chunks(MAX_ENTRIES_PER_MESSAGE) {
+            self.send(
+                peer,
+                Message::Entries {
+                    entries: chunk.to_vec(),
+                },
+            );
+        }
+        let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);
+        self.send(
+            peer,
+            Message::TableEnd {
+                digest: self.gndt.digest(),
+                count,
+            },
+        );
+    }
+
+    fn broadcast_except(&mut self, skip: Option<&SiteId>, entries: &[GndtEntry]) {
+        let targets: Vec<SiteId> = self
+            .peers
+            .iter()
+            .filter(|(site, state)| state.connected && Some(*site) != skip)
+            .map(|(site, _)| site.clone())
+            .collect();
+        for site in targets {
+            for chunk in entries.chunks(MAX_ENTRIES_PER_MESSAGE) {
+                self.send(
+                    &site,
+                    Message::Entries {
+                        entries: chunk.to_vec(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn send(&mut self, to: &SiteId, message: Message) {
+        self.effects.push_back(Effect::Send {
+            to: to.clone(),
+            message,
+        });
+    }
+}
+
+impl PeerState {
+    fn new(configured: bool, now: Instant) -> Self {
+        PeerState {
+            connected: false,
+            since: now,
+            synced: false,
+            configured,
+            next_digest: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(s: &str) -> SiteId {
+        SiteId::new(s).unwrap()
+    }
+
+    fn node(me: &str, prefix: &str, peers: &[&str], now: Instant) -> Node {
+        let prefix: Ipv4Network = prefix.parse().unwrap();
+        Node::new(
+            NodeConfig::new(
+                site(me),
+                vec![prefix],
+                vec![prefix],
+                peers.iter().map(|p| site(p)).collect(),
+            ),
+            now,
+        )
+    }
+
+    /// Delivers every queued message between the nodes until nothing moves.
+    fn settle(nodes: &mut [Node], now: Instant) {
+        loop {
+            let mut moved = false;
+            for i in 0..nodes.len() {
+                while let Some(effect) = nodes[i].poll_effect() {
+                    if let Effect::Send { to, message } = effect {
+                        let from = nodes[i].me().clone();
+                        if let Some(target) = nodes.iter_mut().find(|n| n.me() == &to) {
+                            target.handle_message(&from, message, now);
+                            moved = true;
+                        }
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn peers_learn_each_others_prefixes_and_route_them_into_the_tun() {
+        let now = Instant::now();
+        let mut nodes = vec![
+            node("a", "10.77.1.0/24", &["b"], now),
+            node("b", "10.77.2.0/24", &["a"], now),
+        ];
+        nodes[0].handle_peer_up(site("b"), now);
+        nodes[1].handle_peer_up(site("a"), now);
+        settle(&mut nodes, now);
+        let routes: Vec<String> = nodes[0].tun_routes().iter().map(|n| n.to_string()).collect();
+        assert_eq!(routes, vec!["10.77.2.0/24"]);
+        assert_eq!(nodes[1].gndt().digest(), nodes[0].gndt().digest());
+        assert!(nodes[0].peers()[&site("b")].synced);
+    }
+
+    #[test]
+    fn a_moved_host_leaves_the_lndt_and_gets_a_tun_route() {
+        let now = Instant::now();
+        let mut a = node("a", "10.77.1.0/24", &["b"], now);
+        a.handle_peer_up(site("b"), now);
+        let vm: Ipv4Addr = "10.77.1.2".parse().unwrap();
+        assert!(a.lndt().contains(vm));
+        a.handle_message(
+            &site("b"),
+            Message::Entries {
+                entries: vec![GndtEntry::host(vm, site("b"), 1, None)],
+            },
+            now,
+        );
+        assert!(!a.lndt().contains(vm));
+        assert!(a.tun_routes().contains(&Ipv4Network::from(vm)));
+        assert!(a.lan_hosts().is_empty());
+    }
+
+    #[test]
+    fn a_restarted_router_reasserts_its_prefix_over_an_old_withdrawal() {
+        let now = Instant::now();
+        let mut a = node("a", "10.77.1.0/24", &["b"], now);
+        a.handle_peer_up(site("b"), now);
+        while a.poll_effect().is_some() {}
+        let mut old = GndtEntry::site_prefix("10.77.1.0/24".parse().unwrap(), site("a"), 7);
+        old.withdrawn = true;
+        a.handle_message(&site("b"), Message::Entries { entries: vec![old] }, now);
+        let stored = a.gndt().get("10.77.1.0/24".parse().unwrap()).unwrap();
+        assert!(!stored.entry.withdrawn);
+        assert_eq!(stored.entry.version.seq, 8);
+        let sent_fix = std::iter::from_fn(|| a.poll_effect()).any(|e| {
+            matches!(e, Effect::Send { message: Message::Entries { entries }, .. }
+                if entries.iter().any(|x| x.version.seq == 8))
+        });
+        assert!(sent_fix);
+    }
+
+    #[test]
+    fn digest_mismatch_requests_the_table() {
+        let now = Instant::now();
+        let mut a = node("a", "10.77.1.0/24", &["b"], now);
+        a.handle_peer_up(site("b"), now);
+        while a.poll_effect().is_some() {}
+        a.handle_message(&site("b"), Message::Digest { digest: 1, count: 1 }, now);
+        assert_eq!(
+            a.poll_effect(),
+            Some(Effect::Send {
+                to: site("b"),
+                message: Message::TableRequest
+            })
+        );
+    }
+}
