@@ -180,23 +180,9 @@ impl FrameSource for FakeFrameSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::samples::QEMU_RARP;
     use crate::wire::EventKind;
     use skyvine_tables::MacAddr;
-
-    static QEMU_RARP: [u8; 60] = {
-        let mut f = [0u8; 60];
-        let head: [u8; 42] = [
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x80, 0x35,
-            0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x03, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56,
-            0x00, 0x00, 0x00, 0x00, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x00, 0x00, 0x00, 0x00,
-        ];
-        let mut i = 0;
-        while i < 42 {
-            f[i] = head[i];
-            i += 1;
-        }
-        f
-    };
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()

@@ -11,6 +11,7 @@
 mod arp;
 mod ethernet;
 mod event;
+pub mod samples;
 
 pub use arp::{ArpOp, ArpPacket, ArpRepr};
 pub use ethernet::EthernetFrame;
