@@ -149,3 +149,12 @@ fn frames_sent_from_the_captured_interface_are_not_captured() {
         "captured our own frame: {got:?}"
     );
 }
+
+#[test]
+fn open_outside_a_runtime_is_an_error_not_a_panic() {
+    let err = ArpCapture::open("lo").unwrap_err();
+    assert!(
+        matches!(err, skyvine_capture::sys::CaptureError::NoRuntime),
+        "{err}"
+    );
+}

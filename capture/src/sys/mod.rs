@@ -25,6 +25,8 @@ pub enum CaptureError {
         #[source]
         source: io::Error,
     },
+    #[error("ArpCapture::open needs a tokio runtime with IO enabled")]
+    NoRuntime,
     #[error("packet socket for ethertype {ethertype:#06x} on {ifname:?}: {source}")]
     Socket {
         ifname: String,
@@ -46,8 +48,12 @@ pub struct ArpCapture {
 }
 
 impl ArpCapture {
-    /// Opens the two sockets on `ifname`. Must be called inside a tokio runtime.
+    /// Opens the two sockets on `ifname`. Must be called inside a tokio runtime with IO
+    /// enabled (`enable_io`/`enable_all`).
     pub fn open(ifname: &str) -> Result<Self, CaptureError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(CaptureError::NoRuntime);
+        }
         let ifindex =
             socket::interface_index(ifname).map_err(|source| CaptureError::Interface {
                 ifname: ifname.to_owned(),
