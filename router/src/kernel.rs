@@ -1,0 +1,682 @@
+//! Kernel routes and neighbour entries, reconciled against a desired set.
+//!
+//! The router owns three kinds of kernel state, all in the main IPv4 table:
+//!
+//! * `ip route add PREFIX dev <tun> proto 90 scope link` for every prefix that lives at another
+//!   site (remote site prefixes, and /32s of VMs that migrated away);
+//! * `ip route add IP/32 dev <lan> proto 90 scope link` for every VM that migrated in; being a
+//!   /32 it wins over the LAN's own connected prefix and over a remote site's prefix via TUN;
+//! * `ip neigh replace IP lladdr MAC dev <lan> nud permanent proto 90` for those VMs whose MAC is
+//!   known, so that the kernel never has to ARP for them.
+//!
+//! Everything carries the route protocol [`RTPROT_SKYVINE`], which is how skyvine recognises
+//! its own entries. [`Kernel::reconcile`] never replays a log of changes: it dumps what the
+//! kernel holds with our protocol, diffs it against the desired set and applies only the
+//! difference. That same diff removes what a crashed previous instance left behind and repairs
+//! what an operator deleted by hand. Nothing without our protocol is ever touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnetwork::Ipv4Network;
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{Handle, RouteMessageBuilder};
+use skyvine_tables::MacAddr;
+
+/// The route protocol number of every route and neighbour entry skyvine installs.
+///
+/// 90 (0x5a) is unassigned in iproute2's `rt_protos` (assigned: 0-4, 8-18, 42, 99, 186-192) and
+/// in the kernel's `RTPROT_*` list. `ip route show proto 90` lists skyvine's routes;
+/// adding `90 skyvine` to `/etc/iproute2/rt_protos.d/skyvine.conf` names them.
+pub const RTPROT_SKYVINE: u8 = 90;
+
+/// What the kernel should hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Every prefix routed into the TUN device (host bits are ignored).
+    pub tun_routes: BTreeSet<Ipv4Network>,
+    /// Every host routed on the LAN interface as a /32 (VMs that migrated in), with a permanent
+    /// neighbour entry when its MAC is known. A host that is also in `tun_routes` as a /32 is
+    /// routed on the LAN: the kernel holds one route per prefix.
+    pub lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+}
+
+/// The interface a kernel entry points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dev {
+    Tun,
+    Lan,
+    /// Any other interface, by index: only ever a leftover to remove.
+    Other(u32),
+}
+
+/// One route or neighbour entry carrying [`RTPROT_SKYVINE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Entry {
+    Route {
+        dst: Ipv4Network,
+        dev: Dev,
+    },
+    Neighbour {
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        dev: Dev,
+    },
+}
+
+/// What one reconcile changed in the kernel, for logging at info.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<Entry>,
+    pub removed: Vec<Entry>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// One kernel change that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// `true` when adding `entry` failed, `false` when removing it failed.
+    pub adding: bool,
+    pub entry: Entry,
+    pub error: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.adding { "add" } else { "remove" };
+        write!(f, "{verb} {}: {}", self.entry, self.error)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("opening a netlink socket: {0}")]
+    Socket(io::Error),
+    #[error("the kernel netlink connection needs a tokio runtime: {0}")]
+    NoRuntime(tokio::runtime::TryCurrentError),
+    #[error("interface {name:?} does not exist")]
+    NoSuchInterface { name: String },
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        source: rtnetlink::Error,
+    },
+    /// Some changes failed; `changes` lists those that were applied.
+    #[error("{} kernel change(s) failed: {}", failures.len(), join(failures))]
+    Apply {
+        changes: Changes,
+        failures: Vec<Failure>,
+    },
+    #[error("{path}: {source}")]
+    Sysctl {
+        path: &'static str,
+        source: io::Error,
+    },
+}
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Whether the kernel forwards IPv4 (`net.ipv4.ip_forward`). Setting it is the operator's job;
+/// the daemon warns when it is off.
+pub fn check_forwarding() -> Result<bool, KernelError> {
+    let value = std::fs::read_to_string(IP_FORWARD).map_err(|source| KernelError::Sysctl {
+        path: IP_FORWARD,
+        source,
+    })?;
+    Ok(value.trim() != "0")
+}
+
+/// A netlink connection that reconciles skyvine's kernel routes and neighbour entries.
+///
+/// Interface indexes are resolved once, in [`Kernel::connect`]: if the TUN or LAN device is
+/// re-created, connect again.
+#[derive(Debug)]
+pub struct Kernel {
+    handle: Handle,
+    connection: tokio::task::JoinHandle<()>,
+    tun_index: u32,
+    lan_index: u32,
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+impl Kernel {
+    /// Opens a netlink connection (driven by a task on the current tokio runtime) and resolves
+    /// the two interfaces. The socket belongs to the calling thread's network namespace.
+    pub async fn connect(tun_ifname: &str, lan_ifname: &str) -> Result<Kernel, KernelError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(KernelError::NoRuntime)?;
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(KernelError::Socket)?;
+        let connection = runtime.spawn(connection);
+        let tun = resolve(&handle, tun_ifname).await;
+        let lan = resolve(&handle, lan_ifname).await;
+        match (tun, lan) {
+            (Ok(tun_index), Ok(lan_index)) => {
+                tracing::debug!(
+                    tun = tun_ifname,
+                    tun_index,
+                    lan = lan_ifname,
+                    lan_index,
+                    "netlink connected"
+                );
+                Ok(Kernel {
+                    handle,
+                    connection,
+                    tun_index,
+                    lan_index,
+                })
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                connection.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the kernel hold exactly `desired` among the entries with our protocol: dumps what
+    /// is there, adds what is missing, removes what is extra or wrong. "Already exists" and
+    /// "already gone" count as success. Returns what changed; if some changes fail, the others
+    /// are still applied and [`KernelError::Apply`] lists both.
+    pub async fn reconcile(&mut self, desired: &Desired) -> Result<Changes, KernelError> {
+        let applied = self.dump().await?;
+        let plan = plan(&desired_entries(desired), &applied);
+        let mut changes = Changes::default();
+        let mut failures = Vec::new();
+
+        for entry in &plan.remove {
+            let removed = if plan.replaced(entry) {
+                // Overwritten in place by the add below, no gap without an entry.
+                Ok(true)
+            } else {
+                self.remove(entry).await
+            };
+            match removed {
+                Ok(true) => changes.removed.push(*entry),
+                Ok(false) => tracing::debug!(%entry, "already gone"),
+                Err(error) => failures.push(Failure {
+                    adding: false,
+                    entry: *entry,
+                    error,
+                }),
+            }
+        }
+        for entry in &plan.add {
+            match self.add(entry).await {
+                Ok(true) => changes.added.push(*entry),
+                Ok(false) => tracing::warn!(
+                    %entry,
+                    "a route for this prefix that skyvine did not install already exists; \
+                     leaving it"
+                ),
+                Err(error) => failures.push(Failure {
+                    adding: true,
+                    entry: *entry,
+                    error,
+                }),
+            }
+        }
+        if failures.is_empty() {
+            Ok(changes)
+        } else {
+            Err(KernelError::Apply { changes, failures })
+        }
+    }
+
+    /// Removes every route and neighbour entry with our protocol (graceful shutdown).
+    pub async fn clear(&mut self) -> Result<Changes, KernelError> {
+        self.reconcile(&Desired::default()).await
+    }
+
+    fn dev(&self, ifindex: u32) -> Dev {
+        if ifindex == self.tun_index {
+            Dev::Tun
+        } else if ifindex == self.lan_index {
+            Dev::Lan
+        } else {
+            Dev::Other(ifindex)
+        }
+    }
+
+    fn ifindex(&self, dev: Dev) -> u32 {
+        match dev {
+            Dev::Tun => self.tun_index,
+            Dev::Lan => self.lan_index,
+            Dev::Other(index) => index,
+        }
+    }
+
+    /// Every IPv4 route in the main table and every IPv4 neighbour entry with our protocol.
+    async fn dump(&self) -> Result<BTreeSet<Entry>, KernelError> {
+        let mut entries = BTreeSet::new();
+        let mut routes = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(route) = routes.try_next().await.map_err(netlink("dumping routes"))? {
+            if let Some((dst, oif)) = our_route(&route) {
+                entries.insert(Entry::Route {
+                    dst,
+                    dev: self.dev(oif),
+                });
+            }
+        }
+        let mut neighbours = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        while let Some(neighbour) = neighbours
+            .try_next()
+            .await
+            .map_err(netlink("dumping neighbours"))?
+        {
+            if let Some((ip, mac)) = our_neighbour(&neighbour) {
+                entries.insert(Entry::Neighbour {
+                    ip,
+                    mac,
+                    dev: self.dev(neighbour.header.ifindex),
+                });
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Installs `entry`; `Ok(false)` if the kernel already had one for that key.
+    async fn add(&self, entry: &Entry) -> Result<bool, String> {
+        let result = match *entry {
+            Entry::Route { dst, dev } => {
+                let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(dst.network(), dst.prefix())
+                    .output_interface(self.ifindex(dev))
+                    .protocol(RouteProtocol::from(RTPROT_SKYVINE))
+                    .scope(RouteScope::Link)
+                    .build();
+                self.handle.route().add(route).execute().await
+            }
+            Entry::Neighbour { ip, mac, dev } => {
+                let mut request = self
+                    .handle
+                    .neighbours()
+                    .add(self.ifindex(dev), IpAddr::V4(ip))
+                    .link_layer_address(&mac.octets())
+                    .state(NeighbourState::Permanent)
+                    .replace();
+                request
+                    .message_mut()
+                    .attributes
+                    .push(NeighbourAttribute::Protocol(RouteProtocol::from(
+                        RTPROT_SKYVINE,
+                    )));
+                request.execute().await
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(describe(&e)),
+        }
+    }
+
+    /// Removes `entry`; `Ok(false)` if it was already gone.
+    async fn remove(&self, entry: &Entry) -> Result<bool, String> {
+        let result = match *entry {
+            Entry::Route { dst, dev } => {
+                let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(dst.network(), dst.prefix())
+                    .output_interface(self.ifindex(dev))
+                    .protocol(RouteProtocol::from(RTPROT_SKYVINE))
+                    .build();
+                // Match any scope, as `ip route del` does.
+                route.header.scope = RouteScope::NoWhere;
+                self.handle.route().del(route).execute().await
+            }
+            Entry::Neighbour { ip, dev, .. } => {
+                let mut neighbour = NeighbourMessage::default();
+                neighbour.header.family = AddressFamily::Inet;
+                neighbour.header.ifindex = self.ifindex(dev);
+                neighbour
+                    .attributes
+                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+                self.handle.neighbours().del(neighbour).execute().await
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENOENT)) => Ok(false),
+            Err(e) => Err(describe(&e)),
+        }
+    }
+}
+
+/// The entries `desired` stands for. A host both on the LAN and via TUN is routed on the LAN.
+fn desired_entries(desired: &Desired) -> BTreeSet<Entry> {
+    let lan_routes: BTreeSet<Ipv4Network> = desired.lan_hosts.keys().map(|ip| host(*ip)).collect();
+    let tun = desired
+        .tun_routes
+        .iter()
+        .map(|net| normalize(*net))
+        .filter(|net| !lan_routes.contains(net))
+        .map(|dst| Entry::Route { dst, dev: Dev::Tun });
+    let lan = lan_routes.iter().map(|dst| Entry::Route {
+        dst: *dst,
+        dev: Dev::Lan,
+    });
+    let neighbours = desired.lan_hosts.iter().filter_map(|(ip, mac)| {
+        mac.map(|mac| Entry::Neighbour {
+            ip: *ip,
+            mac,
+            dev: Dev::Lan,
+        })
+    });
+    tun.chain(lan).chain(neighbours).collect()
+}
+
+/// The difference between desired and applied state.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Plan {
+    remove: Vec<Entry>,
+    add: Vec<Entry>,
+}
+
+impl Plan {
+    /// Whether `entry` (being removed) is a neighbour that an add overwrites in place: a MAC
+    /// change is one `ip neigh replace`, never delete-then-add.
+    fn replaced(&self, entry: &Entry) -> bool {
+        let Entry::Neighbour { ip, dev, .. } = entry else {
+            return false;
+        };
+        self.add.iter().any(
+            |added| matches!(added, Entry::Neighbour { ip: i, dev: d, .. } if i == ip && d == dev),
+        )
+    }
+}
+
+/// Removes what is applied but not desired, adds what is desired but not applied. Adds put
+/// neighbour entries before routes, so a host route never exists without its MAC.
+fn plan(desired: &BTreeSet<Entry>, applied: &BTreeSet<Entry>) -> Plan {
+    let remove = applied.difference(desired).copied().collect();
+    let (mut add, routes): (Vec<Entry>, Vec<Entry>) = desired
+        .difference(applied)
+        .copied()
+        .partition(|entry| matches!(entry, Entry::Neighbour { .. }));
+    add.extend(routes);
+    Plan { remove, add }
+}
+
+/// The destination and output interface of an IPv4 main-table unicast route with our protocol.
+fn our_route(route: &RouteMessage) -> Option<(Ipv4Network, u32)> {
+    let header = &route.header;
+    if header.address_family != AddressFamily::Inet
+        || header.protocol != RouteProtocol::from(RTPROT_SKYVINE)
+        || header.kind != RouteType::Unicast
+    {
+        return None;
+    }
+    let mut table = u32::from(header.table);
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut oif = None;
+    for attribute in &route.attributes {
+        match attribute {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    let dst = Ipv4Network::new(dst, header.destination_prefix_length).ok()?;
+    // A route of ours without an output interface is none we made; 0 still lets it be removed.
+    Some((dst, oif.unwrap_or(0)))
+}
+
+/// The address and MAC of an IPv4 neighbour entry with our protocol.
+fn our_neighbour(neighbour: &NeighbourMessage) -> Option<(Ipv4Addr, MacAddr)> {
+    let mut ours = false;
+    let mut ip = None;
+    let mut mac = MacAddr::ZERO;
+    for attribute in &neighbour.attributes {
+        match attribute {
+            NeighbourAttribute::Protocol(p) => ours = *p == RouteProtocol::from(RTPROT_SKYVINE),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => ip = Some(*addr),
+            NeighbourAttribute::LinkLayerAddress(lladdr) => {
+                if let Ok(octets) = <[u8; 6]>::try_from(lladdr.as_slice()) {
+                    mac = MacAddr(octets);
+                }
+            }
+            _ => {}
+        }
+    }
+    if ours {
+        ip.map(|ip| (ip, mac))
+    } else {
+        None
+    }
+}
+
+/// The index of interface `name`.
+async fn resolve(handle: &Handle, name: &str) -> Result<u32, KernelError> {
+    let missing = || KernelError::NoSuchInterface {
+        name: name.to_owned(),
+    };
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(link.header.index),
+        Ok(None) => Err(missing()),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Err(missing()),
+        Err(source) => Err(KernelError::Netlink {
+            what: format!("looking up interface {name:?}"),
+            source,
+        }),
+    }
+}
+
+fn netlink(what: &'static str) -> impl Fn(rtnetlink::Error) -> KernelError {
+    move |source| KernelError::Netlink {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// The positive errno of a netlink error reply.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(message) => Some(-message.raw_code()),
+        _ => None,
+    }
+}
+
+fn describe(e: &rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(message) => message.to_io().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn host(ip: Ipv4Addr) -> Ipv4Network {
+    Ipv4Network::from(ip)
+}
+
+/// `net` with its host bits cleared, as the kernel stores it.
+fn normalize(net: Ipv4Network) -> Ipv4Network {
+    Ipv4Network::new(net.network(), net.prefix()).unwrap_or(net)
+}
+
+fn join(failures: &[Failure]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl fmt::Display for Dev {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dev::Tun => f.write_str("tun"),
+            Dev::Lan => f.write_str("lan"),
+            Dev::Other(index) => write!(f, "ifindex {index}"),
+        }
+    }
+}
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Entry::Route { dst, dev } => write!(f, "route {dst} dev {dev}"),
+            Entry::Neighbour { ip, mac, dev } => write!(f, "neighbour {ip} lladdr {mac} dev {dev}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Root only: a real kernel in a throw-away network namespace.
+    mod netns;
+
+    fn net(s: &str) -> Ipv4Network {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn mac(s: &str) -> MacAddr {
+        s.parse().unwrap()
+    }
+
+    fn route(dst: &str, dev: Dev) -> Entry {
+        Entry::Route { dst: net(dst), dev }
+    }
+
+    fn neighbour(addr: &str, lladdr: &str) -> Entry {
+        Entry::Neighbour {
+            ip: ip(addr),
+            mac: mac(lladdr),
+            dev: Dev::Lan,
+        }
+    }
+
+    #[test]
+    fn plan_adds_missing_removes_extra_and_keeps_the_rest() {
+        let desired = BTreeSet::from([
+            route("10.77.2.0/24", Dev::Tun),
+            route("10.77.3.0/24", Dev::Tun),
+            route("10.77.2.5/32", Dev::Lan),
+            neighbour("10.77.2.5", "52:54:00:77:02:05"),
+        ]);
+        let applied = BTreeSet::from([
+            route("10.77.2.0/24", Dev::Tun),
+            route("10.77.9.0/24", Dev::Other(7)),
+            route("10.77.3.0/24", Dev::Lan),
+        ]);
+        let plan = plan(&desired, &applied);
+        assert_eq!(
+            plan.remove,
+            vec![
+                route("10.77.3.0/24", Dev::Lan),
+                route("10.77.9.0/24", Dev::Other(7))
+            ]
+        );
+        // The neighbour entry goes in before its host route.
+        assert_eq!(
+            plan.add,
+            vec![
+                neighbour("10.77.2.5", "52:54:00:77:02:05"),
+                route("10.77.2.5/32", Dev::Lan),
+                route("10.77.3.0/24", Dev::Tun),
+            ]
+        );
+        assert_eq!(super::plan(&desired, &desired), Plan::default());
+    }
+
+    #[test]
+    fn a_mac_change_is_a_replace_not_a_delete() {
+        let old = neighbour("10.77.2.5", "52:54:00:77:02:05");
+        let new = neighbour("10.77.2.5", "52:54:00:77:02:06");
+        let plan = plan(&BTreeSet::from([new]), &BTreeSet::from([old]));
+        assert_eq!(
+            (plan.remove.clone(), plan.add.clone()),
+            (vec![old], vec![new])
+        );
+        assert!(plan.replaced(&old));
+        let gone = plan_without(&old);
+        assert!(!gone.replaced(&old));
+    }
+
+    fn plan_without(entry: &Entry) -> Plan {
+        plan(&BTreeSet::new(), &BTreeSet::from([*entry]))
+    }
+
+    #[test]
+    fn only_main_table_unicast_ipv4_routes_with_our_protocol_are_ours() {
+        let ours = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(ip("10.77.2.0"), 24)
+            .output_interface(4)
+            .protocol(RouteProtocol::from(RTPROT_SKYVINE))
+            .build();
+        assert_eq!(our_route(&ours), Some((net("10.77.2.0/24"), 4)));
+
+        let mut static_route = ours.clone();
+        static_route.header.protocol = RouteProtocol::Static;
+        assert_eq!(our_route(&static_route), None);
+
+        let mut other_table = ours.clone();
+        other_table.attributes.push(RouteAttribute::Table(1000));
+        assert_eq!(our_route(&other_table), None);
+
+        let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .protocol(RouteProtocol::from(RTPROT_SKYVINE))
+            .build();
+        assert_eq!(our_route(&default_route), Some((net("0.0.0.0/0"), 0)));
+    }
+
+    #[test]
+    fn lan_host_wins_over_the_same_host_via_tun_and_prefixes_are_normalized() {
+        let desired = Desired {
+            tun_routes: BTreeSet::from([net("10.77.2.9/24"), net("10.77.1.5/32")]),
+            lan_hosts: BTreeMap::from([
+                (ip("10.77.1.5"), Some(mac("52:54:00:77:01:05"))),
+                (ip("10.77.2.7"), None),
+            ]),
+        };
+        assert_eq!(
+            desired_entries(&desired),
+            BTreeSet::from([
+                route("10.77.2.0/24", Dev::Tun),
+                route("10.77.1.5/32", Dev::Lan),
+                route("10.77.2.7/32", Dev::Lan),
+                neighbour("10.77.1.5", "52:54:00:77:01:05"),
+            ])
+        );
+    }
+
+    #[test]
+    fn forwarding_flag_is_readable() {
+        let expected = std::fs::read_to_string(IP_FORWARD).unwrap().trim() == "1";
+        assert_eq!(check_forwarding().unwrap(), expected);
+    }
+}

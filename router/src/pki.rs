@@ -1,0 +1,813 @@
+//! The site CA, router certificates, and the QUIC TLS configurations built from them.
+//!
+//! Every router holds a certificate signed by one site CA. Its subject CN is the site id and its
+//! only DNS name is `<site>.skyvine` ([`server_name`]). Connections are mutually authenticated:
+//! a server accepts only clients whose certificate chains to the CA, and a client that dials site
+//! `b` checks that the server's certificate chains to the CA *and* names `b.skyvine`. After the
+//! handshake, [`peer_site`] reads who is on the other end.
+//!
+//! Only the `ring` crypto provider is used, installed explicitly in every config; the process
+//! default provider is never consulted. Trust comes from the site CA alone, never from system
+//! roots.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use skyvine_tables::SiteId;
+
+/// The ALPN protocol both sides must offer; a peer speaking anything else fails the handshake.
+pub const ALPN: &[u8] = b"skyvine/1";
+
+/// The DNS suffix of every router's certificate name.
+pub const NAME_SUFFIX: &str = ".skyvine";
+
+/// Subject CN of the site CA.
+const CA_NAME: &str = "skyvine site CA";
+const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
+const LEAF_VALIDITY: Duration = Duration::from_secs(5 * 365 * 86_400);
+/// Certificates start one day in the past so that small clock skew between sites is harmless.
+const BACKDATE: Duration = Duration::from_secs(86_400);
+
+/// Why a certificate could not be created, loaded or used.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{} already exists; refusing to overwrite it (move it away first)", path.display())]
+    Exists { path: PathBuf },
+    #[error("{}: no usable PEM {what}: {reason}", path.display())]
+    Pem {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error(
+        "{}: the certificate is for site {found:?}, but this router is site {expected:?} \
+         (does the config point at another router's certificate?)",
+        path.display()
+    )]
+    WrongSite {
+        path: PathBuf,
+        found: String,
+        expected: SiteId,
+    },
+    #[error("{} is not a valid certificate of the CA in {}: {source}", cert.display(), ca.display())]
+    NotSignedByCa {
+        cert: PathBuf,
+        ca: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{} does not hold the private key of {}: {source}", key.display(), cert.display())]
+    KeyMismatch {
+        key: PathBuf,
+        cert: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("the certificate does not name a skyvine site: {0}")]
+    NoSiteName(String),
+    #[error("the peer presented no certificate")]
+    NoPeerCertificate,
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("QUIC TLS configuration: {0}")]
+    Quic(#[from] NoInitialCipherSuite),
+}
+
+/// The TLS server name that router `site` presents and that dialers check: `<site>.skyvine`.
+pub fn server_name(site: &SiteId) -> String {
+    format!("{site}{NAME_SUFFIX}")
+}
+
+/// Creates the site CA: `dir/ca.pem` and `dir/ca.key` (mode 0600). Creates `dir` if missing;
+/// refuses to overwrite either file.
+pub fn create_ca(dir: &Path) -> Result<(), PkiError> {
+    let cert_path = dir.join("ca.pem");
+    let key_path = dir.join("ca.key");
+    refuse_existing(&[&cert_path, &key_path])?;
+
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    // A name unique to this CA: with equal names, a certificate from another skyvine CA would
+    // fail as a bad signature instead of the clearer "unknown CA".
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, ca_tag(&key));
+    // Path length 0: the CA signs router certificates only, never another CA.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = SystemTime::now();
+    params.not_before = now.checked_sub(BACKDATE).unwrap_or(now).into();
+    params.not_after = (now + CA_VALIDITY).into();
+
+    let cert = params.self_signed(&key)?;
+
+    create_dir(dir)?;
+    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// Issues the certificate of router `site`, signed by the CA in `dir`: writes `dir/<site>.pem`
+/// and `dir/<site>.key` (mode 0600). Refuses to overwrite either file.
+pub fn issue(dir: &Path, site: &SiteId) -> Result<(), PkiError> {
+    let cert_path = dir.join(format!("{site}.pem"));
+    let key_path = dir.join(format!("{site}.key"));
+    refuse_existing(&[&cert_path, &key_path])?;
+
+    let ca_cert_path = dir.join("ca.pem");
+    let ca_key_path = dir.join("ca.key");
+    let ca_pem = read_to_string(&ca_cert_path)?;
+    let ca_key = KeyPair::from_pem(&read_to_string(&ca_key_path)?).map_err(|e| PkiError::Pem {
+        path: ca_key_path.clone(),
+        what: "private key",
+        reason: e.to_string(),
+    })?;
+    let ca_not_after = ca_expiry(&ca_pem, &ca_cert_path)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| PkiError::Pem {
+        path: ca_cert_path.clone(),
+        what: "CA certificate",
+        reason: e.to_string(),
+    })?;
+
+    let mut params = CertificateParams::new(vec![server_name(site)])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, site.as_str());
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // Every router is both a QUIC server (peers dial it) and a client (it dials peers).
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let now = SystemTime::now();
+    params.not_before = now.checked_sub(BACKDATE).unwrap_or(now).into();
+    params.not_after = (now + LEAF_VALIDITY).min(ca_not_after).into();
+
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.signed_by(&key, &issuer)?;
+
+    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// A router's verified TLS material: the site CA, its own certificate chain and key.
+pub struct Identity {
+    site: SiteId,
+    ca: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("Identity")
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Loads and checks a router's TLS material: the certificate must chain to the CA, be valid
+    /// now for both client and server use, name site `me`, and match the key.
+    pub fn load(ca: &Path, cert: &Path, key: &Path, me: &SiteId) -> Result<Identity, PkiError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ca_der =
+            CertificateDer::from_pem_file(ca).map_err(|e| pem_error(ca, "certificate", e))?;
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| pem_error(cert, "certificate", e))?;
+        let leaf = chain.first().ok_or_else(|| PkiError::Pem {
+            path: cert.to_owned(),
+            what: "certificate",
+            reason: "the file holds no certificate".to_owned(),
+        })?;
+        let key_der =
+            PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, "private key", e))?;
+
+        // Name first: pointing at another router's certificate is the likelier mistake, and
+        // saying so beats a generic name-mismatch error from the verifier.
+        let found = site_of(leaf)?;
+        if found != me.as_str() {
+            return Err(PkiError::WrongSite {
+                path: cert.to_owned(),
+                found,
+                expected: me.clone(),
+            });
+        }
+        let roots = Arc::new(root_store(&ca_der)?);
+        let intermediates = chain.get(1..).unwrap_or_default();
+        let not_signed = |source| PkiError::NotSignedByCa {
+            cert: cert.to_owned(),
+            ca: ca.to_owned(),
+            source,
+        };
+        let name = ServerName::try_from(server_name(me))
+            .map_err(|e| not_signed(rustls::Error::General(format!("invalid server name: {e}"))))?;
+        let now = UnixTime::now();
+        WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| not_signed(rustls::Error::General(e.to_string())))?
+            .verify_server_cert(leaf, intermediates, &name, &[], now)
+            .map_err(not_signed)?;
+        WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| not_signed(rustls::Error::General(e.to_string())))?
+            .verify_client_cert(leaf, intermediates, now)
+            .map_err(not_signed)?;
+        CertifiedKey::from_der(chain.clone(), key_der.clone_key(), &provider).map_err(
+            |source| PkiError::KeyMismatch {
+                key: key.to_owned(),
+                cert: cert.to_owned(),
+                source,
+            },
+        )?;
+
+        Ok(Identity {
+            site: me.clone(),
+            ca: ca_der,
+            chain,
+            key: key_der,
+            provider,
+        })
+    }
+
+    /// The site this identity belongs to.
+    pub fn site(&self) -> &SiteId {
+        &self.site
+    }
+
+    /// A QUIC server config that requires a client certificate from the site CA.
+    pub fn server_config(
+        &self,
+        transport: Arc<quinn::TransportConfig>,
+    ) -> Result<quinn::ServerConfig, PkiError> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(root_store(&self.ca)?),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let mut config =
+            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+        config.transport_config(transport);
+        Ok(config)
+    }
+
+    /// A QUIC client config that presents our certificate and trusts the site CA only. Dial with
+    /// `endpoint.connect_with(config, addr, &server_name(peer))` so the TLS name check confirms
+    /// that the expected router answered.
+    pub fn client_config(
+        &self,
+        transport: Arc<quinn::TransportConfig>,
+    ) -> Result<quinn::ClientConfig, PkiError> {
+        let tls = client_tls(&self.provider, &self.ca, Some((&self.chain, &self.key)))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+        config.transport_config(transport);
+        Ok(config)
+    }
+}
+
+/// The site id of the authenticated peer of `conn`, read from its leaf certificate.
+///
+/// On the server side the handshake checked only that the client's certificate chains to the
+/// CA, so this is how the server learns who dialed. On the client side the TLS name check
+/// already matched the dialed site's name (case-insensitively, as DNS names compare), so the
+/// caller should still compare the result with the site it meant to reach.
+pub fn peer_site(conn: &quinn::Connection) -> Result<SiteId, PkiError> {
+    let identity = conn.peer_identity().ok_or(PkiError::NoPeerCertificate)?;
+    let certs = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| PkiError::NoPeerCertificate)?;
+    let leaf = certs.first().ok_or(PkiError::NoPeerCertificate)?;
+    let site = site_of(leaf)?;
+    SiteId::new(&site).map_err(|e| PkiError::NoSiteName(e.to_string()))
+}
+
+/// QUIC transport parameters for a router-to-router tunnel.
+///
+/// * Datagrams carry the tunnelled packets: 8 MiB receive buffer (absorbs bursts while the
+///   TUN writer catches up) and 4 MiB send buffer (drop-oldest when full; at a few Gbit/s
+///   that is about 10 ms of queue, enough to ride out scheduling hiccups without turning into
+///   bufferbloat for the inner TCP).
+/// * Keep-alive every 1 s and a 5 s idle timeout: a dead peer or cut link is noticed within
+///   5 s, and NAT bindings stay open.
+/// * Initial MTU 1452 (fits a 1500-byte IPv4 or IPv6 path) so full-size tunnel packets fit
+///   from the first datagram; the handshake itself still uses the 1200-byte minimum, and MTU
+///   discovery (up to 1472, the IPv4 maximum on a 1500 link) with black-hole detection
+///   corrects a wrong guess.
+/// * Control streams: 8 MiB stream window and 16 MiB connection window, so a full table
+///   exchange is not throttled by flow control on a long-delay path.
+/// * Congestion control: CUBIC, quinn's default. The outer controller must be loss-based and
+///   mature: the inner TCP flows do their own congestion control and react to the outer
+///   connection's drops as they would to a router's queue. quinn's BBR is marked experimental
+///   and NewReno grows its window too slowly on high bandwidth-delay paths.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(1472);
+    let mut config = quinn::TransportConfig::default();
+    config
+        .datagram_receive_buffer_size(Some(8 << 20))
+        .datagram_send_buffer_size(4 << 20)
+        .keep_alive_interval(Some(Duration::from_secs(1)))
+        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            5_000,
+        ))))
+        .initial_mtu(1452)
+        .mtu_discovery_config(Some(mtu))
+        .stream_receive_window(quinn::VarInt::from_u32(8 << 20))
+        .receive_window(quinn::VarInt::from_u32(16 << 20))
+        .send_window(16 << 20)
+        .congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()));
+    config
+}
+
+/// A rustls client config trusting `ca` only, presenting `cert` (chain, key) if given.
+fn client_tls(
+    provider: &Arc<CryptoProvider>,
+    ca: &CertificateDer<'static>,
+    cert: Option<(&Vec<CertificateDer<'static>>, &PrivateKeyDer<'static>)>,
+) -> Result<rustls::ClientConfig, PkiError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(root_store(ca)?);
+    let mut tls = match cert {
+        Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(tls)
+}
+
+fn root_store(ca: &CertificateDer<'static>) -> Result<RootCertStore, PkiError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone())?;
+    Ok(roots)
+}
+
+/// The site named by a router certificate: its `<site>.skyvine` DNS name, which must agree with
+/// the subject CN when one is present.
+fn site_of(der: &CertificateDer<'_>) -> Result<String, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| PkiError::NoSiteName(format!("unparsable certificate: {e}")))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| PkiError::NoSiteName(format!("bad subjectAltName: {e}")))?
+        .ok_or_else(|| PkiError::NoSiteName("no subjectAltName".to_owned()))?;
+    let mut sites = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => dns.strip_suffix(NAME_SUFFIX),
+            _ => None,
+        });
+    let site = match (sites.next(), sites.next()) {
+        (Some(site), None) => site.to_owned(),
+        (None, _) => {
+            return Err(PkiError::NoSiteName(format!(
+                "no DNS name ending in {NAME_SUFFIX}"
+            )))
+        }
+        (Some(_), Some(_)) => {
+            return Err(PkiError::NoSiteName(format!(
+                "several DNS names ending in {NAME_SUFFIX}"
+            )))
+        }
+    };
+    for cn in cert.subject().iter_common_name() {
+        let cn = cn
+            .as_str()
+            .map_err(|e| PkiError::NoSiteName(format!("unreadable CN: {e}")))?;
+        if cn != site {
+            return Err(PkiError::NoSiteName(format!(
+                "CN {cn:?} disagrees with DNS name {site}{NAME_SUFFIX}"
+            )));
+        }
+    }
+    Ok(site)
+}
+
+/// `ca-` and the first 8 bytes of the CA's public key point in hex.
+fn ca_tag(key: &KeyPair) -> String {
+    let point = key.public_key_raw();
+    // Uncompressed P-256 points start with the 0x04 format byte.
+    let id: String = point
+        .iter()
+        .skip(1)
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("ca-{id}")
+}
+
+/// When the CA certificate in `pem` expires (router certificates must not outlive it).
+fn ca_expiry(pem: &str, path: &Path) -> Result<SystemTime, PkiError> {
+    let bad = |reason: String| PkiError::Pem {
+        path: path.to_owned(),
+        what: "CA certificate",
+        reason,
+    };
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| bad(e.to_string()))?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp())
+        .map_err(|_| bad("expires before 1970".to_owned()))?;
+    Ok(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+fn pem_error(path: &Path, what: &'static str, e: rustls_pki_types::pem::Error) -> PkiError {
+    PkiError::Pem {
+        path: path.to_owned(),
+        what,
+        reason: e.to_string(),
+    }
+}
+
+fn refuse_existing(paths: &[&Path]) -> Result<(), PkiError> {
+    for path in paths {
+        match fs::symlink_metadata(path) {
+            Ok(_) => {
+                return Err(PkiError::Exists {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(PkiError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn create_dir(dir: &Path) -> Result<(), PkiError> {
+    fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+fn read_to_string(path: &Path) -> Result<String, PkiError> {
+    fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes a new file with `mode`; fails (as [`PkiError::Exists`]) if it already exists.
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+    let io_err = |source: io::Error| {
+        if source.kind() == io::ErrorKind::AlreadyExists {
+            PkiError::Exists {
+                path: path.to_owned(),
+            }
+        } else {
+            PkiError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err)?;
+    file.write_all(contents).map_err(io_err)?;
+    file.sync_all().map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use quinn::{ConnectionError, Endpoint, TransportErrorCode};
+    use rustls::AlertDescription;
+
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop (also when a test panics).
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("skyvine-pki-{}-{name}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn site(id: &str) -> SiteId {
+        SiteId::new(id).unwrap()
+    }
+
+    /// A CA with certificates for `sites`.
+    fn pki(name: &str, sites: &[&str]) -> TempDir {
+        let dir = TempDir::new(name);
+        create_ca(&dir.0).unwrap();
+        for id in sites {
+            issue(&dir.0, &site(id)).unwrap();
+        }
+        dir
+    }
+
+    fn identity(dir: &TempDir, id: &str) -> Identity {
+        Identity::load(
+            &dir.0.join("ca.pem"),
+            &dir.0.join(format!("{id}.pem")),
+            &dir.0.join(format!("{id}.key")),
+            &site(id),
+        )
+        .unwrap()
+    }
+
+    fn loopback() -> SocketAddr {
+        (Ipv4Addr::LOCALHOST, 0).into()
+    }
+
+    fn server(identity: &Identity) -> Endpoint {
+        let config = identity
+            .server_config(Arc::new(transport_config()))
+            .unwrap();
+        Endpoint::server(config, loopback()).unwrap()
+    }
+
+    /// Dials `server` as `client_config` expecting `name`, accepts there, and returns both
+    /// sides' outcome. A refused client may complete its own half of the TLS 1.3 handshake
+    /// before the server rejects its certificate; its outcome is then the close that follows.
+    async fn handshake(
+        server: &Endpoint,
+        client_config: quinn::ClientConfig,
+        name: &str,
+    ) -> (
+        Result<quinn::Connection, ConnectionError>,
+        Result<quinn::Connection, ConnectionError>,
+    ) {
+        let addr = server.local_addr().unwrap();
+        let accept = async {
+            let incoming = server.accept().await.expect("endpoint open");
+            incoming.await
+        };
+        let client = Endpoint::client(loopback()).unwrap();
+        let dial = async {
+            let conn = client
+                .connect_with(client_config, addr, name)
+                .unwrap()
+                .await?;
+            Ok(conn)
+        };
+        let deadline = Duration::from_secs(20);
+        let (s, c) = tokio::time::timeout(deadline, async { tokio::join!(accept, dial) })
+            .await
+            .expect("handshake finished or failed before the deadline");
+        (s, c)
+    }
+
+    /// The error that ends a connection the client believes it completed.
+    async fn client_outcome(c: Result<quinn::Connection, ConnectionError>) -> ConnectionError {
+        match c {
+            Err(e) => e,
+            Ok(conn) => tokio::time::timeout(Duration::from_secs(20), conn.closed())
+                .await
+                .expect("refused connection closed before the deadline"),
+        }
+    }
+
+    fn alert(description: AlertDescription) -> TransportErrorCode {
+        TransportErrorCode::crypto(u8::from(description))
+    }
+
+    #[tokio::test]
+    async fn mutual_auth_names_both_sites_and_carries_datagrams() {
+        let dir = pki("ok", &["a", "b"]);
+        let (a, b) = (identity(&dir, "a"), identity(&dir, "b"));
+        let server = server(&b);
+        let client_config = a.client_config(Arc::new(transport_config())).unwrap();
+
+        let (s, c) = handshake(&server, client_config, &server_name(&site("b"))).await;
+        let (s, c) = (s.unwrap(), c.unwrap());
+        assert_eq!(peer_site(&s).unwrap(), site("a"));
+        assert_eq!(peer_site(&c).unwrap(), site("b"));
+        assert_eq!(
+            s.handshake_data()
+                .unwrap()
+                .downcast::<quinn::crypto::rustls::HandshakeData>()
+                .unwrap()
+                .protocol
+                .as_deref(),
+            Some(ALPN)
+        );
+        // A full-size tunnel packet fits in one datagram from the start.
+        assert!(
+            c.max_datagram_size().unwrap() >= 1380,
+            "{:?}",
+            c.max_datagram_size()
+        );
+        c.send_datagram(bytes::Bytes::from_static(b"hello b"))
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), s.read_datagram())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..], b"hello b");
+        c.close(0u32.into(), b"done");
+        server.close(0u32.into(), b"done");
+    }
+
+    /// A client config built from raw parts: trusting `ca`, presenting `cert` if given.
+    fn raw_client(trusting: &Identity, cert: Option<&Identity>) -> quinn::ClientConfig {
+        let cert = cert.map(|id| (&id.chain, &id.key));
+        let tls = client_tls(&trusting.provider, &trusting.ca, cert).unwrap();
+        let mut config =
+            quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+        config.transport_config(Arc::new(transport_config()));
+        config
+    }
+
+    /// Both sides of a handshake that the server refused with `expected`.
+    async fn assert_server_refused(
+        (s, c): (
+            Result<quinn::Connection, ConnectionError>,
+            Result<quinn::Connection, ConnectionError>,
+        ),
+        expected: AlertDescription,
+    ) {
+        match s {
+            Err(ConnectionError::TransportError(e)) => assert_eq!(e.code, alert(expected), "{e}"),
+            other => panic!("server accepted or failed oddly: {other:?}"),
+        }
+        match client_outcome(c).await {
+            ConnectionError::ConnectionClosed(close) => {
+                assert_eq!(close.error_code, alert(expected), "{close}")
+            }
+            other => panic!("client saw {other:?}"),
+        }
+    }
+
+    /// A client-side handshake failure with `expected`.
+    fn assert_client_refused(
+        c: Result<quinn::Connection, ConnectionError>,
+        expected: AlertDescription,
+    ) {
+        match c {
+            Err(ConnectionError::TransportError(e)) => assert_eq!(e.code, alert(expected), "{e}"),
+            other => panic!("client accepted the server: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn client_certificate_from_another_ca_is_refused() {
+        let ours = pki("ours", &["b"]);
+        let theirs = pki("theirs", &["a"]);
+        let b = identity(&ours, "b");
+        let rogue = identity(&theirs, "a");
+        // The rogue trusts our CA (so it would accept our server) but holds a foreign cert.
+        let config = raw_client(&b, Some(&rogue));
+        let outcome = handshake(&server(&b), config, &server_name(&site("b"))).await;
+        // rustls reports an unknown issuer as the `unknown_ca` alert.
+        assert_server_refused(outcome, AlertDescription::UnknownCA).await;
+    }
+
+    #[tokio::test]
+    async fn client_without_certificate_is_refused() {
+        let dir = pki("nocert", &["b"]);
+        let b = identity(&dir, "b");
+        let outcome = handshake(&server(&b), raw_client(&b, None), &server_name(&site("b"))).await;
+        assert_server_refused(outcome, AlertDescription::CertificateRequired).await;
+    }
+
+    #[tokio::test]
+    async fn client_refuses_server_from_another_ca_or_with_another_name() {
+        let ours = pki("client-side", &["a", "b"]);
+        let theirs = pki("client-side-rogue", &["b"]);
+        let a = identity(&ours, "a");
+        let transport = Arc::new(transport_config());
+        let dial_b = |server_site: &str| server_name(&site(server_site));
+
+        // A server with a foreign certificate for "b".
+        let rogue = server(&identity(&theirs, "b"));
+        let config = a.client_config(transport.clone()).unwrap();
+        let (_, c) = handshake(&rogue, config, &dial_b("b")).await;
+        assert_client_refused(c, AlertDescription::UnknownCA);
+
+        // The genuine "b" answering where "c" was expected fails the name check.
+        let genuine = server(&identity(&ours, "b"));
+        let (_, c) = handshake(&genuine, a.client_config(transport).unwrap(), &dial_b("c")).await;
+        assert_client_refused(c, AlertDescription::BadCertificate);
+    }
+
+    #[test]
+    fn load_rejects_wrong_site_foreign_ca_and_wrong_key() {
+        let ours = pki("load", &["a", "b"]);
+        let theirs = pki("load-rogue", &["a"]);
+        // Loads `cert_dir/cert.pem` with `key_dir/key.key` as site "a" against our CA.
+        let load = |cert_dir: &TempDir, cert: &str, key: &str| {
+            let ca = ours.0.join("ca.pem");
+            let cert_path = cert_dir.0.join(format!("{cert}.pem"));
+            let key_path = cert_dir.0.join(format!("{key}.key"));
+            Identity::load(&ca, &cert_path, &key_path, &site("a")).unwrap_err()
+        };
+
+        let err = load(&ours, "b", "b");
+        assert!(
+            matches!(&err, PkiError::WrongSite { found, .. } if found == "b"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("another router's certificate"),
+            "{err}"
+        );
+
+        let err = load(&theirs, "a", "a");
+        assert!(matches!(err, PkiError::NotSignedByCa { .. }), "{err}");
+
+        let err = load(&ours, "a", "b");
+        assert!(matches!(err, PkiError::KeyMismatch { .. }), "{err}");
+
+        let err = load(&ours, "missing", "a");
+        assert!(matches!(err, PkiError::Pem { .. }), "{err}");
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+    }
+
+    #[test]
+    fn create_and_issue_refuse_to_overwrite_and_protect_keys() {
+        let dir = pki("overwrite", &["a"]);
+        let before = fs::read(dir.0.join("a.pem")).unwrap();
+
+        let err = issue(&dir.0, &site("a")).unwrap_err();
+        assert!(
+            matches!(&err, PkiError::Exists { path } if path.ends_with("a.pem")),
+            "{err}"
+        );
+        assert_eq!(fs::read(dir.0.join("a.pem")).unwrap(), before);
+        let err = create_ca(&dir.0).unwrap_err();
+        assert!(matches!(err, PkiError::Exists { .. }), "{err}");
+
+        for key in ["ca.key", "a.key"] {
+            let mode = fs::metadata(dir.0.join(key)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+        // Issuing without a CA names the missing file.
+        let empty = TempDir::new("no-ca");
+        fs::create_dir_all(&empty.0).unwrap();
+        let err = issue(&empty.0, &site("a")).unwrap_err();
+        assert!(err.to_string().contains("ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn router_certificate_names_its_site() {
+        let dir = pki("names", &["site-7"]);
+        let der = CertificateDer::from_pem_file(dir.0.join("site-7.pem")).unwrap();
+        assert_eq!(site_of(&der).unwrap(), "site-7");
+        let ca = CertificateDer::from_pem_file(dir.0.join("ca.pem")).unwrap();
+        assert!(matches!(site_of(&ca), Err(PkiError::NoSiteName(_))));
+    }
+}
