@@ -113,6 +113,16 @@ proptest! {
         }
         prop_assert_eq!(gndt.len(), expected.len());
         prop_assert_eq!(&snapshot(&gndt), &expected);
+        // Live entries come in prefix order (address, then length), withdrawn ones after.
+        let live: Vec<Ipv4Network> = gndt.live_entries().map(|s| s.entry.prefix).collect();
+        let want: Vec<Ipv4Network> =
+            expected.values().filter(|e| !e.withdrawn).map(|e| e.prefix).collect();
+        prop_assert_eq!(live, want);
+        let withdrawn_after = gndt.entries().skip_while(|s| !s.entry.withdrawn).all(|s| s.entry.withdrawn);
+        prop_assert!(withdrawn_after);
+        for net in expected.keys() {
+            prop_assert_eq!(gndt.get(*net).map(|s| &s.entry), expected.get(net));
+        }
 
         // Probe random addresses and every stored prefix's own address and its neighbours.
         let edges = expected
