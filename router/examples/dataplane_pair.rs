@@ -53,7 +53,7 @@ struct Args {
     send_buffer: Option<usize>,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -67,11 +67,13 @@ async fn main() -> anyhow::Result<()> {
     match args.cc.as_str() {
         "cubic" => {}
         "bbr" => {
-            transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+            transport
+                .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
         }
         "newreno" => {
-            transport
-                .congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()));
+            transport.congestion_controller_factory(Arc::new(
+                quinn::congestion::NewRenoConfig::default(),
+            ));
         }
         other => bail!("unknown congestion controller {other}"),
     }
@@ -113,7 +115,13 @@ async fn main() -> anyhow::Result<()> {
         conn.max_datagram_size()
     );
     peers.insert(args.peer_site.clone(), conn.clone());
-    let reader = dataplane::spawn_peer_reader(conn.clone(), args.peer_site.clone(), dev, fib, counters.clone());
+    let reader = dataplane::spawn_peer_reader(
+        conn.clone(),
+        args.peer_site.clone(),
+        dev,
+        fib,
+        counters.clone(),
+    );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -128,7 +136,11 @@ async fn main() -> anyhow::Result<()> {
     );
     eprintln!(
         "quic: udp_tx datagrams {} ios {} lost_packets {} cwnd {} rtt {:?}",
-        stats.udp_tx.datagrams, stats.udp_tx.ios, stats.path.lost_packets, stats.path.cwnd, stats.path.rtt
+        stats.udp_tx.datagrams,
+        stats.udp_tx.ios,
+        stats.path.lost_packets,
+        stats.path.cwnd,
+        stats.path.rtt
     );
     conn.close(0u32.into(), b"done");
     Ok(())
@@ -137,8 +149,14 @@ async fn main() -> anyhow::Result<()> {
 fn build_fib(args: &Args) -> FibSnapshot {
     let now = Instant::now();
     let mut gndt = Gndt::new();
-    gndt.apply(GndtEntry::site_prefix(args.local, args.site.clone(), 1), now);
-    gndt.apply(GndtEntry::site_prefix(args.remote, args.peer_site.clone(), 1), now);
+    gndt.apply(
+        GndtEntry::site_prefix(args.local, args.site.clone(), 1),
+        now,
+    );
+    gndt.apply(
+        GndtEntry::site_prefix(args.remote, args.peer_site.clone(), 1),
+        now,
+    );
     let lndt = Lndt::new([args.local], now);
     FibSnapshot::build(&args.site, &gndt, &lndt)
 }

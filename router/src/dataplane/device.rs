@@ -18,6 +18,9 @@ pub const BATCH: usize = IDEAL_BATCH_SIZE;
 const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 /// Room for one packet in a receive slot; the TUN MTU never exceeds this.
 const SLOT_LEN: usize = 1 << 14;
+/// Capacity of a transmit buffer: a coalesced super-segment plus headroom (tun-rs checks
+/// `2 * offset + len`).
+const TX_BUF_CAPACITY: usize = 2 * VIRTIO_NET_HDR_LEN + 65535;
 /// A raw read with offloads: the virtio-net header and a super-segment of up to 64 KB.
 const RAW_LEN: usize = VIRTIO_NET_HDR_LEN + 65535;
 
@@ -117,7 +120,9 @@ impl TxBatch {
     /// Queues a copy of `packet`; buffers are reused from batch to batch.
     pub fn push(&mut self, packet: &[u8]) {
         if self.len == self.bufs.len() {
-            self.bufs.push(Vec::with_capacity(HEADROOM + 2048));
+            // GRO appends the following segments to the first one of a flow, and only when
+            // the buffer already has room for a whole 64 KB super-segment.
+            self.bufs.push(Vec::with_capacity(TX_BUF_CAPACITY));
         }
         if let Some(buf) = self.bufs.get_mut(self.len) {
             buf.clear();
@@ -369,5 +374,24 @@ mod tests {
         assert!(!rx.push(&[0; 700]));
         assert!(rx.push(&[0; 600]));
         assert_eq!(rx.len(), 1);
+    }
+
+    #[test]
+    fn tx_batch_buffers_leave_room_for_gro_coalescing() {
+        let mut tx = TxBatch::new();
+        for i in 0..10u32 {
+            let builder = etherparse::PacketBuilder::ipv4([10, 77, 1, 1], [10, 77, 2, 1], 63)
+                .tcp(5000, 6000, 1000 + i * 1000, 64000)
+                .ack(1);
+            let mut packet = Vec::new();
+            builder.write(&mut packet, &[7u8; 1000]).unwrap();
+            tx.push(&packet);
+        }
+        let len = tx.len();
+        tx.gro
+            .apply_gro(&mut tx.bufs[..len], HEADROOM, true)
+            .unwrap();
+        // All ten consecutive segments were appended to the first buffer.
+        assert_eq!(tx.bufs[0].len(), HEADROOM + 20 + 20 + 10 * 1000);
     }
 }

@@ -10,6 +10,9 @@ use super::counters::DropTally;
 use super::{ipv4_addrs, is_fatal, Counters, DropLog, PacketDevice, TxBatch};
 use crate::fib::{DropReason, Fib};
 
+/// How often one batch waits a scheduler round for more datagrams before it is written.
+const MAX_YIELDS: usize = 4;
+
 pub(super) async fn run<D: PacketDevice>(
     conn: quinn::Connection,
     site: SiteId,
@@ -32,6 +35,7 @@ pub(super) async fn run<D: PacketDevice>(
         let fib = fib.load();
         let mut next = Some(first);
         let mut bytes = 0u64;
+        let mut yields = 0;
         // Take what is already queued, without waiting, up to one batch.
         while let Some(datagram) = next.take() {
             match ipv4_addrs(&datagram).and_then(|(src, _)| fib.inbound(&site, src)) {
@@ -42,7 +46,15 @@ pub(super) async fn run<D: PacketDevice>(
                 }
                 Err(reason) => tally.add(reason),
             }
-            if !batch.is_full() {
+            if batch.is_full() {
+                break;
+            }
+            next = conn.read_datagram().now_or_never().and_then(Result::ok);
+            if next.is_none() && yields < MAX_YIELDS {
+                // Let the QUIC drivers deliver what the socket already holds, so that one
+                // GRO-coalesced write carries a whole burst (and the receiver ACKs it once).
+                yields += 1;
+                tokio::task::yield_now().await;
                 next = conn.read_datagram().now_or_never().and_then(Result::ok);
             }
         }
