@@ -58,7 +58,8 @@ impl Lndt {
         self.configured.iter().any(|(net, _)| net.contains(ip))
     }
 
-    /// A host migrated in: the router is now responsible for it. Returns false if it already was.
+    /// A host migrated in: the router is now responsible for it. Returns false if it already was
+    /// (a MAC given now still replaces an unknown or older one).
     pub fn add(&mut self, ip: Ipv4Addr, mac: Option<MacAddr>, now: Instant) -> bool {
         let was = self.contains(ip);
         self.moved_away.remove(&ip);
@@ -66,12 +67,15 @@ impl Lndt {
             // Back home: the configured range covers it again.
             self.migrated_in.remove(&ip);
         } else {
-            self.migrated_in.entry(ip).or_insert(LndtHost {
-                prefix: Ipv4Network::from(ip),
-                mac,
-                source: LndtSource::MigratedIn,
-                since: now,
-            });
+            self.migrated_in
+                .entry(ip)
+                .and_modify(|host| host.mac = mac.or(host.mac))
+                .or_insert(LndtHost {
+                    prefix: Ipv4Network::from(ip),
+                    mac,
+                    source: LndtSource::MigratedIn,
+                    since: now,
+                });
         }
         !was
     }
@@ -135,6 +139,10 @@ mod tests {
                 .count(),
             1
         );
+        let mac: MacAddr = "52:54:00:77:01:02".parse().unwrap();
+        assert!(!lndt.add(vm, Some(mac), now));
+        assert!(!lndt.add(vm, None, now));
+        assert_eq!(lndt.hosts().find_map(|h| h.mac), Some(mac));
         assert!(lndt.remove(vm));
         assert!(!lndt.contains(vm));
         assert!(!lndt.remove(vm));
