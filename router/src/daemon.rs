@@ -112,7 +112,32 @@ pub struct Shared {
     pub counters: Arc<Counters>,
 }
 
+/// A question for the main loop, answered from the node's state (admin CLI, metrics).
+pub type Query = Box<dyn FnOnce(&Node, &Shared, Instant) + Send>;
+
+/// Asks the main loop questions; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct QueryHandle(mpsc::Sender<Input>);
+
+impl QueryHandle {
+    /// Runs `question` on the main loop and returns its answer, or `None` if the router is
+    /// shutting down.
+    pub async fn ask<T: Send + 'static>(
+        &self,
+        question: impl FnOnce(&Node, &Shared, Instant) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let query: Query = Box::new(move |node, shared, now| {
+            // The asker may have gone away; nothing to do then.
+            let _ = tx.send(question(node, shared, now));
+        });
+        self.0.send(Input::Query(query)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
 enum Input {
+    Query(Query),
     Connected {
         site: SiteId,
         link: Link,
@@ -203,6 +228,9 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         ids,
     };
     let mut background = tokio::task::JoinSet::new();
+    for task in crate::admin::start(&config, QueryHandle(ctx.inputs.clone()))? {
+        background.spawn(task);
+    }
     background.spawn(accept_loop(endpoint.clone(), ctx.clone()));
     for peer in &config.peers {
         if let Some(addr) = peer.address {
@@ -285,6 +313,7 @@ fn handle_input<D: PacketDevice>(
 ) {
     let now = Instant::now();
     match input {
+        Input::Query(query) => query(node, shared, now),
         Input::Connected { site, link } => {
             if let Some(existing) = links.get(&site) {
                 // Both routers dialed: keep the connection dialed by the lower site id.

@@ -6,6 +6,7 @@
 //! endpoints ([`pki`], [`daemon`]), the TUN data plane ([`dataplane`]), kernel routes and
 //! neighbours ([`kernel`]).
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

@@ -528,8 +528,10 @@ impl Node {
         self.fix_migrated_view(ip, mac, now);
     }
 
-    /// Step 6: repoint the migrated VM's stale cache entries (its old neighbours and gateway) to
-    /// us, and in routing-optimization mode introduce it to its new LAN neighbours directly.
+    /// Step 6: repoint the migrated VM's cache entries for every host it may have cached (its
+    /// home prefix; the whole virtual network in routing-optimization mode): hosts at other
+    /// sites to us, hosts here (including us, when the VM comes home) to their real MACs. In
+    /// routing-optimization mode, also introduce the VM to its new LAN neighbours directly.
     fn fix_migrated_view(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
         let Some(identity) = self.lan.identity else {
             return;
@@ -539,33 +541,26 @@ impl Node {
             .covering(Ipv4Network::from(ip))
             .map(|s| s.entry.prefix);
         let optimize = self.config.virtual_network;
-        let mut remote = Vec::new();
-        let mut local = Vec::new();
+        let mut frames = Vec::new();
         for stored in self.gndt.live_entries() {
             let e = &stored.entry;
             let host = e.prefix.ip();
-            if e.kind != EntryKind::Host || host == ip {
+            let relevant = home.is_some_and(|h| h.contains(host)) || optimize.is_some_and(|v| v.contains(host));
+            if e.kind != EntryKind::Host || host == ip || !relevant {
                 continue;
             }
-            let same_home = home.is_some_and(|h| h.contains(host));
-            let in_vnet = optimize.is_some_and(|v| v.contains(host));
-            if e.site() != &self.config.me && (same_home || in_vnet) {
-                remote.push(host);
-            } else if e.site() == &self.config.me && in_vnet && host != identity.ip {
-                if let Some(m) = e.mac {
-                    local.push((host, m));
-                }
+            if e.site() != &self.config.me {
+                frames.push(frames::unicast_gratuitous_arp(identity.mac, host, mac));
+            } else if let Some(host_mac) = e.mac {
+                frames.push(spoken_for(identity.mac, mac, host, host_mac));
             }
-        }
-        for host in remote {
-            self.schedule_repeated(frames::unicast_gratuitous_arp(identity.mac, host, mac), now);
-        }
-        for (host, host_mac) in local {
-            self.schedule_repeated(spoken_for(identity.mac, mac, host, host_mac), now);
         }
         if optimize.is_some() {
             // Our LAN hosts that reached the VM through us now reach it directly.
-            self.schedule_repeated(spoken_for(identity.mac, MacAddr::BROADCAST, ip, mac), now);
+            frames.push(spoken_for(identity.mac, MacAddr::BROADCAST, ip, mac));
+        }
+        for frame in frames {
+            self.schedule_repeated(frame, now);
         }
     }
 
