@@ -1,0 +1,768 @@
+#!/usr/bin/env bash
+# skyvine network-namespace lab: sites, VMs, routers and a WAN built from network namespaces.
+#
+# Topology (prefix P, sites S in a b c with number N = 1 2 3, VMs V in 1 2):
+#
+#   namespace   P-SV      a VM: eth0 = 10.77.N.V/24 (/16 with --optimize), MAC 52:54:00:77:0N:0V,
+#                         default route via 10.77.N.254 (none with --optimize)
+#   namespace   P-lan     the hypervisors' switch fabric: one bridge per site, br-S, with ports
+#                         vm-SV (the host end of each VM's link) and r-S (the router's LAN link).
+#                         All site bridges live in this one namespace, so migrating a VM is
+#                         `ip link set vm-SV nomaster` + `master br-T`: the VM's own interface
+#                         never loses carrier, so it keeps its IP, MAC, ARP cache and sockets.
+#   namespace   P-r-S     site S's router: lan0 = 10.77.N.254/24 (MAC 52:54:00:77:0N:fe),
+#                         wan0 = 100.64.0.N/24 (MAC 52:54:00:64:00:0N), TUN skyvine0 (router)
+#   namespace   P-wan     the WAN: bridge br0 with ports r-S, or, with --wan-delay-ms, no bridge
+#                         and the skyvine-delay relay attached to the r-S ports.
+#
+# Interface names never carry the prefix (every link lives inside a lab namespace), so any
+# prefix of 1-10 characters [a-z0-9] works. State (configs, certificates, logs, PIDs) lives in
+# /tmp/skyvine-lab-P/; the current prefix is remembered in /tmp/skyvine-lab-current.
+#
+# Run `lab.sh help` for the commands. Progress goes to stderr, results to stdout; every
+# failure exits non-zero with a message starting "lab.sh: error:".
+set -euo pipefail
+
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$LAB_DIR/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+SKYVINE_BIN=${SKYVINE_BIN:-$TARGET_DIR/release/skyvine}
+LABTOOLS_DIR=${SKYVINE_LABTOOLS_DIR:-$TARGET_DIR/release}
+CURRENT_FILE=${SKYVINE_LAB_CURRENT:-/tmp/skyvine-lab-current}
+WAN_PORT=7400
+PROBE_PORT=7700
+
+PREFIX=""
+STATE=""
+
+die() {
+    echo "lab.sh: error: $*" >&2
+    exit 1
+}
+
+log() {
+    echo "lab.sh: $*" >&2
+}
+
+usage() {
+    cat <<'EOF'
+usage: lab.sh COMMAND [OPTIONS]
+
+  up [--prefix P] [--sites 2|3] [--wan-delay-ms N] [--no-routers] [--optimize] [--wait-s 20]
+        build the lab, start the routers (or install static kernel routes with --no-routers)
+        and wait until every cross-site VM pair pings
+  down [--prefix P] [--keep-logs]
+        stop the lab's processes (recorded PIDs and anything left inside its namespaces) and
+        delete its namespaces
+  status                        namespaces, routers (alive?), TUN routes per router
+  exec NAME CMD...              run CMD in a lab namespace (NAME: a1, r-b, wan, lan)
+  logs SITE|wan                 print a router's log (or the WAN relay's)
+  ping-all [--wait-s N]         ping all cross-site VM pairs; matrix and OK count
+  restart-router SITE           stop (SIGTERM) and start one router again
+  kill-router SITE [-9]         stop one router (SIGTERM, or SIGKILL with -9)
+  migrate VM SITE [--announce rarp|garp|none] [--pause-ms 100]
+        move VM's link to SITE's LAN (VM keeps IP, MAC, ARP cache, sockets), then emit the
+        hypervisor's announcement; prints the pause actually imposed
+  probe --to VM [--from a1,c1] [--duration-s 10] [--interval-ms 1] [--port 7700] [--json]
+        1 ms UDP probes from each source VM to VM; per source the longest echo gap and loss
+  where VM                      the site a VM is attached to now
+  build                         cargo build --release -p skyvine-router -p skyvine-labtools
+
+Every command but up/build acts on the current lab (the last `up`), or on --prefix P.
+Environment: SKYVINE_BIN (router binary), SKYVINE_LABTOOLS_DIR (lab tools), RUST_LOG (routers).
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# Names and state
+
+site_num() {
+    case "$1" in
+        a) echo 1 ;;
+        b) echo 2 ;;
+        c) echo 3 ;;
+        *) die "unknown site '$1' (sites are a, b, c)" ;;
+    esac
+}
+
+ns_name() { echo "$PREFIX-$1"; }
+
+in_ns() {
+    local name=$1
+    shift
+    ip netns exec "$PREFIX-$name" "$@"
+}
+
+vm_ip() { echo "10.77.$(site_num "${1:0:1}").${1:1:1}"; }
+vm_mac() { echo "52:54:00:77:0$(site_num "${1:0:1}"):0${1:1:1}"; }
+
+valid_vm() {
+    [[ $1 =~ ^[abc][12]$ ]] || die "unknown VM '$1' (VMs are a1 a2 b1 b2 c1 c2)"
+    [[ " $(lab_sites) " == *" ${1:0:1} "* ]] || die "VM '$1' is not in this lab (sites: $(lab_sites))"
+}
+
+valid_site() {
+    [[ " $(lab_sites) " == *" $1 "* ]] || die "site '$1' is not in this lab (sites: $(lab_sites))"
+}
+
+lab_sites() { cat "$STATE/sites"; }
+
+lab_vms() {
+    local s
+    for s in $(lab_sites); do echo "${s}1 ${s}2"; done | xargs
+}
+
+# Sets PREFIX and STATE from --prefix or the current-lab file; the lab must exist.
+load_lab() {
+    local prefix=${1:-}
+    if [[ -z $prefix ]]; then
+        [[ -s $CURRENT_FILE ]] || die "no current lab (run 'lab.sh up' or pass --prefix)"
+        prefix=$(cat "$CURRENT_FILE")
+    fi
+    PREFIX=$prefix
+    STATE=/tmp/skyvine-lab-$PREFIX
+    [[ -d $STATE ]] || die "no lab with prefix '$PREFIX' (state dir $STATE missing)"
+}
+
+tool() {
+    local path=$LABTOOLS_DIR/$1
+    [[ -x $path ]] || die "$path not found: run 'netns-lab/lab.sh build' (or set SKYVINE_LABTOOLS_DIR)"
+    echo "$path"
+}
+
+APT_UPDATED=0
+# need CMD PACKAGE: installs the Debian package when the command is missing.
+need() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "$1 missing: installing Debian package $2"
+    if [[ $APT_UPDATED == 0 ]]; then
+        apt-get update -qq >&2 || die "apt-get update failed; install $2 by hand"
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >&2 ||
+        die "could not install $2 (apt-get install $2)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes: every background process is recorded as STATE/pids/NAME = "PID MARKER"; it is
+# only signalled while /proc/PID/cmdline still contains MARKER (no recycled PIDs).
+
+record_pid() { echo "$2 $3" >"$STATE/pids/$1"; }
+
+pid_of() {
+    local file=$STATE/pids/$1 pid marker
+    [[ -f $file ]] || return 1
+    read -r pid marker <"$file"
+    [[ -r /proc/$pid/cmdline ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker" || return 1
+    echo "$pid"
+}
+
+# stop_recorded NAME [SIGNAL]: signal, wait up to 10 s, then SIGKILL; forgets the record.
+stop_recorded() {
+    local name=$1 signal=${2:-TERM} pid deadline
+    if pid=$(pid_of "$name"); then
+        kill "-$signal" "$pid" 2>/dev/null || true
+        deadline=$((SECONDS + 10))
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$name (pid $pid) ignored SIG$signal for 10 s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$STATE/pids/$name"
+}
+
+# ---------------------------------------------------------------------------------------------
+# up
+
+UP_DONE=0
+on_up_exit() {
+    local rc=$?
+    if [[ $UP_DONE != 1 ]]; then
+        trap - EXIT
+        log "up failed (exit $rc): removing the half-built lab $PREFIX (logs kept in $STATE)"
+        do_down keep-logs || true
+        exit "$rc"
+    fi
+}
+
+cmd_up() {
+    local sites=3 delay=0 routers=1 optimize=0 wait_s=20
+    PREFIX=""
+    while (($#)); do
+        case "$1" in
+            --prefix) PREFIX=${2:?--prefix needs a value}; shift 2 ;;
+            --sites) sites=${2:?--sites needs 2 or 3}; shift 2 ;;
+            --wan-delay-ms) delay=${2:?--wan-delay-ms needs a value}; shift 2 ;;
+            --no-routers) routers=0; shift ;;
+            --optimize) optimize=1; shift ;;
+            --wait-s) wait_s=${2:?--wait-s needs a value}; shift 2 ;;
+            *) die "up: unknown option '$1'" ;;
+        esac
+    done
+    [[ $(id -u) == 0 ]] || die "the lab needs root (network namespaces)"
+    [[ $sites == 2 || $sites == 3 ]] || die "--sites must be 2 or 3"
+    [[ $delay =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--wan-delay-ms must be a number of milliseconds"
+    [[ $wait_s =~ ^[0-9]+$ ]] || die "--wait-s must be whole seconds"
+    [[ -n $PREFIX ]] || PREFIX=sv$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
+    [[ $PREFIX =~ ^[a-z0-9]{1,10}$ ]] || die "prefix must be 1-10 characters of a-z, 0-9"
+    if ip netns list | awk '{print $1}' | grep -q "^$PREFIX-"; then
+        die "namespaces with prefix '$PREFIX-' already exist (lab.sh down --prefix $PREFIX)"
+    fi
+    if ((routers)); then
+        [[ -x $SKYVINE_BIN ]] || die "router binary $SKYVINE_BIN not found: run 'netns-lab/lab.sh build' or set SKYVINE_BIN"
+    fi
+    need ping iputils-ping
+    STATE=/tmp/skyvine-lab-$PREFIX
+    rm -rf "$STATE"
+    mkdir -p "$STATE/pids" "$STATE/vm"
+    trap on_up_exit EXIT
+    trap 'exit 130' INT TERM
+    echo "$PREFIX" >"$CURRENT_FILE"
+    local site_list=(a b c)
+    echo "${site_list[@]:0:sites}" >"$STATE/sites"
+    echo "$delay" >"$STATE/wan_delay_ms"
+    echo "$optimize" >"$STATE/optimize"
+    if ((routers)); then echo routers >"$STATE/mode"; else echo no-routers >"$STATE/mode"; fi
+    local what
+    what="sites $(lab_sites), wan delay ${delay} ms, $(cat "$STATE/mode")"
+    ((optimize)) && what+=", routing optimization"
+    log "building lab $PREFIX: $what"
+
+    build_fabric
+    local s
+    for s in $(lab_sites); do build_site "$s" "$optimize"; done
+    build_wan "$delay"
+    if ((routers)); then
+        make_pki_and_configs "$optimize"
+        for s in $(lab_sites); do start_router "$s"; done
+    else
+        static_routes "$optimize"
+    fi
+    log "waiting up to ${wait_s} s for every cross-site VM pair to ping"
+    if ! ping_all "$wait_s" >"$STATE/ping-all.txt"; then
+        cat "$STATE/ping-all.txt" >&2
+        die "not every cross-site VM pair pings after ${wait_s} s"
+    fi
+    UP_DONE=1
+    trap - EXIT INT TERM
+    cat "$STATE/ping-all.txt"
+    echo "lab $PREFIX up: state in $STATE"
+}
+
+new_ns() {
+    local ns
+    ns=$(ns_name "$1")
+    ip netns add "$ns"
+    in_ns "$1" ip link set lo up
+    in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+}
+
+build_fabric() {
+    new_ns lan
+    new_ns wan
+    local s
+    for s in $(lab_sites); do
+        in_ns lan ip link add "br-$s" type bridge stp_state 0 forward_delay 0
+        in_ns lan ip link set "br-$s" up
+    done
+}
+
+# build_site S OPTIMIZE: router namespace with lan0/wan0 and the site's two VMs.
+build_site() {
+    local s=$1 optimize=$2 n v vm
+    n=$(site_num "$s")
+    new_ns "r-$s"
+    in_ns "r-$s" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
+        net.ipv4.conf.default.rp_filter=0
+    ip link add lan0 netns "$(ns_name "r-$s")" address "52:54:00:77:0$n:fe" type veth \
+        peer "r-$s" netns "$(ns_name lan)"
+    ip link add wan0 netns "$(ns_name "r-$s")" address "52:54:00:64:00:0$n" type veth \
+        peer "r-$s" netns "$(ns_name wan)"
+    in_ns "r-$s" ip addr add "10.77.$n.254/24" dev lan0
+    in_ns "r-$s" ip addr add "100.64.0.$n/24" dev wan0
+    in_ns "r-$s" ip link set lan0 up
+    in_ns "r-$s" ip link set wan0 up
+    in_ns lan ip link set "r-$s" master "br-$s" up
+    for v in 1 2; do
+        vm=$s$v
+        new_ns "$vm"
+        ip link add eth0 netns "$(ns_name "$vm")" address "$(vm_mac "$vm")" type veth \
+            peer "vm-$vm" netns "$(ns_name lan)"
+        if ((optimize)); then
+            in_ns "$vm" ip addr add "$(vm_ip "$vm")/16" dev eth0
+        else
+            in_ns "$vm" ip addr add "$(vm_ip "$vm")/24" dev eth0
+        fi
+        in_ns "$vm" ip link set eth0 up
+        in_ns lan ip link set "vm-$vm" master "br-$s" up
+        ((optimize)) || in_ns "$vm" ip route add default via "10.77.$n.254"
+        echo "$s" >"$STATE/vm/$vm"
+    done
+}
+
+# build_wan DELAY_MS: a bridge, or the delay relay on bare ports when DELAY_MS > 0.
+build_wan() {
+    local delay=$1 s ifaces=()
+    if [[ $delay == 0 || $delay =~ ^0+(\.0+)?$ ]]; then
+        in_ns wan ip link add br0 type bridge stp_state 0 forward_delay 0
+        in_ns wan ip link set br0 up
+        for s in $(lab_sites); do in_ns wan ip link set "r-$s" master br0 up; done
+        return
+    fi
+    need ethtool ethtool
+    local relay
+    relay=$(tool skyvine-delay)
+    for s in $(lab_sites); do
+        # Packet sockets see frames as the kernel holds them: turn off checksum and
+        # segmentation offloads so each relayed frame is complete and fits the MTU.
+        in_ns "r-$s" ethtool -K wan0 tx off tso off gso off gro off >/dev/null 2>&1 ||
+            die "ethtool -K wan0 failed in r-$s"
+        in_ns wan ethtool -K "r-$s" tx off tso off gso off gro off >/dev/null 2>&1 ||
+            die "ethtool -K r-$s failed in wan"
+        in_ns wan ip link set "r-$s" promisc on up
+        ifaces+=(--iface "r-$s")
+    done
+    ip netns exec "$(ns_name wan)" "$relay" "${ifaces[@]}" --delay-ms "$delay" --stats-interval-s 60 \
+        >"$STATE/wan-delay.log" 2>&1 </dev/null &
+    record_pid delay $! skyvine-delay
+    local deadline=$((SECONDS + 5))
+    until grep -qs "relaying between" "$STATE/wan-delay.log"; do
+        pid_of delay >/dev/null || { cat "$STATE/wan-delay.log" >&2; die "skyvine-delay exited"; }
+        ((SECONDS < deadline)) || die "skyvine-delay did not start within 5 s"
+        sleep 0.05
+    done
+}
+
+# Plain kernel forwarding between the routers (no tunnel): the benchmark's baseline.
+static_routes() {
+    local optimize=$1 s t
+    for s in $(lab_sites); do
+        for t in $(lab_sites); do
+            [[ $s == "$t" ]] && continue
+            in_ns "r-$s" ip route add "10.77.$(site_num "$t").0/24" via "100.64.0.$(site_num "$t")" dev wan0
+        done
+        if ((optimize)); then
+            # VMs ARP for every 10.77/16 address: the router answers for other sites at once.
+            in_ns "r-$s" sysctl -qw net.ipv4.conf.lan0.proxy_arp=1 net.ipv4.neigh.lan0.proxy_delay=0
+        fi
+    done
+}
+
+make_pki_and_configs() {
+    local optimize=$1 s t n
+    mkdir -p "$STATE/pki"
+    "$SKYVINE_BIN" cert ca --dir "$STATE/pki" >"$STATE/pki/cert.log" 2>&1 ||
+        { cat "$STATE/pki/cert.log" >&2; die "skyvine cert ca failed"; }
+    for s in $(lab_sites); do
+        "$SKYVINE_BIN" cert issue --dir "$STATE/pki" --site "$s" >>"$STATE/pki/cert.log" 2>&1 ||
+            { cat "$STATE/pki/cert.log" >&2; die "skyvine cert issue --site $s failed"; }
+        n=$(site_num "$s")
+        mkdir -p "$STATE/$s"
+        {
+            echo "# skyvine lab $PREFIX, site $s (generated by netns-lab/lab.sh)"
+            echo "site = \"$s\""
+            echo
+            echo "[lan]"
+            echo "interface = \"lan0\""
+            echo "prefixes = [\"10.77.$n.0/24\"]"
+            echo "hosts = [\"10.77.$n.1/32\", \"10.77.$n.2/32\"]"
+            ((optimize)) && echo "virtual_network = \"10.77.0.0/16\""
+            echo
+            echo "[wan]"
+            echo "listen = \"100.64.0.$n:$WAN_PORT\""
+            echo
+            echo "[tls]"
+            echo "ca = \"$STATE/pki/ca.pem\""
+            echo "cert = \"$STATE/pki/$s.pem\""
+            echo "key = \"$STATE/pki/$s.key\""
+            echo
+            echo "[tun]"
+            echo "name = \"skyvine0\""
+            echo "mtu = 1380"
+            echo
+            echo "[admin]"
+            echo "socket = \"$STATE/$s/skyvine.sock\""
+            for t in $(lab_sites); do
+                [[ $s == "$t" ]] && continue
+                echo
+                echo "[[peers]]"
+                echo "site = \"$t\""
+                echo "address = \"100.64.0.$(site_num "$t"):$WAN_PORT\""
+            done
+        } >"$STATE/$s/router.toml"
+        "$SKYVINE_BIN" check-config "$STATE/$s/router.toml" >"$STATE/$s/check-config.log" 2>&1 ||
+            { cat "$STATE/$s/check-config.log" >&2; die "generated config for site $s rejected"; }
+    done
+}
+
+start_router() {
+    local s=$1 config=$STATE/$1/router.toml deadline
+    [[ -f $config ]] || die "no router config for site $s (lab built with --no-routers?)"
+    echo "--- start $(date -u +%FT%T.%NZ)" >>"$STATE/$s/router.log"
+    RUST_LOG=${RUST_LOG:-info} ip netns exec "$(ns_name "r-$s")" "$SKYVINE_BIN" router \
+        --config "$config" >>"$STATE/$s/router.log" 2>&1 </dev/null &
+    record_pid "router-$s" $! "$config"
+    # Up = its TUN device exists; a router that exits instead fails the command.
+    deadline=$((SECONDS + 10))
+    until in_ns "r-$s" ip link show skyvine0 >/dev/null 2>&1; do
+        pid_of "router-$s" >/dev/null || { tail -n 30 "$STATE/$s/router.log" >&2; die "router $s exited"; }
+        ((SECONDS < deadline)) || die "router $s has no TUN device after 10 s"
+        sleep 0.05
+    done
+    log "router $s running (pid $(pid_of "router-$s"))"
+}
+
+# ---------------------------------------------------------------------------------------------
+# down
+
+# do_down [keep-logs]: PIDs recorded, then whatever still runs inside the lab's namespaces
+# (only the lab puts processes there), then the namespaces and any stray prefixed link.
+do_down() {
+    local keep=${1:-} name ns pid
+    if [[ -d $STATE/pids ]]; then
+        for name in "$STATE"/pids/*; do
+            [[ -e $name ]] || continue
+            stop_recorded "$(basename "$name")"
+        done
+    fi
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$PREFIX-" || true); do
+        for pid in $(ip netns pids "$ns" 2>/dev/null || true); do
+            kill -KILL "$pid" 2>/dev/null || true
+        done
+        ip netns del "$ns" 2>/dev/null || log "could not delete namespace $ns"
+    done
+    for name in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^$PREFIX-" || true); do
+        ip link del "$name" 2>/dev/null || true
+    done
+    if [[ -s $CURRENT_FILE && $(cat "$CURRENT_FILE") == "$PREFIX" ]]; then rm -f "$CURRENT_FILE"; fi
+    if [[ $keep != keep-logs && -n $PREFIX ]]; then rm -rf "$STATE"; fi
+    if ip netns list | awk '{print $1}' | grep -q "^$PREFIX-"; then
+        die "namespaces with prefix $PREFIX- remain"
+    fi
+}
+
+cmd_down() {
+    local prefix="" keep=""
+    while (($#)); do
+        case "$1" in
+            --prefix) prefix=${2:?--prefix needs a value}; shift 2 ;;
+            --keep-logs) keep="keep-logs"; shift ;;
+            *) die "down: unknown option '$1'" ;;
+        esac
+    done
+    if [[ -z $prefix && ! -s $CURRENT_FILE ]]; then die "no current lab (pass --prefix)"; fi
+    PREFIX=${prefix:-$(cat "$CURRENT_FILE")}
+    [[ $PREFIX =~ ^[a-z0-9]{1,10}$ ]] || die "invalid prefix '$PREFIX'"
+    STATE=/tmp/skyvine-lab-$PREFIX
+    do_down "$keep"
+    echo "lab $PREFIX down"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Observation
+
+cmd_status() {
+    local s pid
+    echo "lab $PREFIX ($(cat "$STATE/mode"), wan delay $(cat "$STATE/wan_delay_ms") ms, optimize $(cat "$STATE/optimize"))"
+    echo "namespaces: $(ip netns list | awk '{print $1}' | grep "^$PREFIX-" | sort | xargs)"
+    echo -n "vm locations:"
+    for s in $(lab_vms); do echo -n " $s@$(cat "$STATE/vm/$s")"; done
+    echo
+    if [[ -f $STATE/pids/delay ]]; then
+        if pid=$(pid_of delay); then echo "wan relay: running (pid $pid)"; else echo "wan relay: DEAD"; fi
+    fi
+    for s in $(lab_sites); do
+        if [[ $(cat "$STATE/mode") == routers ]]; then
+            if pid=$(pid_of "router-$s"); then echo "router $s: running (pid $pid)"; else echo "router $s: NOT RUNNING"; fi
+            echo "  routes via skyvine0:"
+            in_ns "r-$s" ip route show dev skyvine0 2>/dev/null | sed 's/^/    /' || echo "    (no skyvine0)"
+        else
+            echo "router $s: static kernel routes"
+            in_ns "r-$s" ip route show dev wan0 | sed 's/^/    /'
+        fi
+    done
+}
+
+cmd_exec() {
+    (($# >= 2)) || die "usage: lab.sh exec NAME CMD..."
+    local name=$1
+    shift
+    ip netns list | awk '{print $1}' | grep -qx "$PREFIX-$name" ||
+        die "no namespace '$name' in lab $PREFIX (try a1, r-b, wan, lan)"
+    exec ip netns exec "$PREFIX-$name" "$@"
+}
+
+cmd_logs() {
+    (($# == 1)) || die "usage: lab.sh logs SITE|wan"
+    if [[ $1 == wan ]]; then
+        cat "$STATE/wan-delay.log" 2>/dev/null || die "no WAN relay in this lab (no --wan-delay-ms)"
+        return
+    fi
+    valid_site "$1"
+    cat "$STATE/$1/router.log" 2>/dev/null || die "no router log for site $1"
+}
+
+# ping_all WAIT_S: pings every cross-site pair (in parallel) until all answer or WAIT_S passes;
+# prints the matrix and "ping-all: N/M OK"; returns 1 unless all answer.
+ping_all() {
+    local wait_s=$1 deadline vms src dst ok total out pids pid
+    vms=$(lab_vms)
+    out=$(mktemp -d)
+    deadline=$((SECONDS + wait_s))
+    while :; do
+        pids=()
+        for src in $vms; do
+            for dst in $vms; do
+                [[ ${src:0:1} < "${dst:0:1}" ]] || continue
+                [[ -f $out/$src-$dst.ok ]] && continue
+                (in_ns "$src" ping -n -q -c 1 -W 1 "$(vm_ip "$dst")" >/dev/null 2>&1 &&
+                    touch "$out/$src-$dst.ok") &
+                pids+=($!)
+            done
+        done
+        # Only these jobs: the lab's daemons are children of this shell too.
+        for pid in "${pids[@]}"; do wait "$pid" || true; done
+        ok=$(find "$out" -name '*.ok' | wc -l)
+        total=0
+        for src in $vms; do for dst in $vms; do [[ ${src:0:1} < "${dst:0:1}" ]] && total=$((total + 1)); done; done
+        ((ok == total || SECONDS >= deadline)) && break
+        sleep 0.2
+    done
+    printf '%-4s' ""
+    for dst in $vms; do printf '%-4s' "$dst"; done
+    echo
+    for src in $vms; do
+        printf '%-4s' "$src"
+        for dst in $vms; do
+            if [[ ${src:0:1} == "${dst:0:1}" ]]; then
+                printf '%-4s' "-"
+            elif [[ -f $out/$src-$dst.ok || -f $out/$dst-$src.ok ]]; then
+                printf '%-4s' "ok"
+            else
+                printf '%-4s' "XX"
+            fi
+        done
+        echo
+    done
+    rm -rf "$out"
+    echo "ping-all: $ok/$total OK"
+    ((ok == total))
+}
+
+cmd_ping_all() {
+    local wait_s=0
+    while (($#)); do
+        case "$1" in
+            --wait-s) wait_s=${2:?--wait-s needs a value}; shift 2 ;;
+            *) die "ping-all: unknown option '$1'" ;;
+        esac
+    done
+    [[ $wait_s =~ ^[0-9]+$ ]] || die "--wait-s must be whole seconds"
+    need ping iputils-ping
+    ping_all "$wait_s" || die "not every cross-site VM pair pings"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Routers
+
+cmd_restart_router() {
+    (($# == 1)) || die "usage: lab.sh restart-router SITE"
+    valid_site "$1"
+    [[ $(cat "$STATE/mode") == routers ]] || die "lab $PREFIX runs without routers"
+    stop_recorded "router-$1" TERM
+    start_router "$1"
+    echo "router $1 restarted (pid $(pid_of "router-$1"))"
+}
+
+cmd_kill_router() {
+    local site=${1:-} signal=TERM
+    [[ -n $site ]] || die "usage: lab.sh kill-router SITE [-9]"
+    valid_site "$site"
+    [[ ${2:-} == -9 ]] && signal=KILL
+    [[ -n ${2:-} && ${2:-} != -9 ]] && die "kill-router: unknown option '$2'"
+    pid_of "router-$site" >/dev/null || die "router $site is not running"
+    stop_recorded "router-$site" "$signal"
+    echo "router $site stopped (SIG$signal)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Migration and probing
+
+cmd_where() {
+    (($# == 1)) || die "usage: lab.sh where VM"
+    valid_vm "$1"
+    cat "$STATE/vm/$1"
+}
+
+cmd_migrate() {
+    local vm=${1:-} dst=${2:-} announce=rarp pause_ms=100 from
+    (($# >= 2)) || die "usage: lab.sh migrate VM SITE [--announce rarp|garp|none] [--pause-ms 100]"
+    shift 2
+    while (($#)); do
+        case "$1" in
+            --announce) announce=${2:?--announce needs rarp, garp or none}; shift 2 ;;
+            --pause-ms) pause_ms=${2:?--pause-ms needs a value}; shift 2 ;;
+            *) die "migrate: unknown option '$1'" ;;
+        esac
+    done
+    valid_vm "$vm"
+    valid_site "$dst"
+    [[ $announce =~ ^(rarp|garp|none)$ ]] || die "--announce must be rarp, garp or none"
+    [[ $pause_ms =~ ^[0-9]+$ ]] || die "--pause-ms must be whole milliseconds"
+    from=$(cat "$STATE/vm/$vm")
+    [[ $from != "$dst" ]] || die "$vm is already at site $dst"
+    local mover result
+    mover=$(tool skyvine-announce)
+    # One process detaches the VM's host-side link from br-FROM, waits, attaches it to br-DST
+    # (the VM's eth0 stays up and keeps carrier, like a tap re-created on the destination
+    # hypervisor) and then sends the announcement. QEMU writes its RARPs into the tap, i.e.
+    # they enter the bridge through the VM's port: with a veth that is a send on the VM side
+    # of the link, which the VM's own stack never sees.
+    result=$("$mover" migrate --fabric-netns "$(ns_name lan)" --port "vm-$vm" --bridge "br-$dst" \
+        --pause-ms "$pause_ms" --announce "$announce" --vm-netns "$(ns_name "$vm")" --iface eth0 \
+        --mac "$(vm_mac "$vm")" --ip "$(vm_ip "$vm")" 2>"$STATE/announce-$vm.log") ||
+        { cat "$STATE/announce-$vm.log" >&2; die "migrating $vm to site $dst failed"; }
+    echo "$dst" >"$STATE/vm/$vm"
+    # pause_ms: detach request sent .. attach acknowledged (the most the VM was off a LAN);
+    # pause_min_ms: detach acknowledged .. attach request sent.
+    echo "migrate vm=$vm from=$from to=$dst announce=$announce $result"
+}
+
+cmd_probe() {
+    local to="" from="" duration=10 interval=1 port=$PROBE_PORT json=0
+    while (($#)); do
+        case "$1" in
+            --to) to=${2:?--to needs a VM}; shift 2 ;;
+            --from) from=${2:?--from needs VMs (a1,c1)}; shift 2 ;;
+            --duration-s) duration=${2:?--duration-s needs a value}; shift 2 ;;
+            --interval-ms) interval=${2:?--interval-ms needs a value}; shift 2 ;;
+            --port) port=${2:?--port needs a value}; shift 2 ;;
+            --json) json=1; shift ;;
+            *) die "probe: unknown option '$1'" ;;
+        esac
+    done
+    [[ -n $to ]] || die "usage: lab.sh probe --to VM [--from a1,c1] [--duration-s 10] [--interval-ms 1] [--json]"
+    valid_vm "$to"
+    [[ $port =~ ^[0-9]+$ ]] || die "--port must be a number"
+    [[ -n $from ]] || from=$(default_probe_sources "$to")
+    local prober sources=() src
+    prober=$(tool skyvine-probe)
+    IFS=, read -r -a sources <<<"$from"
+    for src in "${sources[@]}"; do
+        valid_vm "$src"
+        [[ $src != "$to" ]] || die "a VM cannot probe itself"
+    done
+    local run
+    run=$(mktemp -d "$STATE/probe.XXXXXX")
+    ip netns exec "$(ns_name "$to")" "$prober" echo --bind "0.0.0.0:$port" >"$run/echo.log" 2>&1 </dev/null &
+    record_pid "probe-echo-$(basename "$run")" $! "0.0.0.0:$port"
+    local deadline=$((SECONDS + 5))
+    until grep -qs listening "$run/echo.log"; do
+        if ! pid_of "probe-echo-$(basename "$run")" >/dev/null; then
+            cat "$run/echo.log" >&2
+            die "the echo responder in $to exited"
+        fi
+        ((SECONDS < deadline)) || die "the echo responder in $to did not start"
+        sleep 0.02
+    done
+    local pids=() rc=0 extra=()
+    ((json)) && extra+=(--json)
+    for src in "${sources[@]}"; do
+        ip netns exec "$(ns_name "$src")" "$prober" send --to "$(vm_ip "$to"):$port" \
+            --duration-s "$duration" --interval-ms "$interval" --label "$src" "${extra[@]}" \
+            >"$run/$src.out" 2>"$run/$src.err" &
+        pids+=($!)
+    done
+    for src in "${!pids[@]}"; do wait "${pids[$src]}" || rc=1; done
+    stop_recorded "probe-echo-$(basename "$run")"
+    if ((rc)); then
+        cat "$run"/*.err >&2
+        die "a probe sender failed"
+    fi
+    if ((json)); then
+        local first=1
+        printf '{"target":"%s","target_ip":"%s","results":[' "$to" "$(vm_ip "$to")"
+        for src in "${sources[@]}"; do
+            ((first)) || printf ','
+            first=0
+            tr -d '\n' <"$run/$src.out"
+        done
+        printf ']}\n'
+    else
+        for src in "${sources[@]}"; do cat "$run/$src.out"; done
+    fi
+    rm -rf "$run"
+}
+
+# One VM at the target's current site and the first VM of another site (a third site when
+# there is one), e.g. --to a1 probes from a2 and c1.
+default_probe_sources() {
+    local to=$1 here s out=()
+    here=$(cat "$STATE/vm/$to")
+    for s in $(lab_vms); do
+        [[ $s != "$to" && $(cat "$STATE/vm/$s") == "$here" ]] && { out+=("$s"); break; }
+    done
+    for s in $(lab_sites | tr ' ' '\n' | tac); do
+        [[ $s != "$here" && $s != "${to:0:1}" ]] && { out+=("${s}1"); break; }
+    done
+    if ((${#out[@]} < 2)); then
+        for s in $(lab_sites); do
+            if [[ $s != "$here" ]]; then out+=("${s}1"); break; fi
+        done
+    fi
+    local IFS=,
+    echo "${out[*]}"
+}
+
+cmd_build() {
+    (cd "$REPO_ROOT" && cargo build --release -p skyvine-router -p skyvine-labtools)
+}
+
+# ---------------------------------------------------------------------------------------------
+
+main() {
+    local prefix=""
+    if [[ ${1:-} == --prefix ]]; then
+        prefix=${2:?--prefix needs a value}
+        shift 2
+    fi
+    local cmd=${1:-help}
+    (($#)) && shift
+    if [[ -n $prefix && ($cmd == up || $cmd == down) ]]; then set -- --prefix "$prefix" "$@"; fi
+    case "$cmd" in
+        help | -h | --help) usage; return ;;
+        up) cmd_up "$@"; return ;;
+        down) cmd_down "$@"; return ;;
+        build) cmd_build; return ;;
+    esac
+    # Other commands accept --prefix P before the command or among its options (for exec
+    # only before NAME, so the command run keeps its own arguments).
+    local args=()
+    while (($#)); do
+        if [[ $1 == --prefix && ($cmd != exec || ${#args[@]} == 0) ]]; then
+            prefix=${2:?--prefix needs a value}
+            shift 2
+        else
+            args+=("$1")
+            shift
+        fi
+    done
+    load_lab "$prefix"
+    set -- "${args[@]+"${args[@]}"}"
+    case "$cmd" in
+        status) cmd_status "$@" ;;
+        exec) cmd_exec "$@" ;;
+        logs) cmd_logs "$@" ;;
+        ping-all) cmd_ping_all "$@" ;;
+        restart-router) cmd_restart_router "$@" ;;
+        kill-router) cmd_kill_router "$@" ;;
+        migrate) cmd_migrate "$@" ;;
+        probe) cmd_probe "$@" ;;
+        where) cmd_where "$@" ;;
+        *) usage >&2; die "unknown command '$cmd'" ;;
+    esac
+}
+
+main "$@"
