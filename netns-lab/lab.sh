@@ -58,6 +58,8 @@ usage: lab.sh COMMAND [OPTIONS]
   exec NAME CMD...              run CMD in a lab namespace (NAME: a1, r-b, wan, lan)
   logs SITE|wan                 print a router's log (or the WAN relay's)
   ping-all [--wait-s N]         ping all cross-site VM pairs; matrix and OK count
+  start-routers [--wait-s 20]   turn a --no-routers lab into a routed one (drop the static
+                                routes, generate certificates and configs, start the routers)
   restart-router SITE           stop (SIGTERM) and start one router again
   kill-router SITE [-9]         stop one router (SIGTERM, or SIGKILL with -9)
   migrate VM SITE [--announce rarp|garp|none] [--pause-ms 100]
@@ -148,6 +150,15 @@ need() {
 # only signalled while /proc/PID/cmdline still contains MARKER (no recycled PIDs).
 
 record_pid() { echo "$2 $3" >"$STATE/pids/$1"; }
+
+# started NAME: the recorded process still runs (right after the fork it may not have exec'd
+# its program yet, so no MARKER check here).
+started() {
+    local pid _
+    [[ -f $STATE/pids/$1 ]] || return 1
+    read -r pid _ <"$STATE/pids/$1"
+    kill -0 "$pid" 2>/dev/null
+}
 
 pid_of() {
     local file=$STATE/pids/$1 pid marker
@@ -329,7 +340,7 @@ build_wan() {
     record_pid delay $! skyvine-delay
     local deadline=$((SECONDS + 5))
     until grep -qs "relaying between" "$STATE/wan-delay.log"; do
-        pid_of delay >/dev/null || { cat "$STATE/wan-delay.log" >&2; die "skyvine-delay exited"; }
+        started delay || { cat "$STATE/wan-delay.log" >&2; die "skyvine-delay exited"; }
         ((SECONDS < deadline)) || die "skyvine-delay did not start within 5 s"
         sleep 0.05
     done
@@ -407,7 +418,7 @@ start_router() {
     # Up = its TUN device exists; a router that exits instead fails the command.
     deadline=$((SECONDS + 10))
     until in_ns "r-$s" ip link show skyvine0 >/dev/null 2>&1; do
-        pid_of "router-$s" >/dev/null || { tail -n 30 "$STATE/$s/router.log" >&2; die "router $s exited"; }
+        started "router-$s" || { tail -n 30 "$STATE/$s/router.log" >&2; die "router $s exited"; }
         ((SECONDS < deadline)) || die "router $s has no TUN device after 10 s"
         sleep 0.05
     done
@@ -567,6 +578,31 @@ cmd_ping_all() {
 # ---------------------------------------------------------------------------------------------
 # Routers
 
+cmd_start_routers() {
+    local wait_s=20 s t optimize
+    while (($#)); do
+        case "$1" in
+            --wait-s) wait_s=${2:?--wait-s needs a value}; shift 2 ;;
+            *) die "start-routers: unknown option '$1'" ;;
+        esac
+    done
+    [[ $wait_s =~ ^[0-9]+$ ]] || die "--wait-s must be whole seconds"
+    [[ $(cat "$STATE/mode") == no-routers ]] || die "lab $PREFIX already runs routers"
+    [[ -x $SKYVINE_BIN ]] || die "router binary $SKYVINE_BIN not found: run 'netns-lab/lab.sh build' or set SKYVINE_BIN"
+    optimize=$(cat "$STATE/optimize")
+    for s in $(lab_sites); do
+        for t in $(lab_sites); do
+            [[ $s == "$t" ]] && continue
+            in_ns "r-$s" ip route del "10.77.$(site_num "$t").0/24" 2>/dev/null || true
+        done
+        in_ns "r-$s" sysctl -qw net.ipv4.conf.lan0.proxy_arp=0
+    done
+    make_pki_and_configs "$optimize"
+    for s in $(lab_sites); do start_router "$s"; done
+    echo routers >"$STATE/mode"
+    ping_all "$wait_s" || die "not every cross-site VM pair pings ${wait_s} s after the routers started"
+}
+
 cmd_restart_router() {
     (($# == 1)) || die "usage: lab.sh restart-router SITE"
     valid_site "$1"
@@ -660,7 +696,7 @@ cmd_probe() {
     record_pid "probe-echo-$(basename "$run")" $! "0.0.0.0:$port"
     local deadline=$((SECONDS + 5))
     until grep -qs listening "$run/echo.log"; do
-        if ! pid_of "probe-echo-$(basename "$run")" >/dev/null; then
+        if ! started "probe-echo-$(basename "$run")"; then
             cat "$run/echo.log" >&2
             die "the echo responder in $to exited"
         fi
@@ -756,6 +792,7 @@ main() {
         exec) cmd_exec "$@" ;;
         logs) cmd_logs "$@" ;;
         ping-all) cmd_ping_all "$@" ;;
+        start-routers) cmd_start_routers "$@" ;;
         restart-router) cmd_restart_router "$@" ;;
         kill-router) cmd_kill_router "$@" ;;
         migrate) cmd_migrate "$@" ;;
