@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use skyvine_router::config::Config;
-use skyvine_router::{daemon, dataplane, kernel, pki};
+use skyvine_router::{admin, daemon, dataplane, kernel, pki};
 use skyvine_tables::SiteId;
 
 /// skyvine: a user-level virtual network router that joins sites into one virtual network over
@@ -37,6 +37,9 @@ enum Command {
     /// Create the site CA and router certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Admin commands asking a running router: tables, route, peers, migrations, status.
+    #[command(flatten)]
+    Admin(admin::cli::AdminCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("issued {0}/{1}.pem and {0}/{1}.key", dir.display(), site);
             Ok(())
         }
+        Command::Admin(command) => admin::cli::run(command),
     }
 }
 

@@ -264,12 +264,12 @@ pub(crate) fn normalize(prefix: Ipv4Network) -> Ipv4Network {
 
 /// A deterministic order among entries that share a version, so that conflicting copies of one
 /// version converge everywhere.
-fn content_rank(entry: &GndtEntry) -> (bool, Option<MacAddr>, u8) {
+fn content_rank(entry: &GndtEntry) -> (bool, Option<MacAddr>, u8, bool) {
     let kind = match entry.kind {
         EntryKind::SitePrefix => 0,
         EntryKind::Host => 1,
     };
-    (entry.withdrawn, entry.mac, kind)
+    (entry.withdrawn, entry.mac, kind, entry.frozen)
 }
 
 /// FNV-1a over the entry's canonical fields: stable across processes and versions of Rust.
@@ -287,7 +287,7 @@ fn entry_hash(entry: &GndtEntry) -> u64 {
     feed(&[entry.prefix.prefix()]);
     feed(&entry.version.seq.to_be_bytes());
     feed(entry.version.origin.as_str().as_bytes());
-    feed(&[0xff, u8::from(entry.withdrawn), content_rank(entry).2]);
+    feed(&[0xff, u8::from(entry.withdrawn), content_rank(entry).2, u8::from(entry.frozen)]);
     if let Some(mac) = entry.mac {
         feed(&mac.octets());
     }

@@ -306,6 +306,16 @@ impl MoveDamping {
     }
 
     /// Ends the freeze of `ip` (an operator's decision). Returns whether it was frozen.
+    /// Freezes `ip` from `now` on, whatever its count (a conflict was seen: two sites claim it).
+    pub fn freeze(&mut self, ip: Ipv4Addr, now: Instant) {
+        if !self.tracks.contains_key(&ip) {
+            self.make_room();
+        }
+        let track = self.tracks.entry(ip).or_default();
+        track.moves.clear();
+        track.frozen_at = Some(now);
+    }
+
     pub fn unfreeze(&mut self, ip: Ipv4Addr, now: Instant) -> bool {
         let frozen = self.is_frozen(ip, now);
         if frozen {

@@ -175,6 +175,10 @@ pub struct GndtEntry {
     pub mac: Option<MacAddr>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub withdrawn: bool,
+    /// Set on a host entry re-taken by its site after a conflicting claim (the host still
+    /// answered there): every router then refuses moves of the address for the freeze period.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub frozen: bool,
 }
 
 impl GndtEntry {
@@ -191,6 +195,7 @@ impl GndtEntry {
             version: Version { seq, origin: site },
             mac,
             withdrawn: false,
+            frozen: false,
         }
     }
 
@@ -202,6 +207,7 @@ impl GndtEntry {
             version: Version { seq, origin: site },
             mac: None,
             withdrawn: false,
+            frozen: false,
         }
     }
 }

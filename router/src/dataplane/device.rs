@@ -10,7 +10,9 @@ use std::io;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Mutex};
-use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::{AsyncDevice, DeviceBuilder, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+
+use super::gro::{self, Head, Segment};
 
 /// Packets per batch; tun-rs' choice, enough for one 64 KB super-segment at any MTU >= 576.
 pub const BATCH: usize = IDEAL_BATCH_SIZE;
@@ -28,6 +30,11 @@ const RAW_LEN: usize = VIRTIO_NET_HDR_LEN + 65535;
 pub trait PacketDevice: Send + Sync + 'static {
     /// The largest packet the device hands over or accepts (the interface MTU).
     fn mtu(&self) -> u16;
+
+    /// Whether writes may be GSO super-segments (a [`TxBatch`] merges TCP segments then).
+    fn takes_gso(&self) -> bool {
+        false
+    }
 
     /// Waits for at least one packet and fills `batch` with what is ready (replacing its
     /// previous content).
@@ -94,67 +101,117 @@ impl RxBatch {
     }
 }
 
-/// Reusable transmit buffers: packets queued for one write to the device.
-#[derive(Default)]
+/// Reusable transmit buffers: packets queued for one write to the device. With `gro`,
+/// consecutive TCP segments of a flow are merged into one buffer as they are queued (see
+/// [`super::gro`]); each buffer is then one write.
+#[derive(Debug)]
 pub struct TxBatch {
     bufs: Vec<Vec<u8>>,
+    heads: Vec<Head>,
     len: usize,
-    gro: GROTable,
+    packets: usize,
+    gro: bool,
 }
 
-impl std::fmt::Debug for TxBatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TxBatch").field("len", &self.len).finish()
-    }
-}
+/// How many of the most recent buffers a segment may be appended to (interleaved flows).
+const GRO_LOOKBACK: usize = 8;
 
 impl TxBatch {
-    pub fn new() -> Self {
+    /// An empty batch; `gro` merges TCP segments (only for devices that take GSO writes).
+    pub fn new(gro: bool) -> Self {
         TxBatch {
             bufs: Vec::with_capacity(BATCH),
+            heads: Vec::with_capacity(BATCH),
             len: 0,
-            gro: GROTable::new(),
+            packets: 0,
+            gro,
         }
     }
 
     /// Queues a copy of `packet`; buffers are reused from batch to batch.
     pub fn push(&mut self, packet: &[u8]) {
-        if self.len == self.bufs.len() {
-            // GRO appends the following segments to the first one of a flow, and only when
-            // the buffer already has room for a whole 64 KB super-segment.
-            self.bufs.push(Vec::with_capacity(TX_BUF_CAPACITY));
+        self.packets += 1;
+        let segment = if self.gro { Segment::parse(packet) } else { None };
+        if let Some(seg) = segment {
+            if self.append(packet, &seg) {
+                return;
+            }
         }
-        if let Some(buf) = self.bufs.get_mut(self.len) {
+        if self.len == self.bufs.len() {
+            let capacity = if self.gro { TX_BUF_CAPACITY } else { HEADROOM + 2048 };
+            self.bufs.push(Vec::with_capacity(capacity));
+            self.heads.push(Head::default());
+        }
+        if let (Some(buf), Some(head)) = (self.bufs.get_mut(self.len), self.heads.get_mut(self.len))
+        {
             buf.clear();
             buf.resize(HEADROOM, 0);
             buf.extend_from_slice(packet);
+            *head = Head::new(segment, packet.len());
             self.len += 1;
         }
     }
 
+    /// Appends `seg` to a recent buffer of the same flow, if it continues it.
+    fn append(&mut self, packet: &[u8], seg: &Segment) -> bool {
+        let from = self.len.saturating_sub(GRO_LOOKBACK);
+        let (Some(bufs), Some(heads)) = (
+            self.bufs.get_mut(from..self.len),
+            self.heads.get_mut(from..self.len),
+        ) else {
+            return false;
+        };
+        for (buf, head) in bufs.iter_mut().zip(heads.iter_mut()).rev() {
+            let queued = buf.get(HEADROOM..).unwrap_or_default();
+            if !seg.follows(packet, head, queued) {
+                continue;
+            }
+            let Some(payload) = packet.get(seg.header_len()..) else {
+                return false;
+            };
+            buf.extend_from_slice(payload);
+            if head.append(seg) {
+                if let Some(flags) = buf.get_mut(HEADROOM + gro::TCP_FLAGS_AT) {
+                    *flags |= gro::PSH;
+                }
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Number of buffers (writes) queued.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Number of packets queued (before merging).
+    pub fn packets(&self) -> usize {
+        self.packets
     }
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// Whether another packet would exceed one batch.
+    /// Whether another packet might need a buffer beyond one batch.
     pub fn is_full(&self) -> bool {
         self.len >= BATCH
     }
 
-    /// The queued packets, without headroom.
-    fn packets(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.bufs
-            .iter()
-            .take(self.len)
-            .map(|buf| buf.get(HEADROOM..).unwrap_or_default())
-    }
-
-    fn clear(&mut self) {
+    /// The queued buffers, each with the virtio-net header filled in (for GSO writes).
+    fn finish(&mut self) -> impl Iterator<Item = &[u8]> + '_ {
+        let len = self.len;
         self.len = 0;
+        self.packets = 0;
+        self.bufs
+            .iter_mut()
+            .zip(&self.heads)
+            .take(len)
+            .map(|(buf, head)| {
+                head.finish(buf, HEADROOM);
+                &buf[..]
+            })
     }
 }
 
@@ -235,6 +292,10 @@ impl PacketDevice for TunDevice {
         self.mtu
     }
 
+    fn takes_gso(&self) -> bool {
+        matches!(self.offload, Offload::On { .. })
+    }
+
     async fn recv(&self, batch: &mut RxBatch) -> io::Result<()> {
         batch.len = 0;
         let n = self
@@ -261,18 +322,20 @@ impl PacketDevice for TunDevice {
     }
 
     async fn send(&self, batch: &mut TxBatch) -> io::Result<()> {
-        let len = batch.len;
-        batch.clear();
-        let Some(bufs) = batch.bufs.get_mut(..len) else {
-            return Ok(());
-        };
-        if bufs.is_empty() {
-            return Ok(());
+        let vnet_header = self.takes_gso();
+        let mut result = Ok(());
+        for buf in batch.finish() {
+            let frame = if vnet_header {
+                buf
+            } else {
+                buf.get(HEADROOM..).unwrap_or_default()
+            };
+            // Keep writing the rest after one failed write; report the last error.
+            if let Err(error) = self.dev.send(frame).await {
+                result = Err(error);
+            }
         }
-        self.dev
-            .send_multiple(&mut batch.gro, bufs, HEADROOM)
-            .await
-            .map(|_| ())
+        result
     }
 }
 
@@ -335,12 +398,13 @@ impl PacketDevice for FakeDevice {
     }
 
     async fn send(&self, batch: &mut TxBatch) -> io::Result<()> {
-        let result = batch.packets().try_for_each(|packet| {
-            self.outgoing
-                .send(packet.to_vec())
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "fake device closed"))
-        });
-        batch.clear();
+        let mut result = Ok(());
+        for buf in batch.finish() {
+            let packet = buf.get(HEADROOM..).unwrap_or_default().to_vec();
+            if self.outgoing.send(packet).is_err() {
+                result = Err(io::Error::new(io::ErrorKind::BrokenPipe, "fake device closed"));
+            }
+        }
         result
     }
 }
@@ -359,7 +423,7 @@ mod tests {
         let got: Vec<Vec<u8>> = rx.packets().map(<[u8]>::to_vec).collect();
         assert_eq!(got, vec![vec![1, 2, 3], vec![4, 5]]);
 
-        let mut tx = TxBatch::new();
+        let mut tx = TxBatch::new(false);
         tx.push(&[9, 9]);
         tx.push(&[8]);
         dev.send(&mut tx).await.unwrap();
@@ -376,22 +440,81 @@ mod tests {
         assert_eq!(rx.len(), 1);
     }
 
-    #[test]
-    fn tx_batch_buffers_leave_room_for_gro_coalescing() {
-        let mut tx = TxBatch::new();
-        for i in 0..10u32 {
-            let builder = etherparse::PacketBuilder::ipv4([10, 77, 1, 1], [10, 77, 2, 1], 63)
-                .tcp(5000, 6000, 1000 + i * 1000, 64000)
-                .ack(1);
-            let mut packet = Vec::new();
-            builder.write(&mut packet, &[7u8; 1000]).unwrap();
-            tx.push(&packet);
+    fn tcp_segment(seq: u32, payload: usize, psh: bool) -> Vec<u8> {
+        let mut builder = etherparse::PacketBuilder::ipv4([10, 77, 1, 1], [10, 77, 2, 1], 63)
+            .tcp(5000, 6000, seq, 64000)
+            .ack(1);
+        if psh {
+            builder = builder.psh();
         }
-        let len = tx.len();
-        tx.gro
-            .apply_gro(&mut tx.bufs[..len], HEADROOM, true)
-            .unwrap();
-        // All ten consecutive segments were appended to the first buffer.
-        assert_eq!(tx.bufs[0].len(), HEADROOM + 20 + 20 + 10 * 1000);
+        let mut packet = Vec::new();
+        builder.write(&mut packet, &vec![seq as u8; payload]).unwrap();
+        packet
+    }
+
+    /// Splits a written buffer the way the kernel would (tun-rs' GSO split).
+    fn split(buf: &[u8]) -> Vec<Vec<u8>> {
+        let header = tun_rs::VirtioNetHdr::decode(&buf[..HEADROOM]).unwrap();
+        let mut input = buf[HEADROOM..].to_vec();
+        if header.gso_type == 0 {
+            return vec![input];
+        }
+        let mut out = vec![vec![0u8; 2048]; 64];
+        let mut sizes = vec![0; 64];
+        let n = tun_rs::gso_split(&mut input, header, &mut out, &mut sizes, 0, false).unwrap();
+        out.iter().zip(sizes).take(n).map(|(b, s)| b[..s].to_vec()).collect()
+    }
+
+    /// Equal except the IPv4 identification and header checksum (GSO numbers segments).
+    fn same_but_ip_id(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a[..4] == b[..4] && a[6..10] == b[6..10] && a[12..] == b[12..]
+    }
+
+    #[test]
+    fn tx_batch_merges_consecutive_tcp_segments_into_one_gso_write() {
+        let mut tx = TxBatch::new(true);
+        let mut sent = Vec::new();
+        for i in 0..10u32 {
+            let packet = tcp_segment(1000 + i * 1000, 1000, false);
+            tx.push(&packet);
+            sent.push(packet);
+        }
+        // A shorter last segment with PSH still joins, and closes the merged packet.
+        let last = tcp_segment(11_000, 300, true);
+        tx.push(&last);
+        sent.push(last);
+        tx.push(&tcp_segment(11_300, 1000, false));
+        assert_eq!((tx.len(), tx.packets()), (2, 12));
+        let written: Vec<Vec<u8>> = tx.finish().map(<[u8]>::to_vec).collect();
+        assert_eq!(written[0].len(), HEADROOM + 40 + 10 * 1000 + 300);
+        let segments = split(&written[0]);
+        assert_eq!(segments.len(), 11);
+        for (got, want) in segments.iter().zip(&sent) {
+            assert!(same_but_ip_id(got, want), "segment differs after merge and split");
+        }
+        assert!(tx.is_empty());
+    }
+
+    #[test]
+    fn tx_batch_keeps_gaps_other_flows_and_non_tcp_apart() {
+        let mut tx = TxBatch::new(true);
+        tx.push(&tcp_segment(1000, 1000, false));
+        tx.push(&tcp_segment(3000, 1000, false)); // gap: seq 2000 missing
+        let mut other_flow = tcp_segment(4000, 1000, false);
+        other_flow[23] ^= 1; // different destination port
+        tx.push(&other_flow);
+        tx.push(&[0x45, 0, 0, 20]); // not TCP (and truncated): queued as is
+        tx.push(&tcp_segment(4000, 1000, false)); // continues the second buffer
+        assert_eq!((tx.len(), tx.packets()), (4, 5));
+        let lens: Vec<usize> = tx.finish().map(<[u8]>::len).collect();
+        assert_eq!(lens, vec![HEADROOM + 1040, HEADROOM + 2040, HEADROOM + 1040, HEADROOM + 4]);
+    }
+
+    #[test]
+    fn tx_batch_without_gro_never_merges() {
+        let mut tx = TxBatch::new(false);
+        tx.push(&tcp_segment(1000, 1000, false));
+        tx.push(&tcp_segment(2000, 1000, false));
+        assert_eq!(tx.len(), 2);
     }
 }

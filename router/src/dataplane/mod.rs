@@ -14,6 +14,7 @@
 
 mod counters;
 mod device;
+mod gro;
 mod quic;
 mod rx;
 mod tx;

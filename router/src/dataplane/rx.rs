@@ -21,7 +21,7 @@ pub(super) async fn run<D: PacketDevice>(
     counters: Arc<Counters>,
 ) {
     let peer = counters.peer(&site);
-    let mut batch = TxBatch::new();
+    let mut batch = TxBatch::new(dev.takes_gso());
     let mut tally = DropTally::default();
     let mut log = DropLog::new();
     loop {
@@ -58,7 +58,7 @@ pub(super) async fn run<D: PacketDevice>(
                 next = conn.read_datagram().now_or_never().and_then(Result::ok);
             }
         }
-        let packets = batch.len() as u64;
+        let packets = batch.packets() as u64;
         if packets > 0 {
             match dev.send(&mut batch).await {
                 Ok(()) => peer.add_rx(packets, bytes),

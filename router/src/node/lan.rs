@@ -329,9 +329,22 @@ impl Node {
         }
     }
 
+    /// Every router counts every move of an address (EVPN-style damping), and honours a
+    /// freeze announced with a re-taken entry.
+    pub(super) fn note_move(&mut self, entry: &GndtEntry, now: Instant) {
+        let ip = entry.prefix.ip();
+        if entry.frozen {
+            self.lan.damping.freeze(ip, now);
+        } else if let MoveVerdict::Frozen { .. } = self.lan.damping.record_move(ip, now) {
+            tracing::warn!(%ip, "address moves too often; further moves are refused for a while");
+        }
+    }
+
     /// A host entry of ours was superseded by another site's: the host moved away from here.
-    pub(super) fn on_moved_away(&mut self, ip: Ipv4Addr, mac: Option<MacAddr>, to: &SiteId, now: Instant) {
-        let record = self.new_record(mac, Some(ip), Some(self.config.me.clone()), to.clone(), Role::Source, Detection::Peer, now);
+    /// `known_mac` is the MAC this site knew for it, used to check that it really left.
+    pub(super) fn on_moved_away(&mut self, ip: Ipv4Addr, known_mac: Option<MacAddr>, entry: &GndtEntry, now: Instant) {
+        let to = entry.site().clone();
+        let record = self.new_record(entry.mac, Some(ip), Some(self.config.me.clone()), to, Role::Source, Detection::Peer, now);
         self.update_record(record, |r| r.advertised = Some(now));
         self.lan.pending.retain(|_, p| p.ip != Some(ip));
         let Some(identity) = self.lan.identity else {
@@ -340,7 +353,7 @@ impl Node {
         // Repoint every LAN host's cache entry for the VM to us (request form: accepted at
         // once even within Linux's 1 s locktime), then make sure the VM is really gone.
         self.schedule_repeated(frames::gratuitous_arp_request(identity.mac, ip), now);
-        if let Some(mac) = mac {
+        if let (Some(mac), false) = (known_mac, entry.frozen) {
             self.lan.verifying.insert(
                 ip,
                 Verify {
@@ -413,6 +426,7 @@ impl Node {
         if let Some(ip) = ip {
             if self.lndt.contains(ip) && self.gndt.owner(ip) == Some(&self.config.me) {
                 // Already ours: a boot announcement or a repeat after the move completed.
+                self.lan.counters.repeats += 1;
                 return;
             }
             if self.gndt.owner(ip).is_none() {
@@ -579,7 +593,10 @@ impl Node {
             .get(Ipv4Network::from(ip))
             .map_or(1, |s| s.entry.version.seq + 1);
         self.lndt.add(ip, Some(mac), now);
-        self.originate(GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac)), now);
+        self.lan.damping.freeze(ip, now);
+        let mut entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
+        entry.frozen = true;
+        self.originate(entry, now);
         if let Some(identity) = self.lan.identity {
             self.schedule_repeated(spoken_for(identity.mac, MacAddr::BROADCAST, ip, mac), now);
         }

@@ -19,7 +19,7 @@ use skyvine_tables::{
 use crate::fib::FibSnapshot;
 use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
 
-pub use lan::{Detection, LanIdentity, MigrationRecord, Outcome, Role};
+pub use lan::{Detection, LanCounters, LanIdentity, MigrationRecord, Outcome, Role};
 
 /// How often a digest goes to each connected peer.
 pub const DIGEST_INTERVAL: Duration = Duration::from_secs(5);
@@ -350,11 +350,16 @@ impl Node {
             return;
         }
         let ip = entry.prefix.ip();
+        let previous_mac = previous.as_ref().and_then(|p| p.mac);
         // Who had the address before: the previous host entry, else the prefix covering it.
         let previous_owner = previous
             .filter(|p| !p.withdrawn)
             .map(|p| p.site().clone())
             .or_else(|| self.gndt.covering(entry.prefix).map(|c| c.entry.site().clone()));
+        let moved = previous_owner.as_ref().is_some_and(|p| p != entry.site());
+        if moved {
+            self.note_move(entry, now);
+        }
         if entry.site() == &self.config.me {
             // Our own host entry came back from the network (we restarted): adopt it.
             if self.lndt.add(ip, entry.mac, now) {
@@ -362,8 +367,10 @@ impl Node {
             }
         } else if self.lndt.remove(ip) {
             tracing::info!(%ip, to = %entry.site(), "host moved away; removed from the LNDT");
-            self.on_moved_away(ip, entry.mac, entry.site(), now);
-        } else if previous_owner.as_ref().is_some_and(|p| p != entry.site()) {
+            // Verify with the MAC we knew: a claim with another MAC must not pass unchecked.
+            let known_mac = previous_mac.or_else(|| self.hwdt.by_ip(ip).map(|b| b.mac));
+            self.on_moved_away(ip, known_mac, entry, now);
+        } else if moved {
             self.on_remote_move(entry, previous_owner, now);
         }
     }

@@ -1,0 +1,520 @@
+//! Deterministic simulation of the migration logic: several router cores (`Node`, sans IO)
+//! with simulated LANs whose VMs answer ARP probes, a virtual clock, and control messages that
+//! can be delayed, reordered, duplicated or lost.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ipnetwork::Ipv4Network;
+use skyvine_capture::wire::{classify, ArpEvent, EventKind};
+use skyvine_inject::wire as frames;
+use skyvine_router::node::{Detection, Effect, LanIdentity, Node, NodeConfig, Outcome, Role, DIGEST_INTERVAL};
+use skyvine_router::proto::Message;
+use skyvine_tables::{MacAddr, SiteId};
+
+fn site(s: &str) -> SiteId {
+    SiteId::new(s).unwrap()
+}
+
+fn mac(site_no: u8, vm: u8) -> MacAddr {
+    MacAddr([0x52, 0x54, 0x00, 0x77, site_no, vm])
+}
+
+fn ip(site_no: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, site_no, host)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delivery {
+    /// Messages are delivered in order.
+    InOrder,
+    /// Each batch of queued messages is delivered in reverse order, twice.
+    ReversedAndDuplicated,
+}
+
+struct Vm {
+    ip: Ipv4Addr,
+    mac: MacAddr,
+    /// Site index the VM is attached to.
+    at: usize,
+}
+
+struct World {
+    start: Instant,
+    now: Instant,
+    names: Vec<SiteId>,
+    nodes: Vec<Node>,
+    vms: Vec<Vm>,
+    /// Control messages in flight: (from, to, message).
+    wire: VecDeque<(usize, usize, Message)>,
+    /// Frames each router sent on its LAN.
+    transmitted: Vec<Vec<ArpEvent>>,
+    delivery: Delivery,
+    /// Drop the next message from -> to matching this kind.
+    drop_next: Option<(usize, usize, &'static str)>,
+}
+
+impl World {
+    fn new(sites: &[&str], optimize: bool) -> World {
+        let start = Instant::now();
+        let names: Vec<SiteId> = sites.iter().map(|s| site(s)).collect();
+        let mut nodes = Vec::new();
+        let mut vms = Vec::new();
+        for (i, me) in names.iter().enumerate() {
+            let n = u8::try_from(i + 1).unwrap();
+            let prefix: Ipv4Network = format!("10.77.{n}.0/24").parse().unwrap();
+            let peers = names.iter().filter(|p| *p != me).cloned().collect();
+            // As in the lab: the LNDT lists the two VMs, not the whole prefix.
+            let lndt = vec![Ipv4Network::from(ip(n, 1)), Ipv4Network::from(ip(n, 2))];
+            let mut config = NodeConfig::new(me.clone(), vec![prefix], lndt, peers);
+            config.lan = Some(LanIdentity {
+                mac: mac(n, 0xfe),
+                ip: ip(n, 254),
+            });
+            if optimize {
+                config.virtual_network = Some("10.77.0.0/16".parse().unwrap());
+            }
+            nodes.push(Node::new(config, start));
+            for v in 1..=2 {
+                vms.push(Vm {
+                    ip: ip(n, v),
+                    mac: mac(n, v),
+                    at: i,
+                });
+            }
+        }
+        let mut world = World {
+            start,
+            now: start,
+            transmitted: vec![Vec::new(); names.len()],
+            names,
+            nodes,
+            vms,
+            wire: VecDeque::new(),
+            delivery: Delivery::InOrder,
+            drop_next: None,
+        };
+        for i in 0..world.nodes.len() {
+            for j in 0..world.nodes.len() {
+                if i != j {
+                    let peer = world.names[j].clone();
+                    world.nodes[i].handle_peer_up(peer, start);
+                }
+            }
+        }
+        world.settle();
+        // Every VM says hello on its LAN once, so its router learns and advertises it.
+        for v in 0..world.vms.len() {
+            let (vm_ip, vm_mac, at) = (world.vms[v].ip, world.vms[v].mac, world.vms[v].at);
+            let gateway = ip(u8::try_from(at + 1).unwrap(), 254);
+            world.lan_frame(at, &frames::arp_request(vm_mac, vm_ip, gateway));
+        }
+        world.settle();
+        world
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.names.iter().position(|s| s.as_str() == name).unwrap()
+    }
+
+    fn vm(&self, vm_ip: Ipv4Addr) -> usize {
+        self.vms.iter().position(|v| v.ip == vm_ip).unwrap()
+    }
+
+    /// A frame appears on site `at`'s LAN: its router captures it.
+    fn lan_frame(&mut self, at: usize, frame: &[u8]) {
+        let event = classify(frame).unwrap();
+        self.nodes[at].handle_lan_event(event, self.now);
+    }
+
+    /// Moves the clock, firing every timeout due on the way.
+    fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        loop {
+            let next = self.nodes.iter().filter_map(Node::poll_timeout).min();
+            match next {
+                Some(at) if at <= until => {
+                    self.now = self.now.max(at);
+                    for node in &mut self.nodes {
+                        if node.poll_timeout().is_some_and(|t| t <= self.now) {
+                            node.handle_timeout(self.now);
+                        }
+                    }
+                    self.settle();
+                }
+                _ => break,
+            }
+        }
+        self.now = until;
+        self.settle();
+    }
+
+    /// Applies effects and delivers messages until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                while let Some(effect) = self.nodes[i].poll_effect() {
+                    moved = true;
+                    match effect {
+                        Effect::Send { to, message } => {
+                            let j = self.names.iter().position(|s| *s == to).unwrap();
+                            self.wire.push_back((i, j, message));
+                        }
+                        Effect::TablesChanged => self.nodes[i].handle_kernel_applied(self.now),
+                        Effect::Transmit { frame } => self.transmit(i, &frame),
+                    }
+                }
+            }
+            if !self.wire.is_empty() {
+                moved = true;
+                let batch: Vec<_> = self.wire.drain(..).collect();
+                let batch: Vec<_> = match self.delivery {
+                    Delivery::InOrder => batch,
+                    Delivery::ReversedAndDuplicated => {
+                        let reversed: Vec<_> = batch.into_iter().rev().collect();
+                        reversed.iter().cloned().chain(reversed.iter().cloned()).collect()
+                    }
+                };
+                for (from, to, message) in batch {
+                    if let Some((f, t, kind)) = self.drop_next {
+                        if f == from && t == to && message.kind() == kind {
+                            self.drop_next = None;
+                            continue;
+                        }
+                    }
+                    let name = self.names[from].clone();
+                    self.nodes[to].handle_message(&name, message, self.now);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the simulation did not settle");
+    }
+
+    /// A router sent a frame on its LAN: VMs there answer probes for their address.
+    fn transmit(&mut self, at: usize, frame: &[u8]) {
+        let event = classify(frame).unwrap();
+        self.transmitted[at].push(event);
+        if let EventKind::Probe { mac: router_mac, target_ip } = event.kind {
+            let answer = self
+                .vms
+                .iter()
+                .find(|v| v.at == at && v.ip == target_ip && (event.eth_dst == v.mac || event.eth_dst == MacAddr::BROADCAST))
+                .map(|v| probe_reply(v.mac, v.ip, router_mac));
+            if let Some(reply) = answer {
+                self.lan_frame(at, &reply);
+            }
+        }
+    }
+
+    /// Live-migrates a VM: it leaves its LAN, arrives on `to`'s, and the hypervisor announces it.
+    fn migrate(&mut self, vm_ip: Ipv4Addr, to: &str, announce: Detection) {
+        let v = self.vm(vm_ip);
+        let to = self.index(to);
+        self.vms[v].at = to;
+        let vm_mac = self.vms[v].mac;
+        for node in &mut self.transmitted {
+            node.clear();
+        }
+        match announce {
+            Detection::Rarp => {
+                // QEMU: 5 RARPs at +0, 50, 200, 450, 800 ms.
+                let mut last = 0;
+                for at_ms in [0u64, 50, 200, 450, 800] {
+                    self.advance(Duration::from_millis(at_ms - last));
+                    last = at_ms;
+                    self.lan_frame(to, &frames::rarp_announce(vm_mac));
+                    self.settle();
+                }
+            }
+            Detection::GratuitousArp => {
+                self.lan_frame(to, &frames::gratuitous_arp_request(vm_mac, vm_ip));
+                self.settle();
+            }
+            Detection::Traffic => {
+                // No announcement: eventually the VM ARPs for its old gateway.
+                let gateway = Ipv4Addr::new(10, 77, vm_ip.octets()[2], 254);
+                self.lan_frame(to, &frames::arp_request(vm_mac, vm_ip, gateway));
+                self.settle();
+            }
+            Detection::Peer => unreachable!("not an announcement"),
+        }
+        self.advance(Duration::from_secs(2));
+    }
+
+    /// Every router places `addr` at `site`, and exactly that router has it in its LNDT.
+    fn assert_location(&self, addr: Ipv4Addr, at: &str) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            assert_eq!(
+                node.gndt().owner(addr).map(SiteId::as_str),
+                Some(at),
+                "router {} places {addr} elsewhere",
+                self.names[i]
+            );
+            assert_eq!(
+                node.lndt().contains(addr),
+                self.names[i].as_str() == at,
+                "LNDT of router {} for {addr}",
+                self.names[i]
+            );
+        }
+    }
+
+    /// No router holds a /32 route or LAN host entry it does not need.
+    fn assert_minimal_kernel_state(&self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            for route in node.tun_routes() {
+                if route.prefix() == 32 {
+                    let home = self.home_site(route.ip());
+                    let owner = node.gndt().owner(route.ip()).unwrap();
+                    assert_ne!(owner, &self.names[home], "router {} keeps a stale /32 {route}", self.names[i]);
+                }
+            }
+            for host in node.lan_hosts().keys() {
+                assert_ne!(self.home_site(*host), i, "router {} routes its own host {host} as migrated-in", self.names[i]);
+            }
+        }
+    }
+
+    fn home_site(&self, addr: Ipv4Addr) -> usize {
+        usize::from(addr.octets()[2]) - 1
+    }
+
+    fn sent_by(&self, name: &str) -> &[ArpEvent] {
+        &self.transmitted[self.index(name)]
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+}
+
+fn probe_reply(vm_mac: MacAddr, vm_ip: Ipv4Addr, router_mac: MacAddr) -> Vec<u8> {
+    // Linux answers a probe (sender IP 0.0.0.0) with a reply to the prober's MAC.
+    frames::proxy_arp_reply(vm_mac, vm_ip, router_mac, Ipv4Addr::UNSPECIFIED).to_vec()
+}
+
+fn destination_records(node: &Node) -> Vec<&skyvine_router::node::MigrationRecord> {
+    node.migrations().filter(|r| r.role == Role::Destination).collect()
+}
+
+#[test]
+fn rarp_burst_is_one_migration_and_every_router_follows() {
+    let mut w = World::new(&["a", "b", "c"], false);
+    let vm = ip(1, 1);
+    w.migrate(vm, "b", Detection::Rarp);
+    w.assert_location(vm, "b");
+    w.assert_minimal_kernel_state();
+
+    let b = &w.nodes[w.index("b")];
+    let records = destination_records(b);
+    assert_eq!(records.len(), 1, "five RARPs must be one migration: {records:?}");
+    let record = records[0];
+    assert_eq!(record.detection, Detection::Rarp);
+    assert_eq!(record.outcome, Outcome::Applied);
+    assert_eq!(record.ip, Some(vm));
+    assert_eq!(record.from.as_ref().map(SiteId::as_str), Some("a"));
+    assert!(record.applied.unwrap() - record.detected < Duration::from_millis(1), "the simulation is instantaneous");
+    assert!(b.lan_counters().repeats >= 4);
+
+    // Kernel state: b routes the VM on its LAN, a and c send it into the overlay.
+    assert_eq!(b.lan_hosts().get(&vm), Some(&Some(mac(1, 1))));
+    let host = Ipv4Network::from(vm);
+    assert!(w.nodes[w.index("a")].tun_routes().contains(&host));
+    assert!(w.nodes[w.index("c")].tun_routes().contains(&host));
+
+    // a repointed its LAN (gratuitous ARP, request form, our MAC) ...
+    let a_garp = w.sent_by("a").iter().any(|e| {
+        matches!(e.kind, EventKind::GratuitousRequest { ip: i, mac: m } if i == vm && m == mac(1, 0xfe))
+    });
+    assert!(a_garp, "source router must announce itself for the VM: {:?}", w.sent_by("a"));
+    // ... and b repointed the VM's cache for its old gateway and neighbour to b's MAC.
+    for old in [ip(1, 254), ip(1, 2)] {
+        let fixed = w.sent_by("b").iter().any(|e| {
+            e.eth_dst == mac(1, 1)
+                && matches!(e.kind, EventKind::GratuitousRequest { ip: i, mac: m } if i == old && m == mac(2, 0xfe))
+        });
+        assert!(fixed, "b must repoint the VM's entry for {old}");
+    }
+    assert!(w.elapsed() > Duration::from_secs(2));
+}
+
+#[test]
+fn proxy_arp_answers_for_moved_hosts_and_old_neighbours_at_once() {
+    let mut w = World::new(&["a", "b", "c"], false);
+    let vm = ip(1, 1);
+    w.migrate(vm, "b", Detection::GratuitousArp);
+    w.assert_location(vm, "b");
+    for node in &mut w.transmitted {
+        node.clear();
+    }
+    // A host left at a asks for the moved VM: a answers with its own MAC.
+    let a = w.index("a");
+    w.lan_frame(a, &frames::arp_request(mac(1, 2), ip(1, 2), vm));
+    w.settle();
+    let answered = w.sent_by("a").iter().any(|e| {
+        matches!(e.kind, EventKind::Reply { sender_ip, sender_mac, .. } if sender_ip == vm && sender_mac == mac(1, 0xfe))
+    });
+    assert!(answered, "a must proxy-answer for the moved VM");
+    // The migrated VM asks b for its old neighbour: b answers with its own MAC.
+    let b = w.index("b");
+    w.lan_frame(b, &frames::arp_request(mac(1, 1), vm, ip(1, 2)));
+    w.settle();
+    let answered = w.sent_by("b").iter().any(|e| {
+        matches!(e.kind, EventKind::Reply { sender_ip, sender_mac, .. } if sender_ip == ip(1, 2) && sender_mac == mac(2, 0xfe))
+    });
+    assert!(answered, "b must answer the migrated VM for its old neighbour");
+    // A host of b asking for another host of b is none of the router's business.
+    w.lan_frame(b, &frames::arp_request(mac(2, 1), ip(2, 1), ip(2, 2)));
+    w.settle();
+    let meddled = w.sent_by("b").iter().any(|e| matches!(e.kind, EventKind::Reply { sender_ip, .. } if sender_ip == ip(2, 2)));
+    assert!(!meddled);
+}
+
+#[test]
+fn back_onward_and_two_at_once_converge_without_stale_state() {
+    let mut w = World::new(&["a", "b", "c"], false);
+    let (x, y) = (ip(1, 1), ip(2, 2));
+    w.migrate(x, "b", Detection::Rarp);
+    w.migrate(x, "a", Detection::Rarp);
+    w.assert_location(x, "a");
+    w.assert_minimal_kernel_state();
+    assert!(w.nodes.iter().all(|n| n.lan_hosts().is_empty()), "back home: no LAN host routes anywhere");
+    assert!(w.nodes.iter().all(|n| n.tun_routes().iter().all(|r| r.prefix() < 32)), "back home: no /32 anywhere");
+
+    w.migrate(x, "b", Detection::Rarp);
+    w.migrate(x, "c", Detection::Traffic);
+    w.assert_location(x, "c");
+    w.assert_minimal_kernel_state();
+
+    // Two VMs at once: both announced before either is settled.
+    let (ci, ai) = (w.index("c"), w.index("a"));
+    let (vx, vy) = (w.vm(x), w.vm(y));
+    w.vms[vx].at = ai;
+    w.vms[vy].at = ci;
+    w.lan_frame(ai, &frames::rarp_announce(mac(1, 1)));
+    w.lan_frame(ci, &frames::rarp_announce(mac(2, 2)));
+    w.settle();
+    w.advance(Duration::from_secs(1));
+    w.assert_location(x, "a");
+    w.assert_location(y, "c");
+    w.assert_minimal_kernel_state();
+    let digests: Vec<u64> = w.nodes.iter().map(|n| n.gndt().digest()).collect();
+    assert!(digests.windows(2).all(|d| d[0] == d[1]), "tables differ: {digests:?}");
+}
+
+#[test]
+fn reordered_and_duplicated_messages_give_the_same_result() {
+    let mut w = World::new(&["a", "b", "c"], false);
+    w.delivery = Delivery::ReversedAndDuplicated;
+    let vm = ip(1, 2);
+    w.migrate(vm, "b", Detection::Rarp);
+    w.migrate(vm, "c", Detection::GratuitousArp);
+    w.migrate(vm, "a", Detection::Rarp);
+    w.assert_location(vm, "a");
+    w.assert_minimal_kernel_state();
+    let digests: Vec<u64> = w.nodes.iter().map(|n| n.gndt().digest()).collect();
+    assert!(digests.windows(2).all(|d| d[0] == d[1]), "tables differ: {digests:?}");
+}
+
+#[test]
+fn a_lost_update_is_recovered_by_the_periodic_digest() {
+    let mut w = World::new(&["a", "b", "c"], false);
+    let (b, c) = (w.index("b"), w.index("c"));
+    // b's advertisement of the move never reaches c; a's forwarded copy is lost too.
+    w.drop_next = Some((b, c, "entries"));
+    let vm = ip(1, 1);
+    let v = w.vm(vm);
+    w.vms[v].at = b;
+    let a = w.index("a");
+    w.lan_frame(b, &frames::rarp_announce(mac(1, 1)));
+    w.settle();
+    // Whether or not a's flooded copy reached c, after a digest round everyone agrees.
+    let _ = a;
+    w.advance(DIGEST_INTERVAL * 2);
+    w.assert_location(vm, "b");
+    w.assert_minimal_kernel_state();
+}
+
+#[test]
+fn a_spoofed_claim_is_refused_and_the_address_frozen() {
+    let mut w = World::new(&["a", "b", "c"], false);
+    let victim = ip(1, 1);
+    let (a, b) = (w.index("a"), w.index("b"));
+    // A spoofer at b claims the victim's address with its own MAC and answers probes for it.
+    let spoofer = MacAddr([0x02, 0, 0, 0, 0, 0x66]);
+    w.vms.push(Vm { ip: victim, mac: spoofer, at: b });
+    w.lan_frame(b, &frames::gratuitous_arp_request(spoofer, victim));
+    w.settle();
+    w.advance(Duration::from_secs(1));
+    // The victim still answers at a: a takes the address back, frozen, and everyone follows.
+    w.assert_location(victim, "a");
+    assert_eq!(w.nodes[a].lan_counters().refused_still_here, 1);
+    assert!(w.nodes.iter().all(|n| !n.frozen(w.now).is_empty()), "every router must freeze the address");
+    // Further claims, past the announcement window, are refused outright.
+    w.advance(Duration::from_secs(3));
+    w.lan_frame(b, &frames::rarp_announce(spoofer));
+    w.lan_frame(b, &frames::gratuitous_arp_request(spoofer, victim));
+    w.advance(Duration::from_secs(3));
+    w.assert_location(victim, "a");
+    assert!(w.nodes[b].lan_counters().refused_frozen >= 1);
+    // A forged frame (Ethernet source differs from the sender MAC) moves nothing.
+    let mut forged = frames::gratuitous_arp_request(mac(3, 1), ip(3, 1));
+    forged[6..12].copy_from_slice(&spoofer.0);
+    w.lan_frame(b, &forged);
+    w.advance(Duration::from_secs(1));
+    w.assert_location(ip(3, 1), "c");
+    assert_eq!(w.nodes[b].lan_counters().forged_frames, 1);
+}
+
+#[test]
+fn routing_optimization_introduces_the_vm_to_its_new_neighbours() {
+    let mut w = World::new(&["a", "b", "c"], true);
+    // Before: a host of b asks for a VM of a (same /16): b answers for it.
+    let b = w.index("b");
+    w.lan_frame(b, &frames::arp_request(mac(2, 1), ip(2, 1), ip(1, 1)));
+    w.settle();
+    assert!(w.sent_by("b").iter().any(|e| matches!(e.kind, EventKind::Reply { sender_ip, .. } if sender_ip == ip(1, 1))));
+    w.migrate(ip(1, 1), "b", Detection::Rarp);
+    w.assert_location(ip(1, 1), "b");
+    // b tells its LAN the VM's real MAC, and tells the VM its new neighbours' real MACs.
+    let introduced_vm = w.sent_by("b").iter().any(|e| {
+        e.eth_dst == MacAddr::BROADCAST
+            && matches!(e.kind, EventKind::GratuitousRequest { ip: i, mac: m } if i == ip(1, 1) && m == mac(1, 1))
+    });
+    let introduced_neighbour = w.sent_by("b").iter().any(|e| {
+        e.eth_dst == mac(1, 1)
+            && matches!(e.kind, EventKind::GratuitousRequest { ip: i, mac: m } if i == ip(2, 1) && m == mac(2, 1))
+    });
+    assert!(introduced_vm && introduced_neighbour, "{:?}", w.sent_by("b"));
+    // b no longer answers for the VM: its neighbours reach it directly.
+    for node in &mut w.transmitted {
+        node.clear();
+    }
+    w.lan_frame(b, &frames::arp_request(mac(2, 1), ip(2, 1), ip(1, 1)));
+    w.settle();
+    assert!(!w.sent_by("b").iter().any(|e| matches!(e.kind, EventKind::Reply { sender_ip, .. } if sender_ip == ip(1, 1))));
+}
+
+#[test]
+fn an_unknown_mac_is_resolved_by_asking_the_other_routers() {
+    let mut w = World::new(&["a", "b", "c"], false);
+    // A host outside a's LNDT is never advertised, but a's HWDT sees it: b must ask.
+    let vm_ip = ip(1, 9);
+    let vm_mac = MacAddr([0x52, 0x54, 0, 0x77, 1, 9]);
+    let a = w.index("a");
+    w.lan_frame(a, &frames::proxy_arp_reply(vm_mac, vm_ip, mac(1, 1), ip(1, 1)));
+    w.settle();
+    let b = w.index("b");
+    w.vms.push(Vm { ip: vm_ip, mac: vm_mac, at: b });
+    w.lan_frame(b, &frames::rarp_announce(vm_mac));
+    w.settle();
+    w.advance(Duration::from_secs(1));
+    w.assert_location(vm_ip, "b");
+    let records: BTreeMap<_, _> = destination_records(&w.nodes[b]).iter().map(|r| (r.ip, r.outcome.clone())).collect();
+    assert_eq!(records.get(&Some(vm_ip)), Some(&Outcome::Applied));
+}
