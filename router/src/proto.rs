@@ -35,7 +35,7 @@ pub enum Message {
     /// The sender's table fingerprint, sent periodically to catch divergence.
     Digest { digest: u64, count: u64 },
     /// Asks the receiver to send its full table (after a digest mismatch).
-    TableRequest,
+    TableRequest {},
     /// Asks which IP the host with `mac` has (a RARP carries no IP).
     WhoHas { query: u64, mac: MacAddr },
     /// Answers [`Message::WhoHas`]; `ip` is `None` when the sender does not know.
@@ -54,7 +54,7 @@ impl Message {
             Message::Entries { .. } => "entries",
             Message::TableEnd { .. } => "table_end",
             Message::Digest { .. } => "digest",
-            Message::TableRequest => "table_request",
+            Message::TableRequest {} => "table_request",
             Message::WhoHas { .. } => "who_has",
             Message::IsAt { .. } => "is_at",
         }

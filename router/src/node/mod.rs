@@ -215,10 +215,10 @@ impl Node {
                         entries = self.gndt.len(),
                         "digest mismatch, asking for the peer's table"
                     );
-                    self.send(from, Message::TableRequest);
+                    self.send(from, Message::TableRequest {});
                 }
             }
-            Message::TableRequest => self.send_full_table(from),
+            Message::TableRequest {} => self.send_full_table(from),
             Message::WhoHas { query, mac } => {
                 let ip = self.resolve_mac(mac);
                 self.send(from, Message::IsAt { query, mac, ip });
@@ -576,7 +576,7 @@ mod tests {
             a.poll_effect(),
             Some(Effect::Send {
                 to: site("b"),
-                message: Message::TableRequest
+                message: Message::TableRequest {}
             })
         );
     }
