@@ -60,7 +60,7 @@ iperf() { # prints Gbit/s of one run
     out=$(ip netns exec "$VA" iperf3 -c 10.77.2.1 -t "$SECONDS_PER_RUN" -J) || true
     kill "$server" 2>/dev/null || true
     wait "$server" 2>/dev/null || true
-    python3 -c 'import json,sys; print("%.2f" % (json.loads(sys.argv[1])["end"]["sum_received"]["bits_per_second"]/1e9))' "$out"
+    python3 -c 'import json,sys; e=json.loads(sys.argv[1])["end"]; print("%.2f" % (e["sum_received"]["bits_per_second"]/1e9)); print("  retransmits %d" % e["sum_sent"]["retransmits"], file=sys.stderr)' "$out"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -89,13 +89,18 @@ ip -n "$RA" route add 10.77.2.0/24 dev sv0
 ip -n "$RB" route add 10.77.1.0/24 dev sv0
 ip netns exec "$VA" ping -c 2 -W 1 10.77.2.1 >/dev/null
 SKYVINE=$(for _ in $(seq "$RUNS"); do iperf; done | tee /dev/stderr | median)
+for ns in $RA $RB; do ip -n "$ns" -s link show sv0 >&2; done
 RTT=$(ip netns exec "$VA" ping -c 20 -i 0.05 10.77.2.1 | awk -F/ '/^rtt/ {print $5}')
 
+CPU=$(for pid in "${PIDS[@]}"; do awk '{print $14+$15}' "/proc/$pid/stat"; done | paste -sd+ | bc)
 for pid in "${PIDS[@]}"; do kill "$pid"; done
 for pid in "${PIDS[@]}"; do wait "$pid" || true; done
 PIDS=()
+GB=$(grep -o '"rx_bytes":[0-9]*' "$WORK/b.log" | head -1 | cut -d: -f2)
+ip netns exec "$VB" nstat -az TcpInCsumErrors TcpInErrs IpInHdrErrors IpInDiscards >&2 || true
 grep -h -E "offload|max datagram|counters|quic:" "$WORK/a.log" "$WORK/b.log" >&2 || true
 
 echo "kernel  ${KERNEL} Gbit/s"
 echo "skyvine ${SKYVINE} Gbit/s (ping rtt avg ${RTT} ms)"
+python3 -c "print('router CPU seconds per GB carried: %.2f' % ($CPU / 100 / ($GB / 1e9)))"
 python3 -c "print('skyvine/kernel %.2f' % ($SKYVINE/$KERNEL))"

@@ -48,18 +48,33 @@ struct Args {
     /// Congestion controller: cubic, bbr or newreno.
     #[arg(long, default_value = "cubic")]
     cc: String,
+    /// Tokio worker threads (1 = current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Override the datagram send buffer (bytes).
     #[arg(long)]
     send_buffer: Option<usize>,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let runtime = match args.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let identity = load_identity(&args).await?;
 
     let mut transport = pki::transport_config();

@@ -131,14 +131,22 @@ impl TxBatch {
     /// Queues a copy of `packet`; buffers are reused from batch to batch.
     pub fn push(&mut self, packet: &[u8]) {
         self.packets += 1;
-        let segment = if self.gro { Segment::parse(packet) } else { None };
+        let segment = if self.gro {
+            Segment::parse(packet)
+        } else {
+            None
+        };
         if let Some(seg) = segment {
             if self.append(packet, &seg) {
                 return;
             }
         }
         if self.len == self.bufs.len() {
-            let capacity = if self.gro { TX_BUF_CAPACITY } else { HEADROOM + 2048 };
+            let capacity = if self.gro {
+                TX_BUF_CAPACITY
+            } else {
+                HEADROOM + 2048
+            };
             self.bufs.push(Vec::with_capacity(capacity));
             self.heads.push(Head::default());
         }
@@ -402,7 +410,10 @@ impl PacketDevice for FakeDevice {
         for buf in batch.finish() {
             let packet = buf.get(HEADROOM..).unwrap_or_default().to_vec();
             if self.outgoing.send(packet).is_err() {
-                result = Err(io::Error::new(io::ErrorKind::BrokenPipe, "fake device closed"));
+                result = Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "fake device closed",
+                ));
             }
         }
         result
@@ -448,7 +459,9 @@ mod tests {
             builder = builder.psh();
         }
         let mut packet = Vec::new();
-        builder.write(&mut packet, &vec![seq as u8; payload]).unwrap();
+        builder
+            .write(&mut packet, &vec![seq as u8; payload])
+            .unwrap();
         packet
     }
 
@@ -462,7 +475,11 @@ mod tests {
         let mut out = vec![vec![0u8; 2048]; 64];
         let mut sizes = vec![0; 64];
         let n = tun_rs::gso_split(&mut input, header, &mut out, &mut sizes, 0, false).unwrap();
-        out.iter().zip(sizes).take(n).map(|(b, s)| b[..s].to_vec()).collect()
+        out.iter()
+            .zip(sizes)
+            .take(n)
+            .map(|(b, s)| b[..s].to_vec())
+            .collect()
     }
 
     /// Equal except the IPv4 identification and header checksum (GSO numbers segments).
@@ -490,7 +507,10 @@ mod tests {
         let segments = split(&written[0]);
         assert_eq!(segments.len(), 11);
         for (got, want) in segments.iter().zip(&sent) {
-            assert!(same_but_ip_id(got, want), "segment differs after merge and split");
+            assert!(
+                same_but_ip_id(got, want),
+                "segment differs after merge and split"
+            );
         }
         assert!(tx.is_empty());
     }
@@ -507,7 +527,15 @@ mod tests {
         tx.push(&tcp_segment(4000, 1000, false)); // continues the second buffer
         assert_eq!((tx.len(), tx.packets()), (4, 5));
         let lens: Vec<usize> = tx.finish().map(<[u8]>::len).collect();
-        assert_eq!(lens, vec![HEADROOM + 1040, HEADROOM + 2040, HEADROOM + 1040, HEADROOM + 4]);
+        assert_eq!(
+            lens,
+            vec![
+                HEADROOM + 1040,
+                HEADROOM + 2040,
+                HEADROOM + 1040,
+                HEADROOM + 4
+            ]
+        );
     }
 
     #[test]
