@@ -15,6 +15,20 @@ pub mod packet;
 pub mod stream;
 pub mod wire;
 
+/// Asks for SCHED_FIFO for the calling thread (threads it spawns later inherit it), so a busy
+/// machine delays the lab's timed sends less; says so on stderr and carries on without it.
+pub fn try_realtime(tool: &str) {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: sets the calling thread's policy; `param` is valid for the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc != 0 {
+        eprintln!(
+            "{tool}: SCHED_FIFO unavailable ({}), running with the default policy",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Parses a byte count with an optional binary suffix: `1000`, `64K`, `10M`, `2G`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();

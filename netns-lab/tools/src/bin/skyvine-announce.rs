@@ -191,6 +191,8 @@ fn main() -> Result<()> {
                 Some(frame) => Some((open_in_netns(&netns_path(&vm_netns), &iface)?, frame)),
                 None => None,
             };
+            // The pause and the announcement schedule are timed sleeps: keep them on time.
+            skyvine_labtools::try_realtime("skyvine-announce");
             let (pause, pause_min) = move_.run()?;
             let mut announced = 0;
             if let Some((socket, frame)) = sender {

@@ -62,7 +62,7 @@ const PAYLOAD_LEN: usize = 28;
 fn main() -> Result<()> {
     let args = Args::parse();
     if !args.no_realtime {
-        realtime();
+        skyvine_labtools::try_realtime("skyvine-probe");
     }
     match args.command {
         Command::Echo { bind } => echo(bind),
@@ -89,19 +89,6 @@ fn main() -> Result<()> {
             let report = run.execute()?;
             print_report(&label, to, interval_ms, &report, json)
         }
-    }
-}
-
-/// Asks for SCHED_FIFO (threads spawned later inherit it); carries on without it.
-fn realtime() {
-    let param = libc::sched_param { sched_priority: 10 };
-    // SAFETY: sets the calling thread's policy; `param` is valid for the call.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-    if rc != 0 {
-        eprintln!(
-            "skyvine-probe: SCHED_FIFO unavailable ({}), probing with the default policy",
-            io::Error::last_os_error()
-        );
     }
 }
 
