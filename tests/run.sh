@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every skyvine test: unit, property, in-process simulation and network-namespace tests.
+#
+#   sudo tests/run.sh [extra cargo test arguments]
+#
+# Installs what the tests need when it is missing (Debian packages), builds the release
+# binaries the lab uses, then runs `cargo test --release --workspace`. The namespace tests
+# need root; without it they print "skipped" and the rest still runs.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v ethtool >/dev/null || need+=(ethtool)
+command -v setpriv >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+if ((${#need[@]})); then
+    if ((EUID == 0)) && command -v apt-get >/dev/null; then
+        echo "tests/run.sh: installing ${need[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "tests/run.sh: missing ${need[*]}; install them (apt-get install ${need[*]})" >&2
+        exit 1
+    fi
+fi
+
+# The namespace tests drive netns-lab/lab.sh, which runs the release binaries.
+cargo build --release --workspace --bins
+cargo test --release --workspace "$@"
