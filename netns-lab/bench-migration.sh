@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Live-migration benchmark: N migrations of one VM, back and forth between sites a and b, each
+# under 1 ms UDP probes from a VM at the VM's current (source) site and from one at the third
+# site, on a fresh three-site lab per WAN delay. Per series (WAN delay x announce kind) it
+# prints the median and max outage per probe source, i.e. the longest run of lost probes minus
+# the pause the lab imposed on the VM's link, and the destination router's processing time
+# (first announcement frame to last effect, the `took_us` of its "migration applied" log line).
+# Targets (issue 3): outage <= one one-way WAN delay + 5 ms; processing <= 2 ms.
+#
+# usage: netns-lab/bench-migration.sh [--count 20] [--wan-delays "0 20"] [--announce rarp]
+#            [--all-announce] [--vm a1] [--pause-ms 100] [--probe-s 3] [--keep-raw DIR]
+#
+#   --count N          migrations per series (default 20)
+#   --wan-delays LIST  one-way WAN delays in ms, one lab each (default "0 20")
+#   --announce K       rarp (default), garp or none
+#   --all-announce     run rarp and garp series on each lab
+#   --vm V             the VM that moves (default a1; it alternates between sites a and b)
+#   --pause-ms MS      the link pause the lab imposes per migration (default 100)
+#   --probe-s S        probe duration per migration (default 3)
+#   --keep-raw DIR     also keep the per-migration table (TSV) and probe JSON in DIR
+#
+# Needs root and the release binaries (netns-lab/lab.sh build). Every lab it brings up has a
+# prefix unique to the run and is brought down on exit, also on failure or Ctrl-C.
+set -euo pipefail
+
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LAB=$LAB_DIR/lab.sh
+COUNT=20
+WAN_DELAYS="0 20"
+ANNOUNCES="rarp"
+VM=a1
+PAUSE_MS=100
+PROBE_S=3
+KEEP_RAW=""
+ARGS=("$@")
+
+die() {
+    echo "bench-migration: error: $*" >&2
+    exit 1
+}
+log() { echo "bench-migration: $*" >&2; }
+
+while (($#)); do
+    case "$1" in
+        --count) COUNT=${2:?--count needs a number}; shift 2 ;;
+        --wan-delays) WAN_DELAYS=${2:?--wan-delays needs a list}; shift 2 ;;
+        --announce) ANNOUNCES=${2:?--announce needs rarp, garp or none}; shift 2 ;;
+        --all-announce) ANNOUNCES="rarp garp"; shift ;;
+        --vm) VM=${2:?--vm needs a VM}; shift 2 ;;
+        --pause-ms) PAUSE_MS=${2:?--pause-ms needs a value}; shift 2 ;;
+        --probe-s) PROBE_S=${2:?--probe-s needs a value}; shift 2 ;;
+        --keep-raw) KEEP_RAW=${2:?--keep-raw needs a directory}; shift 2 ;;
+        -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+done
+[[ $COUNT =~ ^[1-9][0-9]*$ ]] || die "--count takes a positive whole number"
+[[ $PAUSE_MS =~ ^[0-9]+$ ]] || die "--pause-ms takes whole milliseconds"
+[[ $PROBE_S =~ ^[1-9][0-9]*$ ]] || die "--probe-s takes whole seconds"
+[[ $VM =~ ^[ab][12]$ ]] || die "--vm must be a VM of site a or b (a1 a2 b1 b2)"
+for d in $WAN_DELAYS; do [[ $d =~ ^[0-9]+$ ]] || die "--wan-delays takes whole milliseconds, got '$d'"; done
+for k in $ANNOUNCES; do [[ $k =~ ^(rarp|garp|none)$ ]] || die "--announce must be rarp, garp or none"; done
+[[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
+command -v python3 >/dev/null || die "python3 is needed for the statistics"
+
+PREFIX="bm$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')" # + the delay: at most 10 characters
+WORK=$(mktemp -d /tmp/bench-migration.XXXXXX)
+RESULTS=$WORK/results.tsv
+LAB_UP=""
+
+cleanup() {
+    local rc=$?
+    trap - EXIT
+    if [[ -n $LAB_UP ]]; then
+        "$LAB" down --prefix "$LAB_UP" >/dev/null 2>&1 || log "could not bring lab $LAB_UP down"
+    fi
+    if [[ -n $KEEP_RAW ]]; then
+        mkdir -p "$KEEP_RAW" && cp -r "$WORK"/. "$KEEP_RAW"/ && log "raw data kept in $KEEP_RAW"
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+printf 'delay_ms\tannounce\tn\tfrom\tto\tpause_ms\tsrc_site_loss_ms\tthird_site_loss_ms\ttook_us\tstatus\n' >"$RESULTS"
+
+# site_of P VM: the site the lab says VM is attached to.
+site_of() { cat "/tmp/skyvine-lab-$1/vm/$2"; }
+
+# source_vm P VM SITE: a VM other than VM attached to SITE.
+source_vm() {
+    local p=$1 vm=$2 site=$3 v
+    for v in a1 a2 b1 b2 c1 c2; do
+        [[ $v != "$vm" && -f /tmp/skyvine-lab-$p/vm/$v && $(site_of "$p" "$v") == "$site" ]] &&
+            { echo "$v"; return 0; }
+    done
+    return 1
+}
+
+# third_vm P VM FROM TO: a VM at the site that is neither FROM nor TO.
+third_vm() {
+    local p=$1 vm=$2 from=$3 to=$4 v s
+    for v in c1 c2 a1 a2 b1 b2; do
+        s=$(site_of "$p" "$v")
+        [[ $v != "$vm" && $s != "$from" && $s != "$to" ]] && { echo "$v"; return 0; }
+    done
+    return 1
+}
+
+# wait_prober P SRC...: until the echo responder listens and every sender has started.
+wait_prober() {
+    local p=$1 deadline=$((SECONDS + 10)) dir src ok
+    shift
+    while ((SECONDS < deadline)); do
+        for dir in /tmp/skyvine-lab-"$p"/probe.*; do
+            [[ -d $dir ]] || continue
+            grep -qs listening "$dir/echo.log" || continue
+            ok=1
+            for src in "$@"; do [[ -e $dir/$src.out ]] || ok=0; done
+            ((ok)) && return 0
+        done
+        sleep 0.02
+    done
+    return 1
+}
+
+# took_us P SITE VM_IP LINE0: took_us of the newest destination "migration applied" line for
+# VM_IP after line LINE0 of SITE's router log; waits up to 5 s for it to appear.
+took_us() {
+    local p=$1 site=$2 ip=$3 line0=$4 deadline=$((SECONDS + 5)) value
+    local logf=/tmp/skyvine-lab-$p/$site/router.log
+    while :; do
+        value=$(tail -n "+$((line0 + 1))" "$logf" |
+            grep 'migration applied' | grep -E 'role="?destination' | grep -F "$ip" |
+            sed -n 's/.*took_us=\([0-9][0-9]*\).*/\1/p' | tail -n 1)
+        [[ -n $value ]] && { echo "$value"; return 0; }
+        ((SECONDS < deadline)) || return 1
+        sleep 0.05
+    done
+}
+
+# one_migration P DELAY KIND N: migrate VM once to the other of a/b under probes; appends a row.
+one_migration() {
+    local p=$1 delay=$2 kind=$3 n=$4 from to src third ip line0 probe_pid mig took status=ok
+    from=$(site_of "$p" "$VM")
+    if [[ $from == a ]]; then to=b; else to=a; fi
+    src=$(source_vm "$p" "$VM" "$from") || die "no other VM at site $from to probe from"
+    third=$(third_vm "$p" "$VM" "$from" "$to") || die "no VM at a third site to probe from"
+    ip="10.77.$(($(printf '%d' "'${VM:0:1}") - 96)).${VM:1:1}"
+    local out=$WORK/probe-$delay-$kind-$n.json
+    "$LAB" probe --prefix "$p" --to "$VM" --from "$src,$third" --duration-s "$PROBE_S" --json \
+        >"$out" 2>"$WORK/probe.err" &
+    probe_pid=$!
+    if ! wait_prober "$p" "$src" "$third"; then
+        wait "$probe_pid" || true
+        cat "$WORK/probe.err" >&2
+        die "the prober did not start (migration $n)"
+    fi
+    sleep 0.5 # a stretch of undisturbed probes before the move
+    line0=$(wc -l <"/tmp/skyvine-lab-$p/$to/router.log")
+    if ! mig=$("$LAB" migrate "$VM" "$to" --prefix "$p" --announce "$kind" --pause-ms "$PAUSE_MS"); then
+        wait "$probe_pid" || true
+        die "migration $n of $VM $from -> $to failed"
+    fi
+    local pause
+    pause=$(sed -n 's/.* pause_ms=\([0-9.]*\).*/\1/p' <<<"$mig")
+    [[ -n $pause ]] || die "no pause_ms in the migrate output: $mig"
+    if ! wait "$probe_pid"; then
+        cat "$WORK/probe.err" >&2
+        die "the prober failed (migration $n)"
+    fi
+    if ! took=$(took_us "$p" "$to" "$ip" "$line0"); then
+        took=NA
+        status=no-applied-line
+        log "migration $n: no 'migration applied' line with role=destination for $ip in router $to's log"
+    fi
+    local losses
+    losses=$(python3 - "$out" "$src" "$third" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+by = {r["label"]: r["report"] for r in doc["results"]}
+print(f'{float(by[sys.argv[2]]["max_loss_run_ms"]):.3f}\t{float(by[sys.argv[3]]["max_loss_run_ms"]):.3f}')
+PY
+) || die "could not read the probe report $out"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$delay" "$kind" "$n" "$from" "$to" "$pause" \
+        "$losses" "$took" "$status" >>"$RESULTS"
+    local src_loss third_loss
+    IFS=$'\t' read -r src_loss third_loss <<<"$losses"
+    log "$(printf 'delay %s ms %s #%s %s->%s: pause %s ms, loss run %s (%s) %s (%s) ms, router %s us' \
+        "$delay" "$kind" "$n" "$from" "$to" "$pause" "$src_loss" "$src" "$third_loss" "$third" "$took")"
+}
+
+for delay in $WAN_DELAYS; do
+    p="$PREFIX$delay"
+    ((${#p} <= 10)) || die "WAN delay $delay ms too long for a lab prefix"
+    log "lab $p: three sites, one-way WAN delay $delay ms"
+    LAB_UP=$p
+    "$LAB" up --prefix "$p" --wan-delay-ms "$delay" >"$WORK/up-$delay.txt" ||
+        die "lab.sh up --wan-delay-ms $delay failed"
+    for kind in $ANNOUNCES; do
+        for ((n = 1; n <= COUNT; n++)); do
+            one_migration "$p" "$delay" "$kind" "$n"
+        done
+    done
+    "$LAB" down --prefix "$p" >/dev/null
+    LAB_UP=""
+done
+
+python3 - "$RESULTS" "$PAUSE_MS" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+series = {}
+for r in rows:
+    series.setdefault((int(r["delay_ms"]), r["announce"]), []).append(r)
+
+def fmt(v, unit):
+    return f"{v:8.2f} {unit}"
+
+print()
+print("bench-migration: outage = longest run of lost 1 ms probes - the lab's imposed pause (floor 0)")
+print("                 processing = destination router's took_us (first announcement -> last effect)")
+for (delay, kind), rs in sorted(series.items()):
+    pauses = [float(r["pause_ms"]) for r in rs]
+    target_outage = delay + 5.0
+    print()
+    print(f"== WAN one-way delay {delay} ms, announce {kind}: {len(rs)} migrations "
+          f"(imposed pause median {statistics.median(pauses):.2f} ms, max {max(pauses):.2f} ms)")
+    for col, name in (("src_site_loss_ms", "source site"), ("third_site_loss_ms", "third site ")):
+        out = [max(float(r[col]) - float(r["pause_ms"]), 0.0) for r in rs]
+        med, mx = statistics.median(out), max(out)
+        print(f"  outage from {name}: median {fmt(med, 'ms')}  max {fmt(mx, 'ms')}   "
+              f"target <= {target_outage:.0f} ms: median/target {med / target_outage:5.2f}, "
+              f"max/target {mx / target_outage:5.2f}")
+    took = [int(r["took_us"]) / 1000.0 for r in rs if r["took_us"] != "NA"]
+    missing = len(rs) - len(took)
+    if took:
+        med, mx = statistics.median(took), max(took)
+        print(f"  router processing    : median {fmt(med, 'ms')}  max {fmt(mx, 'ms')}   "
+              f"target <= 2 ms: median/target {med / 2.0:5.2f}, max/target {mx / 2.0:5.2f}"
+              + (f"   ({missing} without a log line)" if missing else ""))
+    else:
+        print(f"  router processing    : no 'migration applied' destination line found ({missing} migrations)")
+PY
+
+echo
+printf 'Reproduce: sudo netns-lab/bench-migration.sh'
+((${#ARGS[@]} == 0)) || printf ' %q' "${ARGS[@]}"
+echo
