@@ -1,0 +1,398 @@
+//! Builds the admin views from the router's state. Runs on the daemon's main loop (inside a
+//! [`crate::daemon::QueryHandle::ask`] closure), so it only copies: no IO, no waiting.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use skyvine_tables::{BindingSource, EntryKind, LndtSource, SiteId, Stored};
+
+use super::api::{
+    BindingOrigin, Counts, GndtRow, HwdtRow, Kind, LanCountersView, LanView, LndtOrigin, LndtRow,
+    LndtView, MigrationRow, MigrationsView, OutcomeName, PeerRow, PeersView, RouteView, StatusView,
+    TableName, TablesView,
+};
+use crate::daemon::Shared;
+use crate::node::{MigrationRecord, Node, Outcome};
+
+/// What the views need from the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    pub lan_interface: String,
+    /// Configured peer addresses (shown while a peer is down).
+    pub peer_addresses: BTreeMap<SiteId, SocketAddr>,
+}
+
+/// Seconds from `then` to `now` (zero if `then` is later).
+pub fn age(now: Instant, then: Instant) -> f64 {
+    now.saturating_duration_since(then).as_secs_f64()
+}
+
+/// Milliseconds from `start` to `step`.
+fn offset_ms(start: Instant, step: Option<Instant>) -> Option<f64> {
+    step.map(|t| t.saturating_duration_since(start).as_secs_f64() * 1000.0)
+}
+
+pub fn gndt_row(node: &Node, stored: &Stored, now: Instant) -> GndtRow {
+    let entry = &stored.entry;
+    GndtRow {
+        prefix: entry.prefix,
+        kind: match entry.kind {
+            EntryKind::SitePrefix => Kind::Prefix,
+            EntryKind::Host => Kind::Host,
+        },
+        site: entry.site().clone(),
+        seq: entry.version.seq,
+        origin: entry.version.origin.clone(),
+        mac: entry.mac,
+        withdrawn: entry.withdrawn,
+        local: entry.site() == node.me(),
+        age_s: age(now, stored.updated_at),
+    }
+}
+
+pub fn tables(node: &Node, table: Option<TableName>, now: Instant) -> TablesView {
+    let wants = |name| table.is_none_or(|t| t == name);
+    TablesView {
+        site: node.me().clone(),
+        gndt: wants(TableName::Gndt).then(|| {
+            node.gndt()
+                .entries()
+                .map(|stored| gndt_row(node, stored, now))
+                .collect()
+        }),
+        lndt: wants(TableName::Lndt).then(|| LndtView {
+            hosts: node
+                .lndt()
+                .hosts()
+                .map(|host| LndtRow {
+                    prefix: host.prefix,
+                    source: match host.source {
+                        LndtSource::Configured => LndtOrigin::Configured,
+                        LndtSource::MigratedIn => LndtOrigin::MigratedIn,
+                    },
+                    mac: host.mac,
+                    age_s: age(now, host.since),
+                })
+                .collect(),
+            moved_away: node.lndt().moved_away().collect(),
+        }),
+        hwdt: wants(TableName::Hwdt).then(|| {
+            let mut rows: Vec<HwdtRow> = node
+                .hwdt()
+                .bindings()
+                .map(|b| HwdtRow {
+                    ip: b.ip,
+                    mac: b.mac,
+                    source: match b.source {
+                        BindingSource::Lan => BindingOrigin::Lan,
+                        BindingSource::Configured => BindingOrigin::Configured,
+                    },
+                    first_seen_s: age(now, b.first_seen),
+                    last_seen_s: age(now, b.last_seen),
+                })
+                .collect();
+            rows.sort_by_key(|row| row.ip);
+            rows
+        }),
+    }
+}
+
+/// The entry `address` matches and every other live entry containing it, longest first.
+pub fn route(node: &Node, address: Ipv4Addr, now: Instant) -> RouteView {
+    let mut covering: Vec<&Stored> = node
+        .gndt()
+        .live_entries()
+        .filter(|stored| stored.entry.prefix.contains(address))
+        .collect();
+    covering.sort_by_key(|stored| std::cmp::Reverse(stored.entry.prefix.prefix()));
+    let matched = match node.gndt().lookup(address) {
+        skyvine_tables::Lookup::Found(stored) => Some(stored),
+        skyvine_tables::Lookup::Missing => None,
+    };
+    let beaten = covering
+        .into_iter()
+        .filter(|stored| matched.is_none_or(|m| m.entry.prefix != stored.entry.prefix))
+        .map(|stored| gndt_row(node, stored, now))
+        .collect();
+    RouteView {
+        address,
+        site: node.me().clone(),
+        matched: matched.map(|stored| gndt_row(node, stored, now)),
+        beaten,
+        in_lndt: node.lndt().contains(address),
+    }
+}
+
+pub fn peers(node: &Node, shared: &Shared, ctx: &Context, now: Instant) -> PeersView {
+    let conns = shared.peers.load();
+    let counters = shared.counters.snapshot();
+    let peers = node
+        .peers()
+        .iter()
+        .map(|(site, state)| {
+            let conn = conns.get(site).filter(|_| state.connected);
+            let stats = counters
+                .peers
+                .get(site.as_str())
+                .copied()
+                .unwrap_or_default();
+            PeerRow {
+                site: site.clone(),
+                configured: state.configured,
+                connected: state.connected,
+                synced: state.synced,
+                since_s: age(now, state.since),
+                address: conn
+                    .map(quinn::Connection::remote_address)
+                    .or_else(|| ctx.peer_addresses.get(site).copied()),
+                rtt_ms: conn.map(|c| duration_ms(c.rtt())),
+                lost_packets: conn.map(|c| c.stats().path.lost_packets),
+                tx_packets: stats.tx_packets,
+                tx_bytes: stats.tx_bytes,
+                rx_packets: stats.rx_packets,
+                rx_bytes: stats.rx_bytes,
+            }
+        })
+        .collect();
+    PeersView {
+        site: node.me().clone(),
+        peers,
+        drops: counters.drops,
+    }
+}
+
+fn duration_ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn migration_row(record: &MigrationRecord, now: Instant) -> MigrationRow {
+    let (outcome, reason) = match &record.outcome {
+        Outcome::InProgress => (OutcomeName::InProgress, None),
+        Outcome::Applied => (OutcomeName::Applied, None),
+        Outcome::Refused(why) => (OutcomeName::Refused, Some(why.clone())),
+    };
+    MigrationRow {
+        id: record.id,
+        ip: record.ip,
+        mac: record.mac,
+        from: record.from.clone(),
+        to: record.to.clone(),
+        role: record.role.name().to_owned(),
+        detection: record.detection.name().to_owned(),
+        outcome,
+        reason,
+        age_s: age(now, record.detected),
+        resolved_ms: offset_ms(record.detected, record.resolved),
+        confirmed_ms: offset_ms(record.detected, record.confirmed),
+        advertised_ms: offset_ms(record.detected, record.advertised),
+        applied_ms: offset_ms(record.detected, record.applied),
+    }
+}
+
+pub fn migrations(node: &Node, now: Instant) -> MigrationsView {
+    MigrationsView {
+        site: node.me().clone(),
+        migrations: node.migrations().map(|r| migration_row(r, now)).collect(),
+    }
+}
+
+pub fn counts(node: &Node) -> Counts {
+    let mut counts = Counts::default();
+    for stored in node.gndt().entries() {
+        match (stored.entry.withdrawn, stored.entry.kind) {
+            (true, _) => counts.gndt_withdrawn += 1,
+            (false, EntryKind::SitePrefix) => counts.gndt_prefixes += 1,
+            (false, EntryKind::Host) => counts.gndt_hosts += 1,
+        }
+    }
+    for host in node.lndt().hosts() {
+        match host.source {
+            LndtSource::Configured => counts.lndt_configured += 1,
+            LndtSource::MigratedIn => counts.lndt_migrated_in += 1,
+        }
+    }
+    counts.lndt_moved_away = count(node.lndt().moved_away());
+    counts.hwdt_bindings = count(node.hwdt().bindings());
+    counts.peers_configured = count(node.peers().values().filter(|p| p.configured));
+    counts.peers_up = count(node.peers().values().filter(|p| p.connected));
+    for record in node.migrations() {
+        match record.outcome {
+            Outcome::InProgress => counts.migrations_in_progress += 1,
+            Outcome::Applied => counts.migrations_applied += 1,
+            Outcome::Refused(_) => counts.migrations_refused += 1,
+        }
+    }
+    counts
+}
+
+fn count<T>(items: impl Iterator<Item = T>) -> u64 {
+    u64::try_from(items.count()).unwrap_or(u64::MAX)
+}
+
+pub fn lan_counters(node: &Node) -> LanCountersView {
+    let c = node.lan_counters();
+    LanCountersView {
+        frames: c.frames,
+        forged_frames: c.forged_frames,
+        repeats: c.repeats,
+        proxy_replies: c.proxy_replies,
+        refused_frozen: c.refused_frozen,
+        refused_pinned: c.refused_pinned,
+        refused_unconfirmed: c.refused_unconfirmed,
+        refused_unresolved: c.refused_unresolved,
+        refused_still_here: c.refused_still_here,
+    }
+}
+
+/// `ip_forward` is read by the caller (file IO stays off the main loop).
+pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant) -> StatusView {
+    let counts = counts(node);
+    let lan_counters = lan_counters(node);
+    let identity = node.lan_identity();
+    let mut warnings = Vec::new();
+    if ip_forward == Some(false) {
+        warnings.push(
+            "net.ipv4.ip_forward is 0: the kernel does not forward between the LAN and the overlay"
+                .to_owned(),
+        );
+    }
+    for (site, state) in node.peers() {
+        if state.configured && !state.connected {
+            warnings.push(format!(
+                "peer {site} is down (for {})",
+                super::render::duration(age(now, state.since))
+            ));
+        } else if state.connected && !state.synced {
+            warnings.push(format!(
+                "peer {site} is up but its table has not arrived yet"
+            ));
+        }
+    }
+    for (ip, until) in node.frozen(now) {
+        warnings.push(format!(
+            "{ip} is frozen (moved too often: a duplicate address?) for another {}",
+            super::render::duration(age(until, now))
+        ));
+    }
+    for record in node.migrations() {
+        if let Outcome::Refused(why) = &record.outcome {
+            let what = record
+                .ip
+                .map(|ip| ip.to_string())
+                .or_else(|| record.mac.map(|m| m.to_string()))
+                .unwrap_or_else(|| "unknown host".to_owned());
+            warnings.push(format!(
+                "refused a move of {what} to {} {} ago: {why}",
+                record.to,
+                super::render::duration(age(now, record.detected))
+            ));
+        }
+    }
+    StatusView {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        site: node.me().clone(),
+        uptime_s: age(now, node.started()),
+        lan: LanView {
+            interface: ctx.lan_interface.clone(),
+            ip: identity.map(|i| i.ip),
+            mac: identity.map(|i| i.mac),
+        },
+        counts,
+        lan_counters,
+        ip_forward,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::NodeConfig;
+    use crate::proto::Message;
+    use skyvine_tables::GndtEntry;
+
+    fn site(s: &str) -> SiteId {
+        SiteId::new(s).unwrap()
+    }
+
+    /// Router a (10.77.1.0/24) that learned b's prefix and that 10.77.1.1 moved to b.
+    pub(crate) fn node_with_move(now: Instant) -> Node {
+        let prefix = "10.77.1.0/24".parse().unwrap();
+        let mut node = Node::new(
+            NodeConfig::new(
+                site("a"),
+                vec![prefix],
+                vec![prefix],
+                vec![site("b"), site("c")],
+            ),
+            now,
+        );
+        node.handle_peer_up(site("b"), now);
+        let entries = vec![
+            GndtEntry::site_prefix("10.77.2.0/24".parse().unwrap(), site("b"), 1),
+            GndtEntry::host("10.77.1.1".parse().unwrap(), site("b"), 2, None),
+        ];
+        node.handle_message(&site("b"), Message::Entries { entries }, now);
+        let digest = node.gndt().digest();
+        node.handle_message(&site("b"), Message::TableEnd { digest, count: 4 }, now);
+        node
+    }
+
+    #[test]
+    fn route_prefers_the_host_entry_and_lists_the_prefix_it_beat() {
+        let now = Instant::now();
+        let node = node_with_move(now);
+        let view = route(&node, "10.77.1.1".parse().unwrap(), now);
+        let matched = view.matched.unwrap();
+        assert_eq!(matched.prefix.to_string(), "10.77.1.1/32");
+        assert_eq!(matched.kind, Kind::Host);
+        assert_eq!(matched.site, site("b"));
+        assert!(!matched.local);
+        assert_eq!(view.beaten.len(), 1);
+        assert_eq!(view.beaten[0].prefix.to_string(), "10.77.1.0/24");
+        assert!(view.beaten[0].local);
+        assert!(!view.in_lndt);
+
+        let other = route(&node, "10.77.1.2".parse().unwrap(), now);
+        assert_eq!(other.matched.unwrap().prefix.to_string(), "10.77.1.0/24");
+        assert!(other.beaten.is_empty());
+        assert!(other.in_lndt);
+        assert!(route(&node, "192.0.2.1".parse().unwrap(), now)
+            .matched
+            .is_none());
+    }
+
+    #[test]
+    fn tables_lists_every_table_or_the_one_asked_for() {
+        let now = Instant::now();
+        let node = node_with_move(now);
+        let all = tables(&node, None, now);
+        let gndt = all.gndt.unwrap();
+        assert_eq!(gndt.len(), 3);
+        assert!(gndt.iter().any(|r| r.kind == Kind::Host && r.seq == 2));
+        let lndt = all.lndt.unwrap();
+        assert_eq!(
+            lndt.moved_away,
+            vec!["10.77.1.1".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert!(all.hwdt.unwrap().is_empty());
+        let only = tables(&node, Some(TableName::Lndt), now);
+        assert!(only.gndt.is_none() && only.hwdt.is_none() && only.lndt.is_some());
+    }
+
+    #[test]
+    fn status_counts_and_warns_about_a_down_peer() {
+        let now = Instant::now();
+        let node = node_with_move(now);
+        let view = status(&node, &Context::default(), Some(false), now);
+        assert_eq!(view.counts.gndt_prefixes, 2);
+        assert_eq!(view.counts.gndt_hosts, 1);
+        assert_eq!(view.counts.peers_configured, 2);
+        assert_eq!(view.counts.peers_up, 1);
+        assert_eq!(view.counts.lndt_moved_away, 1);
+        assert!(view.warnings.iter().any(|w| w.contains("ip_forward")));
+        assert!(view.warnings.iter().any(|w| w.contains("peer c is down")));
+        assert!(!view.warnings.iter().any(|w| w.contains("peer b")));
+    }
+}
