@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ipnetwork::Ipv4Network;
+use skyvine_capture::sys::foreign::ForeignFrame;
 use skyvine_capture::wire::ArpEvent;
 use skyvine_inject::wire::FrameBytes;
 use skyvine_tables::{MacAddr, SiteId};
@@ -52,12 +53,23 @@ pub trait KernelOps: Send + 'static {
     fn clear(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// The LAN side as channels: captured ARP/RARP events in, frames to send out.
+/// Something seen on the LAN.
+#[derive(Debug, Clone, Copy)]
+pub enum LanEvent {
+    /// An ARP or RARP frame.
+    Arp(ArpEvent),
+    /// An IPv4 frame addressed to a MAC of another site.
+    Foreign(ForeignFrame),
+}
+
+/// The LAN side as channels: captured events in, frames to send out, and the set of MACs
+/// that live at other sites (frames to them are captured as [`LanEvent::Foreign`]).
 #[derive(Debug)]
 pub struct LanPort {
     pub identity: LanIdentity,
-    pub events: mpsc::Receiver<ArpEvent>,
+    pub events: mpsc::Receiver<LanEvent>,
     pub frames: mpsc::Sender<FrameBytes>,
+    pub foreign_macs: watch::Sender<Vec<MacAddr>>,
 }
 
 impl KernelOps for crate::kernel::Kernel {
@@ -245,9 +257,9 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         }
     }
 
-    let (mut lan_events, lan_frames) = match lan {
-        Some(port) => (Some(port.events), Some(port.frames)),
-        None => (None, None),
+    let (mut lan_events, lan_frames, foreign_macs) = match lan {
+        Some(port) => (Some(port.events), Some(port.frames), Some(port.foreign_macs)),
+        None => (None, None, None),
     };
     let mut links: HashMap<SiteId, Link> = HashMap::new();
     let mut dirty = true;
@@ -257,6 +269,14 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         if dirty {
             dirty = false;
             shared.fib.store(node.fib_snapshot());
+            if let Some(macs) = &foreign_macs {
+                macs.send_if_modified(|current| {
+                    let wanted = node.foreign_macs();
+                    let changed = *current != wanted;
+                    *current = wanted;
+                    changed
+                });
+            }
             match kernel.apply(node.tun_routes(), node.lan_hosts()).await {
                 Ok(()) => node.handle_kernel_applied(Instant::now()),
                 Err(error) => {
@@ -279,7 +299,10 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
             () = &mut shutdown => break,
             () = tokio::time::sleep_until(deadline) => node.handle_timeout(Instant::now()),
             event = lan_event => match event {
-                Some(event) => node.handle_lan_event(event, Instant::now()),
+                Some(LanEvent::Arp(event)) => node.handle_lan_event(event, Instant::now()),
+                Some(LanEvent::Foreign(frame)) => {
+                    node.handle_foreign_frame(frame.eth_src, frame.src_ip, Instant::now());
+                }
                 None => {
                     tracing::warn!("LAN capture stopped; migrations can no longer be detected");
                     lan_events = None;

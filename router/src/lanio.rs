@@ -6,11 +6,12 @@ use std::net::Ipv4Addr;
 
 use anyhow::Context;
 use skyvine_capture::source::ArpEvents;
+use skyvine_capture::sys::foreign::ForeignFrames;
 use skyvine_capture::sys::ArpCapture;
 use skyvine_inject::sys::Injector;
 use tokio::sync::mpsc;
 
-use crate::daemon::LanPort;
+use crate::daemon::{LanEvent, LanPort};
 use crate::node::LanIdentity;
 
 /// Events queued from the capture towards the main loop; beyond this, frames are dropped
@@ -23,6 +24,8 @@ const FRAME_QUEUE: usize = 4096;
 pub fn open_lan(ifname: &str) -> anyhow::Result<LanPort> {
     let injector = Injector::open(ifname).with_context(|| format!("opening a packet socket to send on {ifname}"))?;
     let capture = ArpCapture::open(ifname).with_context(|| format!("opening the ARP/RARP capture on {ifname}"))?;
+    let foreign = ForeignFrames::open(ifname)
+        .with_context(|| format!("opening the capture of frames to foreign MACs on {ifname}"))?;
     let ip = interface_ipv4(ifname)?;
     let identity = LanIdentity {
         mac: injector.mac(),
@@ -30,6 +33,36 @@ pub fn open_lan(ifname: &str) -> anyhow::Result<LanPort> {
     };
     tracing::info!(interface = ifname, mac = %identity.mac, %ip, "LAN capture open (ARP and RARP only, not promiscuous)");
     let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let (foreign_macs, mut macs_rx) = tokio::sync::watch::channel(Vec::new());
+    let foreign_tx = event_tx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = macs_rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let macs = macs_rx.borrow_and_update().clone();
+                    match foreign.set_destinations(&macs) {
+                        Ok(()) => tracing::debug!(macs = macs.len(), "watching the LAN for frames to other sites' MACs"),
+                        Err(error) => tracing::warn!(%error, "cannot update the foreign-MAC filter"),
+                    }
+                }
+                frame = foreign.recv() => match frame {
+                    Ok(frame) => {
+                        // Dropped when the main loop is behind: the next frame tells the same.
+                        if foreign_tx.try_send(LanEvent::Foreign(frame)).is_err() && foreign_tx.is_closed() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "capture of frames to foreign MACs failed");
+                        return;
+                    }
+                },
+            }
+        }
+    });
     let (frames, mut frame_rx) = mpsc::channel::<skyvine_inject::wire::FrameBytes>(FRAME_QUEUE);
     tokio::spawn(async move {
         let mut events = ArpEvents::new(capture);
@@ -37,7 +70,7 @@ pub fn open_lan(ifname: &str) -> anyhow::Result<LanPort> {
         loop {
             match events.next().await {
                 Ok(captured) => {
-                    if event_tx.try_send(captured.event).is_err() {
+                    if event_tx.try_send(LanEvent::Arp(captured.event)).is_err() {
                         if event_tx.is_closed() {
                             return;
                         }
@@ -65,6 +98,7 @@ pub fn open_lan(ifname: &str) -> anyhow::Result<LanPort> {
         identity,
         events,
         frames,
+        foreign_macs,
     })
 }
 

@@ -518,3 +518,27 @@ fn an_unknown_mac_is_resolved_by_asking_the_other_routers() {
     let records: BTreeMap<_, _> = destination_records(&w.nodes[b]).iter().map(|r| (r.ip, r.outcome.clone())).collect();
     assert_eq!(records.get(&Some(vm_ip)), Some(&Outcome::Applied));
 }
+
+#[test]
+fn an_unannounced_vm_is_found_by_its_frames_to_its_old_gateway() {
+    let mut w = World::new(&["a", "b", "c"], false);
+    let vm = ip(1, 1);
+    let b = w.index("b");
+    // b watches for frames to the MACs of other sites, including a's router.
+    assert!(w.nodes[b].foreign_macs().contains(&mac(1, 0xfe)));
+    assert!(!w.nodes[b].foreign_macs().contains(&mac(2, 1)));
+    let v = w.vm(vm);
+    w.vms[v].at = b;
+    // The VM, silent on ARP, sends an IP packet to its old gateway's MAC: b sees it flooded.
+    w.nodes[b].handle_foreign_frame(mac(1, 1), vm, w.now);
+    w.settle();
+    w.advance(Duration::from_secs(1));
+    w.assert_location(vm, "b");
+    let records = destination_records(&w.nodes[b]);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].detection, Detection::Traffic);
+    // Frames from b's own hosts to foreign MACs are nothing to act on.
+    w.nodes[b].handle_foreign_frame(mac(2, 1), ip(2, 1), w.now);
+    w.settle();
+    assert_eq!(destination_records(&w.nodes[b]).len(), 1);
+}

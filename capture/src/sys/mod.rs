@@ -3,6 +3,7 @@
 //! else. No promiscuous mode: the sockets see what the interface receives anyway (broadcasts
 //! and frames addressed to it), which is all ARP and RARP announcements are.
 
+pub mod foreign;
 pub mod socket;
 
 use std::io;
@@ -112,7 +113,7 @@ impl ArpCapture {
 }
 
 /// Registers a packet socket with the tokio reactor for read readiness.
-fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: the OwnedFd is a valid open descriptor that the AsyncFd owns from here on, so
     // it stays open and `as_raw_fd` returns the same number until the AsyncFd is dropped.
     let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };

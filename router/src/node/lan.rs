@@ -229,6 +229,29 @@ impl Node {
         }
     }
 
+    /// An IPv4 frame on the LAN addressed to a MAC that lives at another site: a VM that
+    /// migrated here without any announcement, still talking to its old gateway or neighbours.
+    pub fn handle_foreign_frame(&mut self, eth_src: MacAddr, src_ip: Ipv4Addr, now: Instant) {
+        if self.lan.identity.is_some_and(|me| me.mac == eth_src) || eth_src.is_group() {
+            return;
+        }
+        self.on_traffic(src_ip, eth_src, now);
+    }
+
+    /// MACs that live at other sites (their hosts' advertised bindings, including the other
+    /// routers' LAN addresses): frames to them on this LAN come from a migrated VM.
+    pub fn foreign_macs(&self) -> Vec<MacAddr> {
+        let mut macs: Vec<MacAddr> = self
+            .gndt
+            .live_entries()
+            .filter(|s| s.entry.kind == EntryKind::Host && s.entry.site() != &self.config.me)
+            .filter_map(|s| s.entry.mac)
+            .collect();
+        macs.sort_unstable();
+        macs.dedup();
+        macs
+    }
+
     /// The kernel now holds the routes for the current tables: completes migrations.
     pub fn handle_kernel_applied(&mut self, now: Instant) {
         for record in self.lan.records.iter_mut() {
