@@ -16,6 +16,7 @@ use skyvine_tables::{
     MoveVerdict, Observation, SiteId,
 };
 
+use super::limits::LanLimiter;
 use super::{Effect, Node, NodeConfig};
 use crate::proto::Message;
 
@@ -27,6 +28,9 @@ const PROBE_SCHEDULE_MS: [u64; 4] = [0, 30, 100, 200];
 const GARP_REPEAT_MS: [u64; 3] = [0, 150, 1000];
 /// How long a query by MAC waits for the other routers.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Migrations being resolved or confirmed at once; more are refused (a flood of announcements
+/// for random MACs must not turn into a flood of queries to every peer).
+const MAX_PENDING: usize = 64;
 
 /// The router's own address on its LAN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +126,10 @@ pub struct LanCounters {
     pub refused_unresolved: u64,
     /// A moved-away VM still answered at this site: the move was a duplicate or a hijack.
     pub refused_still_here: u64,
+    /// Dropped by the per-source or LAN-wide rate limit.
+    pub rate_limited: u64,
+    /// Announcements refused because too many migrations were already pending.
+    pub refused_busy: u64,
 }
 
 #[derive(Debug)]
@@ -139,6 +147,7 @@ pub(super) struct LanState {
     records: VecDeque<MigrationRecord>,
     next_id: u64,
     next_query: u64,
+    limiter: LanLimiter,
     pub(super) counters: LanCounters,
 }
 
@@ -162,7 +171,7 @@ struct Verify {
 }
 
 impl LanState {
-    pub(super) fn new(config: &NodeConfig) -> Self {
+    pub(super) fn new(config: &NodeConfig, now: Instant) -> Self {
         let mut damping = MoveDamping::new(config.damping.clone());
         for ip in &config.pinned {
             damping.pin(*ip);
@@ -178,6 +187,7 @@ impl LanState {
             records: VecDeque::new(),
             next_id: 1,
             next_query: 1,
+            limiter: LanLimiter::new(now),
             counters: LanCounters::default(),
         }
     }
@@ -191,6 +201,10 @@ impl Node {
             return;
         };
         if event.eth_src == identity.mac {
+            return;
+        }
+        if !self.lan.limiter.allow(event.eth_src, now) {
+            self.lan.counters.rate_limited += 1;
             return;
         }
         if !event.source_matches_sender() {
@@ -233,6 +247,10 @@ impl Node {
     /// migrated here without any announcement, still talking to its old gateway or neighbours.
     pub fn handle_foreign_frame(&mut self, eth_src: MacAddr, src_ip: Ipv4Addr, now: Instant) {
         if self.lan.identity.is_some_and(|me| me.mac == eth_src) || eth_src.is_group() {
+            return;
+        }
+        if !self.lan.limiter.allow(eth_src, now) {
+            self.lan.counters.rate_limited += 1;
             return;
         }
         self.on_traffic(src_ip, eth_src, now);
@@ -295,6 +313,7 @@ impl Node {
     pub(super) fn lan_timeout(&mut self, now: Instant) {
         self.lan.filter.handle_timeout(now);
         self.lan.damping.handle_timeout(now);
+        self.lan.limiter.handle_timeout(now);
         let due: Vec<FrameBytes> = {
             let (due, later): (Vec<_>, Vec<_>) =
                 self.lan.scheduled.drain(..).partition(|(at, _)| *at <= now);
@@ -457,8 +476,13 @@ impl Node {
                 return;
             }
         }
-        if self.lan.filter.observe(mac, now) == Observation::Repeat && detection != Detection::Traffic {
+        if self.lan.filter.observe(mac, now) == Observation::Repeat {
             self.lan.counters.repeats += 1;
+            return;
+        }
+        if self.lan.pending.len() >= MAX_PENDING {
+            self.lan.counters.refused_busy += 1;
+            tracing::debug!(%mac, "too many migrations pending; announcement ignored");
             return;
         }
         let from = ip.and_then(|ip| self.gndt.owner(ip).cloned());

@@ -5,6 +5,7 @@
 //! in-process multi-site simulation.
 
 mod lan;
+mod limits;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
@@ -116,7 +117,7 @@ impl Node {
             .iter()
             .map(|site| (site.clone(), PeerState::new(true, now)))
             .collect();
-        let lan = lan::LanState::new(&config);
+        let lan = lan::LanState::new(&config, now);
         let mut node = Node {
             lndt: Lndt::new(config.lndt_ranges.iter().copied(), now),
             config,
