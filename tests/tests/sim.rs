@@ -271,3 +271,58 @@ async fn a_restarted_router_relearns_the_whole_table_from_its_peers() {
         router.stop().await;
     }
 }
+
+/// Connects to router `to` as site `me` (a valid certificate from the lab CA) and sends raw
+/// bytes on the control stream; returns how the router closed the connection.
+async fn speak_raw(lab: &Lab, me: &str, to: &str, bytes: Vec<u8>) -> quinn::ConnectionError {
+    let config = lab.config(me);
+    let identity = pki::Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key, &config.site).unwrap();
+    let client = identity.client_config(Arc::new(pki::transport_config())).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    let target = lab.sites.iter().find(|s| s.name == to).unwrap();
+    let addr = format!("127.0.0.1:{}", target.port).parse().unwrap();
+    let conn = endpoint
+        .connect(addr, &pki::server_name(&SiteId::new(to).unwrap()))
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&bytes).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("the router must close the connection")
+}
+
+fn application_close(error: &quinn::ConnectionError) -> (u64, String) {
+    match error {
+        quinn::ConnectionError::ApplicationClosed(close) => (
+            close.error_code.into_inner(),
+            String::from_utf8_lossy(&close.reason).into_owned(),
+        ),
+        other => panic!("expected an application close, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_another_protocol_version_or_an_oversized_message_is_refused() {
+    let lab = Lab::new(&["a", "b"]);
+    let a = lab.start("a");
+    // A certificate-holding peer speaking protocol version 99.
+    let hello = br#"{"type":"hello","version":99,"site":"b"}"#;
+    let mut frame = u32::try_from(hello.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend_from_slice(hello);
+    let (code, reason) = application_close(&speak_raw(&lab, "b", "a", frame).await);
+    assert_eq!(code, 1, "protocol error code");
+    assert!(reason.contains("handshake"), "{reason}");
+
+    // A well-formed hello followed by a frame announcing 16 MiB.
+    let hello = br#"{"type":"hello","version":1,"site":"b"}"#;
+    let mut frame = u32::try_from(hello.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend_from_slice(hello);
+    frame.extend_from_slice(&(16u32 << 20).to_be_bytes());
+    let (code, reason) = application_close(&speak_raw(&lab, "b", "a", frame).await);
+    assert_eq!(code, 1);
+    assert!(reason.contains("exceeds the limit"), "{reason}");
+    a.stop().await;
+}
