@@ -2,6 +2,9 @@
 //! and the one-line answer when no router is running. (Also makes `cargo test --workspace`
 //! build the binary the lab tests use.)
 
+// Test helpers fail loudly on purpose: a failed command or bad output is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::process::{Command, Output};
 
 fn skyvine(args: &[&str]) -> Output {
