@@ -3,7 +3,12 @@
 //! build the binary the lab tests use.)
 
 // Test helpers fail loudly on purpose: a failed command or bad output is a test failure.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::process::{Command, Output};
 
