@@ -19,8 +19,8 @@ pub const SOCKET_BUFFER: usize = 8 << 20;
 const DATAGRAM_SEND_BUFFER: usize = 2 << 20;
 /// Incoming datagrams quinn may queue before the peer reader drains them.
 const DATAGRAM_RECEIVE_BUFFER: usize = 4 << 20;
-/// quinn's default upper bound for path-MTU discovery (fits Ethernet with any IP header).
-const MTU_DISCOVERY_UPPER_BOUND: u16 = 1452;
+/// Upper bound for path-MTU discovery: the largest UDP payload of IPv4 on a 1500-byte link.
+const MTU_DISCOVERY_UPPER_BOUND: u16 = 1472;
 
 /// Applies the data plane's settings to a transport config used for router connections:
 /// datagram buffers, and an initial UDP payload size that carries a full `tun_mtu` packet as

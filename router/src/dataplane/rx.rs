@@ -1,6 +1,7 @@
 //! QUIC -> TUN: read the datagrams a peer sent, keep those whose source the peer's site owns,
 //! and write them to the device in batches (coalesced by GRO where the device supports it).
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -36,9 +37,19 @@ pub(super) async fn run<D: PacketDevice>(
         let mut next = Some(first);
         let mut bytes = 0u64;
         let mut yields = 0;
+        // Packets of a burst mostly share their source: check the FIB once per source.
+        let mut last: Option<(Ipv4Addr, Result<(), DropReason>)> = None;
+        let mut check = |src: Ipv4Addr| match last {
+            Some((cached, verdict)) if cached == src => verdict,
+            _ => {
+                let verdict = fib.inbound(&site, src);
+                last = Some((src, verdict));
+                verdict
+            }
+        };
         // Take what is already queued, without waiting, up to one batch.
         while let Some(datagram) = next.take() {
-            match ipv4_addrs(&datagram).and_then(|(src, _)| fib.inbound(&site, src)) {
+            match ipv4_addrs(&datagram).and_then(|(src, _)| check(src)) {
                 Ok(()) => {
                     tracing::trace!(site = %site, len = datagram.len(), "from peer");
                     bytes += datagram.len() as u64;

@@ -61,6 +61,23 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The counters of peer `site` (zero when it has none yet).
+fn stats(counters: &Counters, site: &str) -> PeerStats {
+    counters
+        .snapshot()
+        .peers
+        .get(site)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Awaits `future`, failing the test after a generous deadline.
+async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .expect("deadline passed")
+}
+
 /// A QUIC connection on loopback: (client side, server side), with the data-plane tuning.
 async fn quic_pair() -> (
     quinn::Endpoint,
@@ -129,47 +146,39 @@ async fn outbound_drops_are_counted_by_reason() {
     let peers = Arc::new(PeerTable::new());
     let task = spawn_tun_reader(dev, fib_for("a"), peers, Arc::clone(&counters));
 
-    // Source not in a's LNDT.
-    handle
-        .inject
-        .send(ipv4([10, 77, 9, 1], [10, 77, 2, 1], 64))
-        .await
-        .unwrap();
-    // No GNDT entry for the destination.
-    handle
-        .inject
-        .send(ipv4([10, 77, 1, 1], [10, 99, 0, 1], 64))
-        .await
-        .unwrap();
-    // Destination in a's own prefix.
-    handle
-        .inject
-        .send(ipv4([10, 77, 1, 1], [10, 77, 1, 2], 64))
-        .await
-        .unwrap();
-    // Routed to b, but b is not connected.
-    handle
-        .inject
-        .send(ipv4([10, 77, 1, 1], [10, 77, 2, 1], 64))
-        .await
-        .unwrap();
-    // Not IPv4.
-    let mut v6 = ipv4([10, 77, 1, 1], [10, 77, 2, 1], 64);
-    v6[0] = 0x60;
-    handle.inject.send(v6).await.unwrap();
-
-    let expected = [
-        DropReason::SourceNotLocal,
-        DropReason::NoRoute,
-        DropReason::DestinationLocal,
-        DropReason::PeerDown,
-        DropReason::Malformed,
+    let mut not_ipv4 = ipv4([10, 77, 1, 1], [10, 77, 2, 1], 64);
+    not_ipv4[0] = 0x60;
+    let cases = [
+        // Source not in a's LNDT.
+        (
+            ipv4([10, 77, 9, 1], [10, 77, 2, 1], 64),
+            DropReason::SourceNotLocal,
+        ),
+        // No GNDT entry for the destination.
+        (
+            ipv4([10, 77, 1, 1], [10, 99, 0, 1], 64),
+            DropReason::NoRoute,
+        ),
+        // Destination in a's own prefix.
+        (
+            ipv4([10, 77, 1, 1], [10, 77, 1, 2], 64),
+            DropReason::DestinationLocal,
+        ),
+        // Routed to b, but b is not connected.
+        (
+            ipv4([10, 77, 1, 1], [10, 77, 2, 1], 64),
+            DropReason::PeerDown,
+        ),
+        (not_ipv4, DropReason::Malformed),
     ];
+    for (packet, _) in &cases {
+        handle.inject.send(packet.clone()).await.unwrap();
+    }
     wait_for("all five drops", || {
-        expected.iter().map(|r| counters.dropped(*r)).sum::<u64>() == 5
+        cases.iter().map(|(_, r)| counters.dropped(*r)).sum::<u64>() == 5
     })
     .await;
-    for reason in expected {
+    for (_, reason) in cases {
         assert_eq!(counters.dropped(reason), 1, "{reason:?}");
     }
     assert!(counters
@@ -196,15 +205,9 @@ async fn a_good_packet_goes_to_the_owning_peer() {
     handle.inject.send(to_c.clone()).await.unwrap();
     handle.inject.send(to_b.clone()).await.unwrap();
 
-    let got_b = tokio::time::timeout(Duration::from_secs(10), b_side.read_datagram())
-        .await
-        .unwrap()
-        .unwrap();
+    let got_b = within(b_side.read_datagram()).await.unwrap();
     assert_eq!(&got_b[..], &to_b[..], "a full-MTU packet fits one datagram");
-    let got_c = tokio::time::timeout(Duration::from_secs(10), c_side.read_datagram())
-        .await
-        .unwrap()
-        .unwrap();
+    let got_c = within(c_side.read_datagram()).await.unwrap();
     assert_eq!(&got_c[..], &to_c[..]);
     wait_for("tx counters", || {
         let snap = counters.snapshot();
@@ -253,33 +256,20 @@ async fn inbound_spoofed_source_is_dropped_and_good_packets_reach_the_device() {
     a_side.send_datagram(garbage.into()).unwrap();
     a_side.send_datagram(good.clone().into()).unwrap();
 
-    let written = tokio::time::timeout(Duration::from_secs(10), handle.sent.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let written = within(handle.sent.recv()).await.unwrap();
     assert_eq!(written, good);
     wait_for("both drops", || {
         counters.dropped(DropReason::SpoofedSource) == 1
             && counters.dropped(DropReason::Malformed) == 1
     })
     .await;
-    wait_for("rx counters", || {
-        counters
-            .snapshot()
-            .peers
-            .get("a")
-            .is_some_and(|p| p.rx_packets == 1)
-    })
-    .await;
+    wait_for("rx counters", || stats(&counters, "a").rx_packets == 1).await;
     assert_eq!(counters.snapshot().peers["a"].rx_bytes, 100);
     assert!(handle.sent.try_recv().is_err(), "nothing else was written");
 
     // The reader ends when the connection closes.
     a_side.close(0u32.into(), b"bye");
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    within(task).await.unwrap();
 }
 
 #[tokio::test]
@@ -303,24 +293,14 @@ async fn packets_cross_between_two_data_planes() {
     }
     let mut received = Vec::new();
     while received.len() < packets.len() {
-        let packet = tokio::time::timeout(Duration::from_secs(10), handle_b.sent.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let packet = within(handle_b.sent.recv()).await.unwrap();
         received.push(packet);
     }
     received.sort();
     let mut expected = packets.clone();
     expected.sort();
     assert_eq!(received, expected);
-    wait_for("counters", || {
-        counters_b
-            .snapshot()
-            .peers
-            .get("a")
-            .is_some_and(|p| p.rx_packets == 50)
-    })
-    .await;
+    wait_for("counters", || stats(&counters_b, "a").rx_packets == 50).await;
     assert_eq!(counters_a.snapshot().peers["b"].tx_packets, 50);
     tun_a.abort();
     peer_b.abort();
