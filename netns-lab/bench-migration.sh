@@ -8,7 +8,8 @@
 # Targets (issue 3): outage <= one one-way WAN delay + 5 ms; processing <= 2 ms.
 #
 # usage: netns-lab/bench-migration.sh [--count 20] [--wan-delays "0 20"] [--announce rarp]
-#            [--all-announce] [--vm a1] [--pause-ms 100] [--probe-s 3] [--keep-raw DIR]
+#            [--all-announce] [--vm a1] [--pause-ms 100] [--probe-s 3] [--max-moves 100000]
+#            [--keep-raw DIR]
 #
 #   --count N          migrations per series (default 20)
 #   --wan-delays LIST  one-way WAN delays in ms, one lab each (default "0 20")
@@ -17,7 +18,12 @@
 #   --vm V             the VM that moves (default a1; it alternates between sites a and b)
 #   --pause-ms MS      the link pause the lab imposes per migration (default 100)
 #   --probe-s S        probe duration per migration (default 3)
-#   --keep-raw DIR     also keep the per-migration table (TSV) and probe JSON in DIR
+#   --max-moves N      move damping: the routers' [migration] max_moves (default 100000). The
+#                      router default (5 moves in 180 s, then the address is frozen for 180 s)
+#                      refuses the 6th move of the same VM, so the benchmark raises it in the
+#                      lab's generated router configs and restarts the routers; 0 keeps the
+#                      lab's configs untouched
+#   --keep-raw DIR     also keep the per-migration table (TSV), probe JSON and router logs in DIR
 #
 # Needs root and the release binaries (netns-lab/lab.sh build). Every lab it brings up has a
 # prefix unique to the run and is brought down on exit, also on failure or Ctrl-C.
@@ -32,6 +38,7 @@ VM=a1
 PAUSE_MS=100
 PROBE_S=3
 KEEP_RAW=""
+MAX_MOVES=100000
 ARGS=("$@")
 
 die() {
@@ -49,14 +56,16 @@ while (($#)); do
         --vm) VM=${2:?--vm needs a VM}; shift 2 ;;
         --pause-ms) PAUSE_MS=${2:?--pause-ms needs a value}; shift 2 ;;
         --probe-s) PROBE_S=${2:?--probe-s needs a value}; shift 2 ;;
+        --max-moves) MAX_MOVES=${2:?--max-moves needs a number}; shift 2 ;;
         --keep-raw) KEEP_RAW=${2:?--keep-raw needs a directory}; shift 2 ;;
-        -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
 [[ $COUNT =~ ^[1-9][0-9]*$ ]] || die "--count takes a positive whole number"
 [[ $PAUSE_MS =~ ^[0-9]+$ ]] || die "--pause-ms takes whole milliseconds"
 [[ $PROBE_S =~ ^[1-9][0-9]*$ ]] || die "--probe-s takes whole seconds"
+[[ $MAX_MOVES =~ ^[0-9]+$ ]] || die "--max-moves takes a whole number"
 [[ $VM =~ ^[ab][12]$ ]] || die "--vm must be a VM of site a or b (a1 a2 b1 b2)"
 for d in $WAN_DELAYS; do [[ $d =~ ^[0-9]+$ ]] || die "--wan-delays takes whole milliseconds, got '$d'"; done
 for k in $ANNOUNCES; do [[ $k =~ ^(rarp|garp|none)$ ]] || die "--announce must be rarp, garp or none"; done
@@ -83,7 +92,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-printf 'delay_ms\tannounce\tn\tfrom\tto\tpause_ms\tsrc_site_loss_ms\tthird_site_loss_ms\ttook_us\tstatus\n' >"$RESULTS"
+printf 'delay_ms\tannounce\tn\tfrom\tto\tpause_ms\tsrc_site_loss_ms\tthird_site_loss_ms\ttook_us\tstatus\trecovered\n' >"$RESULTS"
 
 # site_of P VM: the site the lab says VM is attached to.
 site_of() { cat "/tmp/skyvine-lab-$1/vm/$2"; }
@@ -175,20 +184,41 @@ one_migration() {
         status=no-applied-line
         log "migration $n: no 'migration applied' line with role=destination for $ip in router $to's log"
     fi
+    # Loss runs per source, and whether both sources got echoes again before the probe ended
+    # (a run that reaches the end of probing is an outage that did not end: "no").
     local losses
-    losses=$(python3 - "$out" "$src" "$third" <<'PY'
+    losses=$(python3 - "$out" "$src" "$third" "$PROBE_S" <<'PY'
 import json, sys
 doc = json.load(open(sys.argv[1]))
 by = {r["label"]: r["report"] for r in doc["results"]}
-print(f'{float(by[sys.argv[2]]["max_loss_run_ms"]):.3f}\t{float(by[sys.argv[3]]["max_loss_run_ms"]):.3f}')
+end_ms = float(sys.argv[4]) * 1000.0
+runs = [by[sys.argv[2]], by[sys.argv[3]]]
+recovered = all(float(r["loss_run_from_ms"]) + float(r["max_loss_run_ms"]) < end_ms - 5.0 for r in runs)
+print(f'{float(runs[0]["max_loss_run_ms"]):.3f}\t{float(runs[1]["max_loss_run_ms"]):.3f}\t{"yes" if recovered else "no"}')
 PY
 ) || die "could not read the probe report $out"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$delay" "$kind" "$n" "$from" "$to" "$pause" \
-        "$losses" "$took" "$status" >>"$RESULTS"
-    local src_loss third_loss
-    IFS=$'\t' read -r src_loss third_loss <<<"$losses"
+    local src_loss third_loss recovered
+    IFS=$'\t' read -r src_loss third_loss recovered <<<"$losses"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$delay" "$kind" "$n" "$from" "$to" "$pause" \
+        "$src_loss" "$third_loss" "$took" "$status" "$recovered" >>"$RESULTS"
+    [[ $recovered == yes ]] || log "migration $n: probes to $VM were still lost when probing ended"
     log "$(printf 'delay %s ms %s #%s %s->%s: pause %s ms, loss run %s (%s) %s (%s) ms, router %s us' \
         "$delay" "$kind" "$n" "$from" "$to" "$pause" "$src_loss" "$src" "$third_loss" "$third" "$took")"
+}
+
+# relax_damping P: raise [migration] max_moves in the lab's router configs, restart the routers.
+relax_damping() {
+    local p=$1 s conf
+    for s in a b c; do
+        conf=/tmp/skyvine-lab-$p/$s/router.toml
+        [[ -f $conf ]] || die "no router config $conf"
+        ! grep -q '^\[migration\]' "$conf" || die "$conf already has a [migration] section: use --max-moves 0"
+        printf '\n# bench-migration.sh: one VM moves more than 5 times in 180 s\n[migration]\nmax_moves = %s\n' \
+            "$MAX_MOVES" >>"$conf"
+        "$LAB" restart-router "$s" --prefix "$p" >/dev/null
+    done
+    "$LAB" ping-all --prefix "$p" --wait-s 20 >"$WORK/ping-all-$p.txt" ||
+        { cat "$WORK/ping-all-$p.txt" >&2; die "lab $p does not ping after the router restart"; }
 }
 
 for delay in $WAN_DELAYS; do
@@ -198,11 +228,16 @@ for delay in $WAN_DELAYS; do
     LAB_UP=$p
     "$LAB" up --prefix "$p" --wan-delay-ms "$delay" >"$WORK/up-$delay.txt" ||
         die "lab.sh up --wan-delay-ms $delay failed"
+    if ((MAX_MOVES > 0)); then
+        log "lab $p: move damping max_moves = $MAX_MOVES (router restart)"
+        relax_damping "$p"
+    fi
     for kind in $ANNOUNCES; do
         for ((n = 1; n <= COUNT; n++)); do
             one_migration "$p" "$delay" "$kind" "$n"
         done
     done
+    for s in a b c; do cp "/tmp/skyvine-lab-$p/$s/router.log" "$WORK/router-$delay-$s.log"; done
     "$LAB" down --prefix "$p" >/dev/null
     LAB_UP=""
 done
@@ -210,7 +245,7 @@ done
 python3 - "$RESULTS" "$PAUSE_MS" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-series = {}
+series = {}  # insertion order = the order the series ran
 for r in rows:
     series.setdefault((int(r["delay_ms"]), r["announce"]), []).append(r)
 
@@ -220,12 +255,16 @@ def fmt(v, unit):
 print()
 print("bench-migration: outage = longest run of lost 1 ms probes - the lab's imposed pause (floor 0)")
 print("                 processing = destination router's took_us (first announcement -> last effect)")
-for (delay, kind), rs in sorted(series.items()):
+for (delay, kind), rs in series.items():
     pauses = [float(r["pause_ms"]) for r in rs]
     target_outage = delay + 5.0
     print()
+    stuck = sum(1 for r in rs if r["recovered"] != "yes")
     print(f"== WAN one-way delay {delay} ms, announce {kind}: {len(rs)} migrations "
           f"(imposed pause median {statistics.median(pauses):.2f} ms, max {max(pauses):.2f} ms)")
+    if stuck:
+        print(f"  !! {stuck} migration(s) where probes were still lost when probing ended: "
+              f"the outage below is cut off by the probe's end, not a recovery")
     for col, name in (("src_site_loss_ms", "source site"), ("third_site_loss_ms", "third site ")):
         out = [max(float(r[col]) - float(r["pause_ms"]), 0.0) for r in rs]
         med, mx = statistics.median(out), max(out)
