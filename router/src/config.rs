@@ -222,7 +222,11 @@ impl Config {
         })?;
         config.validate(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for file in [&mut config.tls.ca, &mut config.tls.cert, &mut config.tls.key] {
+        for file in [
+            &mut config.tls.ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+        ] {
             if file.is_relative() {
                 *file = base.join(&*file);
             }
@@ -298,10 +302,7 @@ impl Config {
             ));
         }
         if self.tun.name == self.lan.interface {
-            return Err(invalid(
-                "tun.name",
-                "must differ from lan.interface".into(),
-            ));
+            return Err(invalid("tun.name", "must differ from lan.interface".into()));
         }
         if !(576..=1500).contains(&self.tun.mtu) {
             return Err(invalid(
@@ -404,7 +405,10 @@ site = "c"
                 "lan.hosts",
             ),
             (
-                GOOD.replace("[[peers]]\nsite = \"b\"", "[tun]\nmtu = 9000\n[[peers]]\nsite = \"b\""),
+                GOOD.replace(
+                    "[[peers]]\nsite = \"b\"",
+                    "[tun]\nmtu = 9000\n[[peers]]\nsite = \"b\"",
+                ),
                 "tun.mtu",
             ),
             (GOOD.replace("0.0.0.0:7400", "nowhere"), "listen"),

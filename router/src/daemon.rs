@@ -191,7 +191,9 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
     let transport = Arc::new(transport);
     let server = identity.server_config(transport.clone())?;
     let client = identity.client_config(transport)?;
-    let local_addr = socket.local_addr().context("reading the WAN socket address")?;
+    let local_addr = socket
+        .local_addr()
+        .context("reading the WAN socket address")?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(server),
@@ -258,7 +260,11 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
     }
 
     let (mut lan_events, lan_frames, foreign_macs) = match lan {
-        Some(port) => (Some(port.events), Some(port.frames), Some(port.foreign_macs)),
+        Some(port) => (
+            Some(port.events),
+            Some(port.frames),
+            Some(port.foreign_macs),
+        ),
         None => (None, None, None),
     };
     let mut links: HashMap<SiteId, Link> = HashMap::new();
@@ -280,7 +286,10 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
             match kernel.apply(node.tun_routes(), node.lan_hosts()).await {
                 Ok(()) => node.handle_kernel_applied(Instant::now()),
                 Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), "applying kernel routes failed; retrying on the next change");
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "applying kernel routes failed; retrying on the next change"
+                    );
                 }
             }
             continue;
@@ -320,7 +329,10 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
     endpoint.close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
     background.abort_all();
     tun_task.abort();
-    kernel.clear().await.context("removing kernel routes at shutdown")?;
+    kernel
+        .clear()
+        .await
+        .context("removing kernel routes at shutdown")?;
     tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle())
         .await
         .ok();
@@ -405,8 +417,10 @@ fn apply_effects(
                 };
                 if let Err(error) = link.outbox.try_send(message) {
                     tracing::warn!(peer = %to, %error, "control queue to peer is stuck; closing the connection");
-                    link.conn
-                        .close(quinn::VarInt::from_u32(close_code::STUCK), b"control queue full");
+                    link.conn.close(
+                        quinn::VarInt::from_u32(close_code::STUCK),
+                        b"control queue full",
+                    );
                 }
             }
         }
@@ -440,7 +454,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: LinkContext) {
                 Ok(site) => run_link(conn, site, false, ctx).await,
                 Err(error) => {
                     tracing::warn!(%remote, %error, "refused incoming connection without a site certificate");
-                    conn.close(quinn::VarInt::from_u32(close_code::WRONG_SITE), b"no site certificate");
+                    conn.close(
+                        quinn::VarInt::from_u32(close_code::WRONG_SITE),
+                        b"no site certificate",
+                    );
                 }
             }
         });
@@ -483,7 +500,8 @@ async fn dial_loop(
             }
         }
         // Jitter from the clock's low bits keeps two routers from dialing in lockstep.
-        let jitter = Duration::from_millis(u64::from(Instant::now().elapsed().subsec_nanos() % 100));
+        let jitter =
+            Duration::from_millis(u64::from(Instant::now().elapsed().subsec_nanos() % 100));
         tokio::select! {
             () = tokio::time::sleep(backoff + jitter) => {}
             _ = connected.changed() => {}
@@ -504,7 +522,10 @@ async fn dial(
         .context("handshake timed out")??;
     let actual = pki::peer_site(&conn)?;
     if &actual != site {
-        conn.close(quinn::VarInt::from_u32(close_code::WRONG_SITE), b"wrong site");
+        conn.close(
+            quinn::VarInt::from_u32(close_code::WRONG_SITE),
+            b"wrong site",
+        );
         anyhow::bail!("expected site {site}, but the certificate names {actual}");
     }
     Ok(conn)
@@ -513,16 +534,27 @@ async fn dial(
 /// Runs one authenticated connection: hello exchange, then control messages until it closes.
 async fn run_link(conn: quinn::Connection, site: SiteId, dialed_by_me: bool, ctx: LinkContext) {
     let id = ctx.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (send, mut recv) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, hello(&conn, &site, dialed_by_me, &ctx.me)).await {
+    let (send, mut recv) = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        hello(&conn, &site, dialed_by_me, &ctx.me),
+    )
+    .await
+    {
         Ok(Ok(streams)) => streams,
         Ok(Err(error)) => {
             tracing::warn!(peer = %site, error = format!("{error:#}"), "control handshake failed; closing");
-            conn.close(quinn::VarInt::from_u32(close_code::PROTOCOL), b"handshake failed");
+            conn.close(
+                quinn::VarInt::from_u32(close_code::PROTOCOL),
+                b"handshake failed",
+            );
             return;
         }
         Err(_) => {
             tracing::warn!(peer = %site, "control handshake timed out; closing");
-            conn.close(quinn::VarInt::from_u32(close_code::PROTOCOL), b"handshake timeout");
+            conn.close(
+                quinn::VarInt::from_u32(close_code::PROTOCOL),
+                b"handshake timeout",
+            );
             return;
         }
     };
@@ -533,7 +565,15 @@ async fn run_link(conn: quinn::Connection, site: SiteId, dialed_by_me: bool, ctx
         outbox,
         dialed_by_me,
     };
-    if ctx.inputs.send(Input::Connected { site: site.clone(), link }).await.is_err() {
+    if ctx
+        .inputs
+        .send(Input::Connected {
+            site: site.clone(),
+            link,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     let writer = tokio::spawn(write_messages(send, outbox_rx));
@@ -588,12 +628,18 @@ async fn hello(
     };
     send.write_all(&proto::encode(&ours)?).await?;
     match read_message(&mut recv).await {
-        Ok(Some(Message::Hello { version, site: theirs })) => {
+        Ok(Some(Message::Hello {
+            version,
+            site: theirs,
+        })) => {
             anyhow::ensure!(
                 version == PROTOCOL_VERSION,
                 "peer speaks protocol version {version}, this router speaks {PROTOCOL_VERSION}"
             );
-            anyhow::ensure!(&theirs == site, "peer says it is site {theirs}, its certificate says {site}");
+            anyhow::ensure!(
+                &theirs == site,
+                "peer says it is site {theirs}, its certificate says {site}"
+            );
             Ok((send, recv))
         }
         Ok(Some(other)) => anyhow::bail!("expected hello, got {}", other.kind()),

@@ -22,8 +22,10 @@ const FRAME_QUEUE: usize = 4096;
 
 /// Opens capture and injection on `ifname` and starts their tasks.
 pub fn open_lan(ifname: &str) -> anyhow::Result<LanPort> {
-    let injector = Injector::open(ifname).with_context(|| format!("opening a packet socket to send on {ifname}"))?;
-    let capture = ArpCapture::open(ifname).with_context(|| format!("opening the ARP/RARP capture on {ifname}"))?;
+    let injector = Injector::open(ifname)
+        .with_context(|| format!("opening a packet socket to send on {ifname}"))?;
+    let capture = ArpCapture::open(ifname)
+        .with_context(|| format!("opening the ARP/RARP capture on {ifname}"))?;
     let foreign = ForeignFrames::open(ifname)
         .with_context(|| format!("opening the capture of frames to foreign MACs on {ifname}"))?;
     let ip = interface_ipv4(ifname)?;
@@ -131,5 +133,7 @@ pub fn interface_ipv4(ifname: &str) -> anyhow::Result<Ipv4Addr> {
     }
     // SAFETY: `addrs` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(addrs) };
-    found.with_context(|| format!("interface {ifname} has no IPv4 address (the router's LAN address is needed)"))
+    found.with_context(|| {
+        format!("interface {ifname} has no IPv4 address (the router's LAN address is needed)")
+    })
 }

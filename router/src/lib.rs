@@ -13,6 +13,6 @@ pub mod dataplane;
 pub mod fib;
 pub mod kernel;
 pub mod lanio;
-pub mod pki;
 pub mod node;
+pub mod pki;
 pub mod proto;

@@ -109,10 +109,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_router(config: Config) -> anyhow::Result<()> {
-    let identity = pki::Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key, &config.site)
-        .context("loading certificates")?;
+    let identity = pki::Identity::load(
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+        &config.site,
+    )
+    .context("loading certificates")?;
     if !kernel::check_forwarding().unwrap_or(false) {
-        tracing::warn!("net.ipv4.ip_forward is 0: the kernel will not forward between the LAN and the overlay");
+        tracing::warn!(
+            "net.ipv4.ip_forward is 0: the kernel will not forward between the LAN and the overlay"
+        );
     }
     let socket = dataplane::bind_wan_socket(config.wan.listen)
         .with_context(|| format!("binding the WAN socket {}", config.wan.listen))?;
@@ -136,7 +143,10 @@ async fn run_router(config: Config) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received"),

@@ -146,7 +146,11 @@ mod tests {
             },
             Message::Entries {
                 entries: vec![
-                    GndtEntry::site_prefix("10.77.1.0/24".parse::<Ipv4Network>().unwrap(), site("a"), 3),
+                    GndtEntry::site_prefix(
+                        "10.77.1.0/24".parse::<Ipv4Network>().unwrap(),
+                        site("a"),
+                        3,
+                    ),
                     GndtEntry::host(
                         "10.77.1.2".parse().unwrap(),
                         site("b"),
@@ -155,7 +159,10 @@ mod tests {
                     ),
                 ],
             },
-            Message::TableEnd { digest: 7, count: 2 },
+            Message::TableEnd {
+                digest: 7,
+                count: 2,
+            },
             Message::WhoHas {
                 query: 9,
                 mac: "52:54:00:77:01:02".parse().unwrap(),
@@ -180,7 +187,10 @@ mod tests {
     fn oversized_length_is_refused_before_allocation() {
         let mut decoder = Decoder::default();
         decoder.push(&u32::MAX.to_be_bytes());
-        assert!(matches!(decoder.next_message(), Err(ProtoError::TooLong(_))));
+        assert!(matches!(
+            decoder.next_message(),
+            Err(ProtoError::TooLong(_))
+        ));
     }
 
     #[test]
@@ -194,7 +204,11 @@ mod tests {
             let mut decoder = Decoder::default();
             decoder.push(&u32::try_from(body.len()).unwrap().to_be_bytes());
             decoder.push(body);
-            assert!(decoder.next_message().is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(
+                decoder.next_message().is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }

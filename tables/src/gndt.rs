@@ -63,6 +63,8 @@ pub struct Gndt {
     /// Live host entries by MAC, for resolving a RARP (which carries no IP). A MAC may have
     /// several addresses (a VM with two IPs), so every one is kept.
     by_mac: HashMap<MacAddr, BTreeSet<Ipv4Network>>,
+    /// Entries (live and withdrawn) per origin site, to bound what one site can make us store.
+    per_origin: HashMap<SiteId, usize>,
 }
 
 impl Gndt {
@@ -98,6 +100,10 @@ impl Gndt {
             None => None,
         };
         self.remove_prefix(&prefix);
+        if let Some(previous) = &previous {
+            self.uncount(previous.site());
+        }
+        *self.per_origin.entry(entry.site().clone()).or_default() += 1;
         let stored = Stored {
             entry,
             updated_at: now,
@@ -199,6 +205,11 @@ impl Gndt {
         })
     }
 
+    /// Number of entries, live and withdrawn, that `site` originated.
+    pub fn count_of(&self, site: &SiteId) -> usize {
+        self.per_origin.get(site).copied().unwrap_or(0)
+    }
+
     /// Number of entries, live and withdrawn.
     pub fn len(&self) -> usize {
         self.prefixes.len() + self.hosts.len() + self.withdrawn.len()
@@ -214,6 +225,15 @@ impl Gndt {
         self.entries()
             .map(|stored| entry_hash(&stored.entry))
             .fold(0u64, |acc, h| acc.wrapping_add(h))
+    }
+
+    fn uncount(&mut self, site: &SiteId) {
+        if let Some(count) = self.per_origin.get_mut(site) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_origin.remove(site);
+            }
+        }
     }
 
     fn remove_prefix(&mut self, prefix: &Ipv4Network) {
@@ -287,7 +307,12 @@ fn entry_hash(entry: &GndtEntry) -> u64 {
     feed(&[entry.prefix.prefix()]);
     feed(&entry.version.seq.to_be_bytes());
     feed(entry.version.origin.as_str().as_bytes());
-    feed(&[0xff, u8::from(entry.withdrawn), content_rank(entry).2, u8::from(entry.frozen)]);
+    feed(&[
+        0xff,
+        u8::from(entry.withdrawn),
+        content_rank(entry).2,
+        u8::from(entry.frozen),
+    ]);
     if let Some(mac) = entry.mac {
         feed(&mac.octets());
     }
@@ -413,5 +438,25 @@ mod tests {
             gndt.covering(net("10.1.0.5/32")).map(|s| s.entry.prefix),
             Some(net("10.1.0.0/24"))
         );
+    }
+
+    #[test]
+    fn entries_are_counted_per_origin() {
+        let now = Instant::now();
+        let mut gndt = Gndt::new();
+        let ip: Ipv4Addr = "10.1.0.2".parse().unwrap();
+        gndt.apply(
+            GndtEntry::site_prefix(net("10.1.0.0/24"), site("a"), 1),
+            now,
+        );
+        gndt.apply(GndtEntry::host(ip, site("a"), 1, None), now);
+        assert_eq!(gndt.count_of(&site("a")), 2);
+        gndt.apply(GndtEntry::host(ip, site("b"), 2, None), now);
+        assert_eq!(
+            (gndt.count_of(&site("a")), gndt.count_of(&site("b"))),
+            (1, 1)
+        );
+        gndt.apply(GndtEntry::host(ip, site("b"), 1, None), now);
+        assert_eq!(gndt.count_of(&site("b")), 1);
     }
 }

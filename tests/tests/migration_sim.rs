@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use ipnetwork::Ipv4Network;
 use skyvine_capture::wire::{classify, ArpEvent, EventKind};
 use skyvine_inject::wire as frames;
-use skyvine_router::node::{Detection, Effect, LanIdentity, Node, NodeConfig, Outcome, Role, DIGEST_INTERVAL};
+use skyvine_router::node::{
+    Detection, Effect, LanIdentity, Node, NodeConfig, Outcome, Role, DIGEST_INTERVAL,
+};
 use skyvine_router::proto::Message;
 use skyvine_tables::{MacAddr, SiteId};
 
@@ -174,7 +176,11 @@ impl World {
                     Delivery::InOrder => batch,
                     Delivery::ReversedAndDuplicated => {
                         let reversed: Vec<_> = batch.into_iter().rev().collect();
-                        reversed.iter().cloned().chain(reversed.iter().cloned()).collect()
+                        reversed
+                            .iter()
+                            .cloned()
+                            .chain(reversed.iter().cloned())
+                            .collect()
                     }
                 };
                 for (from, to, message) in batch {
@@ -199,11 +205,19 @@ impl World {
     fn transmit(&mut self, at: usize, frame: &[u8]) {
         let event = classify(frame).unwrap();
         self.transmitted[at].push(event);
-        if let EventKind::Probe { mac: router_mac, target_ip } = event.kind {
+        if let EventKind::Probe {
+            mac: router_mac,
+            target_ip,
+        } = event.kind
+        {
             let answer = self
                 .vms
                 .iter()
-                .find(|v| v.at == at && v.ip == target_ip && (event.eth_dst == v.mac || event.eth_dst == MacAddr::BROADCAST))
+                .find(|v| {
+                    v.at == at
+                        && v.ip == target_ip
+                        && (event.eth_dst == v.mac || event.eth_dst == MacAddr::BROADCAST)
+                })
                 .map(|v| probe_reply(v.mac, v.ip, router_mac));
             if let Some(reply) = answer {
                 self.lan_frame(at, &reply);
@@ -271,11 +285,20 @@ impl World {
                 if route.prefix() == 32 {
                     let home = self.home_site(route.ip());
                     let owner = node.gndt().owner(route.ip()).unwrap();
-                    assert_ne!(owner, &self.names[home], "router {} keeps a stale /32 {route}", self.names[i]);
+                    assert_ne!(
+                        owner, &self.names[home],
+                        "router {} keeps a stale /32 {route}",
+                        self.names[i]
+                    );
                 }
             }
             for host in node.lan_hosts().keys() {
-                assert_ne!(self.home_site(*host), i, "router {} routes its own host {host} as migrated-in", self.names[i]);
+                assert_ne!(
+                    self.home_site(*host),
+                    i,
+                    "router {} routes its own host {host} as migrated-in",
+                    self.names[i]
+                );
             }
         }
     }
@@ -299,7 +322,9 @@ fn probe_reply(vm_mac: MacAddr, vm_ip: Ipv4Addr, router_mac: MacAddr) -> Vec<u8>
 }
 
 fn destination_records(node: &Node) -> Vec<&skyvine_router::node::MigrationRecord> {
-    node.migrations().filter(|r| r.role == Role::Destination).collect()
+    node.migrations()
+        .filter(|r| r.role == Role::Destination)
+        .collect()
 }
 
 #[test]
@@ -312,13 +337,20 @@ fn rarp_burst_is_one_migration_and_every_router_follows() {
 
     let b = &w.nodes[w.index("b")];
     let records = destination_records(b);
-    assert_eq!(records.len(), 1, "five RARPs must be one migration: {records:?}");
+    assert_eq!(
+        records.len(),
+        1,
+        "five RARPs must be one migration: {records:?}"
+    );
     let record = records[0];
     assert_eq!(record.detection, Detection::Rarp);
     assert_eq!(record.outcome, Outcome::Applied);
     assert_eq!(record.ip, Some(vm));
     assert_eq!(record.from.as_ref().map(SiteId::as_str), Some("a"));
-    assert!(record.applied.unwrap() - record.detected < Duration::from_millis(1), "the simulation is instantaneous");
+    assert!(
+        record.applied.unwrap() - record.detected < Duration::from_millis(1),
+        "the simulation is instantaneous"
+    );
     assert!(b.lan_counters().repeats >= 4);
 
     // Kernel state: b routes the VM on its LAN, a and c send it into the overlay.
@@ -331,7 +363,11 @@ fn rarp_burst_is_one_migration_and_every_router_follows() {
     let a_garp = w.sent_by("a").iter().any(|e| {
         matches!(e.kind, EventKind::GratuitousRequest { ip: i, mac: m } if i == vm && m == mac(1, 0xfe))
     });
-    assert!(a_garp, "source router must announce itself for the VM: {:?}", w.sent_by("a"));
+    assert!(
+        a_garp,
+        "source router must announce itself for the VM: {:?}",
+        w.sent_by("a")
+    );
     // ... and b repointed the VM's cache for its old gateway and neighbour to b's MAC.
     for old in [ip(1, 254), ip(1, 2)] {
         let fixed = w.sent_by("b").iter().any(|e| {
@@ -367,11 +403,17 @@ fn proxy_arp_answers_for_moved_hosts_and_old_neighbours_at_once() {
     let answered = w.sent_by("b").iter().any(|e| {
         matches!(e.kind, EventKind::Reply { sender_ip, sender_mac, .. } if sender_ip == ip(1, 2) && sender_mac == mac(2, 0xfe))
     });
-    assert!(answered, "b must answer the migrated VM for its old neighbour");
+    assert!(
+        answered,
+        "b must answer the migrated VM for its old neighbour"
+    );
     // A host of b asking for another host of b is none of the router's business.
     w.lan_frame(b, &frames::arp_request(mac(2, 1), ip(2, 1), ip(2, 2)));
     w.settle();
-    let meddled = w.sent_by("b").iter().any(|e| matches!(e.kind, EventKind::Reply { sender_ip, .. } if sender_ip == ip(2, 2)));
+    let meddled = w
+        .sent_by("b")
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Reply { sender_ip, .. } if sender_ip == ip(2, 2)));
     assert!(!meddled);
 }
 
@@ -383,8 +425,16 @@ fn back_onward_and_two_at_once_converge_without_stale_state() {
     w.migrate(x, "a", Detection::Rarp);
     w.assert_location(x, "a");
     w.assert_minimal_kernel_state();
-    assert!(w.nodes.iter().all(|n| n.lan_hosts().is_empty()), "back home: no LAN host routes anywhere");
-    assert!(w.nodes.iter().all(|n| n.tun_routes().iter().all(|r| r.prefix() < 32)), "back home: no /32 anywhere");
+    assert!(
+        w.nodes.iter().all(|n| n.lan_hosts().is_empty()),
+        "back home: no LAN host routes anywhere"
+    );
+    assert!(
+        w.nodes
+            .iter()
+            .all(|n| n.tun_routes().iter().all(|r| r.prefix() < 32)),
+        "back home: no /32 anywhere"
+    );
 
     w.migrate(x, "b", Detection::Rarp);
     w.migrate(x, "c", Detection::Traffic);
@@ -404,7 +454,10 @@ fn back_onward_and_two_at_once_converge_without_stale_state() {
     w.assert_location(y, "c");
     w.assert_minimal_kernel_state();
     let digests: Vec<u64> = w.nodes.iter().map(|n| n.gndt().digest()).collect();
-    assert!(digests.windows(2).all(|d| d[0] == d[1]), "tables differ: {digests:?}");
+    assert!(
+        digests.windows(2).all(|d| d[0] == d[1]),
+        "tables differ: {digests:?}"
+    );
 }
 
 #[test]
@@ -418,7 +471,10 @@ fn reordered_and_duplicated_messages_give_the_same_result() {
     w.assert_location(vm, "a");
     w.assert_minimal_kernel_state();
     let digests: Vec<u64> = w.nodes.iter().map(|n| n.gndt().digest()).collect();
-    assert!(digests.windows(2).all(|d| d[0] == d[1]), "tables differ: {digests:?}");
+    assert!(
+        digests.windows(2).all(|d| d[0] == d[1]),
+        "tables differ: {digests:?}"
+    );
 }
 
 #[test]
@@ -447,14 +503,21 @@ fn a_spoofed_claim_is_refused_and_the_address_frozen() {
     let (a, b) = (w.index("a"), w.index("b"));
     // A spoofer at b claims the victim's address with its own MAC and answers probes for it.
     let spoofer = MacAddr([0x02, 0, 0, 0, 0, 0x66]);
-    w.vms.push(Vm { ip: victim, mac: spoofer, at: b });
+    w.vms.push(Vm {
+        ip: victim,
+        mac: spoofer,
+        at: b,
+    });
     w.lan_frame(b, &frames::gratuitous_arp_request(spoofer, victim));
     w.settle();
     w.advance(Duration::from_secs(1));
     // The victim still answers at a: a takes the address back, frozen, and everyone follows.
     w.assert_location(victim, "a");
     assert_eq!(w.nodes[a].lan_counters().refused_still_here, 1);
-    assert!(w.nodes.iter().all(|n| !n.frozen(w.now).is_empty()), "every router must freeze the address");
+    assert!(
+        w.nodes.iter().all(|n| !n.frozen(w.now).is_empty()),
+        "every router must freeze the address"
+    );
     // Further claims, past the announcement window, are refused outright.
     w.advance(Duration::from_secs(3));
     w.lan_frame(b, &frames::rarp_announce(spoofer));
@@ -478,7 +541,10 @@ fn routing_optimization_introduces_the_vm_to_its_new_neighbours() {
     let b = w.index("b");
     w.lan_frame(b, &frames::arp_request(mac(2, 1), ip(2, 1), ip(1, 1)));
     w.settle();
-    assert!(w.sent_by("b").iter().any(|e| matches!(e.kind, EventKind::Reply { sender_ip, .. } if sender_ip == ip(1, 1))));
+    assert!(w
+        .sent_by("b")
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Reply { sender_ip, .. } if sender_ip == ip(1, 1))));
     w.migrate(ip(1, 1), "b", Detection::Rarp);
     w.assert_location(ip(1, 1), "b");
     // b tells its LAN the VM's real MAC, and tells the VM its new neighbours' real MACs.
@@ -490,14 +556,21 @@ fn routing_optimization_introduces_the_vm_to_its_new_neighbours() {
         e.eth_dst == mac(1, 1)
             && matches!(e.kind, EventKind::GratuitousRequest { ip: i, mac: m } if i == ip(2, 1) && m == mac(2, 1))
     });
-    assert!(introduced_vm && introduced_neighbour, "{:?}", w.sent_by("b"));
+    assert!(
+        introduced_vm && introduced_neighbour,
+        "{:?}",
+        w.sent_by("b")
+    );
     // b no longer answers for the VM: its neighbours reach it directly.
     for node in &mut w.transmitted {
         node.clear();
     }
     w.lan_frame(b, &frames::arp_request(mac(2, 1), ip(2, 1), ip(1, 1)));
     w.settle();
-    assert!(!w.sent_by("b").iter().any(|e| matches!(e.kind, EventKind::Reply { sender_ip, .. } if sender_ip == ip(1, 1))));
+    assert!(!w
+        .sent_by("b")
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Reply { sender_ip, .. } if sender_ip == ip(1, 1))));
 }
 
 #[test]
@@ -507,15 +580,25 @@ fn an_unknown_mac_is_resolved_by_asking_the_other_routers() {
     let vm_ip = ip(1, 9);
     let vm_mac = MacAddr([0x52, 0x54, 0, 0x77, 1, 9]);
     let a = w.index("a");
-    w.lan_frame(a, &frames::proxy_arp_reply(vm_mac, vm_ip, mac(1, 1), ip(1, 1)));
+    w.lan_frame(
+        a,
+        &frames::proxy_arp_reply(vm_mac, vm_ip, mac(1, 1), ip(1, 1)),
+    );
     w.settle();
     let b = w.index("b");
-    w.vms.push(Vm { ip: vm_ip, mac: vm_mac, at: b });
+    w.vms.push(Vm {
+        ip: vm_ip,
+        mac: vm_mac,
+        at: b,
+    });
     w.lan_frame(b, &frames::rarp_announce(vm_mac));
     w.settle();
     w.advance(Duration::from_secs(1));
     w.assert_location(vm_ip, "b");
-    let records: BTreeMap<_, _> = destination_records(&w.nodes[b]).iter().map(|r| (r.ip, r.outcome.clone())).collect();
+    let records: BTreeMap<_, _> = destination_records(&w.nodes[b])
+        .iter()
+        .map(|r| (r.ip, r.outcome.clone()))
+        .collect();
     assert_eq!(records.get(&Some(vm_ip)), Some(&Outcome::Applied));
 }
 

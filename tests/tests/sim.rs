@@ -70,7 +70,11 @@ struct Lab {
 
 impl Lab {
     fn new(names: &[&'static str]) -> Lab {
-        let dir = std::env::temp_dir().join(format!("skyvine-sim-{}-{}", std::process::id(), rand_suffix()));
+        let dir = std::env::temp_dir().join(format!(
+            "skyvine-sim-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         pki::create_ca(&dir).unwrap();
         let mut sites = Vec::new();
@@ -92,7 +96,9 @@ impl Lab {
         let mut text = format!(
             "site = \"{name}\"\n[lan]\ninterface = \"lan0\"\nprefixes = [\"10.77.{n}.0/24\"]\n\
              [wan]\nlisten = \"127.0.0.1:{port}\"\n\
-             [tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n",
+             [tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\
+             [admin]\nsocket = \"{dir}/{name}.sock\"\n",
+            dir = self.dir.display(),
             n = me.number,
             port = me.port
         );
@@ -107,7 +113,13 @@ impl Lab {
 
     fn start(&self, name: &str) -> Running {
         let config = self.config(name);
-        let identity = pki::Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key, &config.site).unwrap();
+        let identity = pki::Identity::load(
+            &config.tls.ca,
+            &config.tls.cert,
+            &config.tls.key,
+            &config.site,
+        )
+        .unwrap();
         let socket = bind_retrying(&format!("127.0.0.1:{}", config.wan.listen.port()));
         let (device, tun) = FakeDevice::new(config.tun.mtu);
         let kernel = RecordingKernel::default();
@@ -151,7 +163,8 @@ impl Running {
 }
 
 fn rand_suffix() -> u64 {
-    u64::from(Instant::now().elapsed().subsec_nanos()) ^ u64::from(std::process::id()).rotate_left(17)
+    u64::from(Instant::now().elapsed().subsec_nanos())
+        ^ u64::from(std::process::id()).rotate_left(17)
 }
 
 /// Rebinding a port just released can race with the kernel; retry briefly.
@@ -226,9 +239,11 @@ async fn three_sites_learn_each_others_prefixes_and_forward_packets() {
         (&c, routes(&["10.77.1.0/24", "10.77.2.0/24"])),
     ];
     for (router, want) in &expect {
-        wait_until("every router routes the other two prefixes", Duration::from_secs(15), || {
-            router.view().tun_routes == *want
-        })
+        wait_until(
+            "every router routes the other two prefixes",
+            Duration::from_secs(15),
+            || router.view().tun_routes == *want,
+        )
         .await;
     }
 
@@ -237,7 +252,11 @@ async fn three_sites_learn_each_others_prefixes_and_forward_packets() {
     let vm_a: Ipv4Addr = "10.77.1.1".parse().unwrap();
     let vm_b: Ipv4Addr = "10.77.2.1".parse().unwrap();
     let stranger: Ipv4Addr = "192.168.5.5".parse().unwrap();
-    a.tun.inject.send(udp_packet(stranger, vm_b, b"spoof")).await.unwrap();
+    a.tun
+        .inject
+        .send(udp_packet(stranger, vm_b, b"spoof"))
+        .await
+        .unwrap();
     let good = udp_packet(vm_a, vm_b, b"hello from a");
     a.tun.inject.send(good.clone()).await.unwrap();
     assert_eq!(next_packet(&mut b.tun).await, good);
@@ -255,12 +274,17 @@ async fn a_restarted_router_relearns_the_whole_table_from_its_peers() {
     let b = lab.start("b");
     let c = lab.start("c");
     let want_c = routes(&["10.77.1.0/24", "10.77.2.0/24"]);
-    wait_until("c converges", Duration::from_secs(15), || c.view().tun_routes == want_c).await;
-    c.stop().await;
-    let c = lab.start("c");
-    wait_until("restarted c relearns every prefix", Duration::from_secs(15), || {
+    wait_until("c converges", Duration::from_secs(15), || {
         c.view().tun_routes == want_c
     })
+    .await;
+    c.stop().await;
+    let c = lab.start("c");
+    wait_until(
+        "restarted c relearns every prefix",
+        Duration::from_secs(15),
+        || c.view().tun_routes == want_c,
+    )
     .await;
     // The others still route to c after its restart.
     wait_until("a routes c again", Duration::from_secs(15), || {
@@ -276,8 +300,16 @@ async fn a_restarted_router_relearns_the_whole_table_from_its_peers() {
 /// bytes on the control stream; returns how the router closed the connection.
 async fn speak_raw(lab: &Lab, me: &str, to: &str, bytes: Vec<u8>) -> quinn::ConnectionError {
     let config = lab.config(me);
-    let identity = pki::Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key, &config.site).unwrap();
-    let client = identity.client_config(Arc::new(pki::transport_config())).unwrap();
+    let identity = pki::Identity::load(
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+        &config.site,
+    )
+    .unwrap();
+    let client = identity
+        .client_config(Arc::new(pki::transport_config()))
+        .unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(client);
     let target = lab.sites.iter().find(|s| s.name == to).unwrap();

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
-use skyvine_capture::wire::{ArpEvent, EventKind, ArpOp, ArpRepr, ETHERTYPE_ARP};
+use skyvine_capture::wire::{ArpEvent, ArpOp, ArpRepr, EventKind, ETHERTYPE_ARP};
 use skyvine_inject::wire::{self as frames, ArpFrame, FrameBytes};
 use skyvine_tables::{
     AnnouncementFilter, BindingSource, EntryKind, GndtEntry, Learned, MacAddr, MoveDamping,
@@ -214,7 +214,9 @@ impl Node {
             return;
         }
         match event.kind {
-            EventKind::RarpAnnounce { mac } => self.on_announcement(mac, None, Detection::Rarp, now),
+            EventKind::RarpAnnounce { mac } => {
+                self.on_announcement(mac, None, Detection::Rarp, now)
+            }
             EventKind::GratuitousRequest { ip, mac } | EventKind::GratuitousReply { ip, mac } => {
                 self.learn(ip, mac, now);
                 self.on_confirmation(ip, mac, now);
@@ -276,7 +278,10 @@ impl Node {
             if record.outcome == Outcome::InProgress && record.advertised.is_some() {
                 record.applied = Some(now);
                 record.outcome = Outcome::Applied;
-                let took = record.applied.zip(Some(record.detected)).map(|(a, d)| a - d);
+                let took = record
+                    .applied
+                    .zip(Some(record.detected))
+                    .map(|(a, d)| a - d);
                 tracing::info!(
                     ip = ?record.ip,
                     from = ?record.from.as_ref().map(SiteId::as_str),
@@ -330,7 +335,9 @@ impl Node {
     pub(super) fn lan_poll_timeout(&self) -> Option<Instant> {
         let scheduled = self.lan.scheduled.iter().map(|(at, _)| *at).min();
         let pending = self.lan.pending.values().filter_map(|p| {
-            let probing = p.probing_since.map(|since| next_probe_at(since, p.probes_sent, self.lan.probe_timeout));
+            let probing = p
+                .probing_since
+                .map(|since| next_probe_at(since, p.probes_sent, self.lan.probe_timeout));
             let query = p.query.map(|(_, deadline)| deadline);
             probing.into_iter().chain(query).min()
         });
@@ -352,7 +359,13 @@ impl Node {
     }
 
     /// A peer answered our query by MAC.
-    pub(super) fn on_is_at(&mut self, query: u64, mac: MacAddr, ip: Option<Ipv4Addr>, now: Instant) {
+    pub(super) fn on_is_at(
+        &mut self,
+        query: u64,
+        mac: MacAddr,
+        ip: Option<Ipv4Addr>,
+        now: Instant,
+    ) {
         let Some(pending) = self.lan.pending.get_mut(&mac) else {
             return;
         };
@@ -384,9 +397,23 @@ impl Node {
 
     /// A host entry of ours was superseded by another site's: the host moved away from here.
     /// `known_mac` is the MAC this site knew for it, used to check that it really left.
-    pub(super) fn on_moved_away(&mut self, ip: Ipv4Addr, known_mac: Option<MacAddr>, entry: &GndtEntry, now: Instant) {
+    pub(super) fn on_moved_away(
+        &mut self,
+        ip: Ipv4Addr,
+        known_mac: Option<MacAddr>,
+        entry: &GndtEntry,
+        now: Instant,
+    ) {
         let to = entry.site().clone();
-        let record = self.new_record(entry.mac, Some(ip), Some(self.config.me.clone()), to, Role::Source, Detection::Peer, now);
+        let record = self.new_record(
+            entry.mac,
+            Some(ip),
+            Some(self.config.me.clone()),
+            to,
+            Role::Source,
+            Detection::Peer,
+            now,
+        );
         self.update_record(record, |r| r.advertised = Some(now));
         self.lan.pending.retain(|_, p| p.ip != Some(ip));
         let Some(identity) = self.lan.identity else {
@@ -410,7 +437,12 @@ impl Node {
     }
 
     /// A host entry changed owner between two other sites (or arrived here from a peer).
-    pub(super) fn on_remote_move(&mut self, entry: &GndtEntry, previous_owner: Option<SiteId>, now: Instant) {
+    pub(super) fn on_remote_move(
+        &mut self,
+        entry: &GndtEntry,
+        previous_owner: Option<SiteId>,
+        now: Instant,
+    ) {
         let record = self.new_record(
             entry.mac,
             Some(entry.prefix.ip()),
@@ -435,10 +467,13 @@ impl Node {
         if !self.lndt.contains(ip) || self.gndt.owner(ip) != Some(&self.config.me) {
             return;
         }
-        let current = self.gndt.get(Ipv4Network::from(ip)).map(|s| s.entry.clone());
-        let up_to_date = current.as_ref().is_some_and(|e| {
-            !e.withdrawn && e.site() == &self.config.me && e.mac == Some(mac)
-        });
+        let current = self
+            .gndt
+            .get(Ipv4Network::from(ip))
+            .map(|s| s.entry.clone());
+        let up_to_date = current
+            .as_ref()
+            .is_some_and(|e| !e.withdrawn && e.site() == &self.config.me && e.mac == Some(mac));
         if up_to_date {
             return;
         }
@@ -459,7 +494,13 @@ impl Node {
         }
     }
 
-    fn on_announcement(&mut self, mac: MacAddr, ip: Option<Ipv4Addr>, detection: Detection, now: Instant) {
+    fn on_announcement(
+        &mut self,
+        mac: MacAddr,
+        ip: Option<Ipv4Addr>,
+        detection: Detection,
+        now: Instant,
+    ) {
         if self.lan.pending.contains_key(&mac) {
             self.lan.counters.repeats += 1;
             return;
@@ -486,7 +527,15 @@ impl Node {
             return;
         }
         let from = ip.and_then(|ip| self.gndt.owner(ip).cloned());
-        let record = self.new_record(Some(mac), ip, from, self.config.me.clone(), Role::Destination, detection, now);
+        let record = self.new_record(
+            Some(mac),
+            ip,
+            from,
+            self.config.me.clone(),
+            Role::Destination,
+            detection,
+            now,
+        );
         tracing::info!(%mac, ?ip, detection = detection.name(), "migration detected");
         let mut pending = Pending {
             record,
@@ -577,7 +626,10 @@ impl Node {
                 return;
             }
         }
-        let previous = self.gndt.get(Ipv4Network::from(ip)).map(|s| s.entry.clone());
+        let previous = self
+            .gndt
+            .get(Ipv4Network::from(ip))
+            .map(|s| s.entry.clone());
         let seq = previous.as_ref().map_or(1, |e| e.version.seq + 1);
         let entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
         self.update_record(record, |r| r.confirmed = Some(now));
@@ -606,7 +658,8 @@ impl Node {
         for stored in self.gndt.live_entries() {
             let e = &stored.entry;
             let host = e.prefix.ip();
-            let relevant = home.is_some_and(|h| h.contains(host)) || optimize.is_some_and(|v| v.contains(host));
+            let relevant = home.is_some_and(|h| h.contains(host))
+                || optimize.is_some_and(|v| v.contains(host));
             if e.kind != EntryKind::Host || host == ip || !relevant {
                 continue;
             }
@@ -652,7 +705,14 @@ impl Node {
     /// Proxy ARP: answer for addresses that live at another site when the asker expects them
     /// on its link (a host of our prefix that moved away; a migrated VM's old neighbours and
     /// gateway; anything of the virtual network in routing-optimization mode).
-    fn answer_for_remote(&mut self, sender_ip: Ipv4Addr, sender_mac: MacAddr, target: Ipv4Addr, identity: LanIdentity, _now: Instant) {
+    fn answer_for_remote(
+        &mut self,
+        sender_ip: Ipv4Addr,
+        sender_mac: MacAddr,
+        target: Ipv4Addr,
+        identity: LanIdentity,
+        _now: Instant,
+    ) {
         if target == sender_ip || target == identity.ip || sender_ip.is_unspecified() {
             return;
         }
@@ -667,7 +727,10 @@ impl Node {
                 .gndt
                 .covering(Ipv4Network::from(sender_ip))
                 .is_some_and(|home| home.entry.prefix.contains(target));
-        let optimize = self.config.virtual_network.is_some_and(|v| v.contains(target));
+        let optimize = self
+            .config
+            .virtual_network
+            .is_some_and(|v| v.contains(target));
         if ours || same_home || optimize {
             self.lan.counters.proxy_replies += 1;
             tracing::trace!(%target, asker = %sender_ip, "proxy ARP reply");
@@ -692,7 +755,14 @@ impl Node {
                 continue;
             };
             if now >= since + timeout {
-                refused.push((*mac, format!("no answer to the confirmation probe within {} ms", timeout.as_millis()), true));
+                refused.push((
+                    *mac,
+                    format!(
+                        "no answer to the confirmation probe within {} ms",
+                        timeout.as_millis()
+                    ),
+                    true,
+                ));
                 continue;
             }
             while next_probe_at(since, pending.probes_sent, timeout) <= now {

@@ -26,6 +26,10 @@ pub use lan::{Detection, LanCounters, LanIdentity, MigrationRecord, Outcome, Rol
 pub const DIGEST_INTERVAL: Duration = Duration::from_secs(5);
 /// Capacity of the HWDT (learned bindings).
 pub const HWDT_CAPACITY: usize = 65_536;
+/// Most GNDT entries one origin site may make this router store.
+pub const MAX_ENTRIES_PER_SITE: usize = 65_536;
+/// Most GNDT entries in all; beyond this new prefixes are refused (changes to known ones pass).
+pub const MAX_GNDT_ENTRIES: usize = 500_000;
 
 /// What the core needs to know about its own site.
 #[derive(Clone, Debug)]
@@ -107,6 +111,7 @@ pub struct Node {
     effects: VecDeque<Effect>,
     started: Instant,
     lan: lan::LanState,
+    refused_entries: u64,
 }
 
 impl Node {
@@ -127,6 +132,7 @@ impl Node {
             effects: VecDeque::new(),
             started: now,
             lan,
+            refused_entries: 0,
         };
         for prefix in node.config.prefixes.clone() {
             let entry = GndtEntry::site_prefix(prefix, node.config.me.clone(), 1);
@@ -310,6 +316,13 @@ impl Node {
     fn merge_entries(&mut self, from: &SiteId, entries: Vec<GndtEntry>, now: Instant) {
         let mut changed = Vec::new();
         for entry in entries {
+            if self.gndt.get(entry.prefix).is_none() && !self.has_room_for(&entry) {
+                self.refused_entries += 1;
+                if self.refused_entries.is_power_of_two() {
+                    tracing::warn!(peer = %from, origin = %entry.site(), refused = self.refused_entries, "GNDT limit reached; new entries refused");
+                }
+                continue;
+            }
             let applied = self.gndt.apply(entry.clone(), now);
             if let Applied::Stale { current } = &applied {
                 tracing::trace!(peer = %from, prefix = %entry.prefix, ?current, "stale entry ignored");
@@ -345,6 +358,16 @@ impl Node {
         }
     }
 
+    fn has_room_for(&self, entry: &GndtEntry) -> bool {
+        self.gndt.len() < MAX_GNDT_ENTRIES
+            && self.gndt.count_of(entry.site()) < MAX_ENTRIES_PER_SITE
+    }
+
+    /// Entries refused because a limit was reached.
+    pub fn refused_entries(&self) -> u64 {
+        self.refused_entries
+    }
+
     /// Keeps the LNDT (and the LAN) in step with a changed host entry.
     fn after_change(&mut self, entry: &GndtEntry, previous: Option<GndtEntry>, now: Instant) {
         if entry.kind != EntryKind::Host || entry.withdrawn {
@@ -356,7 +379,11 @@ impl Node {
         let previous_owner = previous
             .filter(|p| !p.withdrawn)
             .map(|p| p.site().clone())
-            .or_else(|| self.gndt.covering(entry.prefix).map(|c| c.entry.site().clone()));
+            .or_else(|| {
+                self.gndt
+                    .covering(entry.prefix)
+                    .map(|c| c.entry.site().clone())
+            });
         let moved = previous_owner.as_ref().is_some_and(|p| p != entry.site());
         if moved {
             self.note_move(entry, now);
@@ -522,7 +549,11 @@ mod tests {
         nodes[0].handle_peer_up(site("b"), now);
         nodes[1].handle_peer_up(site("a"), now);
         settle(&mut nodes, now);
-        let routes: Vec<String> = nodes[0].tun_routes().iter().map(|n| n.to_string()).collect();
+        let routes: Vec<String> = nodes[0]
+            .tun_routes()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(routes, vec!["10.77.2.0/24"]);
         assert_eq!(nodes[1].gndt().digest(), nodes[0].gndt().digest());
         assert!(nodes[0].peers()[&site("b")].synced);
@@ -572,7 +603,14 @@ mod tests {
         let mut a = node("a", "10.77.1.0/24", &["b"], now);
         a.handle_peer_up(site("b"), now);
         while a.poll_effect().is_some() {}
-        a.handle_message(&site("b"), Message::Digest { digest: 1, count: 1 }, now);
+        a.handle_message(
+            &site("b"),
+            Message::Digest {
+                digest: 1,
+                count: 1,
+            },
+            now,
+        );
         assert_eq!(
             a.poll_effect(),
             Some(Effect::Send {
