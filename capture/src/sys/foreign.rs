@@ -74,13 +74,43 @@ pub fn destination_filter(macs: &[MacAddr]) -> Vec<BpfInsn> {
         let o = mac.octets();
         let hi = u32::from_be_bytes([o[0], o[1], o[2], o[3]]);
         let lo = u32::from(u16::from_be_bytes([o[4], o[5]]));
-        program.push(BpfInsn { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 });
-        program.push(BpfInsn { code: BPF_JEQ_K, jt: 0, jf: 3, k: hi });
-        program.push(BpfInsn { code: BPF_LD_H_ABS, jt: 0, jf: 0, k: 4 });
-        program.push(BpfInsn { code: BPF_JEQ_K, jt: 0, jf: 1, k: lo });
-        program.push(BpfInsn { code: BPF_RET_K, jt: 0, jf: 0, k: 0xffff });
+        program.push(BpfInsn {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        });
+        program.push(BpfInsn {
+            code: BPF_JEQ_K,
+            jt: 0,
+            jf: 3,
+            k: hi,
+        });
+        program.push(BpfInsn {
+            code: BPF_LD_H_ABS,
+            jt: 0,
+            jf: 0,
+            k: 4,
+        });
+        program.push(BpfInsn {
+            code: BPF_JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: lo,
+        });
+        program.push(BpfInsn {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: 0xffff,
+        });
     }
-    program.push(BpfInsn { code: BPF_RET_K, jt: 0, jf: 0, k: 0 });
+    program.push(BpfInsn {
+        code: BPF_RET_K,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    });
     program
 }
 
@@ -138,7 +168,11 @@ impl ForeignFrames {
         // frame is ever queued.
         // SAFETY: plain system call with integer arguments.
         let raw = unsafe {
-            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
         };
         if raw < 0 {
             return Err(socket_error(io::Error::last_os_error()));
@@ -247,11 +281,26 @@ mod tests {
         let near = MacAddr([0x52, 0x54, 0, 0x77, 1, 0xff]);
         let program = destination_filter(&[a, b]);
         let src = [0x52, 0x54, 0, 0x77, 2, 1];
-        assert!(filter_accepts(&program, &frame(a.0, src, ETH_P_IP, [10, 77, 1, 1])));
-        assert!(filter_accepts(&program, &frame(b.0, src, ETH_P_IP, [10, 77, 1, 1])));
-        assert!(!filter_accepts(&program, &frame(near.0, src, ETH_P_IP, [10, 77, 1, 1])));
-        assert!(!filter_accepts(&program, &frame([0xff; 6], src, ETH_P_IP, [10, 77, 1, 1])));
-        assert!(!filter_accepts(&destination_filter(&[]), &frame(a.0, src, ETH_P_IP, [1, 2, 3, 4])));
+        assert!(filter_accepts(
+            &program,
+            &frame(a.0, src, ETH_P_IP, [10, 77, 1, 1])
+        ));
+        assert!(filter_accepts(
+            &program,
+            &frame(b.0, src, ETH_P_IP, [10, 77, 1, 1])
+        ));
+        assert!(!filter_accepts(
+            &program,
+            &frame(near.0, src, ETH_P_IP, [10, 77, 1, 1])
+        ));
+        assert!(!filter_accepts(
+            &program,
+            &frame([0xff; 6], src, ETH_P_IP, [10, 77, 1, 1])
+        ));
+        assert!(!filter_accepts(
+            &destination_filter(&[]),
+            &frame(a.0, src, ETH_P_IP, [1, 2, 3, 4])
+        ));
         assert!(!filter_accepts(&program, &a.0[..4]));
     }
 
@@ -277,7 +326,10 @@ mod tests {
                 src_ip: Ipv4Addr::new(10, 77, 1, 1)
             })
         );
-        assert_eq!(ForeignFrame::parse(&frame([1; 6], [2; 6], 0x0806, [0; 4])), None);
+        assert_eq!(
+            ForeignFrame::parse(&frame([1; 6], [2; 6], 0x0806, [0; 4])),
+            None
+        );
         assert_eq!(ForeignFrame::parse(&f[..20]), None);
     }
 }
