@@ -78,18 +78,27 @@ async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
         .expect("deadline passed")
 }
 
-/// A QUIC connection on loopback: (client side, server side), with the data-plane tuning.
-async fn quic_pair() -> (
+/// Endpoints (kept alive by the caller) and the client and server side of the connection.
+type QuicPair = (
     quinn::Endpoint,
     quinn::Endpoint,
     quinn::Connection,
     quinn::Connection,
-) {
+);
+
+/// A QUIC connection on loopback, with the data-plane tuning.
+async fn quic_pair() -> QuicPair {
+    quic_pair_with(|_| {}).await
+}
+
+/// [`quic_pair`] with extra transport settings on top of the data-plane tuning.
+async fn quic_pair_with(adjust: impl FnOnce(&mut quinn::TransportConfig)) -> QuicPair {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert = CertificateDer::from(certified.cert.der().to_vec());
     let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
     let mut transport = quinn::TransportConfig::default();
     tune_transport(&mut transport, MTU);
+    adjust(&mut transport);
     let transport = Arc::new(transport);
 
     let mut server_config =
@@ -236,6 +245,28 @@ async fn a_packet_larger_than_a_datagram_is_dropped_too_big() {
         .await
         .unwrap();
     wait_for("too-big drop", || counters.dropped(DropReason::TooBig) == 1).await;
+    task.abort();
+}
+
+#[tokio::test]
+async fn datagrams_pushed_out_of_a_full_send_buffer_are_counted_queue_full() {
+    // Room for about four 1000-byte datagrams; the test runtime is single-threaded, so the
+    // QUIC driver cannot drain the buffer while the reader works through one batch.
+    let (_client, _server, a_side, _b_side) = quic_pair_with(|t| {
+        t.datagram_send_buffer_size(4 * 1100);
+    })
+    .await;
+    let (dev, handle) = FakeDevice::new(MTU);
+    let counters = Arc::new(Counters::new());
+    let peers = Arc::new(PeerTable::new());
+    peers.insert(site("b"), a_side);
+    for i in 0..20u8 {
+        let packet = ipv4([10, 77, 1, 1], [10, 77, 2, i], 1000);
+        handle.inject.send(packet).await.unwrap();
+    }
+    let task = spawn_tun_reader(dev, fib_for("a"), peers, Arc::clone(&counters));
+    wait_for("20 sent", || stats(&counters, "b").tx_packets == 20).await;
+    assert_eq!(counters.dropped(DropReason::QueueFull), 16);
     task.abort();
 }
 

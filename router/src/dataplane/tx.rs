@@ -52,9 +52,14 @@ struct Outgoing {
     site: SiteId,
     conn: quinn::Connection,
     counters: Arc<PeerCounters>,
+    /// Room left in the connection's datagram send buffer, as of the start of the batch.
+    space: usize,
     packets: u64,
     bytes: u64,
 }
+
+/// What quinn charges the datagram send buffer per datagram beyond its payload.
+const DATAGRAM_BOOKKEEPING: usize = std::mem::size_of::<bytes::Bytes>();
 
 impl Sender {
     fn new(counters: Arc<Counters>) -> Self {
@@ -111,6 +116,12 @@ impl Sender {
                 Ok(()) => {
                     peer.packets += 1;
                     peer.bytes += packet.len() as u64;
+                    // quinn makes room by dropping its oldest queued datagram: count that.
+                    let cost = packet.len() + DATAGRAM_BOOKKEEPING;
+                    match peer.space.checked_sub(cost) {
+                        Some(left) => peer.space = left,
+                        None => self.tally.add(DropReason::QueueFull),
+                    }
                 }
                 Err(quinn::SendDatagramError::TooLarge) => self.tally.add(DropReason::TooBig),
                 Err(
@@ -145,6 +156,7 @@ impl Sender {
         };
         self.out.push(Outgoing {
             site: site.clone(),
+            space: conn.datagram_send_buffer_space(),
             conn: conn.clone(),
             counters,
             packets: 0,
