@@ -122,12 +122,18 @@ pub fn filter_accepts(program: &[BpfInsn], frame: &[u8]) -> bool {
     while let Some(insn) = program.get(pc) {
         let k = usize::try_from(insn.k).unwrap_or(usize::MAX);
         match insn.code {
-            BPF_LD_W_ABS => match frame.get(k..k.saturating_add(4)) {
-                Some(b) => acc = u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            BPF_LD_W_ABS => match frame
+                .get(k..k.saturating_add(4))
+                .and_then(|b| b.try_into().ok())
+            {
+                Some(word) => acc = u32::from_be_bytes(word),
                 None => return false,
             },
-            BPF_LD_H_ABS => match frame.get(k..k.saturating_add(2)) {
-                Some(b) => acc = u32::from(u16::from_be_bytes([b[0], b[1]])),
+            BPF_LD_H_ABS => match frame
+                .get(k..k.saturating_add(2))
+                .and_then(|b| b.try_into().ok())
+            {
+                Some(half) => acc = u32::from(u16::from_be_bytes(half)),
                 None => return false,
             },
             BPF_JEQ_K => {
