@@ -4,8 +4,10 @@
 //! changes; packet tasks load the current snapshot once per batch (an `Arc` clone) and never
 //! wait for the control plane.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use ipnetwork::Ipv4Network;
 use prefix_trie::PrefixMap;
@@ -59,6 +61,17 @@ impl DropReason {
     }
 }
 
+/// Hosts that moved recently. Packets already in flight to a host's old site when it moved
+/// would be lost there: the old site relays them to the new one, which accepts them for a
+/// short while from that site only.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Relays {
+    /// At the old site: hosts that left, their new site, and until when to relay.
+    pub departed: HashMap<Ipv4Addr, (SiteId, Instant)>,
+    /// At the new site: hosts that arrived, the site they left, and until when to accept.
+    pub arrived: HashMap<Ipv4Addr, (SiteId, Instant)>,
+}
+
 /// An immutable forwarding view: GNDT owners by longest prefix, and the LNDT membership test.
 #[derive(Debug)]
 pub struct FibSnapshot {
@@ -67,6 +80,7 @@ pub struct FibSnapshot {
     local: Vec<Ipv4Network>,
     local_exceptions: Vec<Ipv4Addr>,
     local_extra: Vec<Ipv4Addr>,
+    relays: Relays,
 }
 
 impl FibSnapshot {
@@ -93,6 +107,43 @@ impl FibSnapshot {
             local,
             local_exceptions,
             local_extra,
+            relays: Relays::default(),
+        }
+    }
+
+    /// The same view, with recent moves to relay for.
+    pub fn with_relays(mut self, relays: Relays) -> Self {
+        self.relays = relays;
+        self
+    }
+
+    /// At a host's old site: where to relay a packet from the overlay for `dst`, which left
+    /// recently (instead of letting the kernel drop it).
+    pub fn relay_target(&self, dst: Ipv4Addr, now: Instant) -> Option<&SiteId> {
+        match self.relays.departed.get(&dst) {
+            Some((site, until)) if now < *until => Some(site),
+            _ => None,
+        }
+    }
+
+    /// At a host's new site: whether a packet relayed by site `from` may be delivered. Only
+    /// for a host that arrived from `from` recently, and never with a source of our own.
+    pub fn accept_relayed(
+        &self,
+        from: &SiteId,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let arrived_from_relay = matches!(
+            self.relays.arrived.get(&dst),
+            Some((site, until)) if site == from && now < *until
+        );
+        let own_source = matches!(self.owners.get_lpm(&Ipv4Network::from(src)), Some((_, owner)) if *owner == self.me);
+        if arrived_from_relay && !own_source {
+            Ok(())
+        } else {
+            Err(DropReason::SpoofedSource)
         }
     }
 

@@ -625,3 +625,30 @@ fn an_unannounced_vm_is_found_by_its_frames_to_its_old_gateway() {
     w.settle();
     assert_eq!(destination_records(&w.nodes[b]).len(), 1);
 }
+
+#[test]
+fn the_old_site_relays_packets_in_flight_for_a_short_while() {
+    let mut w = World::new(&["a", "b", "c"], false);
+    let vm = ip(1, 1);
+    w.migrate(vm, "b", Detection::Rarp);
+    let (a, b) = (w.index("a"), w.index("b"));
+    let now = w.now;
+    let old = w.nodes[a].fib_snapshot();
+    let new = w.nodes[b].fib_snapshot();
+    assert_eq!(old.relay_target(vm, now), Some(&site("b")));
+    assert_eq!(old.relay_target(ip(1, 2), now), None, "only the host that left");
+    // b accepts a's relay of c1's packet to the VM, but not from c, nor to another host,
+    // nor with one of b's own addresses as source.
+    assert!(new.accept_relayed(&site("a"), ip(3, 1), vm, now).is_ok());
+    assert!(new.accept_relayed(&site("c"), ip(3, 1), vm, now).is_err());
+    assert!(new.accept_relayed(&site("a"), ip(3, 1), ip(2, 1), now).is_err());
+    assert!(new.accept_relayed(&site("a"), ip(2, 2), vm, now).is_err());
+    // The window closes.
+    let later = now + skyvine_router::node::RELAY_WINDOW;
+    assert_eq!(old.relay_target(vm, later), None);
+    assert!(new.accept_relayed(&site("a"), ip(3, 1), vm, later).is_err());
+    // Back home: a no longer relays, it delivers.
+    w.migrate(vm, "a", Detection::Rarp);
+    assert_eq!(w.nodes[a].fib_snapshot().relay_target(vm, w.now), None);
+    assert_eq!(w.nodes[b].fib_snapshot().relay_target(vm, w.now), Some(&site("a")));
+}

@@ -18,8 +18,12 @@ use skyvine_tables::{
 
 use super::limits::LanLimiter;
 use super::{Effect, Node, NodeConfig};
+use crate::fib::Relays;
 use crate::proto::Message;
 
+/// How long after a move the old site relays packets still arriving for the host, and the new
+/// site accepts them: enough for every sender to learn the new location (one WAN delay).
+pub const RELAY_WINDOW: Duration = Duration::from_secs(10);
 /// Recent migrations kept for the admin CLI.
 const RECORDS_KEPT: usize = 256;
 /// Probes sent while confirming, at these offsets from the start (until the probe timeout).
@@ -293,6 +297,32 @@ impl Node {
                 );
             }
         }
+    }
+
+    /// Hosts that moved to or from here recently, for relaying packets in flight.
+    pub fn relays(&self) -> Relays {
+        let mut relays = Relays::default();
+        for record in &self.lan.records {
+            let (Some(ip), Some(advertised)) = (record.ip, record.advertised) else {
+                continue;
+            };
+            if record.outcome != Outcome::Applied && record.outcome != Outcome::InProgress {
+                continue;
+            }
+            let until = advertised + RELAY_WINDOW;
+            match (record.role, &record.from) {
+                (Role::Source, _) => {
+                    relays.arrived.remove(&ip);
+                    relays.departed.insert(ip, (record.to.clone(), until));
+                }
+                (Role::Destination, Some(from)) => {
+                    relays.departed.remove(&ip);
+                    relays.arrived.insert(ip, (from.clone(), until));
+                }
+                (Role::Destination, None) | (Role::Third, _) => {}
+            }
+        }
+        relays
     }
 
     /// Recent migrations, oldest first.

@@ -20,7 +20,7 @@ use skyvine_tables::{
 use crate::fib::FibSnapshot;
 use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
 
-pub use lan::{Detection, LanCounters, LanIdentity, MigrationRecord, Outcome, Role};
+pub use lan::{Detection, LanCounters, LanIdentity, MigrationRecord, Outcome, Role, RELAY_WINDOW};
 
 /// How often a digest goes to each connected peer.
 pub const DIGEST_INTERVAL: Duration = Duration::from_secs(5);
@@ -271,7 +271,7 @@ impl Node {
 
     /// The forwarding view for the data plane.
     pub fn fib_snapshot(&self) -> FibSnapshot {
-        FibSnapshot::build(&self.config.me, &self.gndt, &self.lndt)
+        FibSnapshot::build(&self.config.me, &self.gndt, &self.lndt).with_relays(self.relays())
     }
 
     /// Prefixes the kernel must route into the TUN device: every live entry owned by another
