@@ -135,6 +135,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.peer_site.clone(),
         dev,
         fib,
+        peers.clone(),
         counters.clone(),
     );
 

@@ -372,6 +372,7 @@ fn handle_input<D: PacketDevice>(
                 site.clone(),
                 device.clone(),
                 shared.fib.clone(),
+                shared.peers.clone(),
                 shared.counters.clone(),
             );
             tracing::info!(peer = %site, remote = %link.conn.remote_address(), dialed_by_me = link.dialed_by_me, "connection established");

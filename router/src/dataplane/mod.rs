@@ -50,9 +50,10 @@ pub fn spawn_peer_reader<D: PacketDevice>(
     site: SiteId,
     dev: Arc<D>,
     fib: Arc<Fib>,
+    peers: Arc<PeerTable>,
     counters: Arc<Counters>,
 ) -> JoinHandle<()> {
-    tokio::spawn(rx::run(conn, site, dev, fib, counters))
+    tokio::spawn(rx::run(conn, site, dev, fib, peers, counters))
 }
 
 /// Source and destination of an IPv4 packet, after checking that the header is whole and the

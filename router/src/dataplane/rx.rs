@@ -3,22 +3,27 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::FutureExt;
 use skyvine_tables::SiteId;
 
 use super::counters::DropTally;
-use super::{ipv4_addrs, is_fatal, Counters, DropLog, PacketDevice, TxBatch};
-use crate::fib::{DropReason, Fib};
+use super::{ipv4_addrs, is_fatal, Counters, DropLog, PacketDevice, PeerTable, TxBatch};
+use crate::fib::{DropReason, Fib, FibSnapshot};
 
 /// How often one batch waits a scheduler round for more datagrams before it is written.
 const MAX_YIELDS: usize = 4;
+
+/// First byte of a datagram relayed by a host's old site (an IPv4 packet starts with 0x4_).
+pub const RELAY_MARKER: u8 = 0x00;
 
 pub(super) async fn run<D: PacketDevice>(
     conn: quinn::Connection,
     site: SiteId,
     dev: Arc<D>,
     fib: Arc<Fib>,
+    peers: Arc<PeerTable>,
     counters: Arc<Counters>,
 ) {
     let peer = counters.peer(&site);
@@ -49,11 +54,19 @@ pub(super) async fn run<D: PacketDevice>(
         };
         // Take what is already queued, without waiting, up to one batch.
         while let Some(datagram) = next.take() {
-            match ipv4_addrs(&datagram).and_then(|(src, _)| check(src)) {
-                Ok(()) => {
-                    tracing::trace!(site = %site, len = datagram.len(), "from peer");
-                    bytes += datagram.len() as u64;
-                    batch.push(&datagram);
+            let verdict = match datagram.first() {
+                Some(&RELAY_MARKER) => relayed(&fib, &site, &datagram),
+                _ => ipv4_addrs(&datagram).and_then(|(src, dst)| {
+                    check(src)?;
+                    relay(&fib, &peers, &site, dst, &datagram)
+                }),
+            };
+            match verdict {
+                Ok(Delivery::Relayed) => {}
+                Ok(Delivery::Local(packet)) => {
+                    tracing::trace!(site = %site, len = packet.len(), "from peer");
+                    bytes += packet.len() as u64;
+                    batch.push(packet);
                 }
                 Err(reason) => tally.add(reason),
             }
@@ -85,4 +98,46 @@ pub(super) async fn run<D: PacketDevice>(
         }
         log.record("quic_to_tun", tally.flush(&counters));
     }
+}
+
+/// What happens to one datagram from a peer.
+enum Delivery<'a> {
+    /// Write this packet to the TUN device.
+    Local(&'a [u8]),
+    /// Sent on to a host's new site.
+    Relayed,
+}
+
+/// A datagram for a host that left this site moments ago goes straight on to its new site
+/// (the kernel would route it back into the overlay, where the source check drops it).
+fn relay<'a>(
+    fib: &FibSnapshot,
+    peers: &PeerTable,
+    from: &SiteId,
+    dst: Ipv4Addr,
+    datagram: &'a [u8],
+) -> Result<Delivery<'a>, DropReason> {
+    let Some(target) = fib.relay_target(dst, Instant::now()) else {
+        return Ok(Delivery::Local(datagram));
+    };
+    if target == from {
+        return Ok(Delivery::Local(datagram));
+    }
+    let conn = peers.get(target).ok_or(DropReason::PeerDown)?;
+    let mut relayed = Vec::with_capacity(datagram.len() + 1);
+    relayed.push(RELAY_MARKER);
+    relayed.extend_from_slice(datagram);
+    tracing::trace!(%dst, to = %target, "relaying a packet in flight to a host's new site");
+    conn.send_datagram(relayed.into())
+        .map_err(|_| DropReason::TooBig)?;
+    Ok(Delivery::Relayed)
+}
+
+/// A datagram relayed by the host's old site: accepted only for a host that just arrived here
+/// from that site.
+fn relayed<'a>(fib: &FibSnapshot, from: &SiteId, datagram: &'a [u8]) -> Result<Delivery<'a>, DropReason> {
+    let packet = datagram.get(1..).ok_or(DropReason::Malformed)?;
+    let (src, dst) = ipv4_addrs(packet)?;
+    fib.accept_relayed(from, src, dst, Instant::now())?;
+    Ok(Delivery::Local(packet))
 }
