@@ -130,6 +130,33 @@ pub enum KernelError {
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
+/// Sets the per-interface kernel settings a skyvine gateway needs, and says what it changed:
+/// - no ICMP redirects on the LAN (`send_redirects`, which Linux ORs with `all`): a router
+///   that forwards a migrated VM's packets back out of the LAN would otherwise tell its LAN
+///   hosts that the VM is on-link, and they would keep ARPing for it after it leaves;
+/// - no IPv6 on the TUN device, which only carries IPv4 (the kernel's own IPv6 packets would
+///   be counted as malformed drops).
+pub fn prepare_interfaces(lan: &str, tun: &str) -> Vec<String> {
+    let settings = [
+        ("/proc/sys/net/ipv4/conf/all/send_redirects".to_owned(), "0"),
+        (format!("/proc/sys/net/ipv4/conf/{lan}/send_redirects"), "0"),
+        (format!("/proc/sys/net/ipv6/conf/{tun}/disable_ipv6"), "1"),
+    ];
+    let mut changed = Vec::new();
+    for (path, value) in settings {
+        match std::fs::read_to_string(&path) {
+            Ok(current) if current.trim() == value => {}
+            Ok(_) => match std::fs::write(&path, value) {
+                Ok(()) => changed.push(format!("{path}={value}")),
+                Err(error) => tracing::warn!(path, %error, "cannot change a kernel setting"),
+            },
+            // IPv6 may be compiled out or disabled altogether: nothing to do then.
+            Err(error) => tracing::debug!(path, %error, "kernel setting not present"),
+        }
+    }
+    changed
+}
+
 /// Whether the kernel forwards IPv4 (`net.ipv4.ip_forward`). Setting it is the operator's job;
 /// the daemon warns when it is off.
 pub fn check_forwarding() -> Result<bool, KernelError> {

@@ -126,6 +126,9 @@ async fn run_router(config: Config) -> anyhow::Result<()> {
     let device = dataplane::open_tun(&config.tun.name, config.tun.mtu)
         .await
         .with_context(|| format!("creating TUN device {}", config.tun.name))?;
+    for setting in kernel::prepare_interfaces(&config.lan.interface, &config.tun.name) {
+        tracing::info!(setting, "kernel setting changed");
+    }
     let kernel = kernel::Kernel::connect(&config.tun.name, &config.lan.interface)
         .await
         .context("connecting to the kernel's routing netlink")?;

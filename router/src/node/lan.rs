@@ -27,7 +27,7 @@ pub const RELAY_WINDOW: Duration = Duration::from_secs(10);
 /// Recent migrations kept for the admin CLI.
 const RECORDS_KEPT: usize = 256;
 /// Probes sent while confirming, at these offsets from the start (until the probe timeout).
-const PROBE_SCHEDULE_MS: [u64; 4] = [0, 30, 100, 200];
+const PROBE_SCHEDULE_MS: [u64; 6] = [0, 5, 15, 40, 100, 200];
 /// Gratuitous ARPs are repeated at these offsets, in case the first is lost.
 const GARP_REPEAT_MS: [u64; 3] = [0, 150, 1000];
 /// How long a query by MAC waits for the other routers.

@@ -344,15 +344,23 @@ impl Node {
                 changed.push(entry);
             }
         }
-        let reasserted = self.reassert_own(now);
+        // Only a change to one of our own entries can call for a correction.
+        let ours_touched = changed
+            .iter()
+            .any(|e| e.site() == &self.config.me || self.config.prefixes.contains(&e.prefix));
+        let reasserted = if ours_touched {
+            self.reassert_own(now)
+        } else {
+            Vec::new()
+        };
         if changed.is_empty() && reasserted.is_empty() {
             return;
         }
         self.effects.push_back(Effect::TablesChanged);
-        // Flood what changed to everyone else (split horizon), and our corrections to everyone.
-        if !changed.is_empty() {
-            self.broadcast_except(Some(from), &changed);
-        }
+        // Received entries are not flooded on: every router advertises its own entries to
+        // every peer directly (the data plane only ever sends to the owning site directly, so
+        // routers form a full mesh), and the periodic digest repairs anything lost. Flooding
+        // would cost (N-1)^2 messages per change.
         if !reasserted.is_empty() {
             self.broadcast_except(None, &reasserted);
         }
