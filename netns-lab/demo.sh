@@ -51,7 +51,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [[ -t 1 ]]; then
+    step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n== %s\n' "$*"; }
+fi
 tables() { # SITE: the router's view, through its admin socket
     local site=$1
     ip netns exec "$prefix-r-$site" "$skyvine" tables --socket "$state/$site/skyvine.sock"
