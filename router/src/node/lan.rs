@@ -4,7 +4,7 @@
 //! Still sans IO: frames come in as parsed [`ArpEvent`]s, frames to send go out as
 //! [`Effect::Transmit`], and every step is stamped with the `now` it was given.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -17,15 +17,11 @@ use skyvine_tables::{
 };
 
 use super::limits::LanLimiter;
+use super::records::{Detection, MigrationRecord, Outcome, Records, Role, Start};
 use super::{Effect, Node, NodeConfig};
 use crate::fib::Relays;
 use crate::proto::Message;
 
-/// How long after a move the old site relays packets still arriving for the host, and the new
-/// site accepts them: enough for every sender to learn the new location (one WAN delay).
-pub const RELAY_WINDOW: Duration = Duration::from_secs(10);
-/// Recent migrations kept for the admin CLI.
-const RECORDS_KEPT: usize = 256;
 /// Probes sent while confirming, at these offsets from the start (until the probe timeout).
 const PROBE_SCHEDULE_MS: [u64; 6] = [0, 5, 15, 40, 100, 200];
 /// Gratuitous ARPs are repeated at these offsets, in case the first is lost.
@@ -41,79 +37,6 @@ const MAX_PENDING: usize = 64;
 pub struct LanIdentity {
     pub mac: MacAddr,
     pub ip: Ipv4Addr,
-}
-
-/// How a migration came to this router's attention.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Detection {
-    /// A RARP announcement (QEMU/KVM, VMware).
-    Rarp,
-    /// A gratuitous ARP (Xen, virtio guests).
-    GratuitousArp,
-    /// The VM's own ARP traffic from an address the tables place at another site.
-    Traffic,
-    /// Another router advertised the move.
-    Peer,
-}
-
-impl Detection {
-    pub fn name(self) -> &'static str {
-        match self {
-            Detection::Rarp => "rarp",
-            Detection::GratuitousArp => "garp",
-            Detection::Traffic => "traffic",
-            Detection::Peer => "peer",
-        }
-    }
-}
-
-/// This router's part in a migration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// The VM arrived here.
-    Destination,
-    /// The VM left from here.
-    Source,
-    /// Neither: only the route changed.
-    Third,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Destination => "destination",
-            Role::Source => "source",
-            Role::Third => "third",
-        }
-    }
-}
-
-/// How a migration ended here.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    InProgress,
-    Applied,
-    /// Refused, with the reason (frozen, pinned, not confirmed, unresolved, still at its site).
-    Refused(String),
-}
-
-/// One migration as seen by this router, with the time of each step.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MigrationRecord {
-    pub id: u64,
-    pub mac: Option<MacAddr>,
-    pub ip: Option<Ipv4Addr>,
-    pub from: Option<SiteId>,
-    pub to: SiteId,
-    pub role: Role,
-    pub detection: Detection,
-    pub detected: Instant,
-    pub resolved: Option<Instant>,
-    pub confirmed: Option<Instant>,
-    pub advertised: Option<Instant>,
-    /// Kernel routes and neighbours applied, and the LAN told (gratuitous ARP sent).
-    pub applied: Option<Instant>,
-    pub outcome: Outcome,
 }
 
 /// Counters of what the LAN side refused or dropped.
@@ -148,8 +71,7 @@ pub(super) struct LanState {
     verifying: BTreeMap<Ipv4Addr, Verify>,
     /// Frames to send later, in time order.
     scheduled: Vec<(Instant, FrameBytes)>,
-    records: VecDeque<MigrationRecord>,
-    next_id: u64,
+    records: Records,
     next_query: u64,
     limiter: LanLimiter,
     pub(super) counters: LanCounters,
@@ -188,8 +110,7 @@ impl LanState {
             pending: BTreeMap::new(),
             verifying: BTreeMap::new(),
             scheduled: Vec::new(),
-            records: VecDeque::new(),
-            next_id: 1,
+            records: Records::default(),
             next_query: 1,
             limiter: LanLimiter::new(now),
             counters: LanCounters::default(),
@@ -278,51 +199,12 @@ impl Node {
 
     /// The kernel now holds the routes for the current tables: completes migrations.
     pub fn handle_kernel_applied(&mut self, now: Instant) {
-        for record in self.lan.records.iter_mut() {
-            if record.outcome == Outcome::InProgress && record.advertised.is_some() {
-                record.applied = Some(now);
-                record.outcome = Outcome::Applied;
-                let took = record
-                    .applied
-                    .zip(Some(record.detected))
-                    .map(|(a, d)| a - d);
-                tracing::info!(
-                    ip = ?record.ip,
-                    from = ?record.from.as_ref().map(SiteId::as_str),
-                    to = %record.to,
-                    role = record.role.name(),
-                    detection = record.detection.name(),
-                    took_us = took.map(|d| d.as_micros()).unwrap_or(0),
-                    "migration applied"
-                );
-            }
-        }
+        self.lan.records.complete(now);
     }
 
     /// Hosts that moved to or from here recently, for relaying packets in flight.
     pub fn relays(&self) -> Relays {
-        let mut relays = Relays::default();
-        for record in &self.lan.records {
-            let (Some(ip), Some(advertised)) = (record.ip, record.advertised) else {
-                continue;
-            };
-            if record.outcome != Outcome::Applied && record.outcome != Outcome::InProgress {
-                continue;
-            }
-            let until = advertised + RELAY_WINDOW;
-            match (record.role, &record.from) {
-                (Role::Source, _) => {
-                    relays.arrived.remove(&ip);
-                    relays.departed.insert(ip, (record.to.clone(), until));
-                }
-                (Role::Destination, Some(from)) => {
-                    relays.departed.remove(&ip);
-                    relays.arrived.insert(ip, (from.clone(), until));
-                }
-                (Role::Destination, None) | (Role::Third, _) => {}
-            }
-        }
-        relays
+        self.lan.records.relays()
     }
 
     /// Recent migrations, oldest first.
@@ -435,15 +317,15 @@ impl Node {
         now: Instant,
     ) {
         let to = entry.site().clone();
-        let record = self.new_record(
-            entry.mac,
-            Some(ip),
-            Some(self.config.me.clone()),
+        let start = Start {
+            mac: entry.mac,
+            ip: Some(ip),
+            from: Some(self.config.me.clone()),
             to,
-            Role::Source,
-            Detection::Peer,
-            now,
-        );
+            role: Role::Source,
+            detection: Detection::Peer,
+        };
+        let record = self.lan.records.start(start, now);
         self.update_record(record, |r| r.advertised = Some(now));
         self.lan.pending.retain(|_, p| p.ip != Some(ip));
         let Some(identity) = self.lan.identity else {
@@ -473,15 +355,15 @@ impl Node {
         previous_owner: Option<SiteId>,
         now: Instant,
     ) {
-        let record = self.new_record(
-            entry.mac,
-            Some(entry.prefix.ip()),
-            previous_owner,
-            entry.site().clone(),
-            Role::Third,
-            Detection::Peer,
-            now,
-        );
+        let start = Start {
+            mac: entry.mac,
+            ip: Some(entry.prefix.ip()),
+            from: previous_owner,
+            to: entry.site().clone(),
+            role: Role::Third,
+            detection: Detection::Peer,
+        };
+        let record = self.lan.records.start(start, now);
         self.update_record(record, |r| r.advertised = Some(now));
     }
 
@@ -557,13 +439,15 @@ impl Node {
             return;
         }
         let from = ip.and_then(|ip| self.gndt.owner(ip).cloned());
-        let record = self.new_record(
-            Some(mac),
-            ip,
-            from,
-            self.config.me.clone(),
-            Role::Destination,
-            detection,
+        let record = self.lan.records.start(
+            Start {
+                mac: Some(mac),
+                ip,
+                from,
+                to: self.config.me.clone(),
+                role: Role::Destination,
+                detection,
+            },
             now,
         );
         tracing::info!(%mac, ?ip, detection = detection.name(), "migration detected");
@@ -854,6 +738,10 @@ impl Node {
         self.update_record(record, |r| r.outcome = Outcome::Refused(reason));
     }
 
+    fn update_record(&mut self, id: u64, change: impl FnOnce(&mut MigrationRecord)) {
+        self.lan.records.update(id, change);
+    }
+
     /// Applies an entry we originate and advertises it to every connected peer.
     fn originate(&mut self, entry: GndtEntry, now: Instant) {
         if self.gndt.apply(entry.clone(), now).changed() {
@@ -871,46 +759,6 @@ impl Node {
                     .scheduled
                     .push((now + Duration::from_millis(*offset), frame));
             }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn new_record(
-        &mut self,
-        mac: Option<MacAddr>,
-        ip: Option<Ipv4Addr>,
-        from: Option<SiteId>,
-        to: SiteId,
-        role: Role,
-        detection: Detection,
-        now: Instant,
-    ) -> u64 {
-        let id = self.lan.next_id;
-        self.lan.next_id += 1;
-        if self.lan.records.len() >= RECORDS_KEPT {
-            self.lan.records.pop_front();
-        }
-        self.lan.records.push_back(MigrationRecord {
-            id,
-            mac,
-            ip,
-            from,
-            to,
-            role,
-            detection,
-            detected: now,
-            resolved: None,
-            confirmed: None,
-            advertised: None,
-            applied: None,
-            outcome: Outcome::InProgress,
-        });
-        id
-    }
-
-    fn update_record(&mut self, id: u64, change: impl FnOnce(&mut MigrationRecord)) {
-        if let Some(record) = self.lan.records.iter_mut().rev().find(|r| r.id == id) {
-            change(record);
         }
     }
 }

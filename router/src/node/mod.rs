@@ -6,6 +6,7 @@
 
 mod lan;
 mod limits;
+mod records;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
@@ -20,7 +21,8 @@ use skyvine_tables::{
 use crate::fib::FibSnapshot;
 use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
 
-pub use lan::{Detection, LanCounters, LanIdentity, MigrationRecord, Outcome, Role, RELAY_WINDOW};
+pub use lan::{LanCounters, LanIdentity};
+pub use records::{Detection, MigrationRecord, Outcome, Role, RELAY_WINDOW};
 
 /// How often a digest goes to each connected peer.
 pub const DIGEST_INTERVAL: Duration = Duration::from_secs(5);

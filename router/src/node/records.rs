@@ -1,0 +1,199 @@
+//! The record of migrations this router took part in: what happened, when each step was
+//! done, and which recent moves call for relaying packets still in flight.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use skyvine_tables::{MacAddr, SiteId};
+
+use crate::fib::Relays;
+
+/// How long after a move the old site relays packets still arriving for the host, and the new
+/// site accepts them: enough for every sender to learn the new location (one WAN delay).
+pub const RELAY_WINDOW: Duration = Duration::from_secs(10);
+/// Recent migrations kept for the admin CLI.
+const RECORDS_KEPT: usize = 256;
+
+/// How a migration came to this router's attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detection {
+    /// A RARP announcement (QEMU/KVM, VMware).
+    Rarp,
+    /// A gratuitous ARP (Xen, virtio guests).
+    GratuitousArp,
+    /// The VM's own ARP traffic from an address the tables place at another site.
+    Traffic,
+    /// Another router advertised the move.
+    Peer,
+}
+
+impl Detection {
+    pub fn name(self) -> &'static str {
+        match self {
+            Detection::Rarp => "rarp",
+            Detection::GratuitousArp => "garp",
+            Detection::Traffic => "traffic",
+            Detection::Peer => "peer",
+        }
+    }
+}
+
+/// This router's part in a migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The VM arrived here.
+    Destination,
+    /// The VM left from here.
+    Source,
+    /// Neither: only the route changed.
+    Third,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Destination => "destination",
+            Role::Source => "source",
+            Role::Third => "third",
+        }
+    }
+}
+
+/// How a migration ended here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    InProgress,
+    Applied,
+    /// Refused, with the reason (frozen, pinned, not confirmed, unresolved, still at its site).
+    Refused(String),
+}
+
+/// One migration as seen by this router, with the time of each step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationRecord {
+    pub id: u64,
+    pub mac: Option<MacAddr>,
+    pub ip: Option<Ipv4Addr>,
+    pub from: Option<SiteId>,
+    pub to: SiteId,
+    pub role: Role,
+    pub detection: Detection,
+    pub detected: Instant,
+    pub resolved: Option<Instant>,
+    pub confirmed: Option<Instant>,
+    pub advertised: Option<Instant>,
+    /// Kernel routes and neighbours applied, and the LAN told (gratuitous ARP sent).
+    pub applied: Option<Instant>,
+    pub outcome: Outcome,
+}
+
+/// How a record starts: who moved, where, and how this router learnt of it.
+#[derive(Clone, Debug)]
+pub(super) struct Start {
+    pub mac: Option<MacAddr>,
+    pub ip: Option<Ipv4Addr>,
+    pub from: Option<SiteId>,
+    pub to: SiteId,
+    pub role: Role,
+    pub detection: Detection,
+}
+
+/// The most recent migrations, oldest first, bounded.
+#[derive(Debug)]
+pub(super) struct Records {
+    list: VecDeque<MigrationRecord>,
+    next_id: u64,
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        Records {
+            list: VecDeque::new(),
+            next_id: 1,
+        }
+    }
+}
+
+impl Records {
+    /// Records a migration detected at `now`; returns its id.
+    pub(super) fn start(&mut self, start: Start, now: Instant) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.list.len() >= RECORDS_KEPT {
+            self.list.pop_front();
+        }
+        self.list.push_back(MigrationRecord {
+            id,
+            mac: start.mac,
+            ip: start.ip,
+            from: start.from,
+            to: start.to,
+            role: start.role,
+            detection: start.detection,
+            detected: now,
+            resolved: None,
+            confirmed: None,
+            advertised: None,
+            applied: None,
+            outcome: Outcome::InProgress,
+        });
+        id
+    }
+
+    pub(super) fn update(&mut self, id: u64, change: impl FnOnce(&mut MigrationRecord)) {
+        if let Some(record) = self.list.iter_mut().rev().find(|r| r.id == id) {
+            change(record);
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &MigrationRecord> {
+        self.list.iter()
+    }
+
+    /// The kernel holds the current tables: every advertised migration is now applied.
+    pub(super) fn complete(&mut self, now: Instant) {
+        for record in self.list.iter_mut() {
+            if record.outcome == Outcome::InProgress && record.advertised.is_some() {
+                record.applied = Some(now);
+                record.outcome = Outcome::Applied;
+                tracing::info!(
+                    ip = ?record.ip,
+                    from = ?record.from.as_ref().map(SiteId::as_str),
+                    to = %record.to,
+                    role = record.role.name(),
+                    detection = record.detection.name(),
+                    took_us = now.saturating_duration_since(record.detected).as_micros(),
+                    "migration applied"
+                );
+            }
+        }
+    }
+
+    /// Hosts that moved to or from here within [`RELAY_WINDOW`], for relaying packets in
+    /// flight; a later move of a host overrides an earlier one.
+    pub(super) fn relays(&self) -> Relays {
+        let mut relays = Relays::default();
+        for record in &self.list {
+            let (Some(ip), Some(advertised)) = (record.ip, record.advertised) else {
+                continue;
+            };
+            if matches!(record.outcome, Outcome::Refused(_)) {
+                continue;
+            }
+            let until = advertised + RELAY_WINDOW;
+            match (record.role, &record.from) {
+                (Role::Source, _) => {
+                    relays.arrived.remove(&ip);
+                    relays.departed.insert(ip, (record.to.clone(), until));
+                }
+                (Role::Destination, Some(from)) => {
+                    relays.departed.remove(&ip);
+                    relays.arrived.insert(ip, (from.clone(), until));
+                }
+                (Role::Destination, None) | (Role::Third, _) => {}
+            }
+        }
+        relays
+    }
+}
