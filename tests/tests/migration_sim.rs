@@ -636,12 +636,18 @@ fn the_old_site_relays_packets_in_flight_for_a_short_while() {
     let old = w.nodes[a].fib_snapshot();
     let new = w.nodes[b].fib_snapshot();
     assert_eq!(old.relay_target(vm, now), Some(&site("b")));
-    assert_eq!(old.relay_target(ip(1, 2), now), None, "only the host that left");
+    assert_eq!(
+        old.relay_target(ip(1, 2), now),
+        None,
+        "only the host that left"
+    );
     // b accepts a's relay of c1's packet to the VM, but not from c, nor to another host,
     // nor with one of b's own addresses as source.
     assert!(new.accept_relayed(&site("a"), ip(3, 1), vm, now).is_ok());
     assert!(new.accept_relayed(&site("c"), ip(3, 1), vm, now).is_err());
-    assert!(new.accept_relayed(&site("a"), ip(3, 1), ip(2, 1), now).is_err());
+    assert!(new
+        .accept_relayed(&site("a"), ip(3, 1), ip(2, 1), now)
+        .is_err());
     assert!(new.accept_relayed(&site("a"), ip(2, 2), vm, now).is_err());
     // The window closes.
     let later = now + skyvine_router::node::RELAY_WINDOW;
@@ -650,5 +656,8 @@ fn the_old_site_relays_packets_in_flight_for_a_short_while() {
     // Back home: a no longer relays, it delivers.
     w.migrate(vm, "a", Detection::Rarp);
     assert_eq!(w.nodes[a].fib_snapshot().relay_target(vm, w.now), None);
-    assert_eq!(w.nodes[b].fib_snapshot().relay_target(vm, w.now), Some(&site("a")));
+    assert_eq!(
+        w.nodes[b].fib_snapshot().relay_target(vm, w.now),
+        Some(&site("a"))
+    );
 }

@@ -135,7 +135,11 @@ fn relay<'a>(
 
 /// A datagram relayed by the host's old site: accepted only for a host that just arrived here
 /// from that site.
-fn relayed<'a>(fib: &FibSnapshot, from: &SiteId, datagram: &'a [u8]) -> Result<Delivery<'a>, DropReason> {
+fn relayed<'a>(
+    fib: &FibSnapshot,
+    from: &SiteId,
+    datagram: &'a [u8],
+) -> Result<Delivery<'a>, DropReason> {
     let packet = datagram.get(1..).ok_or(DropReason::Malformed)?;
     let (src, dst) = ipv4_addrs(packet)?;
     fib.accept_relayed(from, src, dst, Instant::now())?;

@@ -276,7 +276,14 @@ async fn inbound_spoofed_source_is_dropped_and_good_packets_reach_the_device() {
     let (dev, mut handle) = FakeDevice::new(MTU);
     let counters = Arc::new(Counters::new());
     // Router b reads what site a sends.
-    let task = spawn_peer_reader(b_side, site("a"), dev, fib_for("b"), Arc::new(PeerTable::new()), Arc::clone(&counters));
+    let task = spawn_peer_reader(
+        b_side,
+        site("a"),
+        dev,
+        fib_for("b"),
+        Arc::new(PeerTable::new()),
+        Arc::clone(&counters),
+    );
 
     let spoofed = ipv4([10, 77, 3, 1], [10, 77, 2, 1], 100);
     let good = ipv4([10, 77, 1, 1], [10, 77, 2, 1], 100);
@@ -314,7 +321,14 @@ async fn packets_cross_between_two_data_planes() {
     let fib_a = fib_for("a");
     let fib_b = fib_for("b");
     let tun_a = spawn_tun_reader(dev_a, fib_a, peers_a, Arc::clone(&counters_a));
-    let peer_b = spawn_peer_reader(b_to_a, site("a"), dev_b, fib_b, Arc::new(PeerTable::new()), Arc::clone(&counters_b));
+    let peer_b = spawn_peer_reader(
+        b_to_a,
+        site("a"),
+        dev_b,
+        fib_b,
+        Arc::new(PeerTable::new()),
+        Arc::clone(&counters_b),
+    );
 
     let packets: Vec<Vec<u8>> = (0..50u8)
         .map(|i| ipv4([10, 77, 1, 1], [10, 77, 2, i], 100 + usize::from(i)))
