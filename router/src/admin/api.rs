@@ -273,6 +273,15 @@ pub struct LanCountersView {
     pub refused_unconfirmed: u64,
     pub refused_unresolved: u64,
     pub refused_still_here: u64,
+    /// Dropped by the per-source or LAN-wide rate limit (a flood?).
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Announcements ignored because too many migrations were pending.
+    #[serde(default)]
+    pub refused_busy: u64,
+    /// GNDT entries from peers refused because a size limit was reached.
+    #[serde(default)]
+    pub refused_entries: u64,
 }
 
 /// `skyvine status`.

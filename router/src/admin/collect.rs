@@ -242,6 +242,9 @@ pub fn lan_counters(node: &Node) -> LanCountersView {
         refused_unconfirmed: c.refused_unconfirmed,
         refused_unresolved: c.refused_unresolved,
         refused_still_here: c.refused_still_here,
+        rate_limited: c.rate_limited,
+        refused_busy: c.refused_busy,
+        refused_entries: node.refused_entries(),
     }
 }
 
@@ -268,6 +271,18 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
                 "peer {site} is up but its table has not arrived yet"
             ));
         }
+    }
+    if lan_counters.rate_limited > 0 {
+        warnings.push(format!(
+            "{} LAN frames dropped by the rate limit (an ARP/RARP flood on the LAN?)",
+            lan_counters.rate_limited
+        ));
+    }
+    if lan_counters.refused_entries > 0 {
+        warnings.push(format!(
+            "{} table entries from peers refused: the GNDT size limit was reached",
+            lan_counters.refused_entries
+        ));
     }
     for (ip, until) in node.frozen(now) {
         warnings.push(format!(

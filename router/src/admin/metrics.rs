@@ -371,6 +371,20 @@ pub fn render(snap: &Snapshot, stats: &MigrationStats) -> String {
         "ARP replies sent on behalf of hosts at other sites.",
     )
     .sample("", &[], l.proxy_replies);
+    Family::new(
+        o,
+        "skyvine_lan_rate_limited_total",
+        "counter",
+        "LAN frames dropped by the per-source or LAN-wide rate limit.",
+    )
+    .sample("", &[], l.rate_limited);
+    Family::new(
+        o,
+        "skyvine_gndt_refused_entries_total",
+        "counter",
+        "GNDT entries from peers refused because a size limit was reached.",
+    )
+    .sample("", &[], l.refused_entries);
     let mut refused = Family::new(
         o,
         "skyvine_lan_refused_moves_total",
@@ -383,6 +397,7 @@ pub fn render(snap: &Snapshot, stats: &MigrationStats) -> String {
         ("unconfirmed", l.refused_unconfirmed),
         ("unresolved", l.refused_unresolved),
         ("still_here", l.refused_still_here),
+        ("busy", l.refused_busy),
     ] {
         refused.sample("", &[("reason", reason)], n);
     }

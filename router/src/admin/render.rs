@@ -425,8 +425,8 @@ pub fn status(view: &StatusView) -> String {
     table.row(vec![
         "lan frames".into(),
         format!(
-            "{} seen, {} forged, {} repeats, {} proxy replies",
-            l.frames, l.forged_frames, l.repeats, l.proxy_replies
+            "{} seen, {} forged, {} repeats, {} proxy replies, {} rate-limited",
+            l.frames, l.forged_frames, l.repeats, l.proxy_replies, l.rate_limited
         ),
     ]);
     table.row(vec![
