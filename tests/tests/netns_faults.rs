@@ -53,7 +53,7 @@ fn a_spoofing_vm_diverts_nothing() -> Result<()> {
         let announce = announce.to_string_lossy().into_owned();
 
         // b1 counts (and drops) every packet for a1 that reaches it: what the spoofer diverts.
-        let spy = Spy::install(&lab, "b1", &a1)?;
+        let spy = Spy::install(lab, "b1", &a1)?;
         // A checked transfer c1 -> a1 (paced to span both attacks) and 1 ms probes c1 -> a1.
         let server = lab.xfer_server("a1", XFER_PORT, 1)?;
         let client = lab.xfer_client("c1", &format!("{a1}:{XFER_PORT}"), "30M", Some(40.0), 11)?;
@@ -135,14 +135,14 @@ fn a_spoofing_vm_diverts_nothing() -> Result<()> {
             },
         )?;
         wait_until_ok("every router places a1 at a again", SETTLE, || {
-            all_place(&lab, &SITES, &host, "a")
+            all_place(lab, &SITES, &host, "a")
         })?;
         let diverted_own_mac = spy.read()?;
         spy.reset()?;
 
         // Attack 2: b1 takes a1's MAC too (so it answers the destination's confirmation probe
         // exactly as a1 would) and announces a1 the way QEMU and Xen do.
-        let b_refused = status_counter(&lab, "b", "lan_counters", "refused_frozen")?;
+        let b_refused = status_counter(lab, "b", "lan_counters", "refused_frozen")?;
         lab.run_in(
             "b1",
             &["ip", "link", "set", "dev", "eth0", "address", &a1_mac],
@@ -162,7 +162,7 @@ fn a_spoofing_vm_diverts_nothing() -> Result<()> {
         wait_until_ok(
             "router b refuses the spoofed-MAC announcement",
             SETTLE,
-            || Ok(status_counter(&lab, "b", "lan_counters", "refused_frozen")? > b_refused),
+            || Ok(status_counter(lab, "b", "lan_counters", "refused_frozen")? > b_refused),
         )?;
         // Let a probe round trip pass over every path before reading what b1 received.
         lab.wait_ping("c1", &a1, SETTLE)?;
@@ -183,10 +183,10 @@ fn a_spoofing_vm_diverts_nothing() -> Result<()> {
         let (lost, loss_run_ms) = probe_loss(&probe.stdout)?;
 
         wait_until_ok("every router places a1 at a", SETTLE, || {
-            all_place(&lab, &SITES, &host, "a")
+            all_place(lab, &SITES, &host, "a")
         })?;
         for site in SITES {
-            let row = gndt(&lab, site)?
+            let row = gndt(lab, site)?
                 .into_iter()
                 .find(|r| r.prefix == host)
                 .with_context(|| format!("router {site} has no entry for {host}"))?;
@@ -212,7 +212,7 @@ fn a_spoofing_vm_diverts_nothing() -> Result<()> {
             warnings.contains(&format!("{a1} is frozen")) && warnings.contains("still answers"),
             "router a's status warns of no frozen address / refused move: {warnings}"
         );
-        let frozen_refusals = status_counter(&lab, "b", "lan_counters", "refused_frozen")?;
+        let frozen_refusals = status_counter(lab, "b", "lan_counters", "refused_frozen")?;
 
         println!(
             "a_spoofing_vm_diverts_nothing: own-MAC claim: {} packets / {} bytes reached b1; \
@@ -241,9 +241,9 @@ fn a_spoofing_vm_diverts_nothing() -> Result<()> {
 #[test]
 fn a_flood_neither_starves_nor_grows() -> Result<()> {
     lab_test("a_flood_neither_starves_nor_grows", |lab| {
-        let pid = router_pid(&lab, "b")?;
+        let pid = router_pid(lab, "b")?;
         let before_kib = proc_kib(pid, "VmRSS")?;
-        let frames_before = status_counter(&lab, "b", "lan_counters", "frames")?;
+        let frames_before = status_counter(lab, "b", "lan_counters", "frames")?;
 
         // A checked transfer a2 -> b2 across the overlay for the whole flood (~12 s at 50 Mbit/s).
         let b2 = vm_ip("b2")?;
@@ -267,7 +267,7 @@ fn a_flood_neither_starves_nor_grows() -> Result<()> {
         let mut results = Vec::new();
         for (mode, seconds, extra) in phases {
             let mut flood = start_flood(
-                &lab,
+                lab,
                 "b1",
                 mode,
                 Duration::from_secs_f64(seconds),
@@ -293,7 +293,7 @@ fn a_flood_neither_starves_nor_grows() -> Result<()> {
         let after_kib = proc_kib(pid, "VmRSS")?;
         let hwm_kib = proc_kib(pid, "VmHWM")?;
         peak_kib = peak_kib.max(after_kib);
-        let frames = status_counter(&lab, "b", "lan_counters", "frames")? - frames_before;
+        let frames = status_counter(lab, "b", "lan_counters", "frames")? - frames_before;
         let status = lab.admin_json("b", "status")?;
         println!(
         "a_flood_neither_starves_nor_grows: router b RSS {before_kib} KiB before, peak {peak_kib} \
@@ -324,7 +324,7 @@ fn a_flood_neither_starves_nor_grows() -> Result<()> {
             frames > 100_000,
             "router b saw only {frames} frames of the flood"
         );
-        let in_progress = status_counter(&lab, "b", "counts", "migrations_in_progress")?;
+        let in_progress = status_counter(lab, "b", "counts", "migrations_in_progress")?;
         ensure!(
             in_progress <= 64,
             "{in_progress} migrations pending at router b"
@@ -332,7 +332,7 @@ fn a_flood_neither_starves_nor_grows() -> Result<()> {
         // Nothing the flood claimed moved: c1 is still at c everywhere, a's hosts at a.
         for (prefix, owner) in [("10.77.3.1/32", "c"), ("10.77.1.2/32", "a")] {
             ensure!(
-                all_place(&lab, &SITES, prefix, owner)?,
+                all_place(lab, &SITES, prefix, owner)?,
                 "the flood moved {prefix} away from {owner}"
             );
         }
@@ -394,7 +394,7 @@ fn crash_and_restart_reconciles() -> Result<()> {
         })?;
 
         lab.lab_sh(&["kill-router", "b", "-9"])?;
-        let (left, _) = faults_support::kernel_neighbours(&lab, "b")?;
+        let (left, _) = faults_support::kernel_neighbours(lab, "b")?;
         println!("crash_and_restart_reconciles: after SIGKILL router b's kernel keeps routes {} and neighbours {left:?}", lab.routes_text("b"));
         ensure!(
             left.contains_key(&c2),
@@ -405,8 +405,8 @@ fn crash_and_restart_reconciles() -> Result<()> {
         lab.migrate("a2", "c", "rarp")?;
         lab.migrate("c2", "a", "rarp")?;
         wait_until_ok("routers a and c agree on the moves", SETTLE, || {
-            Ok(all_place(&lab, &["a", "c"], &a2_host, "c")?
-                && all_place(&lab, &["a", "c"], &c2_host, "a")?)
+            Ok(all_place(lab, &["a", "c"], &a2_host, "c")?
+                && all_place(lab, &["a", "c"], &c2_host, "a")?)
         })?;
 
         lab.lab_sh(&["restart-router", "b"])?;
@@ -415,13 +415,13 @@ fn crash_and_restart_reconciles() -> Result<()> {
             "router b learns the moves and its kernel matches",
             SETTLE,
             || {
-                if !all_place(&lab, &["b"], &a2_host, "c")?
-                    || !all_place(&lab, &["b"], &c2_host, "a")?
+                if !all_place(lab, &["b"], &a2_host, "c")?
+                    || !all_place(lab, &["b"], &c2_host, "a")?
                 {
                     last = "tables not there yet".into();
                     return Ok(false);
                 }
-                match kernel_mismatch(&lab, "b")? {
+                match kernel_mismatch(lab, "b")? {
                     Some(why) => {
                         last = why;
                         Ok(false)
@@ -450,17 +450,17 @@ fn crash_and_restart_reconciles() -> Result<()> {
             lab.routes_text("b"),
             faults_support::join(&want)
         );
-        let (neigh, lines) = faults_support::kernel_neighbours(&lab, "b")?;
+        let (neigh, lines) = faults_support::kernel_neighbours(lab, "b")?;
         ensure!(
             neigh.is_empty(),
             "router b keeps neighbour entries {lines:?}"
         );
         for site in SITES {
-            if let Some(why) = kernel_mismatch(&lab, site)? {
+            if let Some(why) = kernel_mismatch(lab, site)? {
                 anyhow::bail!("{why}");
             }
         }
-        same_tables(&lab)?;
+        same_tables(lab)?;
 
         // b1 reaches a2 at its new site, with checked bytes.
         lab.wait_ping("b1", &a2, SETTLE)?;
@@ -494,13 +494,13 @@ fn partition_and_heal_converge() -> Result<()> {
         lab.run_in("wan", &["ip", "link", "set", "r-c", "down"])?;
         lab.migrate("a1", "b", "rarp")?;
         wait_until_ok("routers a and b place a1 at b", SETTLE, || {
-            all_place(&lab, &["a", "b"], &host, "b")
+            all_place(lab, &["a", "b"], &host, "b")
         })?;
         wait_until_ok("router c notices both peers down", SETTLE, || {
-            Ok(status_counter(&lab, "c", "counts", "peers_up")? == 0)
+            Ok(status_counter(lab, "c", "counts", "peers_up")? == 0)
         })?;
         ensure!(
-            all_place(&lab, &["c"], &host, "a")?,
+            all_place(lab, &["c"], &host, "a")?,
             "router c learned the move across a cut link"
         );
         // The rest of the network works during the partition: a2 -> a1 at b, checked.
@@ -518,7 +518,7 @@ fn partition_and_heal_converge() -> Result<()> {
         let took = wait_until_ok(
             "all routers converge after the heal",
             Duration::from_secs(60),
-            || match converged(&lab)? {
+            || match converged(lab)? {
                 Some(why) => {
                     last = why;
                     Ok(false)
@@ -529,7 +529,7 @@ fn partition_and_heal_converge() -> Result<()> {
         .with_context(|| format!("last seen: {last}"))?;
         let converge_s = healed.elapsed().as_secs_f64().min(took.as_secs_f64());
         ensure!(
-            all_place(&lab, &SITES, &host, "b")?,
+            all_place(lab, &SITES, &host, "b")?,
             "not every router places a1 at b"
         );
 

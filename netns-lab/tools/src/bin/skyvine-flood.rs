@@ -133,7 +133,8 @@ fn main() -> Result<()> {
             continue;
         }
         for _ in 0..behind.min(BATCH) {
-            let kind = args.kinds[(n % args.kinds.len() as u64) as usize];
+            let turn = usize::try_from(n % args.kinds.len() as u64).unwrap_or(0);
+            let kind = args.kinds.get(turn).copied().unwrap_or(Kind::Arp);
             let (mac, ip) = match args.mode {
                 Mode::SameMac => (own_mac, args.ip),
                 Mode::RandomMacs => (rng.local_mac(), args.ip),
