@@ -182,6 +182,15 @@ impl Lab {
         })
     }
 
+    /// `lab.sh ping-all --wait-s WAIT_S`: fails unless every cross-site VM pair pings.
+    pub fn expect_all_pairs_ping(&self, wait_s: u32) -> Result<()> {
+        let matrix = self.lab_sh(&["ping-all", "--wait-s", &wait_s.to_string()])?;
+        if !matrix.contains("ping-all: 12/12 OK") {
+            bail!("not every cross-site pair pings:\n{matrix}");
+        }
+        Ok(())
+    }
+
     /// The router's kernel routes on site `site` (`ip route show proto 90` in `P-r-S`).
     pub fn routes(&self, site: &str) -> Result<Vec<Route>> {
         let out = self.run_in(

@@ -117,6 +117,30 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Runs one lab test: skips (and passes) unless root, holds the [`serial`] lock, brings up a
+/// lab with `lab.sh up ARGS…`, runs `body`, and prints how long it all took. The lab is torn
+/// down either way; when `body` fails or panics the router logs are printed first.
+pub fn lab_test(
+    name: &str,
+    up_args: &[&str],
+    body: impl FnOnce(&mut Lab) -> Result<()>,
+) -> Result<()> {
+    if skip_unless_root() {
+        return Ok(());
+    }
+    let _serial = serial();
+    let start = Instant::now();
+    let mut lab = Lab::up(up_args)?;
+    body(&mut lab)?;
+    lab.pass();
+    drop(lab);
+    println!(
+        "{name}: {:.1} s with lab up and down",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Polls `cond` every 100 ms until it holds or `timeout` passes; returns how long it took,
 /// or an error naming `desc`.
 pub fn wait_until(

@@ -5,12 +5,11 @@
 //!
 //! Needs the release binaries: `cargo build --release --workspace --bins`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use skyvine_tests::{
-    check_transfer, serial, skip_unless_root, vm_ip, vm_mac, wait_until, wait_until_ok, Background,
-    Lab, Route,
+    check_transfer, lab_test, vm_ip, vm_mac, wait_until, wait_until_ok, Background, Lab, Route,
 };
 
 const XFER_PORT: u16 = 7800;
@@ -43,224 +42,199 @@ fn migration_under_tcp_load_with_none() -> Result<()> {
 /// transfers; `announce` is what the "hypervisor" emits, `detection` how router b must have
 /// noticed.
 fn migration_under_tcp_load(announce: &str, detection: &str) -> Result<()> {
-    if skip_unless_root() {
-        return Ok(());
-    }
-    let _serial = serial();
-    let start = Instant::now();
-    let mut lab = Lab::up(&[])?;
-    let a1 = vm_ip("a1")?;
-    let target = format!("{a1}:{XFER_PORT}");
+    lab_test(
+        &format!("migration_under_tcp_load_with_{announce}"),
+        &[],
+        |lab| {
+            let a1 = vm_ip("a1")?;
+            let target = format!("{a1}:{XFER_PORT}");
 
-    let server = lab.xfer_server("a1", XFER_PORT, 2)?;
-    let bytes = XFER_BYTES.to_string();
-    let clients = [
-        lab.xfer_client("a2", &target, &bytes, Some(XFER_RATE_MBPS), 2)?,
-        lab.xfer_client("c1", &target, &bytes, Some(XFER_RATE_MBPS), 3)?,
-    ];
-    // Without an announcement only the VM's own traffic can reveal it. A receiver sends
-    // nothing while nothing reaches it, so give a1 an outbound flow of its own, as any real
-    // guest has (a ping through its gateway every 200 ms).
-    let _pinger = if announce == "none" {
-        let mut ping = lab.command_in("a1", "ping");
-        ping.args(["-n", "-q", "-i", "0.2", &vm_ip("c2")?]);
-        Some(Background::spawn("ping a1 -> c2", ping)?)
-    } else {
-        None
-    };
-    wait_until_ok(
-        "both transfers to a1 are under way",
-        Duration::from_secs(20),
-        || {
-            let received = lab.tcp_bytes_received("a1", XFER_PORT)?;
-            Ok(received.len() == 2 && received.iter().all(|n| *n >= 256 * 1024))
+            let server = lab.xfer_server("a1", XFER_PORT, 2)?;
+            let bytes = XFER_BYTES.to_string();
+            let clients = [
+                lab.xfer_client("a2", &target, &bytes, Some(XFER_RATE_MBPS), 2)?,
+                lab.xfer_client("c1", &target, &bytes, Some(XFER_RATE_MBPS), 3)?,
+            ];
+            // Without an announcement only the VM's own traffic can reveal it. A receiver sends
+            // nothing while nothing reaches it, so give a1 an outbound flow of its own, as any real
+            // guest has (a ping through its gateway every 200 ms).
+            let _pinger = if announce == "none" {
+                let mut ping = lab.command_in("a1", "ping");
+                ping.args(["-n", "-q", "-i", "0.2", &vm_ip("c2")?]);
+                Some(Background::spawn("ping a1 -> c2", ping)?)
+            } else {
+                None
+            };
+            wait_until_ok(
+                "both transfers to a1 are under way",
+                Duration::from_secs(20),
+                || {
+                    let received = lab.tcp_bytes_received("a1", XFER_PORT)?;
+                    Ok(received.len() == 2 && received.iter().all(|n| *n >= 256 * 1024))
+                },
+            )?;
+
+            let mark = lab.log_mark("b");
+            println!("{}", lab.migrate("a1", "b", announce)?);
+            let applied_line = |log: &str| {
+                log.lines()
+                    .find(|l| {
+                        l.contains("migration applied") && l.contains(r#"role="destination""#)
+                    })
+                    .map(str::to_owned)
+            };
+            let timeout = if announce == "none" {
+                DETECT_WITHOUT_ANNOUNCEMENT
+            } else {
+                CONVERGE
+            };
+            let detected_after = wait_until("router b applies a1's migration", timeout, || {
+                applied_line(&lab.log_since("b", mark)).is_some()
+            })?;
+            let line = applied_line(&lab.log_since("b", mark)).context("the line went away")?;
+            println!(
+            "announce={announce}: router b applied the migration {:.1} s after the move: {line}",
+            detected_after.as_secs_f64()
+        );
+            ensure!(
+                line.contains(&format!(r#"detection="{detection}""#)),
+                "router b should have detected the move by {detection}: {line}"
+            );
+
+            // Both transfers complete, every byte checked, no reset.
+            let mut finished = Vec::new();
+            for client in clients {
+                finished.push(client.wait(Duration::from_secs(240))?);
+            }
+            let server = server.wait(Duration::from_secs(30))?;
+            for client in &finished {
+                check_transfer(client, &server.stdout, XFER_BYTES)?;
+            }
+            server.success()?;
+
+            expect_location(lab, "a1", "b")?;
+            lab.wait_ping("c1", &a1, CONVERGE)?;
+            lab.wait_ping("a2", &a1, CONVERGE)?;
+
+            Ok(())
         },
-    )?;
-
-    let mark = lab.log_mark("b");
-    println!("{}", lab.migrate("a1", "b", announce)?);
-    let applied_line = |log: &str| {
-        log.lines()
-            .find(|l| l.contains("migration applied") && l.contains(r#"role="destination""#))
-            .map(str::to_owned)
-    };
-    let timeout = if announce == "none" {
-        DETECT_WITHOUT_ANNOUNCEMENT
-    } else {
-        CONVERGE
-    };
-    let detected_after = wait_until("router b applies a1's migration", timeout, || {
-        applied_line(&lab.log_since("b", mark)).is_some()
-    })?;
-    let line = applied_line(&lab.log_since("b", mark)).context("the line went away")?;
-    println!(
-        "announce={announce}: router b applied the migration {:.1} s after the move: {line}",
-        detected_after.as_secs_f64()
-    );
-    ensure!(
-        line.contains(&format!(r#"detection="{detection}""#)),
-        "router b should have detected the move by {detection}: {line}"
-    );
-
-    // Both transfers complete, every byte checked, no reset.
-    let mut finished = Vec::new();
-    for client in clients {
-        finished.push(client.wait(Duration::from_secs(240))?);
-    }
-    let server = server.wait(Duration::from_secs(30))?;
-    for client in &finished {
-        check_transfer(client, &server.stdout, XFER_BYTES)?;
-    }
-    server.success()?;
-
-    expect_location(&lab, "a1", "b")?;
-    lab.wait_ping("c1", &a1, CONVERGE)?;
-    lab.wait_ping("a2", &a1, CONVERGE)?;
-
-    lab.pass();
-    println!(
-        "migration_under_tcp_load_with_{announce}: {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+    )
 }
 
 #[test]
 fn back_and_onward() -> Result<()> {
-    if skip_unless_root() {
-        return Ok(());
-    }
-    let _serial = serial();
-    let start = Instant::now();
-    let mut lab = Lab::up(&[])?;
-    let a1 = vm_ip("a1")?;
+    lab_test("back_and_onward", &[], |lab| {
+        let a1 = vm_ip("a1")?;
 
-    // a -> b -> a: home again, nobody keeps a /32 for it.
-    for (to, pingers) in [("b", ["b1", "c1", "a2"]), ("a", ["b1", "c1", "a2"])] {
-        println!("{}", lab.migrate("a1", to, "rarp")?);
-        expect_location(&lab, "a1", to)?;
-        for from in pingers {
-            lab.wait_ping(from, &a1, CONVERGE)?;
+        // a -> b -> a: home again, nobody keeps a /32 for it.
+        for (to, pingers) in [("b", ["b1", "c1", "a2"]), ("a", ["b1", "c1", "a2"])] {
+            println!("{}", lab.migrate("a1", to, "rarp")?);
+            expect_location(lab, "a1", to)?;
+            for from in pingers {
+                lab.wait_ping(from, &a1, CONVERGE)?;
+            }
         }
-    }
-    // a -> b -> c: onward, every step reachable from the old site and a third one.
-    for to in ["b", "c"] {
-        println!("{}", lab.migrate("a1", to, "rarp")?);
-        expect_location(&lab, "a1", to)?;
-        for from in ["a2", "c1"] {
-            lab.wait_ping(from, &a1, CONVERGE)?;
+        // a -> b -> c: onward, every step reachable from the old site and a third one.
+        for to in ["b", "c"] {
+            println!("{}", lab.migrate("a1", to, "rarp")?);
+            expect_location(lab, "a1", to)?;
+            for from in ["a2", "c1"] {
+                lab.wait_ping(from, &a1, CONVERGE)?;
+            }
         }
-    }
 
-    lab.pass();
-    println!("back_and_onward: {:.1} s", start.elapsed().as_secs_f64());
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
 fn two_vms_at_once() -> Result<()> {
-    if skip_unless_root() {
-        return Ok(());
-    }
-    let _serial = serial();
-    let start = Instant::now();
-    let mut lab = Lab::up(&[])?;
+    lab_test("two_vms_at_once", &[], |lab| {
+        let moves = [("a1", "b"), ("b2", "c")];
+        let running = moves
+            .iter()
+            .map(|(vm, to)| {
+                let cmd = lab.lab_sh_command(&["migrate", vm, to, "--announce", "rarp"]);
+                Background::spawn(format!("lab.sh migrate {vm} {to}"), cmd)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for migration in running {
+            print!(
+                "{}",
+                migration.wait(Duration::from_secs(30))?.success()?.stdout
+            );
+        }
 
-    let moves = [("a1", "b"), ("b2", "c")];
-    let running = moves
-        .iter()
-        .map(|(vm, to)| {
-            let cmd = lab.lab_sh_command(&["migrate", vm, to, "--announce", "rarp"]);
-            Background::spawn(format!("lab.sh migrate {vm} {to}"), cmd)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    for migration in running {
-        print!(
-            "{}",
-            migration.wait(Duration::from_secs(30))?.success()?.stdout
-        );
-    }
-
-    for (vm, to) in moves {
-        expect_location(&lab, vm, to)?;
-    }
-    for (vm, _) in moves {
-        let ip = vm_ip(vm)?;
-        for from in ["a1", "a2", "b1", "b2", "c1", "c2"] {
-            if from != vm {
-                lab.wait_ping(from, &ip, CONVERGE)?;
+        for (vm, to) in moves {
+            expect_location(lab, vm, to)?;
+        }
+        for (vm, _) in moves {
+            let ip = vm_ip(vm)?;
+            for from in ["a1", "a2", "b1", "b2", "c1", "c2"] {
+                if from != vm {
+                    lab.wait_ping(from, &ip, CONVERGE)?;
+                }
             }
         }
-    }
 
-    lab.pass();
-    println!("two_vms_at_once: {:.1} s", start.elapsed().as_secs_f64());
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
 fn routing_optimization() -> Result<()> {
-    if skip_unless_root() {
-        return Ok(());
-    }
-    let _serial = serial();
-    let start = Instant::now();
-    let mut lab = Lab::up(&["--optimize"])?;
-    let (a1, b1) = (vm_ip("a1")?, vm_ip("b1")?);
-    let (a1_mac, b1_mac) = (vm_mac("a1")?, vm_mac("b1")?);
+    lab_test("routing_optimization", &["--optimize"], |lab| {
+        let (a1, b1) = (vm_ip("a1")?, vm_ip("b1")?);
+        let (a1_mac, b1_mac) = (vm_mac("a1")?, vm_mac("b1")?);
 
-    // One /16 and no gateway: a1 reaches b1 because router a answers ARP for it.
-    lab.wait_ping("a1", &b1, CONVERGE)?;
-    let before = lab.neigh("a1", &b1)?;
-    ensure!(
-        before.contains("lladdr 52:54:00:77:01:fe"),
-        "a1 should reach b1 through router a's MAC before the move: {before}"
-    );
+        // One /16 and no gateway: a1 reaches b1 because router a answers ARP for it.
+        lab.wait_ping("a1", &b1, CONVERGE)?;
+        let before = lab.neigh("a1", &b1)?;
+        ensure!(
+            before.contains("lladdr 52:54:00:77:01:fe"),
+            "a1 should reach b1 through router a's MAC before the move: {before}"
+        );
 
-    println!("{}", lab.migrate("a1", "b", "rarp")?);
-    expect_location(&lab, "a1", "b")?;
-    // Now on the same LAN, a1 and b1 must know each other's real MACs.
-    wait_until_ok(
-        &format!("a1 and b1 resolve each other to {b1_mac} / {a1_mac}"),
-        CONVERGE,
-        || {
-            let pinged = lab.ping("a1", &b1);
-            Ok(pinged
-                && lab.neigh("a1", &b1)?.contains(&format!("lladdr {b1_mac}"))
-                && lab.neigh("b1", &a1)?.contains(&format!("lladdr {a1_mac}")))
-        },
-    )
-    .with_context(|| {
-        format!(
-            "a1: {:?}; b1: {:?}",
-            lab.neigh("a1", &b1).unwrap_or_default(),
-            lab.neigh("b1", &a1).unwrap_or_default()
+        println!("{}", lab.migrate("a1", "b", "rarp")?);
+        expect_location(lab, "a1", "b")?;
+        // Now on the same LAN, a1 and b1 must know each other's real MACs.
+        wait_until_ok(
+            &format!("a1 and b1 resolve each other to {b1_mac} / {a1_mac}"),
+            CONVERGE,
+            || {
+                let pinged = lab.ping("a1", &b1);
+                Ok(pinged
+                    && lab.neigh("a1", &b1)?.contains(&format!("lladdr {b1_mac}"))
+                    && lab.neigh("b1", &a1)?.contains(&format!("lladdr {a1_mac}")))
+            },
         )
-    })?;
+        .with_context(|| {
+            format!(
+                "a1: {:?}; b1: {:?}",
+                lab.neigh("a1", &b1).unwrap_or_default(),
+                lab.neigh("b1", &a1).unwrap_or_default()
+            )
+        })?;
 
-    // And their traffic no longer crosses router b: 8 MiB a1 -> b1 (about 6000 data segments
-    // and thousands of ACKs) leaves router b's LAN counter almost where it was.
-    let server = lab.xfer_server("b1", XFER_PORT, 1)?;
-    let rx_before = lab.rx_packets("r-b", "lan0")?;
-    let client = lab
-        .xfer_client("a1", &format!("{b1}:{XFER_PORT}"), "8M", None, 5)?
-        .wait(Duration::from_secs(120))?;
-    let rx_after = lab.rx_packets("r-b", "lan0")?;
-    let server = server.wait(Duration::from_secs(30))?.success()?;
-    check_transfer(&client, &server.stdout, 8 << 20)?;
-    let crossed = rx_after - rx_before;
-    println!("router b's lan0 received {crossed} packets during the a1 -> b1 transfer");
-    ensure!(
-        crossed < 100,
-        "{crossed} packets reached router b's lan0 during an a1 -> b1 transfer on one LAN"
-    );
+        // And their traffic no longer crosses router b: 8 MiB a1 -> b1 (about 6000 data segments
+        // and thousands of ACKs) leaves router b's LAN counter almost where it was.
+        let server = lab.xfer_server("b1", XFER_PORT, 1)?;
+        let rx_before = lab.rx_packets("r-b", "lan0")?;
+        let client = lab
+            .xfer_client("a1", &format!("{b1}:{XFER_PORT}"), "8M", None, 5)?
+            .wait(Duration::from_secs(120))?;
+        let rx_after = lab.rx_packets("r-b", "lan0")?;
+        let server = server.wait(Duration::from_secs(30))?.success()?;
+        check_transfer(&client, &server.stdout, 8 << 20)?;
+        let crossed = rx_after - rx_before;
+        println!("router b's lan0 received {crossed} packets during the a1 -> b1 transfer");
+        ensure!(
+            crossed < 100,
+            "{crossed} packets reached router b's lan0 during an a1 -> b1 transfer on one LAN"
+        );
 
-    lab.pass();
-    println!(
-        "routing_optimization: {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Waits until every router agrees that `vm` (home site = its first letter) is at `site`:

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use skyvine_tests::{
-    check_transfer, serial, site_prefix, skip_unless_root, vm_ip, wait_until_ok, Background, Lab,
-    Route,
+    check_transfer, lab_test, site_prefix, vm_ip, wait_until_ok, Background, Route,
 };
 
 const XFER_PORT: u16 = 7800;
@@ -20,340 +19,300 @@ const CONVERGE: Duration = Duration::from_secs(30);
 
 #[test]
 fn all_cross_site_pairs_reach_each_other() -> Result<()> {
-    if skip_unless_root() {
-        return Ok(());
-    }
-    let _serial = serial();
-    let start = Instant::now();
-    let mut lab = Lab::up(&[])?;
+    lab_test("all_cross_site_pairs_reach_each_other", &[], |lab| {
+        lab.expect_all_pairs_ping(10)?;
 
-    let matrix = lab.lab_sh(&["ping-all", "--wait-s", "10"])?;
-    ensure!(matrix.contains("ping-all: 12/12 OK"), "ping-all:\n{matrix}");
+        // Two checked transfers across sites, one at a time (the machine has 2 cores).
+        for (from, to, seed) in [("a1", "b1", 1), ("c2", "a2", 2)] {
+            let server = lab.xfer_server(to, XFER_PORT, 1)?;
+            let target = format!("{}:{XFER_PORT}", vm_ip(to)?);
+            let client = lab
+                .xfer_client(from, &target, "20M", None, seed)?
+                .wait(Duration::from_secs(120))?;
+            let server = server.wait(Duration::from_secs(30))?.success()?;
+            check_transfer(&client, &server.stdout, 20 << 20)
+                .with_context(|| format!("transfer {from} -> {to}"))?;
+        }
 
-    // Two checked transfers across sites, one at a time (the machine has 2 cores).
-    for (from, to, seed) in [("a1", "b1", 1), ("c2", "a2", 2)] {
-        let server = lab.xfer_server(to, XFER_PORT, 1)?;
-        let target = format!("{}:{XFER_PORT}", vm_ip(to)?);
-        let client = lab
-            .xfer_client(from, &target, "20M", None, seed)?
-            .wait(Duration::from_secs(120))?;
-        let server = server.wait(Duration::from_secs(30))?.success()?;
-        check_transfer(&client, &server.stdout, 20 << 20)
-            .with_context(|| format!("transfer {from} -> {to}"))?;
-    }
-
-    lab.pass();
-    println!(
-        "all_cross_site_pairs_reach_each_other: {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
 fn a_host_outside_the_lndt_is_dropped() -> Result<()> {
-    if skip_unless_root() {
-        return Ok(());
-    }
-    let _serial = serial();
-    let start = Instant::now();
-    let mut lab = Lab::up(&[])?;
+    lab_test("a_host_outside_the_lndt_is_dropped", &[], |lab| {
+        // The generated LNDT lists only the site's two VMs: .50 is on the LAN but not allowed.
+        let config = std::fs::read_to_string(lab.state_dir().join("a/router.toml"))?;
+        ensure!(
+            config.contains(r#"hosts = ["10.77.1.1/32", "10.77.1.2/32"]"#),
+            "unexpected LNDT in router a's config:\n{config}"
+        );
+        lab.run_in("a1", &["ip", "addr", "add", "10.77.1.50/24", "dev", "eth0"])?;
+        let b1 = vm_ip("b1")?;
 
-    // The generated LNDT lists only the site's two VMs: .50 is on the LAN but not allowed.
-    let config = std::fs::read_to_string(lab.state_dir().join("a/router.toml"))?;
-    ensure!(
-        config.contains(r#"hosts = ["10.77.1.1/32", "10.77.1.2/32"]"#),
-        "unexpected LNDT in router a's config:\n{config}"
-    );
-    lab.run_in("a1", &["ip", "addr", "add", "10.77.1.50/24", "dev", "eth0"])?;
-    let b1 = vm_ip("b1")?;
-
-    let before = lab.drop_count("a", "source_not_local")?;
-    let mut answered = 0;
-    for _ in 0..3 {
-        if lab.ping_from_addr("a1", "10.77.1.50", &b1) {
-            answered += 1;
+        let before = lab.drop_count("a", "source_not_local")?;
+        let mut answered = 0;
+        for _ in 0..3 {
+            if lab.ping_from_addr("a1", "10.77.1.50", &b1) {
+                answered += 1;
+            }
         }
-    }
-    ensure!(
-        answered == 0,
-        "{answered} of 3 pings from 10.77.1.50 (not in the LNDT) were answered"
-    );
-    // The same VM, from its listed address, still gets through.
-    lab.wait_ping("a1", &b1, Duration::from_secs(5))?;
-    ensure!(
-        lab.ping_from_addr("a1", "10.77.1.1", &b1),
-        "ping from 10.77.1.1 to {b1} failed"
-    );
-    let after = lab.drop_count("a", "source_not_local")?;
-    ensure!(
-        after >= before + 3,
-        "router a's source_not_local drops went from {before} to {after} after 3 pings from 10.77.1.50"
-    );
+        ensure!(
+            answered == 0,
+            "{answered} of 3 pings from 10.77.1.50 (not in the LNDT) were answered"
+        );
+        // The same VM, from its listed address, still gets through.
+        lab.wait_ping("a1", &b1, Duration::from_secs(5))?;
+        ensure!(
+            lab.ping_from_addr("a1", "10.77.1.1", &b1),
+            "ping from 10.77.1.1 to {b1} failed"
+        );
+        let after = lab.drop_count("a", "source_not_local")?;
+        ensure!(
+            after >= before + 3,
+            "router a's source_not_local drops went from {before} to {after} after 3 pings from 10.77.1.50"
+        );
 
-    lab.pass();
-    println!(
-        "a_host_outside_the_lndt_is_dropped: {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
 fn a_router_with_a_foreign_certificate_is_refused() -> Result<()> {
-    if skip_unless_root() {
-        return Ok(());
-    }
-    let _serial = serial();
-    let start = Instant::now();
-    let mut lab = Lab::up(&[])?;
-
-    // A second CA and a certificate for site b from it: an impostor router b.
-    let foreign = lab.state_dir().join("foreign");
-    std::fs::create_dir_all(&foreign)?;
-    let skyvine = lab.bins().skyvine.clone();
-    for args in [
-        vec!["cert", "ca", "--dir"],
-        vec!["cert", "issue", "--site", "b", "--dir"],
-    ] {
-        let out = Command::new(&skyvine).args(&args).arg(&foreign).output()?;
-        ensure!(
-            out.status.success(),
-            "skyvine {} failed: {out:?}",
-            args.join(" ")
-        );
-    }
-    let pki = lab.state_dir().join("pki");
-    let own_config = std::fs::read_to_string(lab.state_dir().join("b/router.toml"))?;
-    let mut config = own_config.clone();
-    for file in ["ca.pem", "b.pem", "b.key"] {
-        let (own, theirs) = (pki.join(file), foreign.join(file));
-        let own = own.to_str().context("non-UTF-8 path")?;
-        ensure!(
-            config.contains(own),
-            "router b's config does not name {own}"
-        );
-        config = config.replace(own, theirs.to_str().context("non-UTF-8 path")?);
-    }
-    let foreign_config = foreign.join("router.toml");
-    std::fs::write(&foreign_config, config)?;
-    let foreign_log = foreign.join("router.log");
-    lab.attach_log("router b with the foreign certificate", &foreign_log);
-
-    // Start a and c afresh (a graceful stop removes their routes and they keep no state), with
-    // the impostor already running, so neither ever had b's routes.
-    for site in ["a", "b", "c"] {
-        lab.lab_sh(&["kill-router", site])?;
-    }
-    for site in ["a", "c"] {
-        ensure!(
-            lab.routes(site)?.is_empty(),
-            "router {site} left routes: {}",
-            lab.routes_text(site)
-        );
-    }
-    let marks = (lab.log_mark("a"), lab.log_mark("c"));
-    let mut cmd = lab.command_in("r-b", &skyvine);
-    cmd.args(["router", "--config"])
-        .arg(&foreign_config)
-        .env("RUST_LOG", "info");
-    let mut impostor =
-        Background::spawn_logged("router b (foreign certificate)", cmd, &foreign_log)?;
-    // Listening before a and c start, so their very first dial meets the foreign certificate.
-    wait_until_ok("the impostor b listens", Duration::from_secs(10), || {
-        ensure!(impostor.running(), "the impostor b exited");
-        Ok(std::fs::read_to_string(&foreign_log)?.contains("router starting"))
-    })?;
-    lab.lab_sh(&["restart-router", "a"])?;
-    lab.lab_sh(&["restart-router", "c"])?;
-
-    // Both real routers reject b's certificate themselves: their own dial to b fails
-    // verification (b, trusting only its own CA, also aborts their certificates when it dials,
-    // which they log as "refused incoming connection … aborted by peer").
-    let refused = |site: &str, mark: usize| {
-        lab.log_since(site, mark).lines().any(|l| {
-            l.contains("cannot reach peer")
-                && l.contains("peer=b")
-                && l.contains("invalid peer certificate")
-                && !l.contains("aborted by peer")
-        })
-    };
-    let b_prefix = site_prefix("b")?;
-    let mut samples = 0;
-    wait_until_ok(
-        "routers a and c log the refusal of b's certificate",
-        CONVERGE,
-        || {
-            for site in ["a", "c"] {
-                let routes = lab.routes(site)?;
+    lab_test(
+        "a_router_with_a_foreign_certificate_is_refused",
+        &[],
+        |lab| {
+            // A second CA and a certificate for site b from it: an impostor router b.
+            let foreign = lab.state_dir().join("foreign");
+            std::fs::create_dir_all(&foreign)?;
+            let skyvine = lab.bins().skyvine.clone();
+            for args in [
+                vec!["cert", "ca", "--dir"],
+                vec!["cert", "issue", "--site", "b", "--dir"],
+            ] {
+                let out = Command::new(&skyvine).args(&args).arg(&foreign).output()?;
                 ensure!(
-                    !routes.iter().any(|r| r.dest == b_prefix),
-                    "b's prefix {b_prefix} reached router {site}'s kernel: {}",
+                    out.status.success(),
+                    "skyvine {} failed: {out:?}",
+                    args.join(" ")
+                );
+            }
+            let pki = lab.state_dir().join("pki");
+            let own_config = std::fs::read_to_string(lab.state_dir().join("b/router.toml"))?;
+            let mut config = own_config.clone();
+            for file in ["ca.pem", "b.pem", "b.key"] {
+                let (own, theirs) = (pki.join(file), foreign.join(file));
+                let own = own.to_str().context("non-UTF-8 path")?;
+                ensure!(
+                    config.contains(own),
+                    "router b's config does not name {own}"
+                );
+                config = config.replace(own, theirs.to_str().context("non-UTF-8 path")?);
+            }
+            let foreign_config = foreign.join("router.toml");
+            std::fs::write(&foreign_config, config)?;
+            let foreign_log = foreign.join("router.log");
+            lab.attach_log("router b with the foreign certificate", &foreign_log);
+
+            // Start a and c afresh (a graceful stop removes their routes and they keep no state), with
+            // the impostor already running, so neither ever had b's routes.
+            for site in ["a", "b", "c"] {
+                lab.lab_sh(&["kill-router", site])?;
+            }
+            for site in ["a", "c"] {
+                ensure!(
+                    lab.routes(site)?.is_empty(),
+                    "router {site} left routes: {}",
                     lab.routes_text(site)
                 );
             }
-            samples += 1;
-            Ok(refused("a", marks.0) && refused("c", marks.1))
-        },
-    )?;
-    // a and c do talk to each other, and keep b out for a while longer.
-    lab.wait_ping("a1", &vm_ip("c1")?, CONVERGE)?;
-    let watch = Instant::now();
-    while watch.elapsed() < Duration::from_secs(3) {
-        for site in ["a", "c"] {
-            let routes = lab.routes(site)?;
+            let marks = (lab.log_mark("a"), lab.log_mark("c"));
+            let mut cmd = lab.command_in("r-b", &skyvine);
+            cmd.args(["router", "--config"])
+                .arg(&foreign_config)
+                .env("RUST_LOG", "info");
+            let mut impostor =
+                Background::spawn_logged("router b (foreign certificate)", cmd, &foreign_log)?;
+            // Listening before a and c start, so their very first dial meets the foreign certificate.
+            wait_until_ok("the impostor b listens", Duration::from_secs(10), || {
+                ensure!(impostor.running(), "the impostor b exited");
+                Ok(std::fs::read_to_string(&foreign_log)?.contains("router starting"))
+            })?;
+            lab.lab_sh(&["restart-router", "a"])?;
+            lab.lab_sh(&["restart-router", "c"])?;
+
+            // Both real routers reject b's certificate themselves: their own dial to b fails
+            // verification (b, trusting only its own CA, also aborts their certificates when it dials,
+            // which they log as "refused incoming connection … aborted by peer").
+            let refused = |site: &str, mark: usize| {
+                lab.log_since(site, mark).lines().any(|l| {
+                    l.contains("cannot reach peer")
+                        && l.contains("peer=b")
+                        && l.contains("invalid peer certificate")
+                        && !l.contains("aborted by peer")
+                })
+            };
+            let b_prefix = site_prefix("b")?;
+            let mut samples = 0;
+            wait_until_ok(
+                "routers a and c log the refusal of b's certificate",
+                CONVERGE,
+                || {
+                    for site in ["a", "c"] {
+                        let routes = lab.routes(site)?;
+                        ensure!(
+                            !routes.iter().any(|r| r.dest == b_prefix),
+                            "b's prefix {b_prefix} reached router {site}'s kernel: {}",
+                            lab.routes_text(site)
+                        );
+                    }
+                    samples += 1;
+                    Ok(refused("a", marks.0) && refused("c", marks.1))
+                },
+            )?;
+            // a and c do talk to each other, and keep b out for a while longer.
+            lab.wait_ping("a1", &vm_ip("c1")?, CONVERGE)?;
+            let watch = Instant::now();
+            while watch.elapsed() < Duration::from_secs(3) {
+                for site in ["a", "c"] {
+                    let routes = lab.routes(site)?;
+                    ensure!(
+                        !routes.iter().any(|r| r.dest == b_prefix),
+                        "b's prefix {b_prefix} reached router {site}'s kernel: {}",
+                        lab.routes_text(site)
+                    );
+                    samples += 1;
+                }
+            }
+            for (site, mark) in [("a", marks.0), ("c", marks.1)] {
+                let log = lab.log_since(site, mark);
+                ensure!(
+                    !log.lines().any(|l| l.contains("peer up peer=b")),
+                    "router {site} brought the impostor b up:\n{log}"
+                );
+            }
             ensure!(
-                !routes.iter().any(|r| r.dest == b_prefix),
-                "b's prefix {b_prefix} reached router {site}'s kernel: {}",
-                lab.routes_text(site)
+                !lab.ping("a1", &vm_ip("b1")?),
+                "a1 reached b1 through the impostor"
             );
-            samples += 1;
-        }
-    }
-    for (site, mark) in [("a", marks.0), ("c", marks.1)] {
-        let log = lab.log_since(site, mark);
-        ensure!(
-            !log.lines().any(|l| l.contains("peer up peer=b")),
-            "router {site} brought the impostor b up:\n{log}"
-        );
-    }
-    ensure!(
-        !lab.ping("a1", &vm_ip("b1")?),
-        "a1 reached b1 through the impostor"
-    );
-    let peers = lab.admin_json("a", "peers")?;
-    let b_connected = peers
-        .get("peers")
-        .and_then(|p| p.as_array())
-        .and_then(|peers| {
-            peers
-                .iter()
-                .find(|p| p.get("site").and_then(|s| s.as_str()) == Some("b"))
-        })
-        .and_then(|b| b.get("connected"))
-        .and_then(|c| c.as_bool());
-    ensure!(
-        b_connected == Some(false),
-        "router a's peers show b as {b_connected:?}: {peers}"
-    );
-    println!("b's prefix absent from a's and c's kernels in {samples} samples");
-    for (site, mark) in [("a", marks.0), ("c", marks.1)] {
-        let log = lab.log_since(site, mark);
-        let line = log.lines().find(|l| l.contains("invalid peer certificate"));
-        println!("router {site}: {}", line.unwrap_or_default());
-    }
+            let peers = lab.admin_json("a", "peers")?;
+            let b_connected = peers
+                .get("peers")
+                .and_then(|p| p.as_array())
+                .and_then(|peers| {
+                    peers
+                        .iter()
+                        .find(|p| p.get("site").and_then(|s| s.as_str()) == Some("b"))
+                })
+                .and_then(|b| b.get("connected"))
+                .and_then(|c| c.as_bool());
+            ensure!(
+                b_connected == Some(false),
+                "router a's peers show b as {b_connected:?}: {peers}"
+            );
+            println!("b's prefix absent from a's and c's kernels in {samples} samples");
+            for (site, mark) in [("a", marks.0), ("c", marks.1)] {
+                let log = lab.log_since(site, mark);
+                let line = log.lines().find(|l| l.contains("invalid peer certificate"));
+                println!("router {site}: {}", line.unwrap_or_default());
+            }
 
-    // The real b comes back: everything connects again.
-    impostor.terminate(Duration::from_secs(10))?;
-    lab.lab_sh(&["restart-router", "b"])?;
-    let matrix = lab.lab_sh(&["ping-all", "--wait-s", "30"])?;
-    ensure!(matrix.contains("ping-all: 12/12 OK"), "ping-all:\n{matrix}");
+            // The real b comes back: everything connects again.
+            impostor.terminate(Duration::from_secs(10))?;
+            lab.lab_sh(&["restart-router", "b"])?;
+            lab.expect_all_pairs_ping(30)?;
 
-    lab.pass();
-    println!(
-        "a_router_with_a_foreign_certificate_is_refused: {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+            Ok(())
+        },
+    )
 }
 
 #[test]
 fn restarting_a_router_restores_connectivity_without_duplicate_routes() -> Result<()> {
-    if skip_unless_root() {
-        return Ok(());
-    }
-    let _serial = serial();
-    let start = Instant::now();
-    let mut lab = Lab::up(&[])?;
-    let (a1, b1) = (vm_ip("a1")?, vm_ip("b1")?);
+    lab_test(
+        "restarting_a_router_restores_connectivity_without_duplicate_routes",
+        &[],
+        |lab| {
+            let (a1, b1) = (vm_ip("a1")?, vm_ip("b1")?);
 
-    lab.lab_sh(&["kill-router", "b", "-9"])?;
-    // SIGKILL: no cleanup by the router. Its TUN device goes with the process, and the kernel
-    // drops the routes through it; whatever else is left must be reconciled, not duplicated.
-    println!("left in r-b after SIGKILL: [{}]", lab.routes_text("b"));
-    ensure!(!lab.ping("a1", &b1), "a1 reached b1 with router b killed");
+            lab.lab_sh(&["kill-router", "b", "-9"])?;
+            // SIGKILL: no cleanup by the router. Its TUN device goes with the process, and the kernel
+            // drops the routes through it; whatever else is left must be reconciled, not duplicated.
+            println!("left in r-b after SIGKILL: [{}]", lab.routes_text("b"));
+            ensure!(!lab.ping("a1", &b1), "a1 reached b1 with router b killed");
 
-    lab.lab_sh(&["restart-router", "b"])?;
-    lab.wait_ping("a1", &b1, CONVERGE)?;
-    lab.wait_ping("b1", &a1, CONVERGE)?;
-    for site in ["a", "b", "c"] {
-        let expected: BTreeSet<Route> = ["a", "b", "c"]
-            .into_iter()
-            .filter(|other| *other != site)
-            .map(|other| Ok(Route::new(&site_prefix(other)?, "skyvine0")))
-            .collect::<Result<_>>()?;
-        wait_until_ok(
-            &format!("router {site} has exactly {expected:?}"),
-            CONVERGE,
-            || Ok(exactly_once(&lab.routes(site)?, &expected)),
-        )
-        .with_context(|| format!("router {site} routes: {}", lab.routes_text(site)))?;
-    }
-    let matrix = lab.lab_sh(&["ping-all", "--wait-s", "10"])?;
-    ensure!(matrix.contains("ping-all: 12/12 OK"), "ping-all:\n{matrix}");
+            lab.lab_sh(&["restart-router", "b"])?;
+            lab.wait_ping("a1", &b1, CONVERGE)?;
+            lab.wait_ping("b1", &a1, CONVERGE)?;
+            for site in ["a", "b", "c"] {
+                let expected: BTreeSet<Route> = ["a", "b", "c"]
+                    .into_iter()
+                    .filter(|other| *other != site)
+                    .map(|other| Ok(Route::new(&site_prefix(other)?, "skyvine0")))
+                    .collect::<Result<_>>()?;
+                wait_until_ok(
+                    &format!("router {site} has exactly {expected:?}"),
+                    CONVERGE,
+                    || Ok(exactly_once(&lab.routes(site)?, &expected)),
+                )
+                .with_context(|| format!("router {site} routes: {}", lab.routes_text(site)))?;
+            }
+            lab.expect_all_pairs_ping(10)?;
 
-    lab.pass();
-    println!(
-        "restarting_a_router_restores_connectivity_without_duplicate_routes: {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+            Ok(())
+        },
+    )
 }
 
 #[test]
 fn a_gracefully_stopped_router_removes_its_routes() -> Result<()> {
-    if skip_unless_root() {
-        return Ok(());
-    }
-    let _serial = serial();
-    let start = Instant::now();
-    let mut lab = Lab::up(&[])?;
+    lab_test(
+        "a_gracefully_stopped_router_removes_its_routes",
+        &[],
+        |lab| {
+            // A VM that migrated in gives router c a LAN route and a permanent neighbour entry too:
+            // unlike the routes through the TUN device, those outlive the process unless it cleans up.
+            let a1 = vm_ip("a1")?;
+            println!("{}", lab.migrate("a1", "c", "rarp")?);
+            let expected = [
+                Route::new(&site_prefix("a")?, "skyvine0"),
+                Route::new(&site_prefix("b")?, "skyvine0"),
+                Route::new(&a1, "lan0"),
+            ];
+            wait_until_ok("router c routes a1 on its LAN", CONVERGE, || {
+                let routes = lab.routes("c")?;
+                Ok(expected.iter().all(|r| routes.contains(r)))
+            })
+            .with_context(|| format!("router c routes: {}", lab.routes_text("c")))?;
+            wait_until_ok(
+                "router c has a permanent neighbour entry for a1",
+                CONVERGE,
+                || Ok(lab.neigh("r-c", &a1)?.contains("PERMANENT")),
+            )?;
+            lab.wait_ping("b1", &a1, CONVERGE)?;
 
-    // A VM that migrated in gives router c a LAN route and a permanent neighbour entry too:
-    // unlike the routes through the TUN device, those outlive the process unless it cleans up.
-    let a1 = vm_ip("a1")?;
-    println!("{}", lab.migrate("a1", "c", "rarp")?);
-    let expected = [
-        Route::new(&site_prefix("a")?, "skyvine0"),
-        Route::new(&site_prefix("b")?, "skyvine0"),
-        Route::new(&a1, "lan0"),
-    ];
-    wait_until_ok("router c routes a1 on its LAN", CONVERGE, || {
-        let routes = lab.routes("c")?;
-        Ok(expected.iter().all(|r| routes.contains(r)))
-    })
-    .with_context(|| format!("router c routes: {}", lab.routes_text("c")))?;
-    wait_until_ok(
-        "router c has a permanent neighbour entry for a1",
-        CONVERGE,
-        || Ok(lab.neigh("r-c", &a1)?.contains("PERMANENT")),
-    )?;
-    lab.wait_ping("b1", &a1, CONVERGE)?;
-
-    let mark = lab.log_mark("c");
-    lab.lab_sh(&["kill-router", "c"])?;
-    // kill-router waits for the process to exit, so its cleanup is done by now.
-    let after = lab.routes("c")?;
-    ensure!(
-        after.is_empty(),
-        "router c left routes after SIGTERM: {after:?}"
-    );
-    let neigh = lab.neigh("r-c", &a1)?;
-    ensure!(
-        !neigh.contains("PERMANENT"),
-        "router c left its neighbour entry: {neigh}"
-    );
-    let log = lab.log_since("c", mark);
-    ensure!(
-        log.contains("SIGTERM received") && !log.contains("panicked"),
-        "router c's log after SIGTERM:\n{log}"
-    );
-    lab.pass();
-    println!(
-        "a_gracefully_stopped_router_removes_its_routes: {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+            let mark = lab.log_mark("c");
+            lab.lab_sh(&["kill-router", "c"])?;
+            // kill-router waits for the process to exit, so its cleanup is done by now.
+            let after = lab.routes("c")?;
+            ensure!(
+                after.is_empty(),
+                "router c left routes after SIGTERM: {after:?}"
+            );
+            let neigh = lab.neigh("r-c", &a1)?;
+            ensure!(
+                !neigh.contains("PERMANENT"),
+                "router c left its neighbour entry: {neigh}"
+            );
+            let log = lab.log_since("c", mark);
+            ensure!(
+                log.contains("SIGTERM received") && !log.contains("panicked"),
+                "router c's log after SIGTERM:\n{log}"
+            );
+            Ok(())
+        },
+    )
 }
 
 /// True when `routes` holds every expected route exactly once and nothing else.
