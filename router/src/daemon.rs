@@ -494,7 +494,7 @@ async fn dial_loop(
             Err(error) => {
                 failures += 1;
                 if failures == 1 {
-                    tracing::info!(peer = %site, %addr, error = format!("{error:#}"), "cannot reach peer; retrying with backoff");
+                    tracing::warn!(peer = %site, %addr, error = format!("{error:#}"), "cannot reach peer; retrying with backoff");
                 } else {
                     tracing::debug!(peer = %site, %addr, failures, error = format!("{error:#}"), "peer still unreachable");
                 }

@@ -59,6 +59,11 @@ struct World {
 
 impl World {
     fn new(sites: &[&str], optimize: bool) -> World {
+        World::with_silent(sites, optimize, &[])
+    }
+
+    /// A world where the VMs in `silent` have not yet said anything on their LAN.
+    fn with_silent(sites: &[&str], optimize: bool, silent: &[Ipv4Addr]) -> World {
         let start = Instant::now();
         let names: Vec<SiteId> = sites.iter().map(|s| site(s)).collect();
         let mut nodes = Vec::new();
@@ -109,6 +114,9 @@ impl World {
         // Every VM says hello on its LAN once, so its router learns and advertises it.
         for v in 0..world.vms.len() {
             let (vm_ip, vm_mac, at) = (world.vms[v].ip, world.vms[v].mac, world.vms[v].at);
+            if silent.contains(&vm_ip) {
+                continue;
+            }
             let gateway = ip(u8::try_from(at + 1).unwrap(), 254);
             world.lan_frame(at, &frames::arp_request(vm_mac, vm_ip, gateway));
         }
@@ -497,11 +505,11 @@ fn a_lost_update_is_recovered_by_the_periodic_digest() {
 }
 
 #[test]
-fn a_spoofed_claim_is_refused_and_the_address_frozen() {
+fn a_claim_with_another_mac_or_for_an_unused_address_is_refused() {
     let mut w = World::new(&["a", "b", "c"], false);
     let victim = ip(1, 1);
-    let (a, b) = (w.index("a"), w.index("b"));
-    // A spoofer at b claims the victim's address with its own MAC and answers probes for it.
+    let b = w.index("b");
+    // A VM at b claims a1's address with its own MAC, repeatedly, and answers probes for it.
     let spoofer = MacAddr([0x02, 0, 0, 0, 0, 0x66]);
     w.vms.push(Vm {
         ip: victim,
@@ -509,9 +517,56 @@ fn a_spoofed_claim_is_refused_and_the_address_frozen() {
         at: b,
     });
     w.lan_frame(b, &frames::gratuitous_arp_request(spoofer, victim));
+    w.lan_frame(b, &frames::gratuitous_arp_request(spoofer, victim));
+    w.settle();
+    w.advance(Duration::from_secs(2));
+    w.assert_location(victim, "a");
+    assert_eq!(
+        w.nodes[b].lan_counters().refused_unresolved,
+        1,
+        "a does not vouch for that MAC"
+    );
+    // The same for an address nobody uses: no binding, no owner to vouch, no move.
+    let unused = ip(3, 77);
+    w.vms.push(Vm {
+        ip: unused,
+        mac: spoofer,
+        at: b,
+    });
+    w.advance(Duration::from_secs(3));
+    w.lan_frame(b, &frames::gratuitous_arp_request(spoofer, unused));
+    w.lan_frame(b, &frames::gratuitous_arp_request(spoofer, unused));
+    w.settle();
+    w.advance(Duration::from_secs(2));
+    assert_eq!(
+        w.nodes[b].gndt().owner(unused).map(SiteId::as_str),
+        Some("c")
+    );
+    assert!(!w.nodes[b].lndt().contains(unused));
+    // A forged frame (Ethernet source differs from the sender MAC) moves nothing.
+    let mut forged = frames::gratuitous_arp_request(mac(3, 1), ip(3, 1));
+    forged[6..12].copy_from_slice(&spoofer.0);
+    w.lan_frame(b, &forged);
+    w.advance(Duration::from_secs(1));
+    w.assert_location(ip(3, 1), "c");
+    assert_eq!(w.nodes[b].lan_counters().forged_frames, 1);
+}
+
+#[test]
+fn a_claim_with_a_spoofed_mac_is_taken_back_frozen_by_the_real_hosts_site() {
+    let mut w = World::new(&["a", "b", "c"], false);
+    let victim = ip(1, 1);
+    let (a, b) = (w.index("a"), w.index("b"));
+    // A VM at b spoofs a1's MAC and address and answers probes; a1 is still at a.
+    w.vms.push(Vm {
+        ip: victim,
+        mac: mac(1, 1),
+        at: b,
+    });
+    w.lan_frame(b, &frames::gratuitous_arp_request(mac(1, 1), victim));
     w.settle();
     w.advance(Duration::from_secs(1));
-    // The victim still answers at a: a takes the address back, frozen, and everyone follows.
+    // The real a1 still answers at a: a takes the address back, frozen, and everyone follows.
     w.assert_location(victim, "a");
     assert_eq!(w.nodes[a].lan_counters().refused_still_here, 1);
     assert!(
@@ -520,18 +575,10 @@ fn a_spoofed_claim_is_refused_and_the_address_frozen() {
     );
     // Further claims, past the announcement window, are refused outright.
     w.advance(Duration::from_secs(3));
-    w.lan_frame(b, &frames::rarp_announce(spoofer));
-    w.lan_frame(b, &frames::gratuitous_arp_request(spoofer, victim));
+    w.lan_frame(b, &frames::rarp_announce(mac(1, 1)));
     w.advance(Duration::from_secs(3));
     w.assert_location(victim, "a");
     assert!(w.nodes[b].lan_counters().refused_frozen >= 1);
-    // A forged frame (Ethernet source differs from the sender MAC) moves nothing.
-    let mut forged = frames::gratuitous_arp_request(mac(3, 1), ip(3, 1));
-    forged[6..12].copy_from_slice(&spoofer.0);
-    w.lan_frame(b, &forged);
-    w.advance(Duration::from_secs(1));
-    w.assert_location(ip(3, 1), "c");
-    assert_eq!(w.nodes[b].lan_counters().forged_frames, 1);
 }
 
 #[test]
@@ -574,32 +621,30 @@ fn routing_optimization_introduces_the_vm_to_its_new_neighbours() {
 }
 
 #[test]
-fn an_unknown_mac_is_resolved_by_asking_the_other_routers() {
-    let mut w = World::new(&["a", "b", "c"], false);
-    // A host outside a's LNDT is never advertised, but a's HWDT sees it: b must ask.
-    let vm_ip = ip(1, 9);
-    let vm_mac = MacAddr([0x52, 0x54, 0, 0x77, 1, 9]);
-    let a = w.index("a");
-    w.lan_frame(
-        a,
-        &frames::proxy_arp_reply(vm_mac, vm_ip, mac(1, 1), ip(1, 1)),
-    );
+fn without_an_advertised_binding_the_owning_router_is_asked() {
+    let vm = ip(1, 2);
+    let mut w = World::with_silent(&["a", "b", "c"], false, &[vm]);
+    let (a, b) = (w.index("a"), w.index("b"));
+    // a2 speaks for the first time; a's advertisement of it to b is lost.
+    w.drop_next = Some((a, b, "entries"));
+    w.lan_frame(a, &frames::arp_request(mac(1, 2), vm, ip(1, 254)));
     w.settle();
-    let b = w.index("b");
-    w.vms.push(Vm {
-        ip: vm_ip,
-        mac: vm_mac,
-        at: b,
-    });
-    w.lan_frame(b, &frames::rarp_announce(vm_mac));
+    assert!(
+        w.nodes[b].gndt().hosts_by_mac(mac(1, 2)).next().is_none(),
+        "b must not know a2"
+    );
+    // a2 migrates to b: b has no binding for its MAC and asks; only a vouches for it.
+    let v = w.vm(vm);
+    w.vms[v].at = b;
+    w.lan_frame(b, &frames::rarp_announce(mac(1, 2)));
     w.settle();
     w.advance(Duration::from_secs(1));
-    w.assert_location(vm_ip, "b");
+    w.assert_location(vm, "b");
     let records: BTreeMap<_, _> = destination_records(&w.nodes[b])
         .iter()
         .map(|r| (r.ip, r.outcome.clone()))
         .collect();
-    assert_eq!(records.get(&Some(vm_ip)), Some(&Outcome::Applied));
+    assert_eq!(records.get(&Some(vm)), Some(&Outcome::Applied));
 }
 
 #[test]

@@ -144,7 +144,6 @@ impl Node {
             }
             EventKind::GratuitousRequest { ip, mac } | EventKind::GratuitousReply { ip, mac } => {
                 self.learn(ip, mac, now);
-                self.on_confirmation(ip, mac, now);
                 self.on_announcement(mac, Some(ip), Detection::GratuitousArp, now);
             }
             EventKind::Request {
@@ -153,17 +152,21 @@ impl Node {
                 target_ip,
             } => {
                 self.learn(sender_ip, sender_mac, now);
-                self.on_confirmation(sender_ip, sender_mac, now);
                 self.on_traffic(sender_ip, sender_mac, now);
                 self.answer_for_remote(sender_ip, sender_mac, target_ip, identity, now);
             }
             EventKind::Reply {
                 sender_ip,
                 sender_mac,
+                target_mac,
                 ..
             } => {
                 self.learn(sender_ip, sender_mac, now);
-                self.on_confirmation(sender_ip, sender_mac, now);
+                // Only an answer to our own probe confirms: a host announcing itself (or
+                // anyone repeating a claim) proves nothing.
+                if target_mac == identity.mac {
+                    self.on_probe_reply(sender_ip, sender_mac, now);
+                }
                 self.on_traffic(sender_ip, sender_mac, now);
             }
             EventKind::Probe { .. } | EventKind::OtherRarp(_) => {}
@@ -271,20 +274,25 @@ impl Node {
     }
 
     /// A peer answered our query by MAC.
+    /// A peer answered our query by MAC. Only the site that owns the address can vouch for
+    /// it, and only for the address that was claimed (if one was).
     pub(super) fn on_is_at(
         &mut self,
+        from: &SiteId,
         query: u64,
         mac: MacAddr,
         ip: Option<Ipv4Addr>,
         now: Instant,
     ) {
+        let vouched = ip.filter(|ip| self.gndt.owner(*ip) == Some(from));
         let Some(pending) = self.lan.pending.get_mut(&mac) else {
             return;
         };
         if pending.query.map(|(q, _)| q) != Some(query) {
             return;
         }
-        if let Some(ip) = ip {
+        let claimed = pending.ip;
+        if let Some(ip) = vouched.filter(|ip| claimed.is_none_or(|c| c == *ip)) {
             pending.query = None;
             pending.ip = Some(ip);
             let record = pending.record;
@@ -373,7 +381,7 @@ impl Node {
         }
         let learned = self.hwdt.learn(ip, mac, BindingSource::Lan, now);
         if let Learned::Changed { old_mac } = learned {
-            tracing::info!(%ip, %mac, %old_mac, "address now seen at another MAC on the LAN");
+            tracing::debug!(%ip, %mac, %old_mac, "address now seen at another MAC on the LAN");
         }
         // Advertise bindings of our own hosts, so a RARP elsewhere resolves without a query.
         if !self.lndt.contains(ip) || self.gndt.owner(ip) != Some(&self.config.me) {
@@ -417,8 +425,11 @@ impl Node {
             self.lan.counters.repeats += 1;
             return;
         }
-        let ip = ip.or_else(|| self.resolve_mac(mac));
-        if let Some(ip) = ip {
+        // A live migration keeps its MAC: the move must match a binding another site
+        // advertised. Without one (e.g. an address nobody uses), only the owning site's
+        // answer to a query by MAC can vouch for it.
+        let bound = self.binding_elsewhere(mac, ip);
+        if let Some(ip) = ip.or(bound) {
             if self.lndt.contains(ip) && self.gndt.owner(ip) == Some(&self.config.me) {
                 // Already ours: a boot announcement or a repeat after the move completed.
                 self.lan.counters.repeats += 1;
@@ -438,6 +449,8 @@ impl Node {
             tracing::debug!(%mac, "too many migrations pending; announcement ignored");
             return;
         }
+        let claimed = ip;
+        let ip = bound.or(ip);
         let from = ip.and_then(|ip| self.gndt.owner(ip).cloned());
         let record = self.lan.records.start(
             Start {
@@ -458,7 +471,7 @@ impl Node {
             probing_since: None,
             probes_sent: 0,
         };
-        match ip {
+        match bound {
             Some(ip) => {
                 self.update_record(record, |r| r.resolved = Some(now));
                 self.lan.pending.insert(mac, pending);
@@ -467,20 +480,62 @@ impl Node {
             None => {
                 let query = self.lan.next_query;
                 self.lan.next_query += 1;
+                pending.ip = claimed;
                 pending.query = Some((query, now + RESOLVE_TIMEOUT));
                 self.lan.pending.insert(mac, pending);
-                let connected: Vec<SiteId> = self
+                // Ask the site that owns the claimed address, or everyone for a bare MAC.
+                let owner = claimed.and_then(|ip| self.gndt.owner(ip).cloned());
+                let asked: Vec<SiteId> = self
                     .peers
                     .iter()
-                    .filter(|(_, p)| p.connected)
+                    .filter(|(site, p)| p.connected && owner.as_ref().is_none_or(|o| o == *site))
                     .map(|(s, _)| s.clone())
                     .collect();
-                tracing::debug!(%mac, peers = connected.len(), "MAC unknown here; asking the other routers");
-                for peer in connected {
+                tracing::debug!(%mac, ?claimed, peers = asked.len(), "no advertised binding; asking the owning router");
+                for peer in asked {
                     self.send(&peer, Message::WhoHas { query, mac });
                 }
             }
         }
+    }
+
+    /// The address another site advertised for `mac` (the claimed one, if given).
+    fn binding_elsewhere(&self, mac: MacAddr, claimed: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+        let elsewhere = |stored: &&skyvine_tables::Stored| {
+            let e = &stored.entry;
+            !e.withdrawn
+                && e.kind == EntryKind::Host
+                && e.mac == Some(mac)
+                && e.site() != &self.config.me
+        };
+        match claimed {
+            Some(ip) => self
+                .gndt
+                .get(Ipv4Network::from(ip))
+                .filter(elsewhere)
+                .map(|_| ip),
+            None => self
+                .gndt
+                .hosts_by_mac(mac)
+                .find(elsewhere)
+                .map(|stored| stored.entry.prefix.ip()),
+        }
+    }
+
+    /// Answers a query by MAC for a host of ours: an advertised binding of ours, or a binding
+    /// seen on our LAN for a host in our LNDT. Nothing else is vouched for.
+    pub(super) fn vouch_for(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+        let me = &self.config.me;
+        self.gndt
+            .hosts_by_mac(mac)
+            .find(|s| !s.entry.withdrawn && s.entry.site() == me)
+            .map(|s| s.entry.prefix.ip())
+            .or_else(|| {
+                self.hwdt
+                    .by_mac(mac)
+                    .map(|b| b.ip)
+                    .filter(|ip| self.lndt.contains(*ip) && self.gndt.owner(*ip) == Some(me))
+            })
     }
 
     fn start_confirming(&mut self, mac: MacAddr, ip: Ipv4Addr, now: Instant) {
@@ -505,8 +560,8 @@ impl Node {
         self.advance_pending(now);
     }
 
-    /// A frame from `(ip, mac)` proves the host is on this LAN.
-    fn on_confirmation(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
+    /// `(ip, mac)` answered our probe: the host is on this LAN.
+    fn on_probe_reply(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
         let confirming = self
             .lan
             .pending

@@ -229,10 +229,10 @@ impl Node {
             }
             Message::TableRequest {} => self.send_full_table(from),
             Message::WhoHas { query, mac } => {
-                let ip = self.resolve_mac(mac);
+                let ip = self.vouch_for(mac);
                 self.send(from, Message::IsAt { query, mac, ip });
             }
-            Message::IsAt { query, mac, ip } => self.on_is_at(query, mac, ip, now),
+            Message::IsAt { query, mac, ip } => self.on_is_at(from, query, mac, ip, now),
         }
     }
 
