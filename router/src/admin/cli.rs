@@ -121,7 +121,17 @@ pub fn ask(path: &Path, request: &Request) -> Result<Reply, ClientError> {
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
     let mut line = serde_json::to_vec(request).map_err(|e| io(std::io::Error::other(e)))?;
     line.push(b'\n');
-    (&stream).write_all(&line).map_err(io)?;
+    match (&stream).write_all(&line) {
+        Ok(()) => {}
+        // The router may refuse (and close) before reading the request: its answer is
+        // already queued for us, so read it rather than report a broken pipe.
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) => {}
+        Err(error) => return Err(io(error)),
+    }
     let mut answer = Vec::new();
     let limit = u64::try_from(MAX_LINE * 1024).unwrap_or(u64::MAX);
     BufReader::new(std::io::Read::take(&stream, limit))
