@@ -75,6 +75,8 @@ impl Lab {
             std::process::id(),
             rand_suffix()
         ));
+        // A leftover of a crashed run with the same pid would refuse the new CA.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         pki::create_ca(&dir).unwrap();
         let mut sites = Vec::new();
@@ -162,9 +164,10 @@ impl Running {
     }
 }
 
+/// A suffix unique among the labs of this process (tests run in parallel).
 fn rand_suffix() -> u64 {
-    u64::from(Instant::now().elapsed().subsec_nanos())
-        ^ u64::from(std::process::id()).rotate_left(17)
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Rebinding a port just released can race with the kernel; retry briefly.
