@@ -5,6 +5,7 @@
 # memory during the flood and the flood's achieved frame rate.
 #
 #   netns-lab/bench-flood.sh [--reps 3] [--seconds 10] [--rate 100000] [--mode random-macs]
+#                            [--flooders "b a"]   (sites whose LAN VM 2 floods; "c" = control)
 #
 # Root only. Needs iperf3 (installed with apt when missing) and the release binaries
 # (netns-lab/lab.sh build).
@@ -20,12 +21,17 @@ REPS=3
 SECONDS_PER_RUN=10
 RATE=100000
 MODE=random-macs
+# Sites whose LAN gets a flooder (VM 2 of the site). "b" is the issue's case: one VM floods the
+# LAN of the router that receives the measured transfer. "c" is a control: the same flood on a
+# LAN that the measured path does not touch, to see what the flood costs the machine itself.
+FLOODERS="b a"
 while (($#)); do
     case "$1" in
         --reps) REPS=${2:?}; shift 2 ;;
         --seconds) SECONDS_PER_RUN=${2:?}; shift 2 ;;
         --rate) RATE=${2:?}; shift 2 ;;
         --mode) MODE=${2:?}; shift 2 ;;
+        --flooders) FLOODERS=${2:?--flooders takes sites, e.g. "b" or "b a"}; shift 2 ;;
         -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "bench-flood.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
@@ -94,19 +100,21 @@ for rep in $(seq 1 "$REPS"); do
     echo "$(( $(cpu_ticks "$ROUTER_A") - a0 )) $(( $(cpu_ticks "$ROUTER_B") - b0 ))" >>"$WORK/cpu-plain"
     # The flood outlasts the iperf3 run by a second at each end.
     flood_s=$((SECONDS_PER_RUN + 2))
-    in_ns b2 "$TOOLS/skyvine-flood" --iface eth0 --rate "$RATE" --duration-s "$flood_s" --mode "$MODE" \
-        --ip 10.77.3.1 --ip-range 10.77.3.0/24 --seed "$rep" >>"$WORK/floods" &
-    flood_b=$!
-    in_ns a2 "$TOOLS/skyvine-flood" --iface eth0 --rate "$RATE" --duration-s "$flood_s" --mode "$MODE" \
-        --ip 10.77.3.2 --ip-range 10.77.3.0/24 --seed "$((rep + 100))" >>"$WORK/floods" &
-    flood_a=$!
+    flooders=()
+    n=0
+    for site in $FLOODERS; do
+        in_ns "${site}2" "$TOOLS/skyvine-flood" --iface eth0 --rate "$RATE" --duration-s "$flood_s" --mode "$MODE" \
+            --ip 10.77.3.1 --ip-range 10.77.3.0/24 --seed "$((rep + 100 * n))" >>"$WORK/floods" &
+        flooders+=($!)
+        n=$((n + 1))
+    done
     sample_rss &
     sampler=$!
     sleep 1
     a0=$(cpu_ticks "$ROUTER_A"); b0=$(cpu_ticks "$ROUTER_B")
     iperf_once >>"$WORK/flooded"
     echo "$(( $(cpu_ticks "$ROUTER_A") - a0 )) $(( $(cpu_ticks "$ROUTER_B") - b0 ))" >>"$WORK/cpu-flooded"
-    wait "$flood_b" "$flood_a"
+    wait "${flooders[@]}"
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     cat "$WORK/rss" >>"$WORK/rss-all"
@@ -124,9 +132,9 @@ frames=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["lan_counter
 
 echo "throughput a1->b1 (median of $REPS x ${SECONDS_PER_RUN} s): no flood $plain Mbit/s, flood $flooded Mbit/s"
 echo "ratio flood/no flood: $(awk -v a="$flooded" -v b="$plain" 'BEGIN {printf "%.3f", a/b}') (target >= 0.8)"
-echo "flood: $MODE on site b's LAN (from b2) and site a's LAN (from a2), target $RATE frames/s each; achieved median $rates frames/s per flooder"
+echo "flood: $MODE from VM 2 of site(s) [$FLOODERS] onto their LAN, target $RATE frames/s each; achieved median $rates frames/s per flooder"
 echo "router b memory: RSS $rss_before KiB before, peak sampled $rss_peak KiB during the floods, VmHWM $hwm KiB, $rss_after KiB after; LAN frames seen by router b: $frames"
 cpu_pct() { awk -v t="$TICKS" -v s="$SECONDS_PER_RUN" '{a+=$1; b+=$2; n++} END {printf "router a %.0f%%, router b %.0f%%", 100*a/t/s/n, 100*b/t/s/n}' "$1"; }
 echo "router CPU during the iperf3 runs (one core = 100%): no flood $(cpu_pct "$WORK/cpu-plain"); flood $(cpu_pct "$WORK/cpu-flooded")"
 echo "per run: plain [$(xargs <"$WORK/plain")] flooded [$(xargs <"$WORK/flooded")]"
-echo "reproduce: sudo netns-lab/lab.sh build && sudo netns-lab/bench-flood.sh --reps $REPS --seconds $SECONDS_PER_RUN --rate $RATE --mode $MODE"
+echo "reproduce: sudo netns-lab/lab.sh build && sudo netns-lab/bench-flood.sh --reps $REPS --seconds $SECONDS_PER_RUN --rate $RATE --mode $MODE --flooders \"$FLOODERS\""
