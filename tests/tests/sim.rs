@@ -115,13 +115,7 @@ impl Lab {
 
     fn start(&self, name: &str) -> Running {
         let config = self.config(name);
-        let identity = pki::Identity::load(
-            &config.tls.ca,
-            &config.tls.cert,
-            &config.tls.key,
-            &config.site,
-        )
-        .unwrap();
+        let identity = identity_of(&config);
         let socket = bind_retrying(&format!("127.0.0.1:{}", config.wan.listen.port()));
         let (device, tun) = FakeDevice::new(config.tun.mtu);
         let kernel = RecordingKernel::default();
@@ -168,6 +162,17 @@ impl Running {
 fn rand_suffix() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The certificate identity a site's configuration names.
+fn identity_of(config: &Config) -> pki::Identity {
+    pki::Identity::load(
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+        &config.site,
+    )
+    .unwrap()
 }
 
 /// Rebinding a port just released can race with the kernel; retry briefly.
@@ -302,14 +307,7 @@ async fn a_restarted_router_relearns_the_whole_table_from_its_peers() {
 /// Connects to router `to` as site `me` (a valid certificate from the lab CA) and sends raw
 /// bytes on the control stream; returns how the router closed the connection.
 async fn speak_raw(lab: &Lab, me: &str, to: &str, bytes: Vec<u8>) -> quinn::ConnectionError {
-    let config = lab.config(me);
-    let identity = pki::Identity::load(
-        &config.tls.ca,
-        &config.tls.cert,
-        &config.tls.key,
-        &config.site,
-    )
-    .unwrap();
+    let identity = identity_of(&lab.config(me));
     let client = identity
         .client_config(Arc::new(pki::transport_config()))
         .unwrap();

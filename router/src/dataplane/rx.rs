@@ -53,12 +53,13 @@ pub(super) async fn run<D: PacketDevice>(
             }
         };
         // Take what is already queued, without waiting, up to one batch.
+        let now = Instant::now();
         while let Some(datagram) = next.take() {
             let verdict = match datagram.first() {
-                Some(&RELAY_MARKER) => relayed(&fib, &site, &datagram),
+                Some(&RELAY_MARKER) => relayed(&fib, &site, &datagram, now),
                 _ => ipv4_addrs(&datagram).and_then(|(src, dst)| {
                     check(src)?;
-                    relay(&fib, &peers, &site, dst, &datagram)
+                    relay(&fib, &peers, &site, dst, &datagram, now)
                 }),
             };
             match verdict {
@@ -116,8 +117,9 @@ fn relay<'a>(
     from: &SiteId,
     dst: Ipv4Addr,
     datagram: &'a [u8],
+    now: Instant,
 ) -> Result<Delivery<'a>, DropReason> {
-    let Some(target) = fib.relay_target(dst, Instant::now()) else {
+    let Some(target) = fib.relay_target(dst, now) else {
         return Ok(Delivery::Local(datagram));
     };
     if target == from {
@@ -139,9 +141,10 @@ fn relayed<'a>(
     fib: &FibSnapshot,
     from: &SiteId,
     datagram: &'a [u8],
+    now: Instant,
 ) -> Result<Delivery<'a>, DropReason> {
     let packet = datagram.get(1..).ok_or(DropReason::Malformed)?;
     let (src, dst) = ipv4_addrs(packet)?;
-    fib.accept_relayed(from, src, dst, Instant::now())?;
+    fib.accept_relayed(from, src, dst, now)?;
     Ok(Delivery::Local(packet))
 }

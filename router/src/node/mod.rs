@@ -298,14 +298,6 @@ impl Node {
             .collect()
     }
 
-    /// The IP of the host with `mac`, from advertised bindings or what the LAN showed.
-    pub fn resolve_mac(&self, mac: MacAddr) -> Option<Ipv4Addr> {
-        self.gndt
-            .host_by_mac(mac)
-            .map(|stored| stored.entry.prefix.ip())
-            .or_else(|| self.hwdt.by_mac(mac).map(|binding| binding.ip))
-    }
-
     /// Whether a host entry says no more than the prefix covering it (same owner).
     fn agrees_with_cover(&self, stored: &Stored) -> bool {
         stored.entry.kind == EntryKind::Host
