@@ -15,12 +15,14 @@ use skyvine_inject::wire::FrameBytes;
 use skyvine_tables::{MacAddr, SiteId};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use skyvine_core::config::Config;
+use skyvine_core::link::{self, Direction, Keep};
+use skyvine_core::node::{Effect, LanIdentity, Node};
+use skyvine_core::proto::{self, Message, ProtoError};
+
 use crate::dataplane::{self, Counters, PacketDevice, PeerTable};
 use crate::fib::Fib;
-use crate::node::{Effect, LanIdentity, Node, NodeConfig};
 use crate::pki::{self, Identity};
-use crate::proto::{self, Message, ProtoError, PROTOCOL_VERSION};
 
 /// How long a handshake (QUIC + hello) may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -169,7 +171,7 @@ struct Link {
     id: u64,
     conn: quinn::Connection,
     outbox: mpsc::Sender<Message>,
-    dialed_by_me: bool,
+    direction: Direction,
 }
 
 /// Runs a router until `shutdown` resolves, then removes its kernel state.
@@ -203,24 +205,8 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
     .context("starting the QUIC endpoint")?;
     tracing::info!(site = %me, wan = %local_addr, "router starting");
 
-    let now = Instant::now();
-    let mut node_config = NodeConfig::new(
-        me.clone(),
-        config.lan.prefixes.clone(),
-        config.lndt_ranges(),
-        config.peers.iter().map(|p| p.site.clone()).collect(),
-    );
-    node_config.virtual_network = config.lan.virtual_network;
-    node_config.probe_timeout = config.migration.probe_timeout();
-    node_config.damping = skyvine_tables::DampingConfig {
-        max_moves: config.migration.max_moves,
-        window: Duration::from_secs(config.migration.damping_window_s),
-        freeze: Duration::from_secs(config.migration.freeze_s),
-        ..skyvine_tables::DampingConfig::default()
-    };
-    node_config.pinned = config.migration.pinned.clone();
-    node_config.lan = lan.as_ref().map(|l| l.identity);
-    let mut node = Node::new(node_config, now);
+    let node_config = config.node_config(lan.as_ref().map(|l| l.identity));
+    let mut node = Node::new(node_config, Instant::now());
     let shared = Shared {
         fib: Arc::new(Fib::new(node.fib_snapshot())),
         peers: Arc::new(PeerTable::new()),
@@ -351,18 +337,14 @@ fn handle_input<D: PacketDevice>(
         Input::Query(query) => query(node, shared, now),
         Input::Connected { site, link } => {
             if let Some(existing) = links.get(&site) {
-                // Both routers dialed: keep the connection dialed by the lower site id.
-                // A newer connection in the same direction replaces one not yet noticed dead.
-                let keep_new = link.dialed_by_me == existing.dialed_by_me
-                    || link.dialed_by_me == (node.me() < &site);
-                let (closing, reason) = if keep_new {
-                    (&existing.conn, "duplicate, replaced")
-                } else {
-                    (&link.conn, "duplicate")
+                let keep = link::tie_break(node.me(), &site, existing.direction, link.direction);
+                let (closing, reason) = match keep {
+                    Keep::New => (&existing.conn, "duplicate, replaced"),
+                    Keep::Existing => (&link.conn, "duplicate"),
                 };
                 tracing::debug!(peer = %site, reason, "closing duplicate connection");
                 closing.close(quinn::VarInt::from_u32(close_code::DUPLICATE), b"duplicate");
-                if !keep_new {
+                if keep == Keep::Existing {
                     return;
                 }
             }
@@ -375,7 +357,7 @@ fn handle_input<D: PacketDevice>(
                 shared.peers.clone(),
                 shared.counters.clone(),
             );
-            tracing::info!(peer = %site, remote = %link.conn.remote_address(), dialed_by_me = link.dialed_by_me, "connection established");
+            tracing::info!(peer = %site, remote = %link.conn.remote_address(), dialed_by_me = link.direction == Direction::Dialed, "connection established");
             links.insert(site.clone(), link);
             node.handle_peer_up(site, now);
         }
@@ -452,7 +434,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: LinkContext) {
                 }
             };
             match pki::peer_site(&conn) {
-                Ok(site) => run_link(conn, site, false, ctx).await,
+                Ok(site) => run_link(conn, site, Direction::Accepted, ctx).await,
                 Err(error) => {
                     tracing::warn!(%remote, %error, "refused incoming connection without a site certificate");
                     conn.close(
@@ -489,7 +471,7 @@ async fn dial_loop(
                 }
                 failures = 0;
                 backoff = BACKOFF_MIN;
-                run_link(conn, site.clone(), true, ctx.clone()).await;
+                run_link(conn, site.clone(), Direction::Dialed, ctx.clone()).await;
             }
             Err(error) => {
                 failures += 1;
@@ -533,11 +515,11 @@ async fn dial(
 }
 
 /// Runs one authenticated connection: hello exchange, then control messages until it closes.
-async fn run_link(conn: quinn::Connection, site: SiteId, dialed_by_me: bool, ctx: LinkContext) {
+async fn run_link(conn: quinn::Connection, site: SiteId, direction: Direction, ctx: LinkContext) {
     let id = ctx.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (send, mut recv) = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        hello(&conn, &site, dialed_by_me, &ctx.me),
+        hello(&conn, &site, direction, &ctx.me),
     )
     .await
     {
@@ -564,7 +546,7 @@ async fn run_link(conn: quinn::Connection, site: SiteId, dialed_by_me: bool, ctx
         id,
         conn: conn.clone(),
         outbox,
-        dialed_by_me,
+        direction,
     };
     if ctx
         .inputs
@@ -612,38 +594,23 @@ async fn run_link(conn: quinn::Connection, site: SiteId, dialed_by_me: bool, ctx
     let _ = ctx.inputs.send(Input::Disconnected { site, id }).await;
 }
 
+/// Opens (or accepts) the control stream and exchanges hellos; the core judges the peer's.
 async fn hello(
     conn: &quinn::Connection,
     site: &SiteId,
-    dialed_by_me: bool,
+    direction: Direction,
     me: &SiteId,
 ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {
-    let (mut send, mut recv) = if dialed_by_me {
-        conn.open_bi().await?
-    } else {
-        conn.accept_bi().await?
+    let (mut send, mut recv) = match direction {
+        Direction::Dialed => conn.open_bi().await?,
+        Direction::Accepted => conn.accept_bi().await?,
     };
-    let ours = Message::Hello {
-        version: PROTOCOL_VERSION,
-        site: me.clone(),
-    };
-    send.write_all(&proto::encode(&ours)?).await?;
+    send.write_all(&proto::encode(&link::hello(me))?).await?;
     match read_message(&mut recv).await {
-        Ok(Some(Message::Hello {
-            version,
-            site: theirs,
-        })) => {
-            anyhow::ensure!(
-                version == PROTOCOL_VERSION,
-                "peer speaks protocol version {version}, this router speaks {PROTOCOL_VERSION}"
-            );
-            anyhow::ensure!(
-                &theirs == site,
-                "peer says it is site {theirs}, its certificate says {site}"
-            );
+        Ok(Some(theirs)) => {
+            link::check_hello(&theirs, site)?;
             Ok((send, recv))
         }
-        Ok(Some(other)) => anyhow::bail!("expected hello, got {}", other.kind()),
         Ok(None) => anyhow::bail!("peer closed the stream before hello"),
         Err(error) => Err(anyhow::anyhow!("{error}")),
     }

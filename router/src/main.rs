@@ -76,7 +76,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Router { config } => {
-            let config = Config::load(&config)?;
+            let config = skyvine_router::config::load(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -84,7 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(run_router(config))
         }
         Command::CheckConfig { config } => {
-            let parsed = Config::load(&config)?;
+            let parsed = skyvine_router::config::load(&config)?;
             println!(
                 "{}: valid (site {}, {} prefix(es), {} peer(s))",
                 config.display(),

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
 use skyvine_capture::wire::{classify, ArpEvent, EventKind};
-use skyvine_inject::wire as frames;
-use skyvine_router::node::{
+use skyvine_core::node::{
     Detection, Effect, LanIdentity, Node, NodeConfig, Outcome, Role, DIGEST_INTERVAL,
 };
-use skyvine_router::proto::Message;
+use skyvine_core::proto::Message;
+use skyvine_inject::wire as frames;
 use skyvine_tables::{MacAddr, SiteId};
 
 fn site(s: &str) -> SiteId {
@@ -329,7 +329,7 @@ fn probe_reply(vm_mac: MacAddr, vm_ip: Ipv4Addr, router_mac: MacAddr) -> Vec<u8>
     frames::proxy_arp_reply(vm_mac, vm_ip, router_mac, Ipv4Addr::UNSPECIFIED).to_vec()
 }
 
-fn destination_records(node: &Node) -> Vec<&skyvine_router::node::MigrationRecord> {
+fn destination_records(node: &Node) -> Vec<&skyvine_core::node::MigrationRecord> {
     node.migrations()
         .filter(|r| r.role == Role::Destination)
         .collect()
@@ -695,7 +695,7 @@ fn the_old_site_relays_packets_in_flight_for_a_short_while() {
         .is_err());
     assert!(new.accept_relayed(&site("a"), ip(2, 2), vm, now).is_err());
     // The window closes.
-    let later = now + skyvine_router::node::RELAY_WINDOW;
+    let later = now + skyvine_core::node::RELAY_WINDOW;
     assert_eq!(old.relay_target(vm, later), None);
     assert!(new.accept_relayed(&site("a"), ip(3, 1), vm, later).is_err());
     // Back home: a no longer relays, it delivers.

@@ -13,7 +13,7 @@ use super::api::{
     TableName, TablesView,
 };
 use crate::daemon::Shared;
-use crate::node::{MigrationRecord, Node, Outcome};
+use skyvine_core::node::{MigrationRecord, Node, Outcome};
 
 /// What the views need from the configuration.
 #[derive(Clone, Debug, Default)]
@@ -323,8 +323,8 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::NodeConfig;
-    use crate::proto::Message;
+    use skyvine_core::node::NodeConfig;
+    use skyvine_core::proto::Message;
     use skyvine_tables::GndtEntry;
 
     fn site(s: &str) -> SiteId {

@@ -48,7 +48,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn take(
-        node: &crate::node::Node,
+        node: &skyvine_core::node::Node,
         shared: &crate::daemon::Shared,
         now: std::time::Instant,
     ) -> Self {
