@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ipnetwork::Ipv4Network;
 use skyvine_capture::wire::{classify, ArpEvent, EventKind};
 use skyvine_core::node::{
-    Detection, Effect, LanIdentity, Node, NodeConfig, Outcome, Role, DIGEST_INTERVAL,
+    Counter, Detection, Effect, LanIdentity, Node, NodeConfig, Outcome, Role, DIGEST_INTERVAL,
 };
 use skyvine_core::proto::Message;
 use skyvine_inject::wire as frames;
@@ -359,7 +359,7 @@ fn rarp_burst_is_one_migration_and_every_router_follows() {
         record.applied.unwrap() - record.detected < Duration::from_millis(1),
         "the simulation is instantaneous"
     );
-    assert!(b.lan_counters().repeats >= 4);
+    assert!(b.counters().get(Counter::Repeats) >= 4);
 
     // Kernel state: b routes the VM on its LAN, a and c send it into the overlay.
     assert_eq!(b.lan_hosts().get(&vm), Some(&Some(mac(1, 1))));
@@ -522,7 +522,7 @@ fn a_claim_with_another_mac_or_for_an_unused_address_is_refused() {
     w.advance(Duration::from_secs(2));
     w.assert_location(victim, "a");
     assert_eq!(
-        w.nodes[b].lan_counters().refused_unresolved,
+        w.nodes[b].counters().get(Counter::RefusedUnresolved),
         1,
         "a does not vouch for that MAC"
     );
@@ -549,7 +549,7 @@ fn a_claim_with_another_mac_or_for_an_unused_address_is_refused() {
     w.lan_frame(b, &forged);
     w.advance(Duration::from_secs(1));
     w.assert_location(ip(3, 1), "c");
-    assert_eq!(w.nodes[b].lan_counters().forged_frames, 1);
+    assert_eq!(w.nodes[b].counters().get(Counter::ForgedFrames), 1);
 }
 
 #[test]
@@ -568,7 +568,7 @@ fn a_claim_with_a_spoofed_mac_is_taken_back_frozen_by_the_real_hosts_site() {
     w.advance(Duration::from_secs(1));
     // The real a1 still answers at a: a takes the address back, frozen, and everyone follows.
     w.assert_location(victim, "a");
-    assert_eq!(w.nodes[a].lan_counters().refused_still_here, 1);
+    assert_eq!(w.nodes[a].counters().get(Counter::RefusedStillHere), 1);
     assert!(
         w.nodes.iter().all(|n| !n.frozen(w.now).is_empty()),
         "every router must freeze the address"
@@ -578,7 +578,7 @@ fn a_claim_with_a_spoofed_mac_is_taken_back_frozen_by_the_real_hosts_site() {
     w.lan_frame(b, &frames::rarp_announce(mac(1, 1)));
     w.advance(Duration::from_secs(3));
     w.assert_location(victim, "a");
-    assert!(w.nodes[b].lan_counters().refused_frozen >= 1);
+    assert!(w.nodes[b].counters().get(Counter::RefusedFrozen) >= 1);
 }
 
 #[test]
@@ -642,7 +642,7 @@ fn without_an_advertised_binding_the_owning_router_is_asked() {
     w.assert_location(vm, "b");
     let records: BTreeMap<_, _> = destination_records(&w.nodes[b])
         .iter()
-        .map(|r| (r.ip, r.outcome.clone()))
+        .map(|r| (r.ip, r.outcome))
         .collect();
     assert_eq!(records.get(&Some(vm)), Some(&Outcome::Applied));
 }

@@ -4,9 +4,17 @@
 //! The async daemon only moves bytes and applies effects, so this core runs unchanged in the
 //! in-process multi-site simulation.
 
+mod counters;
+mod destination;
 mod lan;
+mod learning;
 mod limits;
+mod prober;
+mod proxy;
 mod records;
+mod source;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
@@ -21,8 +29,9 @@ use skyvine_tables::{
 use crate::fib::FibSnapshot;
 use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
 
-pub use lan::{LanCounters, LanIdentity};
-pub use records::{Detection, MigrationRecord, Outcome, Role, RELAY_WINDOW};
+pub use counters::{Counter, Counters};
+pub use lan::LanIdentity;
+pub use records::{Detection, MigrationRecord, Outcome, RefusalReason, Role, RELAY_WINDOW};
 
 /// How often a digest goes to each connected peer.
 pub const DIGEST_INTERVAL: Duration = Duration::from_secs(5);
@@ -113,7 +122,7 @@ pub struct Node {
     effects: VecDeque<Effect>,
     started: Instant,
     lan: lan::LanState,
-    refused_entries: u64,
+    counters: Counters,
 }
 
 impl Node {
@@ -134,7 +143,7 @@ impl Node {
             effects: VecDeque::new(),
             started: now,
             lan,
-            refused_entries: 0,
+            counters: Counters::default(),
         };
         for prefix in node.config.prefixes.clone() {
             let entry = GndtEntry::site_prefix(prefix, node.config.me.clone(), 1);
@@ -311,9 +320,9 @@ impl Node {
         let mut changed = Vec::new();
         for entry in entries {
             if self.gndt.get(entry.prefix).is_none() && !self.has_room_for(&entry) {
-                self.refused_entries += 1;
-                if self.refused_entries.is_power_of_two() {
-                    tracing::warn!(peer = %from, origin = %entry.site(), refused = self.refused_entries, "GNDT limit reached; new entries refused");
+                let refused = self.counters.add(Counter::RefusedEntries);
+                if refused.is_power_of_two() {
+                    tracing::warn!(peer = %from, origin = %entry.site(), refused, "GNDT limit reached; new entries refused");
                 }
                 continue;
             }
@@ -365,9 +374,9 @@ impl Node {
             && self.gndt.count_of(entry.site()) < MAX_ENTRIES_PER_SITE
     }
 
-    /// Entries refused because a limit was reached.
-    pub fn refused_entries(&self) -> u64 {
-        self.refused_entries
+    /// What the core counted: LAN frames, refusals, entries over the limits.
+    pub fn counters(&self) -> Counters {
+        self.counters
     }
 
     /// Keeps the LNDT (and the LAN) in step with a changed host entry.

@@ -61,12 +61,64 @@ impl Role {
 }
 
 /// How a migration ended here.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     InProgress,
     Applied,
-    /// Refused, with the reason (frozen, pinned, not confirmed, unresolved, still at its site).
-    Refused(String),
+    Refused(RefusalReason),
+}
+
+/// Why this router refused a migration. The details (how long a freeze lasts, which probe
+/// went unanswered) go to the log; the reason is what the admin CLI and the metrics show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RefusalReason {
+    /// The address moved too often (move damping) and stays where it was confirmed last.
+    Frozen,
+    /// The address is pinned by configuration.
+    Pinned,
+    /// The VM did not answer the confirmation probe on this LAN in time.
+    Unconfirmed,
+    /// No advertised binding matched the MAC, and no owning router vouched for it.
+    Unresolved,
+    /// At the old site: the host still answers here, so the move was a duplicate or a hijack.
+    StillHere,
+    /// Too many migrations were pending; the announcement was dropped without a record.
+    Busy,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 6] = [
+        RefusalReason::Frozen,
+        RefusalReason::Pinned,
+        RefusalReason::Unconfirmed,
+        RefusalReason::Unresolved,
+        RefusalReason::StillHere,
+        RefusalReason::Busy,
+    ];
+
+    /// A stable snake_case name for the admin CLI, metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalReason::Frozen => "frozen",
+            RefusalReason::Pinned => "pinned",
+            RefusalReason::Unconfirmed => "unconfirmed",
+            RefusalReason::Unresolved => "unresolved",
+            RefusalReason::StillHere => "still_here",
+            RefusalReason::Busy => "busy",
+        }
+    }
+
+    /// One sentence for people (status warnings).
+    pub fn describe(self) -> &'static str {
+        match self {
+            RefusalReason::Frozen => "the address is frozen by move damping",
+            RefusalReason::Pinned => "the address is pinned by configuration",
+            RefusalReason::Unconfirmed => "the VM did not answer the confirmation probe",
+            RefusalReason::Unresolved => "no router vouched for the MAC",
+            RefusalReason::StillHere => "the host still answers at its old site",
+            RefusalReason::Busy => "too many migrations were pending",
+        }
+    }
 }
 
 /// One migration as seen by this router, with the time of each step.
