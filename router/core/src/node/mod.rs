@@ -246,21 +246,30 @@ impl Node {
     }
 
     /// Periodic work: digests to peers, probes, repeated announcements, expiry.
+    ///
+    /// A connected peer whose full table has not arrived a digest interval after the
+    /// connection came up (or after the last request) is asked for it again instead: until
+    /// its table is complete, a digest comparison with it means nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.lan_timeout(now);
         let digest = self.gndt.digest();
         let count = u64::try_from(self.gndt.len()).unwrap_or(u64::MAX);
-        let due: Vec<SiteId> = self
+        let due: Vec<(SiteId, bool)> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.connected && p.synced && p.next_digest <= now)
-            .map(|(site, _)| site.clone())
+            .filter(|(_, p)| p.connected && p.next_digest <= now)
+            .map(|(site, p)| (site.clone(), p.synced))
             .collect();
-        for site in due {
+        for (site, synced) in due {
             if let Some(state) = self.peers.get_mut(&site) {
                 state.next_digest = now + DIGEST_INTERVAL;
             }
-            self.send(&site, Message::Digest { digest, count });
+            if synced {
+                self.send(&site, Message::Digest { digest, count });
+            } else {
+                tracing::debug!(peer = %site, "peer's full table has not arrived; asking again");
+                self.send(&site, Message::TableRequest {});
+            }
         }
     }
 
@@ -269,7 +278,7 @@ impl Node {
         let digests = self
             .peers
             .values()
-            .filter(|p| p.connected && p.synced)
+            .filter(|p| p.connected)
             .map(|p| p.next_digest)
             .min();
         digests.into_iter().chain(self.lan_poll_timeout()).min()
@@ -606,6 +615,44 @@ mod tests {
                 if entries.iter().any(|x| x.version.seq == 8))
         });
         assert!(sent_fix);
+    }
+
+    #[test]
+    fn a_full_table_that_never_ended_is_asked_for_again() {
+        let now = Instant::now();
+        let mut a = node("a", "10.77.1.0/24", &["b"], now);
+        a.handle_peer_up(site("b"), now);
+        while a.poll_effect().is_some() {}
+        // b's entries arrive, its TableEnd is lost: a cannot compare digests with b.
+        let entries = vec![GndtEntry::site_prefix(
+            "10.77.2.0/24".parse().unwrap(),
+            site("b"),
+            1,
+        )];
+        a.handle_message(&site("b"), Message::Entries { entries }, now);
+        while a.poll_effect().is_some() {}
+        let due = a.poll_timeout().unwrap();
+        assert_eq!(due, now + DIGEST_INTERVAL);
+        a.handle_timeout(due);
+        let asked: Vec<Effect> = std::iter::from_fn(|| a.poll_effect()).collect();
+        assert_eq!(
+            asked,
+            [Effect::Send {
+                to: site("b"),
+                message: Message::TableRequest {}
+            }]
+        );
+        // Once the table is complete, digests go out instead.
+        let digest = a.gndt().digest();
+        a.handle_message(&site("b"), Message::TableEnd { digest, count: 3 }, due);
+        a.handle_timeout(due + DIGEST_INTERVAL);
+        assert!(matches!(
+            a.poll_effect(),
+            Some(Effect::Send {
+                message: Message::Digest { .. },
+                ..
+            })
+        ));
     }
 
     #[test]
