@@ -8,7 +8,9 @@
 # (a2 or b2) and from c1 (third site). Per migration: the guest's off time (source STOP to
 # destination RESUME, QMP events), the longest loss run per probe source, outage = loss run -
 # off time (floor 0), and the destination router's migration record: when it detected the
-# move (after RESUME), and its confirmed and applied steps (offsets from detection).
+# move relative to the guest's RESUME (QEMU sends its first RARP while it resumes the guest,
+# so this can be a millisecond or two below 0), and its confirmed and applied steps (offsets
+# from detection).
 #
 # Variants (--variants): virtio (default NIC, destination running), paused (destination
 # started with -S, resumed with `cont` once the migration completed, as libvirt does: QEMU's
@@ -130,7 +132,7 @@ PY
         "$from" "$to" "$off" "$downtime" "$src_loss" "$third_loss" "$detected" "$confirmed" \
         "$applied" "$outcome" "$recovered" "$src" >>"$QRESULTS"
     [[ $recovered == yes ]] || log "migration $n: probes to $QEMU_GUEST were still lost when probing ended"
-    log "$(printf 'delay %s ms %s #%s %s->%s: off %s ms, loss run %s (%s) %s (%s) ms, router %s: detected +%s ms after RESUME, confirmed +%s, applied +%s' \
+    log "$(printf 'delay %s ms %s #%s %s->%s: off %s ms, loss run %s (%s) %s (%s) ms, router %s: detected at RESUME + %s ms, confirmed +%s, applied +%s' \
         "$delay" "$variant" "$n" "$from" "$to" "$off" "$src_loss" "$src" "$third_loss" "$third" \
         "$to" "$detected" "$confirmed" "$applied")"
 }
@@ -215,7 +217,7 @@ for (delay, variant), rs in series.items():
         med, mx = statistics.median(out), max(out)
         print(f"  outage from {name}: median {med:8.2f} ms  max {mx:8.2f} ms   "
               f"target <= {target:.0f} ms: median/target {med / target:5.2f}, max/target {mx / target:5.2f}")
-    print(f"  destination router   : detected after RESUME {figures([num(r['detected_ms']) for r in rs])}")
+    print(f"  destination router   : detection - RESUME         {figures([num(r['detected_ms']) for r in rs])}")
     print(f"                         confirmed (from detection) {figures([num(r['confirmed_ms']) for r in rs])}")
     print(f"                         applied (from detection)   {figures([num(r['applied_ms']) for r in rs])}")
 PY
