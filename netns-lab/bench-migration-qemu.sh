@@ -1,16 +1,15 @@
 # shellcheck shell=bash
 # The QEMU series of netns-lab/bench-migration.sh (sourced by it for --qemu; uses its LAB,
-# WORK, COUNT, PROBE_S, WAN_DELAYS, MAX_MOVES, LAB_UP, PREFIX, die, log, wait_prober and
-# relax_damping).
+# WORK, COUNT, PROBE_S, WAN_DELAYS, MAX_MOVES, LAB_UP, PREFIX, SKYVINE, die, log,
+# wait_prober, loss_runs and relax_damping).
 #
 # The lab's QEMU guest g1 (home site a, 10.77.1.10) is live-migrated over QMP COUNT times per
 # series, alternating a -> b and b -> a, under 1 ms probes from the source site's second VM
 # (a2 or b2) and from c1 (third site). Per migration: the guest's off time (source STOP to
 # destination RESUME, QMP events), the longest loss run per probe source, outage = loss run -
 # off time (floor 0), and the destination router's migration record: when it detected the
-# move relative to the guest's RESUME (QEMU sends its first RARP while it resumes the guest,
-# so this can be a millisecond or two below 0), and its confirmed and applied steps (offsets
-# from detection).
+# move relative to the guest's RESUME (from its "migration detected" log line), and its
+# confirmed and applied steps (offsets from detection).
 #
 # Variants (--variants): virtio (default NIC, destination running), paused (destination
 # started with -S, resumed with `cont` once the migration completed, as libvirt does: QEMU's
@@ -48,42 +47,52 @@ qemu_last_migration_id() {
         python3 -c 'import json,sys; print(max([m["id"] for m in json.load(sys.stdin)["migrations"]] or [0]))'
 }
 
-# qemu_record P SITE AFTER_ID RESUME_US: "detected_ms confirmed_ms applied_ms outcome" of the
-# destination router's record of the move (the first destination record for the guest after
-# AFTER_ID; waits up to 5 s for it to finish). detected_ms is the detection time after the
-# guest's RESUME, from the record's age at the router's answer (accurate to the CLI's round
-# trip, a millisecond or so); the others are the router's offsets from detection.
+# qemu_record P SITE AFTER_ID LINE0 RESUME_US: "detected_ms confirmed_ms applied_ms outcome"
+# of the destination router's record of the move: the first destination record for the guest
+# after id AFTER_ID in `skyvine migrations --json` (waits up to 5 s for it to finish), with its
+# confirmed and applied offsets from detection. detected_ms is when the router detected the
+# move relative to the guest's RESUME: the timestamp of its first "migration detected" log
+# line for the guest after line LINE0 (both clocks are the host's wall clock), NA without one.
 qemu_record() {
-    local p=$1 site=$2 after=$3 resume_us=$4
-    python3 - "$SKYVINE" "/tmp/skyvine-lab-$p/$site/skyvine.sock" "$QEMU_GUEST_IP" "$after" "$resume_us" <<'PY'
-import json, subprocess, sys, time
-skyvine, socket, ip, after, resume_us = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    local p=$1 site=$2 after=$3 line0=$4 resume_us=$5
+    python3 - "$SKYVINE" "/tmp/skyvine-lab-$p/$site" "$QEMU_GUEST_IP" "$after" "$line0" "$resume_us" <<'PY'
+import datetime, json, subprocess, sys, time
+skyvine, state, ip = sys.argv[1], sys.argv[2], sys.argv[3]
+after, line0, resume_us = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 deadline = time.time() + 5.0
-row, asked_at = None, None
+row = None
 while time.time() < deadline:
-    before = time.time()
-    out = subprocess.run([skyvine, "migrations", "--json", "--socket", socket],
+    out = subprocess.run([skyvine, "migrations", "--json", "--socket", f"{state}/skyvine.sock"],
                          check=True, capture_output=True, text=True).stdout
-    asked_at = (before + time.time()) / 2.0
     rows = [m for m in json.loads(out)["migrations"]
             if m["id"] > after and m.get("ip") == ip and m["role"] == "destination"]
     row = rows[0] if rows else None
     if row and row["outcome"] != "in_progress":
         break
     time.sleep(0.05)
+detected = "NA"
+with open(f"{state}/router.log", errors="replace") as log:
+    for line in list(log)[line0:]:
+        if "migration detected" in line and f"ip=Some({ip})" in line:
+            stamp = line.split()[0].replace("Z", "+00:00")
+            try:
+                at = datetime.datetime.fromisoformat(stamp).timestamp()
+            except ValueError:
+                break
+            detected = f"{at * 1000.0 - resume_us / 1000.0:.3f}"
+            break
 if row is None:
-    print("NA NA NA none")
+    print(f"{detected} NA NA none")
     sys.exit(0)
-detected_ms = (asked_at - row["age_s"]) * 1000.0 - resume_us / 1000.0
 fmt = lambda v: "NA" if v is None else f"{v:.3f}"
-print(f'{detected_ms:.3f} {fmt(row.get("confirmed_ms"))} {fmt(row.get("applied_ms"))} {row["outcome"]}')
+print(f'{detected} {fmt(row.get("confirmed_ms"))} {fmt(row.get("applied_ms"))} {row["outcome"]}')
 PY
 }
 
 # qemu_one_migration P DELAY VARIANT N: one live migration of the guest under probes; appends
 # a row to QRESULTS.
 qemu_one_migration() {
-    local p=$1 delay=$2 variant=$3 n=$4 from to src third out probe_pid mig last_id
+    local p=$1 delay=$2 variant=$3 n=$4 from to src third out probe_pid mig last_id line0
     from=$(cat "/tmp/skyvine-lab-$p/guest/$QEMU_GUEST/site")
     if [[ $from == a ]]; then to=b; else to=a; fi
     src=${from}2
@@ -101,6 +110,7 @@ qemu_one_migration() {
     fi
     sleep 0.5 # a stretch of undisturbed probes before the move
     qemu_before_move "$variant" "$p" "$from" "$to"
+    line0=$(wc -l <"/tmp/skyvine-lab-$p/$to/router.log")
     if ! mig=$("$LAB" migrate "$QEMU_GUEST" "$to" --prefix "$p" "${QV_MIGRATE[@]}"); then
         wait "$probe_pid" || true
         die "live migration $n of $QEMU_GUEST $from -> $to failed"
@@ -114,19 +124,10 @@ qemu_one_migration() {
     downtime=$(sed -n 's/.* qemu_downtime_ms=\([0-9NA]*\).*/\1/p' <<<"$mig")
     resume_us=$(sed -n 's/.* resume_us=\([0-9]*\).*/\1/p' <<<"$mig")
     [[ -n $off && -n $resume_us ]] || die "no off_ms/resume_us in the migrate output: $mig"
-    record=$(qemu_record "$p" "$to" "$last_id" "$resume_us") || die "cannot read router $to's record"
-    losses=$(python3 - "$out" "$src" "$third" "$PROBE_S" <<'PY'
-import json, sys
-doc = json.load(open(sys.argv[1]))
-by = {r["label"]: r["report"] for r in doc["results"]}
-end_ms = float(sys.argv[4]) * 1000.0
-runs = [by[sys.argv[2]], by[sys.argv[3]]]
-recovered = all(float(r["loss_run_from_ms"]) + float(r["max_loss_run_ms"]) < end_ms - 5.0 for r in runs)
-print(f'{float(runs[0]["max_loss_run_ms"]):.3f} {float(runs[1]["max_loss_run_ms"]):.3f} {"yes" if recovered else "no"}')
-PY
-) || die "could not read the probe report $out"
+    record=$(qemu_record "$p" "$to" "$last_id" "$line0" "$resume_us") || die "cannot read router $to's record"
+    losses=$(loss_runs "$out" "$src" "$third") || die "could not read the probe report $out"
     local src_loss third_loss recovered detected confirmed applied outcome
-    read -r src_loss third_loss recovered <<<"$losses"
+    IFS=$'\t' read -r src_loss third_loss recovered <<<"$losses"
     read -r detected confirmed applied outcome <<<"$record"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$delay" "$variant" "$n" \
         "$from" "$to" "$off" "$downtime" "$src_loss" "$third_loss" "$detected" "$confirmed" \

@@ -177,6 +177,21 @@ took_us() {
     done
 }
 
+# loss_runs PROBE_JSON SRC THIRD: "SRC_LOSS_MS<tab>THIRD_LOSS_MS<tab>yes|no": each source's
+# longest loss run, and whether both got echoes again before probing ended (a run that
+# reaches the end of probing is an outage that did not end: "no").
+loss_runs() {
+    python3 - "$1" "$2" "$3" "$PROBE_S" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+by = {r["label"]: r["report"] for r in doc["results"]}
+end_ms = float(sys.argv[4]) * 1000.0
+runs = [by[sys.argv[2]], by[sys.argv[3]]]
+recovered = all(float(r["loss_run_from_ms"]) + float(r["max_loss_run_ms"]) < end_ms - 5.0 for r in runs)
+print(f'{float(runs[0]["max_loss_run_ms"]):.3f}\t{float(runs[1]["max_loss_run_ms"]):.3f}\t{"yes" if recovered else "no"}')
+PY
+}
+
 # one_migration P DELAY KIND N: migrate VM once to the other of a/b under probes; appends a row.
 one_migration() {
     local p=$1 delay=$2 kind=$3 n=$4 from to src third ip line0 probe_pid mig took status=ok
@@ -212,19 +227,8 @@ one_migration() {
         status=no-applied-line
         log "migration $n: no 'migration applied' line with role=destination for $ip in router $to's log"
     fi
-    # Loss runs per source, and whether both sources got echoes again before the probe ended
-    # (a run that reaches the end of probing is an outage that did not end: "no").
     local losses
-    losses=$(python3 - "$out" "$src" "$third" "$PROBE_S" <<'PY'
-import json, sys
-doc = json.load(open(sys.argv[1]))
-by = {r["label"]: r["report"] for r in doc["results"]}
-end_ms = float(sys.argv[4]) * 1000.0
-runs = [by[sys.argv[2]], by[sys.argv[3]]]
-recovered = all(float(r["loss_run_from_ms"]) + float(r["max_loss_run_ms"]) < end_ms - 5.0 for r in runs)
-print(f'{float(runs[0]["max_loss_run_ms"]):.3f}\t{float(runs[1]["max_loss_run_ms"]):.3f}\t{"yes" if recovered else "no"}')
-PY
-) || die "could not read the probe report $out"
+    losses=$(loss_runs "$out" "$src" "$third") || die "could not read the probe report $out"
     local src_loss third_loss recovered
     IFS=$'\t' read -r src_loss third_loss recovered <<<"$losses"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$delay" "$kind" "$n" "$from" "$to" "$pause" \

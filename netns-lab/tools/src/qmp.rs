@@ -9,7 +9,7 @@
 //! host compare directly: a live migration's guest off time is the destination's `RESUME`
 //! minus the source's `STOP`.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use thiserror::Error;
 
 /// One message from QEMU.
@@ -112,11 +112,13 @@ fn event(name: &str, object: &Map<String, Value>) -> Result<Event, ParseError> {
 
 /// The line that runs `command` with `arguments` (an object, or null for none) under `id`.
 pub fn command(command: &str, arguments: Value, id: u64) -> String {
-    let mut object = json!({ "execute": command, "id": id });
+    let mut object = Map::new();
+    object.insert("execute".into(), command.into());
     if !arguments.is_null() {
-        object["arguments"] = arguments;
+        object.insert("arguments".into(), arguments);
     }
-    let mut line = object.to_string();
+    object.insert("id".into(), id.into());
+    let mut line = Value::Object(object).to_string();
     line.push('\n');
     line
 }
@@ -164,6 +166,7 @@ fn shorten(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn greeting_returns_errors_and_events_are_told_apart() {
