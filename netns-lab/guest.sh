@@ -30,8 +30,11 @@ valid_guest_name() { [[ $1 =~ ^g[1-9]$ ]]; }
 guest_dir() { echo "$STATE/guest/$1"; }
 
 lab_guests() {
-    local d
-    for d in "$STATE"/guest/g*; do [[ -d $d ]] && basename "$d"; done | xargs
+    local d out=()
+    for d in "$STATE"/guest/g[1-9]; do
+        if [[ -d $d ]]; then out+=("$(basename "$d")"); fi
+    done
+    echo "${out[*]}"
 }
 
 guest_ip() {
@@ -64,7 +67,7 @@ guest_define() {
 guest_lndt_hosts() {
     local s=$1 g
     for g in $(lab_guests); do
-        [[ $(cat "$(guest_dir "$g")/home") == "$s" ]] && echo "$(guest_ip "$g")/32"
+        if [[ $(cat "$(guest_dir "$g")/home") == "$s" ]]; then echo "$(guest_ip "$g")/32"; fi
     done
 }
 

@@ -292,7 +292,12 @@ cmd_up() {
     if [[ -n $qemu ]]; then
         # Before anything runs: a failed guest build leaves nothing to tear down.
         guest_build
-        echo "$GUEST_KERNEL $GUEST_INITRD" >"$STATE/guest-image"
+        # The lab's own copy: a later build may replace the cached files while this lab still
+        # starts migration destinations from them.
+        mkdir -p "$STATE/guest"
+        cp "$GUEST_KERNEL" "$STATE/guest/vmlinuz"
+        cp "$GUEST_INITRD" "$STATE/guest/initramfs.cpio.gz"
+        echo "$STATE/guest/vmlinuz $STATE/guest/initramfs.cpio.gz" >"$STATE/guest-image"
         guest_define g1 "$qemu" "$nic"
     fi
     build_fabric

@@ -525,6 +525,7 @@ impl Lab {
         };
         let mut names: Vec<String> = dir
             .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
