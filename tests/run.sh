@@ -18,6 +18,8 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
+# netns_faults' spy filters.
+command -v nft >/dev/null || need+=(nftables)
 # The QEMU guest test (netns_qemu): Debian's QEMU 7.2 (TCG), busybox and cpio for the guest's
 # initramfs, depmod for the kernel package's modules.dep, flock for the build cache.
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
