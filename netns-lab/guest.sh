@@ -356,8 +356,12 @@ guest_migrate() {
     [[ -n $downtime ]] && qmp_args+=(--downtime-limit-ms "$downtime")
     if ! result=$("$(tool skyvine-qmp)" "${qmp_args[@]}" 2>"$dir/migrate-$j.err"); then
         cat "$dir/migrate-$j.err" >&2
+        # As libvirt does: drop the destination, let the source run on (a source that had
+        # stopped for the final copy waits in postmigrate).
         stop_recorded "qemu-$g-$j"
         guest_remove_tap "$g" "tap-$g-$j"
+        "$(tool skyvine-qmp)" cont --socket "$dir/qmp-$i.sock" >&2 ||
+            log "could not resume guest $g's source QEMU"
         die "live migration of $g to site $to failed (the guest stays on site $from)"
     fi
     # The source quit on QMP: wait for its exit, then its tap goes.

@@ -67,6 +67,13 @@ enum Command {
         #[arg(long, default_value_t = 300.0)]
         timeout_s: f64,
     },
+    /// Resume a QEMU whose guest is stopped (e.g. a migration source after a failed move);
+    /// a running one is left as it is. Prints the run state before.
+    Cont {
+        /// The QEMU's QMP socket.
+        #[arg(long)]
+        socket: PathBuf,
+    },
     /// Ask a QEMU to quit.
     Quit {
         /// The QEMU's QMP socket.
@@ -110,6 +117,15 @@ fn main() -> Result<()> {
                 timeout: seconds(timeout_s)?,
             };
             println!("{}", run.execute()?);
+            Ok(())
+        }
+        Command::Cont { socket } => {
+            let mut qemu = Qmp::connect(&socket, Duration::from_secs(5))?;
+            let status = run_state(&mut qemu)?;
+            if status != "running" {
+                qemu.execute("cont", Value::Null)?;
+            }
+            println!("status={status}");
             Ok(())
         }
         Command::Quit { socket } => Qmp::connect(&socket, Duration::from_secs(5))?.quit(),
@@ -346,7 +362,11 @@ impl Migration {
         }
         let resume = dst.wait_event("RESUME", Duration::from_secs(30))?;
         if self.quit_source {
-            src.quit()?;
+            // The guest runs at the destination now: a source that does not quit is the
+            // caller's to stop, not a failed migration.
+            if let Err(e) = src.quit() {
+                eprintln!("skyvine-qmp: the source did not quit: {e:#}");
+            }
         }
         let figure = |key| qmp::migration_ms(&info, key).map_or("NA".into(), |v| v.to_string());
         Ok(format!(
@@ -383,5 +403,76 @@ fn wait_incoming_done(dst: &mut Qmp, deadline: Instant) -> Result<()> {
             "paused" | "prelaunch" => return Ok(()),
             other => bail!("the paused destination is {other}, not paused, after the migration"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+
+    /// A scripted QEMU: greets, then for each command read answers with the next reply;
+    /// writes go out in small pieces so lines arrive split.
+    fn fake_qemu(path: &Path, replies: Vec<&'static str>) -> std::thread::JoinHandle<Vec<String>> {
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut send = |text: &str| {
+                for piece in text.as_bytes().chunks(7) {
+                    stream.write_all(piece).unwrap();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            };
+            send("{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n");
+            let mut commands = Vec::new();
+            for reply in replies {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 {
+                    break;
+                }
+                commands.push(line.trim().to_owned());
+                send(reply);
+            }
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            commands
+        })
+    }
+
+    #[test]
+    fn replies_are_matched_by_id_and_events_in_between_are_kept() {
+        let dir = std::env::temp_dir().join(format!("skyvine-qmp-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&socket);
+        let server = fake_qemu(
+            &socket,
+            vec![
+                "{\"return\": {}, \"id\": 1}\n",
+                "{\"timestamp\": {\"seconds\": 10, \"microseconds\": 5}, \"event\": \"STOP\"}\n\
+                 {\"return\": {\"status\": \"paused\", \"running\": false}, \"id\": 2}\n",
+                "{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}, \"id\": 3}\n",
+            ],
+        );
+        let mut qmp = Qmp::connect(&socket, Duration::from_secs(5)).unwrap();
+        assert_eq!(run_state(&mut qmp).unwrap(), "paused");
+        let stop = qmp.wait_event("STOP", Duration::from_secs(1)).unwrap();
+        assert_eq!(stop.at_us, 10_000_005);
+        let err = qmp.execute("cont", Value::Null).unwrap_err();
+        assert!(format!("{err:#}").contains("GenericError: nope"), "{err:#}");
+        assert!(qmp.wait_event("RESUME", Duration::from_millis(50)).is_err());
+        drop(qmp);
+        let commands = server.join().unwrap();
+        assert_eq!(
+            commands,
+            [
+                r#"{"execute":"qmp_capabilities","id":1}"#,
+                r#"{"execute":"query-status","id":2}"#,
+                r#"{"execute":"cont","id":3}"#,
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
