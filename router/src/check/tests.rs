@@ -57,9 +57,9 @@ name = "{tun}"
 /// Site `id`'s files in `dir`.
 fn files(dir: &TempDir, id: &str) -> (PathBuf, PathBuf, PathBuf) {
     (
-        path(&dir, "ca.pem"),
-        path(&dir, &format!("{id}.pem")),
-        path(&dir, &format!("{id}.key")),
+        path(dir, "ca.pem"),
+        path(dir, &format!("{id}.pem")),
+        path(dir, &format!("{id}.key")),
     )
 }
 
