@@ -9,10 +9,19 @@ use skyvine_router::config::Config;
 use skyvine_router::{admin, check, daemon, dataplane, kernel, pki};
 use skyvine_tables::SiteId;
 
-/// skyvine: a user-level virtual network router that joins sites into one virtual network over
-/// QUIC and keeps live-migrated VMs reachable at their addresses.
+/// A user-level virtual network router that joins sites into one virtual network over QUIC
+/// and keeps live-migrated VMs reachable at their addresses.
 #[derive(Debug, Parser)]
-#[command(name = "skyvine", version, propagate_version = true)]
+#[command(
+    name = "skyvine",
+    version,
+    propagate_version = true,
+    after_long_help = "Files: /etc/skyvine/skyvine.toml (the configuration; check it with \
+                       `skyvine check-config --host`), /run/skyvine/skyvine.sock (the admin \
+                       socket). Deployment, kernel settings, certificates and BGP export of \
+                       host routes: /usr/share/doc/skyvine/README.md (deploy/README.md in the \
+                       source)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,6 +57,13 @@ enum Command {
     /// Create the site CA and router certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Write the man pages (skyvine.1 and one per subcommand) into DIR, e.g. for a package.
+    #[command(hide = true)]
+    Man {
+        /// Directory for the pages (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Admin commands asking a running router: tables, route, peers, migrations, status.
     #[command(flatten)]
     Admin(admin::cli::AdminCommand),
@@ -103,6 +119,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cert(CertCommand::Issue { dir, site }) => {
             pki::issue(&dir, &site)?;
             println!("issued {0}/{1}.pem and {0}/{1}.key", dir.display(), site);
+            Ok(())
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            println!("man pages written to {}", dir.display());
             Ok(())
         }
         Command::Admin(command) => admin::cli::run(command),
