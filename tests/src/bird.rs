@@ -136,6 +136,12 @@ impl Bird {
         Ok(route_networks(&text))
     }
 
+    /// The networks BIRD sends to protocol `name` (`birdc show route export NAME`).
+    pub fn exported_to(&self, name: &str) -> Result<BTreeSet<String>> {
+        let text = self.birdc(&["show", "route", "export", name])?;
+        Ok(route_networks(&text))
+    }
+
     /// How many routes protocol `name`'s import filter has refused so far.
     pub fn import_filtered(&self, name: &str) -> Result<u64> {
         let text = self.birdc(&["show", "protocols", "all", name])?;

@@ -64,6 +64,11 @@ fn migrated_in_hosts_are_announced_to_the_fabric_and_withdrawn_when_they_leave()
             "a's BIRD took {host} from the TUN route: {at_a:?}"
         );
         expect_fabric(&fabrics, &[&[], &[&host], &["10.77.3.0/24"]])?;
+        let exported = fabrics[1].gateway.exported_to("fabric")?;
+        ensure!(
+            exported == BTreeSet::from([host.clone()]),
+            "`birdc show route export fabric` at b shows {exported:?}"
+        );
         ping_from_switch(lab, "b", &a1)?;
 
         // b -> c: withdrawn at b's switch, announced at c's.
