@@ -102,59 +102,71 @@ pub fn check_certificates(config: &Config, now: SystemTime) -> Result<CertSummar
             return Err(problems);
         }
     };
-    problems.extend(dates(
-        "tls.ca",
-        &tls.ca,
-        &ca,
-        now_s,
-        "create a new CA (`skyvine cert ca`) and issue every router's certificate again",
-    ));
-    problems.extend(dates(
-        "tls.cert",
-        &tls.cert,
-        &cert,
-        now_s,
-        &format!(
-            "issue a new one (`skyvine cert issue --dir pki --site {}`) and restart the router",
-            config.site
-        ),
-    ));
-
-    // Check signature, site and key at a moment when both certificates are valid, so that an
-    // expired certificate is reported once, as expired, not again as "not signed by the CA".
-    // Without such a moment one of them is invalid now, which is reported above.
-    let start = ca.not_before.max(cert.not_before);
-    let end = ca.not_after.min(cert.not_after);
-    if start <= end {
-        let at = u64::try_from(now_s.clamp(start, end)).unwrap_or(0);
-        let at = UnixTime::since_unix_epoch(Duration::from_secs(at));
-        if let Err(error) = Identity::load_at(&tls.ca, &tls.cert, &tls.key, &config.site, at) {
-            problems.push(identity_problem(error, config));
-        }
-    }
+    problems.extend(expiry_problems(config, &ca, &cert, now_s));
+    problems.extend(chain_problem(config, &ca, &cert, now_s));
     if !problems.is_empty() {
         return Err(problems);
     }
+    Ok(summary(config, ca, cert, now_s))
+}
 
-    let left = |v: &Validity| u64::try_from(v.not_after.saturating_sub(now_s)).unwrap_or(0);
+/// Either certificate expired or not yet valid at `now`.
+fn expiry_problems(config: &Config, ca: &Validity, cert: &Validity, now: i64) -> Vec<Problem> {
+    let tls = &config.tls;
+    let renew_ca = "create a new CA (`skyvine cert ca`) and issue every router's certificate again";
+    let renew_cert = format!(
+        "issue a new one (`skyvine cert issue --dir pki --site {}`) and restart the router",
+        config.site
+    );
+    [
+        dates("tls.ca", &tls.ca, ca, now, renew_ca),
+        dates("tls.cert", &tls.cert, cert, now, &renew_cert),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Signature, site and key, checked at a moment when both certificates are valid, so that an
+/// expired certificate is reported once, as expired, not again as "not signed by the CA".
+/// Without such a moment one of them is invalid now, which [`expiry_problems`] reports.
+fn chain_problem(config: &Config, ca: &Validity, cert: &Validity, now: i64) -> Option<Problem> {
+    let start = ca.not_before.max(cert.not_before);
+    let end = ca.not_after.min(cert.not_after);
+    if start > end {
+        return None;
+    }
+    let at = u64::try_from(now.clamp(start, end)).unwrap_or(0);
+    let at = UnixTime::since_unix_epoch(Duration::from_secs(at));
+    let tls = &config.tls;
+    Identity::load_at(&tls.ca, &tls.cert, &tls.key, &config.site, at)
+        .err()
+        .map(|error| identity_problem(error, config))
+}
+
+/// When the certificates expire, with a warning for each that does within [`EXPIRY_WARNING`].
+fn summary(config: &Config, ca: Validity, cert: Validity, now: i64) -> CertSummary {
+    let tls = &config.tls;
+    let left = |v: &Validity| u64::try_from(v.not_after.saturating_sub(now)).unwrap_or(0);
     let warnings = [("tls.ca", &tls.ca, &ca), ("tls.cert", &tls.cert, &cert)]
         .into_iter()
         .filter(|(_, _, v)| left(v) < EXPIRY_WARNING.as_secs())
         .map(|(key, path, v)| {
             format!(
-                "`{key}`: {} expires in {} day(s), on {}: renew it soon (deploy/README.md, Certificates)",
+                "`{key}`: {} expires in {} day(s), on {}: renew it soon (deploy/README.md, \
+                 Certificates)",
                 path.display(),
                 left(v) / 86_400,
                 v.not_after_text
             )
         })
         .collect();
-    Ok(CertSummary {
-        cert_expires: cert.not_after_text.clone(),
+    CertSummary {
         cert_days_left: left(&cert) / 86_400,
+        cert_expires: cert.not_after_text,
         ca_expires: ca.not_after_text,
         warnings,
-    })
+    }
 }
 
 /// Where [`check_host`] reads the kernel's state: `/proc/sys/net` and `/sys/class/net` on a
