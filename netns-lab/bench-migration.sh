@@ -283,6 +283,6 @@ for (delay, kind), rs in series.items():
 PY
 
 echo
-printf 'Reproduce: sudo netns-lab/bench-migration.sh'
+printf 'Reproduce (as root): netns-lab/bench-migration.sh'
 ((${#ARGS[@]} == 0)) || printf ' %q' "${ARGS[@]}"
 echo

@@ -2,7 +2,7 @@
 # The skyvine demo: build, bring up three sites, migrate a VM from site a to site b while
 # traffic flows, and show the routers' tables before and after and the measured outage.
 #
-#   sudo netns-lab/demo.sh [--announce rarp|garp|none] [--wan-delay-ms N] [--keep]
+#   netns-lab/demo.sh [--announce rarp|garp|none] [--wan-delay-ms N] [--keep]
 #
 # Everything it creates carries a prefix unique to the run and is removed on exit (also on
 # failure or Ctrl-C), unless --keep is given.
@@ -31,7 +31,7 @@ while (($#)); do
 done
 [[ $announce =~ ^(rarp|garp|none)$ ]] || { echo "demo.sh: --announce must be rarp, garp or none" >&2; exit 2; }
 [[ $wan_delay =~ ^[0-9]+$ ]] || { echo "demo.sh: --wan-delay-ms must be whole milliseconds" >&2; exit 2; }
-((EUID == 0)) || { echo "demo.sh: needs root (network namespaces); run it with sudo" >&2; exit 1; }
+((EUID == 0)) || { echo "demo.sh: needs root (network namespaces); run it as root" >&2; exit 1; }
 
 prefix="demo$(printf '%04x' $((RANDOM ^ $$ & 0xffff)))"
 state="/tmp/skyvine-lab-$prefix"
@@ -120,4 +120,4 @@ echo "  TCP transfer c1 -> a1 across the migration:"
 sed 's/^/    /' "$workdir/xfer-client.txt" "$workdir/xfer-server.txt"
 ((xfer_ok)) || { echo "demo.sh: the TCP transfer failed" >&2; exit 1; }
 echo
-echo "Reproduce: sudo netns-lab/demo.sh --announce $announce --wan-delay-ms $wan_delay"
+echo "Reproduce (as root): netns-lab/demo.sh --announce $announce --wan-delay-ms $wan_delay"
