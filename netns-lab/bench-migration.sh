@@ -256,7 +256,7 @@ relax_damping() {
 if ((QEMU)); then
     qemu_series
     echo
-    printf 'Reproduce: sudo netns-lab/bench-migration.sh'
+    printf 'Reproduce (as root): netns-lab/bench-migration.sh'
     printf ' %q' "${ARGS[@]}"
     echo
     exit 0
@@ -324,6 +324,6 @@ for (delay, kind), rs in series.items():
 PY
 
 echo
-printf 'Reproduce: sudo netns-lab/bench-migration.sh'
+printf 'Reproduce (as root): netns-lab/bench-migration.sh'
 ((${#ARGS[@]} == 0)) || printf ' %q' "${ARGS[@]}"
 echo

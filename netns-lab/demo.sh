@@ -2,8 +2,8 @@
 # The skyvine demo: build, bring up three sites, migrate a VM from site a to site b while
 # traffic flows, and show the routers' tables before and after and the measured outage.
 #
-#   sudo netns-lab/demo.sh [--announce rarp|garp|none] [--wan-delay-ms N] [--keep]
-#                          [--qemu [--paused-destination] [--nic virtio|e1000]]
+#   netns-lab/demo.sh [--announce rarp|garp|none] [--wan-delay-ms N] [--keep]
+#                     [--qemu [--paused-destination] [--nic virtio|e1000]]
 #
 # With --qemu the VM that moves is a real QEMU guest (g1, 10.77.1.10, TCG), live-migrated
 # over QMP; the outage is then the loss beyond the guest's own off time (QMP STOP -> RESUME).
@@ -49,7 +49,7 @@ else
     ((paused == 0)) && [[ $nic == virtio ]] ||
         { echo "demo.sh: --paused-destination and --nic need --qemu" >&2; exit 2; }
 fi
-((EUID == 0)) || { echo "demo.sh: needs root (network namespaces); run it with sudo" >&2; exit 1; }
+((EUID == 0)) || { echo "demo.sh: needs root (network namespaces); run it as root" >&2; exit 1; }
 
 prefix="demo$(printf '%04x' $((RANDOM ^ $$ & 0xffff)))"
 state="/tmp/skyvine-lab-$prefix"
@@ -185,4 +185,4 @@ if ((qemu)); then
 else
     reproduce="--announce $announce --wan-delay-ms $wan_delay"
 fi
-echo "Reproduce: sudo netns-lab/demo.sh $reproduce"
+echo "Reproduce (as root): netns-lab/demo.sh $reproduce"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every skyvine test: unit, property, in-process simulation and network-namespace tests.
 #
-#   sudo tests/run.sh [extra cargo test arguments]
+#   tests/run.sh [extra cargo test arguments]      (as root)
 #
 # Installs what the tests need when it is missing (Debian packages), builds the release
 # binaries the lab uses, then runs `cargo test --release --workspace`. The namespace tests
@@ -27,6 +27,8 @@ command -v busybox >/dev/null || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
 command -v depmod >/dev/null || need+=(kmod)
 command -v flock >/dev/null || need+=(util-linux)
+# The BGP test (netns_bgp) runs real BIRD 2 daemons next to the lab routers.
+[[ -x /usr/sbin/bird && -x /usr/sbin/birdc ]] || need+=(bird2)
 if ((${#need[@]})); then
     if ((EUID == 0)) && command -v apt-get >/dev/null; then
         echo "tests/run.sh: installing ${need[*]}" >&2

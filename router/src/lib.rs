@@ -7,6 +7,7 @@
 //! neighbours ([`kernel`]).
 
 pub mod admin;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

@@ -7,6 +7,7 @@
 //! torn down by a drop guard, also when the test fails; only processes it started are signalled,
 //! by PID.
 
+mod bird;
 mod lab;
 mod process;
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub use bird::{ensure_bird, Bird, Fabric};
 pub use lab::{check_transfer, Guest, Lab, Route};
 pub use process::{Background, Finished};
 
