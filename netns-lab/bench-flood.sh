@@ -137,4 +137,4 @@ echo "router b memory: RSS $rss_before KiB before, peak sampled $rss_peak KiB du
 cpu_pct() { awk -v t="$TICKS" -v s="$SECONDS_PER_RUN" '{a+=$1; b+=$2; n++} END {printf "router a %.0f%%, router b %.0f%%", 100*a/t/s/n, 100*b/t/s/n}' "$1"; }
 echo "router CPU during the iperf3 runs (one core = 100%): no flood $(cpu_pct "$WORK/cpu-plain"); flood $(cpu_pct "$WORK/cpu-flooded")"
 echo "per run: plain [$(xargs <"$WORK/plain")] flooded [$(xargs <"$WORK/flooded")]"
-echo "reproduce: sudo netns-lab/lab.sh build && sudo netns-lab/bench-flood.sh --reps $REPS --seconds $SECONDS_PER_RUN --rate $RATE --mode $MODE --flooders \"$FLOODERS\""
+echo "reproduce (as root): netns-lab/lab.sh build && netns-lab/bench-flood.sh --reps $REPS --seconds $SECONDS_PER_RUN --rate $RATE --mode $MODE --flooders \"$FLOODERS\""

@@ -4,7 +4,7 @@
 # two `dataplane_pair` processes (TUN <-> QUIC). Prints Gbit/s per run and the ratio.
 #
 #   cargo build --release -p skyvine-router --example dataplane_pair
-#   sudo router/examples/dataplane-bench.sh [--seconds 10] [--runs 3] [-- extra dataplane_pair args]
+#   router/examples/dataplane-bench.sh [--seconds 10] [--runs 3] [-- extra dataplane_pair args]
 set -euo pipefail
 
 SECONDS_PER_RUN=10

@@ -9,6 +9,7 @@
 //! config file ([`config`]).
 
 pub mod admin;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

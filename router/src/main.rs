@@ -1,17 +1,27 @@
 //! `skyvine`: the router daemon and its admin commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use skyvine_router::config::Config;
-use skyvine_router::{admin, daemon, dataplane, kernel, pki};
+use skyvine_router::{admin, check, daemon, dataplane, kernel, pki};
 use skyvine_tables::SiteId;
 
-/// skyvine: a user-level virtual network router that joins sites into one virtual network over
-/// QUIC and keeps live-migrated VMs reachable at their addresses.
+/// A user-level virtual network router that joins sites into one virtual network over QUIC
+/// and keeps live-migrated VMs reachable at their addresses.
 #[derive(Debug, Parser)]
-#[command(name = "skyvine", version, propagate_version = true)]
+#[command(
+    name = "skyvine",
+    version,
+    propagate_version = true,
+    after_long_help = "Files: /etc/skyvine/skyvine.toml (the configuration; check it with \
+                       `skyvine check-config --host`), /run/skyvine/skyvine.sock (the admin \
+                       socket). Deployment, kernel settings, certificates and BGP export of \
+                       host routes: /usr/share/doc/skyvine/README.md (deploy/README.md in the \
+                       source)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,15 +38,32 @@ enum Command {
         #[arg(long, short, value_name = "FILE", env = "SKYVINE_CONFIG")]
         config: PathBuf,
     },
-    /// Check a configuration file and exit: 0 if valid, 1 with the problem otherwise.
+    /// Check a configuration file and its certificates, and optionally this machine.
+    ///
+    /// Parses the file (unknown keys and bad values are named), then loads tls.ca, tls.cert and
+    /// tls.key and checks that the certificate is signed by the CA, names this config's site,
+    /// matches the key and is valid now; says when it expires. Prints one line per problem and
+    /// exits 1 if there is any, 0 otherwise. Nothing is changed.
     CheckConfig {
         /// The configuration file (TOML).
         #[arg(value_name = "FILE")]
         config: PathBuf,
+        /// Also check this machine for the router: net.ipv4.ip_forward is 1, rp_filter is 0 or
+        /// 2 on `all` and the LAN interface, the LAN interface exists, the WAN UDP address can
+        /// be bound (no other program on the port), and the TUN name is free or a TUN device.
+        #[arg(long)]
+        host: bool,
     },
     /// Create the site CA and router certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Write the man pages (skyvine.1 and one per subcommand) into DIR, e.g. for a package.
+    #[command(hide = true)]
+    Man {
+        /// Directory for the pages (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Admin commands asking a running router: tables, route, peers, migrations, status.
     #[command(flatten)]
     Admin(admin::cli::AdminCommand),
@@ -83,17 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("starting the async runtime")?;
             runtime.block_on(run_router(config))
         }
-        Command::CheckConfig { config } => {
-            let parsed = skyvine_router::config::load(&config)?;
-            println!(
-                "{}: valid (site {}, {} prefix(es), {} peer(s))",
-                config.display(),
-                parsed.site,
-                parsed.lan.prefixes.len(),
-                parsed.peers.len()
-            );
-            Ok(())
-        }
+        Command::CheckConfig { config, host } => check_config(&config, host),
         Command::Cert(CertCommand::Ca { dir }) => {
             pki::create_ca(&dir)?;
             println!("created {0}/ca.pem and {0}/ca.key", dir.display());
@@ -104,8 +121,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("issued {0}/{1}.pem and {0}/{1}.key", dir.display(), site);
             Ok(())
         }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            println!("man pages written to {}", dir.display());
+            Ok(())
+        }
         Command::Admin(command) => admin::cli::run(command),
     }
+}
+
+/// `skyvine check-config`: every problem on its own line, an error (exit 1) if any.
+fn check_config(path: &Path, host: bool) -> anyhow::Result<()> {
+    let config = skyvine_router::config::load(path)?;
+    let mut problems = Vec::new();
+    match check::check_certificates(&config, SystemTime::now()) {
+        Ok(summary) => {
+            println!(
+                "{}: config valid (site {}, {} prefix(es), {} peer(s))",
+                path.display(),
+                config.site,
+                config.lan.prefixes.len(),
+                config.peers.len()
+            );
+            println!(
+                "certificates: {} is site {}'s, signed by the CA in {}, matches {}; valid until \
+                 {} ({} days); the CA until {}",
+                config.tls.cert.display(),
+                config.site,
+                config.tls.ca.display(),
+                config.tls.key.display(),
+                summary.cert_expires,
+                summary.cert_days_left,
+                summary.ca_expires
+            );
+            for warning in &summary.warnings {
+                println!("warning: {warning}");
+            }
+        }
+        Err(found) => problems.extend(found),
+    }
+    if host {
+        let found = check::check_host(&config, &check::HostPaths::default());
+        if found.is_empty() {
+            println!(
+                "host: ip_forward on, rp_filter 0 or 2, {} present, UDP {} free, TUN {} free or ours",
+                config.lan.interface, config.wan.listen, config.tun.name
+            );
+        }
+        problems.extend(found);
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    for problem in &problems {
+        eprintln!("{}: {problem}", path.display());
+    }
+    anyhow::bail!("{}: {} problem(s) found", path.display(), problems.len())
 }
 
 async fn run_router(config: Config) -> anyhow::Result<()> {

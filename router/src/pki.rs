@@ -134,6 +134,19 @@ pub fn create_ca(dir: &Path) -> Result<(), PkiError> {
 /// Issues the certificate of router `site`, signed by the CA in `dir`: writes `dir/<site>.pem`
 /// and `dir/<site>.key` (mode 0600). Refuses to overwrite either file.
 pub fn issue(dir: &Path, site: &SiteId) -> Result<(), PkiError> {
+    let now = SystemTime::now();
+    let not_before = now.checked_sub(BACKDATE).unwrap_or(now);
+    issue_valid(dir, site, not_before, now + LEAF_VALIDITY)
+}
+
+/// [`issue`] with the given validity (cut to the CA's own expiry); tests use it for expired and
+/// not-yet-valid certificates.
+pub fn issue_valid(
+    dir: &Path,
+    site: &SiteId,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<(), PkiError> {
     let cert_path = dir.join(format!("{site}.pem"));
     let key_path = dir.join(format!("{site}.key"));
     refuse_existing(&[&cert_path, &key_path])?;
@@ -165,9 +178,8 @@ pub fn issue(dir: &Path, site: &SiteId) -> Result<(), PkiError> {
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    let now = SystemTime::now();
-    params.not_before = now.checked_sub(BACKDATE).unwrap_or(now).into();
-    params.not_after = (now + LEAF_VALIDITY).min(ca_not_after).into();
+    params.not_before = not_before.into();
+    params.not_after = not_after.min(ca_not_after).into();
 
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let cert = params.signed_by(&key, &issuer)?;
@@ -199,6 +211,18 @@ impl Identity {
     /// Loads and checks a router's TLS material: the certificate must chain to the CA, be valid
     /// now for both client and server use, name site `me`, and match the key.
     pub fn load(ca: &Path, cert: &Path, key: &Path, me: &SiteId) -> Result<Identity, PkiError> {
+        Identity::load_at(ca, cert, key, me, UnixTime::now())
+    }
+
+    /// [`Identity::load`] with the chain checked as of `at` (`skyvine check-config` checks
+    /// expiry on its own, then the rest at a moment when both certificates are valid).
+    pub fn load_at(
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        me: &SiteId,
+        at: UnixTime,
+    ) -> Result<Identity, PkiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let ca_der =
             CertificateDer::from_pem_file(ca).map_err(|e| pem_error(ca, "certificate", e))?;
@@ -232,7 +256,7 @@ impl Identity {
         };
         let name = ServerName::try_from(server_name(me))
             .map_err(|e| not_signed(rustls::Error::General(format!("invalid server name: {e}"))))?;
-        let now = UnixTime::now();
+        let now = at;
         WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| not_signed(rustls::Error::General(e.to_string())))?
@@ -515,7 +539,7 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -526,10 +550,10 @@ mod tests {
     use super::*;
 
     /// A fresh directory under the system temp dir, removed on drop (also when a test panics).
-    struct TempDir(PathBuf);
+    pub(crate) struct TempDir(pub(crate) PathBuf);
 
     impl TempDir {
-        fn new(name: &str) -> TempDir {
+        pub(crate) fn new(name: &str) -> TempDir {
             static NEXT: AtomicU32 = AtomicU32::new(0);
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             let path =
@@ -545,12 +569,12 @@ mod tests {
         }
     }
 
-    fn site(id: &str) -> SiteId {
+    pub(crate) fn site(id: &str) -> SiteId {
         SiteId::new(id).unwrap()
     }
 
     /// A CA with certificates for `sites`.
-    fn pki(name: &str, sites: &[&str]) -> TempDir {
+    pub(crate) fn pki(name: &str, sites: &[&str]) -> TempDir {
         let dir = TempDir::new(name);
         create_ca(&dir.0).unwrap();
         for id in sites {

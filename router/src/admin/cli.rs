@@ -92,7 +92,7 @@ impl AdminArgs {
 pub enum ClientError {
     #[error("no router is running at {} (is the daemon up?)", .0.display())]
     NotRunning(PathBuf),
-    #[error("permission denied on {}: the admin socket answers root only (try sudo)", .0.display())]
+    #[error("permission denied on {}: the admin socket answers root only (run it as root)", .0.display())]
     PermissionDenied(PathBuf),
     #[error("{}: {source}", path.display())]
     Io {
