@@ -249,3 +249,88 @@ impl Records {
         relays
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(s: &str) -> SiteId {
+        SiteId::new(s).unwrap()
+    }
+
+    fn start(role: Role, from: &str, to: &str) -> Start {
+        Start {
+            mac: None,
+            ip: Some(Ipv4Addr::new(10, 77, 1, 1)),
+            from: Some(site(from)),
+            to: site(to),
+            role,
+            detection: Detection::Peer,
+        }
+    }
+
+    #[test]
+    fn only_advertised_migrations_complete_when_the_kernel_catches_up() {
+        let now = Instant::now();
+        let mut records = Records::default();
+        let advertised = records.start(start(Role::Source, "a", "b"), now);
+        let pending = records.start(start(Role::Destination, "a", "b"), now);
+        records.update(advertised, |r| r.advertised = Some(now));
+        let later = now + Duration::from_millis(3);
+        records.complete(later);
+        let outcome = |id| records.iter().find(|r| r.id == id).unwrap().outcome;
+        assert_eq!(outcome(advertised), Outcome::Applied);
+        assert_eq!(outcome(pending), Outcome::InProgress);
+        let applied = records.iter().find(|r| r.id == advertised).unwrap().applied;
+        assert_eq!(applied, Some(later));
+    }
+
+    #[test]
+    fn relays_follow_the_latest_move_and_skip_refusals() {
+        let now = Instant::now();
+        let mut records = Records::default();
+        let ip = Ipv4Addr::new(10, 77, 1, 1);
+        // At a: the host left for b, then came back from b.
+        let left = records.start(start(Role::Source, "a", "b"), now);
+        records.update(left, |r| r.advertised = Some(now));
+        assert_eq!(records.relays().departed[&ip].0, site("b"));
+        let back = records.start(start(Role::Destination, "b", "a"), now);
+        records.update(back, |r| r.advertised = Some(now));
+        let relays = records.relays();
+        assert!(
+            relays.departed.is_empty(),
+            "a later arrival overrides the departure"
+        );
+        assert_eq!(relays.arrived[&ip], (site("b"), now + RELAY_WINDOW));
+        // A refused move relays nothing.
+        let refused = records.start(start(Role::Source, "a", "c"), now);
+        records.update(refused, |r| {
+            r.advertised = Some(now);
+            r.outcome = Outcome::Refused(RefusalReason::StillHere);
+        });
+        assert!(records.relays().departed.is_empty());
+    }
+
+    #[test]
+    fn the_record_list_is_bounded() {
+        let now = Instant::now();
+        let mut records = Records::default();
+        for _ in 0..RECORDS_KEPT + 10 {
+            records.start(start(Role::Third, "a", "b"), now);
+        }
+        assert_eq!(records.iter().count(), RECORDS_KEPT);
+        assert_eq!(
+            records.iter().next().unwrap().id,
+            11,
+            "the oldest went first"
+        );
+    }
+
+    #[test]
+    fn refusal_reasons_have_distinct_names() {
+        let names: std::collections::BTreeSet<&str> =
+            RefusalReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), RefusalReason::ALL.len());
+        assert!(RefusalReason::ALL.iter().all(|r| !r.describe().is_empty()));
+    }
+}
