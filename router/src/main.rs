@@ -103,7 +103,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Router { config } => {
-            let config = Config::load(&config)?;
+            let config = skyvine_router::config::load(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -134,7 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `skyvine check-config`: every problem on its own line, an error (exit 1) if any.
 fn check_config(path: &Path, host: bool) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+    let config = skyvine_router::config::load(path)?;
     let mut problems = Vec::new();
     match check::check_certificates(&config, SystemTime::now()) {
         Ok(summary) => {

@@ -6,10 +6,14 @@
 //! neighbours, router logs, the admin socket) and reports what it saw. Every lab it brings up is
 //! torn down by a drop guard, also when the test fails; only processes it started are signalled,
 //! by PID.
+//!
+//! [`sim`] is the other half: the deterministic sans-IO world of router cores that
+//! `migration_sim.rs` and `migration_props.rs` drive, with no root and no IO.
 
 mod bird;
 mod lab;
 mod process;
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

@@ -10,7 +10,7 @@
 //! over 64 KB TCP super-segments (split here into MTU-sized packets) and takes coalesced ones
 //! back; the FIB and the peer map are loaded once per batch, counters are added once per batch,
 //! and datagram payloads of one batch share one allocation. This module never decides routing
-//! (that is [`crate::fib`]) and never manages connections (the daemon inserts and removes them).
+//! (that is [`skyvine_core::fib`]) and never manages connections (the daemon inserts and removes them).
 
 mod counters;
 mod device;
@@ -31,7 +31,8 @@ pub use device::{
 };
 pub use quic::{bind_wan_socket, tune_transport, DATAGRAM_OVERHEAD, SOCKET_BUFFER};
 
-use crate::fib::{DropReason, Fib};
+use crate::fib::Fib;
+use skyvine_core::fib::DropReason;
 
 /// Starts the TUN -> QUIC direction. Runs until the device fails.
 pub fn spawn_tun_reader<D: PacketDevice>(
