@@ -91,6 +91,9 @@ pub struct World {
     cut: BTreeSet<(usize, usize)>,
     /// Routers restarted since the world was built.
     restarted: BTreeSet<usize>,
+    /// VMs (by address) that answer no probe: a guest that resumes too slowly, or one that is
+    /// announced where it is not.
+    pub mute: BTreeSet<Ipv4Addr>,
 }
 
 impl World {
@@ -156,6 +159,7 @@ impl World {
             drop_next: None,
             cut: BTreeSet::new(),
             restarted: BTreeSet::new(),
+            mute: BTreeSet::new(),
         };
         for i in 0..world.nodes.len() {
             for j in 0..world.nodes.len() {
@@ -398,6 +402,7 @@ impl World {
                 .iter()
                 .find(|v| {
                     v.at == at
+                        && !self.mute.contains(&v.ip)
                         && v.ip == target_ip
                         && (event.eth_dst == v.mac || event.eth_dst == MacAddr::BROADCAST)
                 })
@@ -421,6 +426,18 @@ impl World {
                 }
             }
             Announce::Garp => self.lan_frame(to, &frames::gratuitous_arp_request(vm_mac, vm_ip)),
+            Announce::Silent => {}
+        }
+        self.pump_or_settle();
+    }
+
+    /// The hypervisor at site `at` announces the VM although it is not there (a failed or
+    /// duplicated migration, or a spoofer that does not answer): nothing else happens.
+    pub fn ghost_announce(&mut self, vm_ip: Ipv4Addr, at: usize, announce: Announce) {
+        let vm_mac = self.vms[self.vm(vm_ip)].mac;
+        match announce {
+            Announce::RarpBurst => self.lan_frame(at, &frames::rarp_announce(vm_mac)),
+            Announce::Garp => self.lan_frame(at, &frames::gratuitous_arp_request(vm_mac, vm_ip)),
             Announce::Silent => {}
         }
         self.pump_or_settle();

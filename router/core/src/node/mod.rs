@@ -42,6 +42,42 @@ pub const MAX_ENTRIES_PER_SITE: usize = 65_536;
 /// Most GNDT entries in all; beyond this new prefixes are refused (changes to known ones pass).
 pub const MAX_GNDT_ENTRIES: usize = 500_000;
 
+/// The destination's default confirmation timeout. With an optimistic takeover a long one costs
+/// little: a spoofed claim of a VM still running at its old site is caught by the old site's
+/// still-here probe (about one WAN round trip), whatever this timeout; a claim for a VM that is
+/// nowhere only diverts packets nobody would receive. A short one rolls back (and freezes) a
+/// real guest that resumes slowly: a loaded TCG guest was measured answering after 300 ms.
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+/// The old site's default still-here timeout. A host still running there answers within
+/// milliseconds; waiting longer only catches slow ones too (the check diverts nothing).
+pub const DEFAULT_STILL_HERE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a planned-migration hint stays open by default.
+pub const DEFAULT_PREPARE_WINDOW: Duration = Duration::from_secs(60);
+
+/// When the destination takes a migrated VM's address over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Takeover {
+    /// On the announcement, when the announced MAC matches the binding the owning site
+    /// advertised (or vouched for); the VM is probed afterwards, and a move it does not confirm
+    /// is rolled back.
+    #[default]
+    Optimistic,
+    /// Only once the VM answered the destination's probe (nothing leaks before, at the cost of
+    /// the guest's reply time in the outage).
+    Confirmed,
+}
+
+impl Takeover {
+    /// Its name in the configuration (`migration.takeover`) and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Takeover::Optimistic => "optimistic",
+            Takeover::Confirmed => "confirmed",
+        }
+    }
+}
+
 /// What the core needs to know about its own site.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -56,8 +92,16 @@ pub struct NodeConfig {
     pub lan: Option<LanIdentity>,
     /// Routing-optimization mode: the subnet every VM is configured with.
     pub virtual_network: Option<Ipv4Network>,
-    /// How long the destination waits for a migrated VM to answer its probe.
-    pub probe_timeout: Duration,
+    /// When the destination takes a migrated VM's address over: at once on the announcement
+    /// (confirming in the background), or only once the VM answered its probe.
+    pub takeover: Takeover,
+    /// How long the destination probes for a migrated VM before it gives up: it refuses the
+    /// move (confirmed takeover) or rolls it back (optimistic takeover).
+    pub confirm_timeout: Duration,
+    /// How long the old site probes for a host that moved away before it lets it go.
+    pub still_here_timeout: Duration,
+    /// How long a planned-migration hint stays open without an announcement.
+    pub prepare_window: Duration,
     /// Duplicate-address detection for moves.
     pub damping: DampingConfig,
     /// Addresses that never move.
@@ -79,7 +123,10 @@ impl NodeConfig {
             peers,
             lan: None,
             virtual_network: None,
-            probe_timeout: Duration::from_millis(300),
+            takeover: Takeover::Optimistic,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
+            still_here_timeout: DEFAULT_STILL_HERE_TIMEOUT,
+            prepare_window: DEFAULT_PREPARE_WINDOW,
             damping: DampingConfig::default(),
             pinned: Vec::new(),
         }
@@ -390,7 +437,11 @@ impl Node {
 
     /// Keeps the LNDT (and the LAN) in step with a changed host entry.
     fn after_change(&mut self, entry: &GndtEntry, previous: Option<GndtEntry>, now: Instant) {
-        if entry.kind != EntryKind::Host || entry.withdrawn {
+        if entry.kind != EntryKind::Host {
+            return;
+        }
+        if entry.withdrawn {
+            self.after_withdrawal(entry, previous, now);
             return;
         }
         let ip = entry.prefix.ip();
@@ -405,7 +456,9 @@ impl Node {
                     .map(|c| c.entry.site().clone())
             });
         let moved = previous_owner.as_ref().is_some_and(|p| p != entry.site());
-        if moved {
+        // A frozen take-back freezes the address even where it does not look like a move (it
+        // followed a withdrawal, and the address already fell back to the same site).
+        if moved || entry.frozen {
             self.note_move(entry, now);
         }
         if entry.site() == &self.config.me {
@@ -420,6 +473,28 @@ impl Node {
             self.on_moved_away(ip, known_mac, entry, now);
         } else if moved {
             self.on_remote_move(entry, previous_owner, now);
+        }
+    }
+
+    /// A host entry was withdrawn. A claimant withdrawing its own live claim may call for a
+    /// take-back by the site the host came from. A withdrawal that beat a live entry of ours
+    /// for a host we still hold (two sites chose the same sequence number concurrently, e.g. a
+    /// rollback crossing our own take-back) is answered by re-originating ours, newer.
+    fn after_withdrawal(&mut self, entry: &GndtEntry, previous: Option<GndtEntry>, now: Instant) {
+        if entry.site() == &self.config.me {
+            return;
+        }
+        let Some(previous) = previous.filter(|p| !p.withdrawn) else {
+            return;
+        };
+        let ip = entry.prefix.ip();
+        if previous.site() == &self.config.me && self.lndt.contains(ip) {
+            let mut ours = previous;
+            ours.version.seq = entry.version.seq.saturating_add(1);
+            tracing::info!(%ip, by = %entry.site(), seq = ours.version.seq, "another site's withdrawal superseded our host entry; re-advertising it");
+            self.originate(ours, now);
+        } else if previous.site() == entry.site() {
+            self.on_withdrawn_host(entry, now);
         }
     }
 
