@@ -1,14 +1,13 @@
 //! The async shell around [`Node`]: QUIC connections to peers, control streams, the data plane
 //! and kernel state. It moves bytes and applies effects; it decides nothing itself.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ipnetwork::Ipv4Network;
 use skyvine_capture::sys::foreign::ForeignFrame;
 use skyvine_capture::wire::ArpEvent;
 use skyvine_inject::wire::FrameBytes;
@@ -43,17 +42,8 @@ mod close_code {
     pub const WRONG_SITE: u32 = 4;
 }
 
-/// Where the daemon's kernel state goes: the real netlink reconciler, or a recording fake.
-pub trait KernelOps: Send + 'static {
-    /// Makes the kernel's routes and neighbours match the desired set.
-    fn apply(
-        &mut self,
-        tun_routes: BTreeSet<Ipv4Network>,
-        lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
-    /// Removes everything this router installed.
-    fn clear(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
-}
+pub use crate::kernel_sync::KernelOps;
+use crate::kernel_sync::KernelSync;
 
 /// Something seen on the LAN.
 #[derive(Debug, Clone, Copy)]
@@ -72,37 +62,6 @@ pub struct LanPort {
     pub events: mpsc::Receiver<LanEvent>,
     pub frames: mpsc::Sender<FrameBytes>,
     pub foreign_macs: watch::Sender<Vec<MacAddr>>,
-}
-
-impl KernelOps for crate::kernel::Kernel {
-    async fn apply(
-        &mut self,
-        tun_routes: BTreeSet<Ipv4Network>,
-        lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
-    ) -> anyhow::Result<()> {
-        let desired = crate::kernel::Desired {
-            tun_routes,
-            lan_hosts,
-        };
-        let changes = self.reconcile(&desired).await?;
-        log_changes(&changes);
-        Ok(())
-    }
-
-    async fn clear(&mut self) -> anyhow::Result<()> {
-        let changes = crate::kernel::Kernel::clear(self).await?;
-        log_changes(&changes);
-        Ok(())
-    }
-}
-
-fn log_changes(changes: &crate::kernel::Changes) {
-    for entry in &changes.added {
-        tracing::info!(%entry, "kernel entry installed");
-    }
-    for entry in &changes.removed {
-        tracing::info!(%entry, "kernel entry removed");
-    }
 }
 
 /// Everything the daemon runs on; the binary builds real ones, tests build fakes.
@@ -217,12 +176,12 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         links: HashMap::new(),
         shared,
         device,
-        kernel,
-        kernel_retry: KernelRetry::default(),
+        kernel: KernelSync::new(kernel),
         lan: lan.map(LanChannels::from),
         connected,
         dirty: true,
     };
+    main.start().await;
     main.run(input_rx, shutdown).await;
 
     tracing::info!("shutting down");
@@ -293,56 +252,6 @@ fn open_endpoint(
     Ok((endpoint, client))
 }
 
-/// First wait before a failed kernel apply is tried again; it doubles with every failure.
-const KERNEL_RETRY_MIN: Duration = Duration::from_millis(100);
-/// Longest wait between two tries: the kernel must catch up with the tables eventually.
-const KERNEL_RETRY_MAX: Duration = Duration::from_secs(10);
-
-/// When to try a failed kernel apply again, even without a change to the tables.
-#[derive(Debug, Default)]
-struct KernelRetry {
-    failures: u32,
-    /// When the next try is due; `None` while the kernel holds the current tables.
-    at: Option<tokio::time::Instant>,
-}
-
-impl KernelRetry {
-    fn failed(&mut self, error: &anyhow::Error) {
-        self.failures += 1;
-        let backoff = KERNEL_RETRY_MIN
-            .saturating_mul(1 << self.failures.saturating_sub(1).min(16))
-            .min(KERNEL_RETRY_MAX);
-        self.at = Some(tokio::time::Instant::now() + backoff);
-        let error = format!("{error:#}");
-        let retry_in_ms = backoff.as_millis();
-        if self.failures == 1 || self.failures.is_power_of_two() {
-            tracing::warn!(
-                error,
-                failures = self.failures,
-                retry_in_ms,
-                "applying kernel routes failed; retrying with backoff"
-            );
-        } else {
-            tracing::debug!(
-                error,
-                failures = self.failures,
-                retry_in_ms,
-                "applying kernel routes failed again"
-            );
-        }
-    }
-
-    fn succeeded(&mut self) {
-        if self.failures > 0 {
-            tracing::info!(
-                failures = self.failures,
-                "kernel routes applied after failures"
-            );
-        }
-        *self = KernelRetry::default();
-    }
-}
-
 /// The LAN side's channels, as the main loop uses them.
 struct LanChannels {
     /// `None` once the capture stopped.
@@ -363,13 +272,12 @@ impl From<LanPort> for LanChannels {
 
 /// The daemon's main loop: owns the node and feeds it inputs, LAN events and timeouts, and
 /// applies its effects.
-struct MainLoop<D, K> {
+struct MainLoop<D, K: KernelOps> {
     node: Node,
     links: HashMap<SiteId, Link>,
     shared: Shared,
     device: Arc<D>,
-    kernel: K,
-    kernel_retry: KernelRetry,
+    kernel: KernelSync<K>,
     lan: Option<LanChannels>,
     /// The sites with a connection up, for the dialers.
     connected: watch::Sender<BTreeSet<SiteId>>,
@@ -378,13 +286,27 @@ struct MainLoop<D, K> {
 }
 
 impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
+    /// Before anything else: the kernel reconciled in full against the initial tables (what a
+    /// previous instance left behind goes), and the first FIB snapshot.
+    async fn start(&mut self) {
+        self.apply_effects();
+        let in_step = self
+            .kernel
+            .reconcile_now(self.node.tun_routes(), self.node.lan_hosts())
+            .await;
+        self.publish();
+        if in_step {
+            self.node.handle_kernel_applied(Instant::now());
+        }
+        self.dirty = false;
+    }
+
     async fn run(&mut self, mut inputs: mpsc::Receiver<Input>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             self.apply_effects();
-            if self.dirty {
-                self.dirty = false;
-                self.publish().await;
+            if self.dirty || self.kernel.has_pending() {
+                self.commit().await;
                 continue;
             }
             let lan_event = async {
@@ -398,8 +320,9 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-            let retry = async {
-                match self.kernel_retry.at {
+            let next_dump = self.kernel.next_dump();
+            let reconcile = async move {
+                match next_dump {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -407,7 +330,14 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep_until(deadline) => self.node.handle_timeout(Instant::now()),
-                () = retry => self.dirty = true,
+                () = reconcile => self.kernel.start_dump(),
+                applied = self.kernel.dumped() => {
+                    let tun = self.node.tun_routes();
+                    let lan = self.node.lan_hosts();
+                    if self.kernel.repaired(applied, tun, lan).await {
+                        self.node.handle_kernel_applied(Instant::now());
+                    }
+                }
                 event = lan_event => self.on_lan_event(event),
                 input = inputs.recv() => {
                     let Some(input) = input else { return };
@@ -418,9 +348,22 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
         }
     }
 
-    /// The tables changed: a new FIB snapshot for the data plane, the foreign MACs for the LAN
-    /// capture, and the kernel's routes and neighbours (tried again later if that fails).
-    async fn publish(&mut self) {
+    /// Applies what the tables' changes call for: the kernel's targeted changes first (a
+    /// migrated VM's /32 and neighbour entry), then a new FIB snapshot for the data plane and
+    /// the foreign MACs for the LAN capture. Migrations are applied once the kernel holds the
+    /// tables (after a failure, once a repair succeeded).
+    async fn commit(&mut self) {
+        let in_step = self.kernel.flush().await;
+        if self.dirty {
+            self.dirty = false;
+            self.publish();
+        }
+        if in_step {
+            self.node.handle_kernel_applied(Instant::now());
+        }
+    }
+
+    fn publish(&mut self) {
         self.shared.fib.store(self.node.fib_snapshot());
         if let Some(lan) = &self.lan {
             let wanted = self.node.foreign_macs();
@@ -429,17 +372,6 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
                 *current = wanted;
                 changed
             });
-        }
-        match self
-            .kernel
-            .apply(self.node.tun_routes(), self.node.lan_hosts())
-            .await
-        {
-            Ok(()) => {
-                self.kernel_retry.succeeded();
-                self.node.handle_kernel_applied(Instant::now());
-            }
-            Err(error) => self.kernel_retry.failed(&error),
         }
     }
 
@@ -512,6 +444,7 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
         while let Some(effect) = self.node.poll_effect() {
             match effect {
                 Effect::TablesChanged => self.dirty = true,
+                Effect::Kernel(op) => self.kernel.push(op),
                 Effect::Transmit { frame } => {
                     if let Some(lan) = &self.lan {
                         if lan.frames.try_send(frame).is_err() {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
 use skyvine_capture::wire::{classify, ArpEvent, EventKind};
-use skyvine_core::node::{Detection, Effect, LanIdentity, Node, NodeConfig};
+use skyvine_core::node::{Detection, Effect, KernelOp, KernelRoute, LanIdentity, Node, NodeConfig};
 use skyvine_core::proto::Message;
 use skyvine_inject::wire as frames;
 use skyvine_tables::{MacAddr, SiteId};
@@ -84,6 +84,9 @@ pub struct World {
     pub wire: VecDeque<Envelope>,
     /// Frames each router sent on its LAN.
     pub transmitted: Vec<Vec<ArpEvent>>,
+    /// Each router's kernel routes, as its targeted changes ([`Effect::Kernel`]) left them
+    /// (a restart starts from a full reconcile, as the daemon does).
+    pub kernels: Vec<BTreeMap<Ipv4Network, KernelRoute>>,
     pub delivery: Delivery,
     /// Drop the next message from -> to matching this kind.
     pub drop_next: Option<(usize, usize, &'static str)>,
@@ -150,6 +153,7 @@ impl World {
             start,
             now: start,
             transmitted: vec![Vec::new(); names.len()],
+            kernels: vec![BTreeMap::new(); names.len()],
             names,
             configs,
             nodes,
@@ -253,6 +257,10 @@ impl World {
                             }
                         }
                         Effect::TablesChanged => self.nodes[i].handle_kernel_applied(self.now),
+                        Effect::Kernel(op) => {
+                            apply_kernel_op(&mut self.kernels[i], op);
+                            self.nodes[i].handle_kernel_applied(self.now);
+                        }
                         Effect::Transmit { frame } => self.transmit(i, &frame),
                     }
                 }
@@ -373,6 +381,7 @@ impl World {
             }
         }
         self.nodes[i] = Node::new(self.configs[i].clone(), self.now);
+        self.kernels[i] = full_reconcile(&self.nodes[i]);
         self.restarted.insert(i);
         for j in 0..self.nodes.len() {
             if j != i && self.link_up(i, j) {
@@ -564,6 +573,14 @@ impl World {
                     node.lan_hosts()
                 ));
             }
+            if self.kernels[i] != kernel_of(&tun, &lan) {
+                return Err(format!(
+                    "router {}'s targeted kernel changes left {:?}; expected {:?}",
+                    self.names[i],
+                    self.kernels[i],
+                    kernel_of(&tun, &lan)
+                ));
+            }
         }
         let digests: Vec<u64> = self.nodes.iter().map(|n| n.gndt().digest()).collect();
         if !digests.windows(2).all(|d| d[0] == d[1]) {
@@ -622,6 +639,50 @@ impl World {
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
     }
+}
+
+/// Applies one targeted change to a simulated kernel. The change says what it replaces; the
+/// core's idea of that must be what the kernel holds.
+fn apply_kernel_op(kernel: &mut BTreeMap<Ipv4Network, KernelRoute>, op: KernelOp) {
+    match op {
+        KernelOp::Set {
+            dst,
+            route,
+            previous,
+        } => {
+            assert_eq!(
+                kernel.get(&dst).copied(),
+                previous,
+                "set {dst}: stale previous"
+            );
+            kernel.insert(dst, route);
+        }
+        KernelOp::Remove { dst, previous } => {
+            assert_eq!(
+                kernel.remove(&dst),
+                Some(previous),
+                "remove {dst}: stale previous"
+            );
+        }
+    }
+}
+
+/// What a full reconcile leaves in the kernel for `node`'s tables.
+fn full_reconcile(node: &Node) -> BTreeMap<Ipv4Network, KernelRoute> {
+    kernel_of(&node.tun_routes(), &node.lan_hosts())
+}
+
+/// The kernel routes for a TUN route set and LAN hosts (a LAN host wins over a TUN /32).
+fn kernel_of(
+    tun: &BTreeSet<Ipv4Network>,
+    lan: &BTreeMap<Ipv4Addr, Option<MacAddr>>,
+) -> BTreeMap<Ipv4Network, KernelRoute> {
+    let mut kernel: BTreeMap<Ipv4Network, KernelRoute> =
+        tun.iter().map(|net| (*net, KernelRoute::Tun)).collect();
+    for (ip, mac) in lan {
+        kernel.insert(Ipv4Network::from(*ip), KernelRoute::Lan { mac: *mac });
+    }
+    kernel
 }
 
 /// The number of the site at index `i` (sites are numbered from 1).

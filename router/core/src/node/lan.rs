@@ -269,7 +269,7 @@ impl Node {
 
     /// Applies an entry we originate and advertises it to every connected peer.
     pub(super) fn originate(&mut self, entry: GndtEntry, now: Instant) {
-        if self.gndt.apply(entry.clone(), now).changed() {
+        if self.apply_entry(entry.clone(), now).changed() {
             self.effects.push_back(Effect::TablesChanged);
             self.broadcast_except(None, &[entry]);
         }

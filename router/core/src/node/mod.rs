@@ -6,6 +6,7 @@
 
 mod counters;
 mod destination;
+mod kernel;
 mod lan;
 mod learning;
 mod limits;
@@ -30,6 +31,7 @@ use crate::fib::FibSnapshot;
 use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
 
 pub use counters::{Counter, Counters};
+pub use kernel::{KernelOp, KernelRoute};
 pub use lan::LanIdentity;
 pub use records::{Detection, MigrationRecord, Outcome, RefusalReason, Role, RELAY_WINDOW};
 
@@ -138,8 +140,11 @@ impl NodeConfig {
 pub enum Effect {
     /// Send a control message to a connected peer.
     Send { to: SiteId, message: Message },
-    /// The GNDT or LNDT changed: publish a new FIB snapshot and reconcile kernel state.
+    /// The GNDT or LNDT changed: publish a new FIB snapshot.
     TablesChanged,
+    /// Change one kernel route (and its neighbour entry): the precise consequence of a GNDT
+    /// change. See [`KernelOp`].
+    Kernel(KernelOp),
     /// Send an Ethernet frame on the LAN.
     Transmit { frame: FrameBytes },
 }
@@ -170,6 +175,8 @@ pub struct Node {
     started: Instant,
     lan: lan::LanState,
     counters: Counters,
+    /// What this router asked the kernel to hold, by prefix (see [`KernelOp`]).
+    kernel: BTreeMap<Ipv4Network, KernelRoute>,
 }
 
 impl Node {
@@ -191,16 +198,17 @@ impl Node {
             started: now,
             lan,
             counters: Counters::default(),
+            kernel: BTreeMap::new(),
         };
         for prefix in node.config.prefixes.clone() {
             let entry = GndtEntry::site_prefix(prefix, node.config.me.clone(), 1);
-            node.gndt.apply(entry, now);
+            node.apply_entry(entry, now);
         }
         if let Some(identity) = node.config.lan {
             // Our own LAN binding: a migrated VM's stale entry for its old gateway is repointed
             // with it, and peers resolve our address like any host's.
             let entry = GndtEntry::host(identity.ip, node.config.me.clone(), 1, Some(identity.mac));
-            node.gndt.apply(entry, now);
+            node.apply_entry(entry, now);
         }
         node.effects.push_back(Effect::TablesChanged);
         node
@@ -382,7 +390,7 @@ impl Node {
                 }
                 continue;
             }
-            let applied = self.gndt.apply(entry.clone(), now);
+            let applied = self.apply_entry(entry.clone(), now);
             if let Applied::Stale { current } = &applied {
                 tracing::trace!(peer = %from, prefix = %entry.prefix, ?current, "stale entry ignored");
             }
@@ -528,9 +536,19 @@ impl Node {
             out.push(entry);
         }
         for entry in &out {
-            self.gndt.apply(entry.clone(), now);
+            self.apply_entry(entry.clone(), now);
         }
         out
+    }
+
+    /// Merges one entry into the GNDT and, if it changed anything, emits the kernel changes.
+    pub(super) fn apply_entry(&mut self, entry: GndtEntry, now: Instant) -> Applied {
+        let prefix = entry.prefix;
+        let applied = self.gndt.apply(entry, now);
+        if applied.changed() {
+            self.sync_kernel(Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix));
+        }
+        applied
     }
 
     fn send_full_table(&mut self, peer: &SiteId) {

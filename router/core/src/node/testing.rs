@@ -76,7 +76,7 @@ pub(super) fn transmitted(node: &mut Node) -> Vec<ArpEvent> {
     std::iter::from_fn(|| node.poll_effect())
         .filter_map(|e| match e {
             Effect::Transmit { frame } => Some(classify(&frame).unwrap()),
-            Effect::Send { .. } | Effect::TablesChanged => None,
+            Effect::Send { .. } | Effect::TablesChanged | Effect::Kernel(_) => None,
         })
         .collect()
 }
@@ -86,7 +86,7 @@ pub(super) fn sent(node: &mut Node) -> Vec<(SiteId, Message)> {
     std::iter::from_fn(|| node.poll_effect())
         .filter_map(|e| match e {
             Effect::Send { to, message } => Some((to, message)),
-            Effect::Transmit { .. } | Effect::TablesChanged => None,
+            Effect::Transmit { .. } | Effect::TablesChanged | Effect::Kernel(_) => None,
         })
         .collect()
 }
