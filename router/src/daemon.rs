@@ -107,10 +107,29 @@ impl QueryHandle {
         self.0.send(Input::Query(query)).await.ok()?;
         rx.await.ok()
     }
+
+    /// Runs `command` on the main loop with the node to change, and returns its answer; the
+    /// effects it leaves are applied as any input's.
+    pub async fn command<T: Send + 'static>(
+        &self,
+        command: impl FnOnce(&mut Node, Instant) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let boxed: Command = Box::new(move |node, now| {
+            // The asker may have gone away; nothing to do then.
+            let _ = tx.send(command(node, now));
+        });
+        self.0.send(Input::Command(boxed)).await.ok()?;
+        rx.await.ok()
+    }
 }
+
+/// A command for the main loop that changes the node (admin `migration prepare`/`cancel`).
+pub type Command = Box<dyn FnOnce(&mut Node, Instant) + Send>;
 
 enum Input {
     Query(Query),
+    Command(Command),
     Connected {
         site: SiteId,
         link: Link,
@@ -177,6 +196,9 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         shared,
         device,
         kernel: KernelSync::new(kernel),
+        copies: lan.as_ref().map(|_| {
+            crate::lancopy::LanCopies::start(config.lan.interface.clone(), config.tun.name.clone())
+        }),
         lan: lan.map(LanChannels::from),
         connected,
         dirty: true,
@@ -278,6 +300,8 @@ struct MainLoop<D, K: KernelOps> {
     shared: Shared,
     device: Arc<D>,
     kernel: KernelSync<K>,
+    /// Copies of LAN packets for planned migrations from here (with a LAN only).
+    copies: Option<crate::lancopy::LanCopies>,
     lan: Option<LanChannels>,
     /// The sites with a connection up, for the dialers.
     connected: watch::Sender<BTreeSet<SiteId>>,
@@ -395,6 +419,7 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
         let now = Instant::now();
         match input {
             Input::Query(query) => query(&self.node, &self.shared, now),
+            Input::Command(command) => command(&mut self.node, now),
             Input::Connected { site, link } => self.on_connected(site, link, now),
             Input::Disconnected { site, id } => {
                 if self.links.get(&site).is_some_and(|l| l.id == id) {
@@ -445,6 +470,11 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
             match effect {
                 Effect::TablesChanged => self.dirty = true,
                 Effect::Kernel(op) => self.kernel.push(op),
+                Effect::LanCopies { ip, copy } => {
+                    if let Some(copies) = &self.copies {
+                        copies.set(ip, copy);
+                    }
+                }
                 Effect::Transmit { frame } => {
                     if let Some(lan) = &self.lan {
                         if lan.frames.try_send(frame).is_err() {

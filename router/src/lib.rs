@@ -16,5 +16,6 @@ pub mod dataplane;
 pub mod fib;
 pub mod kernel;
 pub mod kernel_sync;
+pub mod lancopy;
 pub mod lanio;
 pub mod pki;

@@ -342,6 +342,7 @@ impl Sim {
                         },
                     );
                 }
+                Effect::LanCopies { .. } => {}
                 Effect::TablesChanged | Effect::Kernel(_) => {
                     self.nodes[i].handle_kernel_applied(self.now)
                 }

@@ -87,6 +87,8 @@ pub struct World {
     /// Each router's kernel routes, as its targeted changes ([`Effect::Kernel`]) left them
     /// (a restart starts from a full reconcile, as the daemon does).
     pub kernels: Vec<BTreeMap<Ipv4Network, KernelRoute>>,
+    /// Addresses each router copies its LAN's packets for (the source of a planned migration).
+    pub lan_copies: Vec<BTreeSet<Ipv4Addr>>,
     pub delivery: Delivery,
     /// Drop the next message from -> to matching this kind.
     pub drop_next: Option<(usize, usize, &'static str)>,
@@ -154,6 +156,7 @@ impl World {
             now: start,
             transmitted: vec![Vec::new(); names.len()],
             kernels: vec![BTreeMap::new(); names.len()],
+            lan_copies: vec![BTreeSet::new(); names.len()],
             names,
             configs,
             nodes,
@@ -257,6 +260,13 @@ impl World {
                             }
                         }
                         Effect::TablesChanged => self.nodes[i].handle_kernel_applied(self.now),
+                        Effect::LanCopies { ip, copy } => {
+                            if copy {
+                                self.lan_copies[i].insert(ip);
+                            } else {
+                                self.lan_copies[i].remove(&ip);
+                            }
+                        }
                         Effect::Kernel(op) => {
                             apply_kernel_op(&mut self.kernels[i], op);
                             self.nodes[i].handle_kernel_applied(self.now);

@@ -218,6 +218,7 @@ fn drop_index(reason: DropReason) -> usize {
         DropReason::SpoofedSource => 5,
         DropReason::TooBig => 6,
         DropReason::QueueFull => 7,
+        DropReason::NotArrived => 8,
     }
 }
 

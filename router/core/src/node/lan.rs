@@ -270,6 +270,9 @@ impl Node {
     /// Applies an entry we originate and advertises it to every connected peer.
     pub(super) fn originate(&mut self, entry: GndtEntry, now: Instant) {
         if self.apply_entry(entry.clone(), now).changed() {
+            if entry.kind == EntryKind::Host {
+                self.on_owner_change(entry.prefix.ip(), now);
+            }
             self.effects.push_back(Effect::TablesChanged);
             self.broadcast_except(None, &[entry]);
         }

@@ -10,6 +10,7 @@ mod kernel;
 mod lan;
 mod learning;
 mod limits;
+mod prepare;
 mod prober;
 mod proxy;
 mod records;
@@ -33,6 +34,7 @@ use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
 pub use counters::{Counter, Counters};
 pub use kernel::{KernelOp, KernelRoute};
 pub use lan::LanIdentity;
+pub use prepare::{HintError, HintOutcome, Prepared, MAX_PREPARED, MAX_PREPARE_WINDOW};
 pub use records::{Detection, MigrationRecord, Outcome, RefusalReason, Role, RELAY_WINDOW};
 
 /// How often a digest goes to each connected peer.
@@ -147,6 +149,9 @@ pub enum Effect {
     Kernel(KernelOp),
     /// Send an Ethernet frame on the LAN.
     Transmit { frame: FrameBytes },
+    /// At the source of a planned migration: copy (or stop copying) the packets that LAN hosts
+    /// send to `ip` into the TUN device, so that they also reach the destination.
+    LanCopies { ip: Ipv4Addr, copy: bool },
 }
 
 /// What this router knows about one peer.
@@ -177,6 +182,8 @@ pub struct Node {
     counters: Counters,
     /// What this router asked the kernel to hold, by prefix (see [`KernelOp`]).
     kernel: BTreeMap<Ipv4Network, KernelRoute>,
+    /// Planned migrations in their window.
+    windows: prepare::Windows,
 }
 
 impl Node {
@@ -199,6 +206,7 @@ impl Node {
             lan,
             counters: Counters::default(),
             kernel: BTreeMap::new(),
+            windows: prepare::Windows::default(),
         };
         for prefix in node.config.prefixes.clone() {
             let entry = GndtEntry::site_prefix(prefix, node.config.me.clone(), 1);
@@ -297,6 +305,18 @@ impl Node {
                 self.send(from, Message::IsAt { query, mac, ip });
             }
             Message::IsAt { query, mac, ip } => self.on_is_at(from, query, mac, ip, now),
+            Message::Prepare {
+                ip,
+                mac,
+                to,
+                window_ms,
+            } => self.on_prepare(from, (ip, mac, to), window_ms, now),
+            Message::PrepareEnd { ip, mac } | Message::PrepareCancel { ip, mac } => {
+                self.on_prepare_end(from, ip, mac, now)
+            }
+            Message::PrepareRequest { ip, mac, window_ms } => {
+                self.on_prepare_request(from, ip, mac, window_ms, now)
+            }
         }
     }
 
@@ -307,6 +327,7 @@ impl Node {
     /// its table is complete, a digest comparison with it means nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.lan_timeout(now);
+        self.expire_windows(now);
         let digest = self.gndt.digest();
         let count = u64::try_from(self.gndt.len()).unwrap_or(u64::MAX);
         let due: Vec<(SiteId, bool)> = self
@@ -336,7 +357,11 @@ impl Node {
             .filter(|p| p.connected)
             .map(|p| p.next_digest)
             .min();
-        digests.into_iter().chain(self.lan_poll_timeout()).min()
+        digests
+            .into_iter()
+            .chain(self.lan_poll_timeout())
+            .chain(self.windows.next_at())
+            .min()
     }
 
     /// The next effect to apply.
@@ -346,7 +371,10 @@ impl Node {
 
     /// The forwarding view for the data plane.
     pub fn fib_snapshot(&self) -> FibSnapshot {
-        FibSnapshot::build(&self.config.me, &self.gndt, &self.lndt).with_relays(self.relays())
+        let (copy_to, arriving) = self.prepared_view();
+        FibSnapshot::build(&self.config.me, &self.gndt, &self.lndt)
+            .with_relays(self.relays())
+            .with_prepared(copy_to, arriving)
     }
 
     /// Prefixes the kernel must route into the TUN device: every live entry owned by another
@@ -448,6 +476,7 @@ impl Node {
         if entry.kind != EntryKind::Host {
             return;
         }
+        self.on_owner_change(entry.prefix.ip(), now);
         if entry.withdrawn {
             self.after_withdrawal(entry, previous, now);
             return;

@@ -76,7 +76,10 @@ pub(super) fn transmitted(node: &mut Node) -> Vec<ArpEvent> {
     std::iter::from_fn(|| node.poll_effect())
         .filter_map(|e| match e {
             Effect::Transmit { frame } => Some(classify(&frame).unwrap()),
-            Effect::Send { .. } | Effect::TablesChanged | Effect::Kernel(_) => None,
+            Effect::Send { .. }
+            | Effect::TablesChanged
+            | Effect::Kernel(_)
+            | Effect::LanCopies { .. } => None,
         })
         .collect()
 }
@@ -86,7 +89,10 @@ pub(super) fn sent(node: &mut Node) -> Vec<(SiteId, Message)> {
     std::iter::from_fn(|| node.poll_effect())
         .filter_map(|e| match e {
             Effect::Send { to, message } => Some((to, message)),
-            Effect::Transmit { .. } | Effect::TablesChanged | Effect::Kernel(_) => None,
+            Effect::Transmit { .. }
+            | Effect::TablesChanged
+            | Effect::Kernel(_)
+            | Effect::LanCopies { .. } => None,
         })
         .collect()
 }
