@@ -110,7 +110,9 @@ fn the_destination_asks_the_owner_which_alone_announces() {
         .unwrap_err();
     assert!(matches!(error, HintError::Elsewhere { .. }), "{error}");
     // b cancels (libvirt aborted the migration): a ends the window everywhere.
-    let outcome = w.nodes[b].cancel_prepared(vm, w.now).unwrap();
+    let outcome = w.nodes[b]
+        .cancel_prepared(None, Some(mac(1, 1)), w.now)
+        .unwrap();
     assert!(matches!(outcome, HintOutcome::Forwarded { .. }));
     w.settle();
     assert_eq!(windows(&w, vm), [None, None, None]);

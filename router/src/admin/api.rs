@@ -43,8 +43,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         window_s: Option<u64>,
     },
-    /// Ends the planned migration of `ip`.
-    Cancel { ip: Ipv4Addr },
+    /// Ends the planned migration of `ip` (or of the VM at `mac`).
+    Cancel {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<Ipv4Addr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<MacAddr>,
+    },
 }
 
 /// The router's tables.

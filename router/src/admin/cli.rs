@@ -91,12 +91,15 @@ pub enum MigrationCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// The prepared migration of IP will not happen (e.g. libvirt aborted it): end its window
+    /// The prepared migration of a VM will not happen (e.g. libvirt aborted it): end its window
     /// everywhere. Run it on the VM's current router or on the destination's.
     Cancel {
         /// The VM's address.
-        #[arg(long, value_name = "IP")]
-        ip: Ipv4Addr,
+        #[arg(long, value_name = "IP", required_unless_present = "mac")]
+        ip: Option<Ipv4Addr>,
+        /// The VM's MAC address (instead of, or beside, --ip).
+        #[arg(long, value_name = "MAC")]
+        mac: Option<skyvine_tables::MacAddr>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -225,8 +228,8 @@ pub fn run(command: AdminCommand) -> anyhow::Result<()> {
             },
             admin,
         ),
-        AdminCommand::Migration(MigrationCommand::Cancel { ip, admin }) => {
-            (Request::Cancel { ip }, admin)
+        AdminCommand::Migration(MigrationCommand::Cancel { ip, mac, admin }) => {
+            (Request::Cancel { ip, mac }, admin)
         }
     };
     let path = admin.socket_path()?;

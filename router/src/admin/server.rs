@@ -195,10 +195,10 @@ impl Server {
                     .hint(move |node, now| node.prepare(ip, mac, to, window, now))
                     .await;
             }
-            Request::Cancel { ip } => {
-                tracing::info!(%ip, "admin: migration cancel");
+            Request::Cancel { ip, mac } => {
+                tracing::info!(?ip, ?mac, "admin: migration cancel");
                 return self
-                    .hint(move |node, now| node.cancel_prepared(ip, now))
+                    .hint(move |node, now| node.cancel_prepared(ip, mac, now))
                     .await;
             }
         };

@@ -95,8 +95,8 @@ pub enum HintError {
     Window,
     #[error("{MAX_PREPARED} moves are prepared already")]
     Busy,
-    #[error("no move of {ip} is prepared")]
-    NotPrepared { ip: Ipv4Addr },
+    #[error("no move of {what} is prepared here")]
+    NotPrepared { what: String },
 }
 
 /// How a window ended.
@@ -180,19 +180,27 @@ impl Node {
         Ok(HintOutcome::Forwarded { owner, ip })
     }
 
-    /// `skyvine migration cancel`: ends the window for `ip` (at its owner), or asks the owner
-    /// to (at the destination).
+    /// `skyvine migration cancel`: ends the window for `ip` (or the one for `mac`) at its
+    /// owner, or asks the owner to (at the destination).
     pub fn cancel_prepared(
         &mut self,
-        ip: Ipv4Addr,
+        ip: Option<Ipv4Addr>,
+        mac: Option<MacAddr>,
         now: Instant,
     ) -> Result<HintOutcome, HintError> {
         let window = self
             .windows
             .0
-            .get(&ip)
+            .values()
+            .find(|w| ip.is_none_or(|ip| w.ip == ip) && mac.is_none_or(|mac| w.mac == mac))
             .cloned()
-            .ok_or(HintError::NotPrepared { ip })?;
+            .ok_or(HintError::NotPrepared {
+                what: ip.map_or_else(
+                    || mac.map_or_else(String::new, |m| m.to_string()),
+                    |ip| ip.to_string(),
+                ),
+            })?;
+        let ip = window.ip;
         if window.from == self.config.me {
             self.end_window(ip, End::Cancelled, now);
             return Ok(HintOutcome::Cancelled { ip });
