@@ -546,8 +546,14 @@ site = "c"
         let via = |peer_c: &str| GOOD.replace("site = \"c\"", peer_c);
         let cases = [
             (via("site = \"c\"\nvia = \"a\""), "via this router itself"),
-            (via("site = \"c\"\nvia = \"c\""), "cannot be relayed via itself"),
-            (via("site = \"c\"\nvia = \"x\""), "x, which is not a listed peer"),
+            (
+                via("site = \"c\"\nvia = \"c\""),
+                "cannot be relayed via itself",
+            ),
+            (
+                via("site = \"c\"\nvia = \"x\""),
+                "x, which is not a listed peer",
+            ),
             (
                 via("site = \"c\"\nvia = \"b\"\naddress = \"100.64.0.3:7400\""),
                 "both address and via",

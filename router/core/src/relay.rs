@@ -289,7 +289,10 @@ mod tests {
     #[test]
     fn every_cut_and_bad_field_is_an_error_not_a_panic() {
         for end in 0..7 {
-            assert!(RelayDatagram::parse(&B_TO_C[..end]).is_err(), "cut at {end}");
+            assert!(
+                RelayDatagram::parse(&B_TO_C[..end]).is_err(),
+                "cut at {end}"
+            );
         }
         // The payload may be empty (the header alone parses).
         assert!(RelayDatagram::parse(&B_TO_C[..7]).is_ok());

@@ -41,6 +41,10 @@ pub struct Snapshot {
     pub uptime_s: f64,
     /// Each known peer: connected, and the RTT when connected.
     pub peers: BTreeMap<SiteId, (bool, Option<f64>)>,
+    /// The connected peers reached through a relay, with their relay.
+    pub relayed_peers: BTreeMap<SiteId, SiteId>,
+    /// Relay datagrams passed on, per source peer: packets, bytes.
+    pub relayed: BTreeMap<SiteId, (u64, u64)>,
     pub counters: CountersSnapshot,
     pub counts: Counts,
     /// The core's counters (LAN frames, refusals, entries over the limits).
@@ -70,6 +74,15 @@ impl Snapshot {
                     (site.clone(), (state.connected, rtt))
                 })
                 .collect(),
+            relayed_peers: node
+                .peers()
+                .iter()
+                .filter_map(|(site, state)| {
+                    let relay = state.path.as_ref()?.relay()?;
+                    Some((site.clone(), relay.clone()))
+                })
+                .collect(),
+            relayed: shared.relay.relayed(),
             counters: shared.counters.snapshot(),
             counts: collect::counts(node),
             core: node.counters(),
@@ -229,6 +242,33 @@ pub fn render(snap: &Snapshot, stats: &MigrationStats) -> String {
         if let Some(value) = value {
             rtt.sample("", &[("peer", site.as_str())], value);
         }
+    }
+    let mut via = Family::new(
+        o,
+        "skyvine_peer_relayed",
+        "gauge",
+        "1 while the connection to the peer travels through relay router `via`.",
+    );
+    for (site, relay) in &snap.relayed_peers {
+        via.sample("", &[("peer", site.as_str()), ("via", relay.as_str())], 1);
+    }
+    let mut relayed = Family::new(
+        o,
+        "skyvine_relayed_packets_total",
+        "counter",
+        "Relay datagrams from the peer that this router passed on to another site.",
+    );
+    for (site, (n, _)) in &snap.relayed {
+        relayed.sample("", &[("peer", site.as_str())], n);
+    }
+    let mut relayed_bytes = Family::new(
+        o,
+        "skyvine_relayed_bytes_total",
+        "counter",
+        "Bytes of relay datagrams from the peer that this router passed on.",
+    );
+    for (site, (_, n)) in &snap.relayed {
+        relayed_bytes.sample("", &[("peer", site.as_str())], n);
     }
     let mut packets = Family::new(
         o,
@@ -556,6 +596,8 @@ mod tests {
                 (SiteId::new("c").unwrap(), (false, None)),
             ]
             .into(),
+            relayed_peers: [(SiteId::new("c").unwrap(), SiteId::new("b").unwrap())].into(),
+            relayed: [(SiteId::new("b").unwrap(), (5, 7000))].into(),
             counters,
             counts: Counts {
                 gndt_prefixes: 3,
@@ -648,6 +690,8 @@ mod tests {
         );
         assert_eq!(samples["skyvine_gndt_refused_entries_total"], 0.0);
         assert_eq!(samples["skyvine_peer_up{peer=\"b\"}"], 1.0);
+        assert_eq!(samples["skyvine_peer_relayed{peer=\"c\",via=\"b\"}"], 1.0);
+        assert_eq!(samples["skyvine_relayed_bytes_total{peer=\"b\"}"], 7000.0);
         assert_eq!(samples["skyvine_peer_up{peer=\"c\"}"], 0.0);
         assert_eq!(
             samples["skyvine_peer_packets_total{peer=\"b\",direction=\"tx\"}"],
