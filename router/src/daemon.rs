@@ -324,10 +324,15 @@ fn spawn_background(
                 client: endpoints.client.clone(),
                 addr,
             },
-            (None, Some(relay), Some(relayed)) => connect::Dial::Relayed {
-                relayed: relayed.clone(),
-                relay: relay.clone(),
-            },
+            // Of two routers relayed to each other, the lower site id dials and the other
+            // accepts: two dials at once would cost a replaced connection (the tie-break keeps
+            // the lower one's anyway).
+            (None, Some(relay), Some(relayed)) if config.site < peer.site => {
+                connect::Dial::Relayed {
+                    relayed: relayed.clone(),
+                    relay: relay.clone(),
+                }
+            }
             // Reached only when it dials us.
             (None, _, _) => continue,
         };
