@@ -23,7 +23,7 @@ use skyvine_core::proto::{self, Message, ProtoError};
 use crate::dataplane::{self, Counters, PacketDevice, PeerTable};
 use crate::fib::Fib;
 use crate::pki::{self, Identity};
-use crate::relay::{self, Hub, RelayEndpoint, RelaySocket};
+use crate::relay::{self, Hub, RelayEndpoint};
 
 mod connect;
 
@@ -203,21 +203,7 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
     );
     let peers = Arc::new(PeerTable::new());
     let counters = Arc::new(Counters::new());
-    let (hub, relay_inbound) = Hub::new(&config, peers.clone());
-    let relayed = match relay_inbound {
-        Some(inbound) => {
-            let socket = RelaySocket::new(
-                config.site.clone(),
-                hub.paths().clone(),
-                peers.clone(),
-                counters.clone(),
-                inbound,
-            );
-            let relayed = RelayEndpoint::open(&config, &identity, socket, hub.paths().clone())?;
-            Some(Arc::new(relayed))
-        }
-        None => None,
-    };
+    let (hub, relayed) = relay::start(&config, &identity, &peers, &counters)?;
     let shared = Shared {
         fib: Arc::new(Fib::new(node.fib_snapshot())),
         peers,
@@ -243,15 +229,7 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         relayed: relayed.clone(),
     };
     let mut background = spawn_background(&config, &endpoints, &ctx, &connected_rx)?;
-    let route_mtus = config
-        .relay_policy()
-        .relayed_peers()
-        .keys()
-        .map(|peer| {
-            let sizes = relay::Relayed::new(config.tun.mtu, &config.site, peer);
-            (peer.clone(), sizes.route_mtu)
-        })
-        .collect();
+    let route_mtus = relay::route_mtus(&config);
 
     let mut main = MainLoop {
         node,

@@ -213,6 +213,41 @@ impl Hub {
     }
 }
 
+/// The relay hub, and the relay endpoint when this router reaches some peers `via` a relay.
+pub fn start(
+    config: &Config,
+    identity: &Identity,
+    peers: &Arc<PeerTable>,
+    counters: &Arc<dataplane::Counters>,
+) -> anyhow::Result<(Hub, Option<Arc<RelayEndpoint>>)> {
+    let (hub, inbound) = Hub::new(config, peers.clone());
+    let Some(inbound) = inbound else {
+        return Ok((hub, None));
+    };
+    let socket = RelaySocket::new(
+        config.site.clone(),
+        hub.paths().clone(),
+        peers.clone(),
+        counters.clone(),
+        inbound,
+    );
+    let relayed = RelayEndpoint::open(config, identity, socket, hub.paths().clone())?;
+    Ok((hub, Some(Arc::new(relayed))))
+}
+
+/// The route MTU towards each peer this router reaches through a relay.
+pub fn route_mtus(config: &Config) -> BTreeMap<SiteId, u32> {
+    config
+        .relay_policy()
+        .relayed_peers()
+        .keys()
+        .map(|peer| {
+            let sizes = Relayed::new(config.tun.mtu, &config.site, peer);
+            (peer.clone(), sizes.route_mtu)
+        })
+        .collect()
+}
+
 /// Why a datagram could not be queued on a connection.
 pub(crate) fn send_error(error: quinn::SendDatagramError) -> DropReason {
     match error {
