@@ -580,3 +580,38 @@ async fn a_relay_refuses_a_site_it_does_not_list_and_counts_it() {
         router.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_relay_brings_the_path_through_it_back() {
+    let lab = Lab::new(&["a", "b", "c"]);
+    let [config_a, config_b, config_c] = relay_lab(&lab, true, &["b", "c"]);
+    let a = lab.start_config(config_a.clone(), RecordingKernel::default());
+    let mut b = lab.start_config(config_b.clone(), RecordingKernel::default());
+    let c = lab.start_config(config_c.clone(), RecordingKernel::default());
+    let through_a = |v: &PeersView| {
+        v.peers
+            .iter()
+            .any(|p| p.site.as_str() == "c" && p.connected && p.via.is_some())
+    };
+    wait_for_peers("b reaches c via a", &config_b, through_a).await;
+    // The relay goes away, and with it the path through it.
+    a.stop().await;
+    wait_for_peers("b's path to c is down with the relay", &config_b, |v| {
+        v.peers
+            .iter()
+            .any(|p| p.site.as_str() == "c" && !p.connected)
+    })
+    .await;
+    let a = lab.start_config(config_a, RecordingKernel::default());
+    wait_for_peers("b reaches c via a again", &config_b, through_a).await;
+    let packet = udp_packet(
+        "10.77.3.1".parse().unwrap(),
+        "10.77.2.1".parse().unwrap(),
+        b"back",
+    );
+    c.tun.inject.send(packet.clone()).await.unwrap();
+    assert_eq!(next_packet(&mut b.tun).await, packet);
+    for router in [a, b, c] {
+        router.stop().await;
+    }
+}
