@@ -20,7 +20,9 @@ use prometheus_client::encoding::{
     text, DescriptorEncoder, EncodeLabelSet, EncodeMetric as _, MetricEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::MetricType::{
+    self, Counter as CounterType, Gauge, Histogram as HistogramType,
+};
 use prometheus_client::registry::Registry;
 use skyvine_core::node::Counter;
 
@@ -115,8 +117,6 @@ impl Family {
         }
     }
 }
-
-use MetricType::{Counter as CounterType, Gauge, Histogram as HistogramType};
 
 /// The router's families, in the order a scrape writes them (the core's follow).
 #[rustfmt::skip]
