@@ -180,6 +180,22 @@ wait_prober() {
     return 1
 }
 
+# start_probes P VM SRC THIRD OUT N: 1 ms probes of VM from SRC and THIRD in the background
+# (PID in PROBE_PID, JSON into OUT) once both senders run, then half a second of undisturbed
+# probes before the move; dies if the prober does not start (for migration N).
+start_probes() {
+    local p=$1 vm=$2 src=$3 third=$4 out=$5 n=$6
+    "$LAB" probe --prefix "$p" --to "$vm" --from "$src,$third" --duration-s "$PROBE_S" --json \
+        >"$out" 2>"$WORK/probe.err" &
+    PROBE_PID=$!
+    if ! wait_prober "$p" "$src" "$third"; then
+        wait "$PROBE_PID" || true
+        cat "$WORK/probe.err" >&2
+        die "the prober did not start (migration $n)"
+    fi
+    sleep 0.5
+}
+
 # took_us P SITE VM_IP LINE0: took_us of the newest destination "migration applied" line for
 # VM_IP after line LINE0 of SITE's router log; waits up to 5 s for it to appear.
 took_us() {
@@ -220,15 +236,8 @@ one_migration() {
     third=$(third_vm "$p" "$VM" "$from" "$to") || die "no VM at a third site to probe from"
     ip="10.77.$(($(printf '%d' "'${VM:0:1}") - 96)).${VM:1:1}"
     local out=$WORK/probe-$delay-$kind-$n.json
-    "$LAB" probe --prefix "$p" --to "$VM" --from "$src,$third" --duration-s "$PROBE_S" --json \
-        >"$out" 2>"$WORK/probe.err" &
-    probe_pid=$!
-    if ! wait_prober "$p" "$src" "$third"; then
-        wait "$probe_pid" || true
-        cat "$WORK/probe.err" >&2
-        die "the prober did not start (migration $n)"
-    fi
-    sleep 0.5 # a stretch of undisturbed probes before the move
+    start_probes "$p" "$VM" "$src" "$third" "$out" "$n"
+    probe_pid=$PROBE_PID
     line0=$(wc -l <"/tmp/skyvine-lab-$p/$to/router.log")
     if ! mig=$("$LAB" migrate "$VM" "$to" --prefix "$p" --announce "$kind" --pause-ms "$PAUSE_MS"); then
         wait "$probe_pid" || true

@@ -250,7 +250,6 @@ pub fn lan_counters(node: &Node) -> CountersView {
 
 /// `ip_forward` is read by the caller (file IO stays off the main loop).
 pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant) -> StatusView {
-    let counts = counts(node);
     let lan_counters = lan_counters(node);
     let identity = node.lan_identity();
     let mut warnings = Vec::new();
@@ -260,6 +259,28 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
                 .to_owned(),
         );
     }
+    warnings.extend(peer_warnings(node, now));
+    warnings.extend(counter_warnings(&lan_counters));
+    warnings.extend(move_warnings(node, now));
+    StatusView {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        site: node.me().clone(),
+        uptime_s: age(now, node.started()),
+        lan: LanView {
+            interface: ctx.lan_interface.clone(),
+            ip: identity.map(|i| i.ip),
+            mac: identity.map(|i| i.mac),
+        },
+        counts: counts(node),
+        lan_counters,
+        ip_forward,
+        warnings,
+    }
+}
+
+/// Configured peers that are down, and peers up whose table has not arrived.
+fn peer_warnings(node: &Node, now: Instant) -> Vec<String> {
+    let mut warnings = Vec::new();
     for (site, state) in node.peers() {
         if state.configured && !state.connected {
             warnings.push(format!(
@@ -272,18 +293,30 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
             ));
         }
     }
-    let rate_limited = lan_counters.get(Counter::RateLimited);
+    warnings
+}
+
+/// Counters that should stay at zero: LAN frames over the rate limit, entries over the limits.
+fn counter_warnings(counters: &CountersView) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let rate_limited = counters.get(Counter::RateLimited);
     if rate_limited > 0 {
         warnings.push(format!(
             "{rate_limited} LAN frames dropped by the rate limit (an ARP/RARP flood on the LAN?)"
         ));
     }
-    let refused_entries = lan_counters.get(Counter::RefusedEntries);
+    let refused_entries = counters.get(Counter::RefusedEntries);
     if refused_entries > 0 {
         warnings.push(format!(
             "{refused_entries} table entries from peers refused: the GNDT size limit was reached"
         ));
     }
+    warnings
+}
+
+/// Frozen addresses and refused moves.
+fn move_warnings(node: &Node, now: Instant) -> Vec<String> {
+    let mut warnings = Vec::new();
     for (ip, until) in node.frozen(now) {
         warnings.push(format!(
             "{ip} is frozen (moved too often: a duplicate address?) for another {}",
@@ -306,20 +339,7 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
             ));
         }
     }
-    StatusView {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        site: node.me().clone(),
-        uptime_s: age(now, node.started()),
-        lan: LanView {
-            interface: ctx.lan_interface.clone(),
-            ip: identity.map(|i| i.ip),
-            mac: identity.map(|i| i.mac),
-        },
-        counts,
-        lan_counters,
-        ip_forward,
-        warnings,
-    }
+    warnings
 }
 
 #[cfg(test)]
