@@ -21,6 +21,8 @@ pub struct Context {
     pub lan_interface: String,
     /// Configured peer addresses (shown while a peer is down).
     pub peer_addresses: BTreeMap<SiteId, SocketAddr>,
+    /// Configured relays of peers reached `via` one (shown while a peer is down).
+    pub peer_relays: BTreeMap<SiteId, SiteId>,
 }
 
 /// Seconds from `then` to `now` (zero if `then` is later).
@@ -127,6 +129,7 @@ pub fn route(node: &Node, address: Ipv4Addr, now: Instant) -> RouteView {
 pub fn peers(node: &Node, shared: &Shared, ctx: &Context, now: Instant) -> PeersView {
     let conns = shared.peers.load();
     let counters = shared.counters.snapshot();
+    let relayed = shared.relay.relayed();
     let peers = node
         .peers()
         .iter()
@@ -137,21 +140,32 @@ pub fn peers(node: &Node, shared: &Shared, ctx: &Context, now: Instant) -> Peers
                 .get(site.as_str())
                 .copied()
                 .unwrap_or_default();
+            let via = match &state.path {
+                Some(path) => path.relay().cloned(),
+                None => ctx.peer_relays.get(site).cloned(),
+            };
+            let (relayed_packets, relayed_bytes) = relayed.get(site).copied().unwrap_or_default();
             PeerRow {
                 site: site.clone(),
                 configured: state.configured,
                 connected: state.connected,
                 synced: state.synced,
                 since_s: age(now, state.since),
-                address: conn
-                    .map(quinn::Connection::remote_address)
-                    .or_else(|| ctx.peer_addresses.get(site).copied()),
+                address: match &via {
+                    Some(_) => None,
+                    None => conn
+                        .map(quinn::Connection::remote_address)
+                        .or_else(|| ctx.peer_addresses.get(site).copied()),
+                },
+                via,
                 rtt_ms: conn.map(|c| duration_ms(c.rtt())),
                 lost_packets: conn.map(|c| c.stats().path.lost_packets),
                 tx_packets: stats.tx_packets,
                 tx_bytes: stats.tx_bytes,
                 rx_packets: stats.rx_packets,
                 rx_bytes: stats.rx_bytes,
+                relayed_packets,
+                relayed_bytes,
             }
         })
         .collect();

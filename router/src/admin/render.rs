@@ -268,8 +268,8 @@ pub fn route(view: &RouteView) -> String {
 pub fn peers(view: &PeersView) -> String {
     let mut out = format!("peers of site {}\n", view.site);
     let mut table = Columns::new(&[
-        "PEER", "STATE", "ADDRESS", "RTT", "SINCE", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES",
-        "LOST",
+        "PEER", "STATE", "PATH", "ADDRESS", "RTT", "SINCE", "TX PKTS", "TX BYTES", "RX PKTS",
+        "RX BYTES", "LOST",
     ]);
     for peer in &view.peers {
         let state = match (peer.connected, peer.synced) {
@@ -282,9 +282,14 @@ pub fn peers(view: &PeersView) -> String {
         } else {
             format!("{} (dialed in)", peer.site)
         };
+        let path = match &peer.via {
+            Some(relay) => format!("via {relay}"),
+            None => "direct".to_owned(),
+        };
         table.row(vec![
             name,
             state.to_owned(),
+            path,
             opt(peer.address),
             peer.rtt_ms
                 .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}ms")),
@@ -297,6 +302,22 @@ pub fn peers(view: &PeersView) -> String {
         ]);
     }
     out += &table.render("");
+    let relayed: Vec<String> = view
+        .peers
+        .iter()
+        .filter(|p| p.relayed_packets > 0)
+        .map(|p| {
+            format!(
+                "from {} {} pkts {}",
+                p.site,
+                p.relayed_packets,
+                bytes(p.relayed_bytes)
+            )
+        })
+        .collect();
+    if !relayed.is_empty() {
+        let _ = writeln!(out, "relayed for other sites: {}", relayed.join(", "));
+    }
     let drops: Vec<String> = view
         .drops
         .iter()

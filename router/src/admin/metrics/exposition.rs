@@ -54,6 +54,8 @@ label_sets! {
     InfoLabels { version, site }
     /// One peer router.
     PeerLabels { peer }
+    /// A peer reached through relay router `via`.
+    RelayedLabels { peer, via }
     /// Traffic to (`tx`) or from (`rx`) one peer.
     FlowLabels { peer, direction }
     /// Why the data plane dropped packets.
@@ -129,6 +131,14 @@ pub static FAMILIES: &[Family] = &[
         "1 if the control connection to the peer router is up.", peer_up),
     Family::new("skyvine_peer_rtt_seconds", Gauge, PeerLabels::NAMES,
         "Smoothed QUIC round-trip time to the peer.", peer_rtt),
+    Family::new("skyvine_peer_relayed", Gauge, RelayedLabels::NAMES,
+        "1 while the connection to the peer travels through relay router `via`.", peer_relayed),
+    Family::new("skyvine_relayed_packets_total", CounterType, PeerLabels::NAMES,
+        "Relay datagrams from the peer that this router passed on to another site.",
+        |s, m| relayed(s, m, |(packets, _)| packets)),
+    Family::new("skyvine_relayed_bytes_total", CounterType, PeerLabels::NAMES,
+        "Bytes of relay datagrams from the peer that this router passed on.",
+        |s, m| relayed(s, m, |(_, bytes)| bytes)),
     Family::new("skyvine_peer_packets_total", CounterType, FlowLabels::NAMES,
         "Packets through the overlay per peer; tx = sent to it, rx = received from it.",
         |s, m| peer_flows(s, m, |p| (p.tx_packets, p.rx_packets))),
@@ -274,6 +284,29 @@ fn peer_rtt(s: &Scrape, m: &mut MetricEncoder<'_>) -> fmt::Result {
     Ok(())
 }
 
+fn peer_relayed(s: &Scrape, m: &mut MetricEncoder<'_>) -> fmt::Result {
+    for (site, relay) in &s.snap.relayed_peers {
+        let labels = RelayedLabels {
+            peer: site.to_string().into(),
+            via: relay.to_string().into(),
+        };
+        m.encode_family(&labels)?.encode_gauge(&1i64)?;
+    }
+    Ok(())
+}
+
+/// A series per peer this relay passed datagrams on for, with the value `pick` reads from
+/// (packets, bytes).
+fn relayed(s: &Scrape, m: &mut MetricEncoder<'_>, pick: fn((u64, u64)) -> u64) -> fmt::Result {
+    for (site, counts) in &s.snap.relayed {
+        let labels = PeerLabels {
+            peer: site.to_string().into(),
+        };
+        count(m, &labels, pick(*counts))?;
+    }
+    Ok(())
+}
+
 /// A tx and an rx series per peer, with the (tx, rx) values `pick` reads.
 fn peer_flows(
     s: &Scrape,
@@ -405,6 +438,8 @@ mod tests {
                 (SiteId::new("c").unwrap(), (false, None)),
             ]
             .into(),
+            relayed_peers: [(SiteId::new("c").unwrap(), SiteId::new("b").unwrap())].into(),
+            relayed: [(SiteId::new("b").unwrap(), (5, 7000))].into(),
             counters,
             counts: Counts {
                 gndt_prefixes: 3,
@@ -448,6 +483,9 @@ mod tests {
         assert_eq!(samples["skyvine_gndt_refused_entries_total"], 0.0);
         assert_eq!(samples["skyvine_peer_up{peer=\"b\"}"], 1.0);
         assert_eq!(samples["skyvine_peer_up{peer=\"c\"}"], 0.0);
+        assert_eq!(samples["skyvine_peer_relayed{peer=\"c\",via=\"b\"}"], 1.0);
+        assert_eq!(samples["skyvine_relayed_packets_total{peer=\"b\"}"], 5.0);
+        assert_eq!(samples["skyvine_relayed_bytes_total{peer=\"b\"}"], 7000.0);
         assert_eq!(samples["skyvine_peer_rtt_seconds{peer=\"b\"}"], 0.0004);
         assert!(!samples.contains_key("skyvine_peer_rtt_seconds{peer=\"c\"}"));
         assert_eq!(

@@ -39,6 +39,10 @@ pub struct Snapshot {
     pub uptime_s: f64,
     /// Each known peer: connected, and the RTT when connected.
     pub peers: BTreeMap<SiteId, (bool, Option<f64>)>,
+    /// The connected peers reached through a relay, with their relay.
+    pub relayed_peers: BTreeMap<SiteId, SiteId>,
+    /// Relay datagrams this router passed on, per source peer: packets, bytes.
+    pub relayed: BTreeMap<SiteId, (u64, u64)>,
     pub counters: CountersSnapshot,
     pub counts: Counts,
     /// The core's counters (LAN frames, refusals, entries over the limits).
@@ -68,6 +72,15 @@ impl Snapshot {
                     (site.clone(), (state.connected, rtt))
                 })
                 .collect(),
+            relayed_peers: node
+                .peers()
+                .iter()
+                .filter_map(|(site, state)| {
+                    let relay = state.path.as_ref()?.relay()?;
+                    Some((site.clone(), relay.clone()))
+                })
+                .collect(),
+            relayed: shared.relay.relayed(),
             counters: shared.counters.snapshot(),
             counts: collect::counts(node),
             core: node.counters(),
