@@ -6,6 +6,14 @@
 # skyvine/wireguard-go.
 #
 # usage: netns-lab/bench-throughput.sh [--reps 3] [--seconds 10] [--pings 200] [--skip-skyvine]
+#        netns-lab/bench-throughput.sh --relay [--reps 3] [--seconds 10] [--pings 200]
+#
+# --relay measures the relay instead: a single TCP stream b1 -> c1 through skyvine, first on a
+# three-site lab where b and c connect directly, then on one where both sit behind NAT
+# (lab.sh up --nat b,c) and every packet crosses router a inside the end-to-end b<->c QUIC
+# connection. Prints both, the relayed/direct ratio, the round-trip times, and router a's CPU
+# time (user + system, from /proc) per GB it relayed; a1 -> b1 (direct, through b's NAT) on the
+# NAT lab is printed for reference.
 #
 # Installs iperf3, iputils-ping and wireguard-tools with apt when missing. wireguard-go is
 # fetched with apt from the trixie suite of the machine's own Debian mirror, using a private
@@ -20,6 +28,7 @@ REPS=3
 SECONDS_PER_RUN=10
 PINGS=200
 SKIP_SKYVINE=0
+RELAY=0
 
 die() {
     echo "bench-throughput: error: $*" >&2
@@ -33,7 +42,8 @@ while (($#)); do
         --seconds) SECONDS_PER_RUN=${2:?}; shift 2 ;;
         --pings) PINGS=${2:?}; shift 2 ;;
         --skip-skyvine) SKIP_SKYVINE=1; shift ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        --relay) RELAY=1; shift ;;
+        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
         *) die "unknown option '$1'" ;;
     esac
 done
@@ -107,27 +117,81 @@ in_ns() {
     ip netns exec "$PREFIX-$name" "$@"
 }
 
-# measure LABEL: iperf3 a1 -> b1 REPS times and PINGS pings; prints "LABEL MBPS RTT_MS".
+# measure LABEL [SRC DST DST_IP]: iperf3 SRC -> DST (default a1 -> b1) REPS times and PINGS
+# pings; prints "LABEL MBPS RTT_MS BYTES" (BYTES: all the runs' payload bytes received).
 measure() {
-    local label=$1 rep server tputs=() out rtt
+    local label=$1 src=${2:-a1} dst=${3:-b1} dst_ip=${4:-10.77.2.1} rep server tputs=() out rtt
+    local bytes=0
     for ((rep = 1; rep <= REPS; rep++)); do
-        in_ns b1 iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
+        in_ns "$dst" iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
         server=$!
         local deadline=$((SECONDS + 5))
-        until in_ns b1 ss -ltn 2>/dev/null | grep -q ':5201 '; do
+        until in_ns "$dst" ss -ltn 2>/dev/null | grep -q ':5201 '; do
             ((SECONDS < deadline)) || die "iperf3 server did not start"
             sleep 0.05
         done
-        out=$(in_ns a1 iperf3 -c 10.77.2.1 -p 5201 -t "$SECONDS_PER_RUN" -f m 2>&1) ||
+        out=$(in_ns "$src" iperf3 -c "$dst_ip" -p 5201 -t "$SECONDS_PER_RUN" -f m 2>&1) ||
             { echo "$out" >&2; die "$label: iperf3 failed"; }
         wait "$server" 2>/dev/null || true
         tputs+=("$(awk '/receiver/ {print $(NF-2)}' <<<"$out" | tail -n 1)")
+        # The receiver's transferred amount, e.g. "3.81 GBytes".
+        bytes=$(awk -v total="$bytes" '/receiver/ {n = $(NF-4); u = $(NF-3)}
+            END { m = (u ~ /^G/) ? 2^30 : (u ~ /^M/) ? 2^20 : (u ~ /^K/) ? 2^10 : 1; printf "%.0f", total + n * m }' <<<"$out")
         log "$label run $rep: ${tputs[-1]} Mbit/s"
     done
-    rtt=$(in_ns a1 ping -n -c "$PINGS" -i 0.01 10.77.2.1 | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | median)
+    rtt=$(in_ns "$src" ping -n -c "$PINGS" -i 0.01 "$dst_ip" | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | median)
     log "$label: rtt median ${rtt} ms over $PINGS pings"
-    echo "$label $(printf '%s\n' "${tputs[@]}" | median) $rtt"
+    echo "$label $(printf '%s\n' "${tputs[@]}" | median) $rtt $bytes"
 }
+
+# cpu_ticks PID: user + system clock ticks the process used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# relay_bench: b1 -> c1 direct, then through relay a with b and c behind NAT.
+relay_bench() {
+    local direct relayed reference pid before after hz
+    PREFIX=svb$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
+    "$LAB" up --prefix "$PREFIX" >/dev/null
+    direct=$(measure direct b1 c1 10.77.3.1)
+    "$LAB" down --prefix "$PREFIX" >/dev/null
+    PREFIX=svb$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
+    "$LAB" up --prefix "$PREFIX" --nat b,c >/dev/null
+    read -r pid _ <"/tmp/skyvine-lab-$PREFIX/pids/router-a"
+    hz=$(getconf CLK_TCK)
+    before=$(cpu_ticks "$pid")
+    relayed=$(measure relayed b1 c1 10.77.3.1)
+    after=$(cpu_ticks "$pid")
+    reference=$(measure nat-direct a1 b1 10.77.2.1)
+    "$LAB" down --prefix "$PREFIX" >/dev/null
+    PREFIX=""
+
+    local d_mbps d_rtt r_mbps r_rtt r_bytes n_mbps n_rtt
+    read -r _ d_mbps d_rtt _ <<<"$direct"
+    read -r _ r_mbps r_rtt r_bytes <<<"$relayed"
+    read -r _ n_mbps n_rtt _ <<<"$reference"
+    echo "bench-throughput --relay: single TCP stream (iperf3 -t $SECONDS_PER_RUN, median of $REPS), RTT median of $PINGS pings at 10 ms"
+    printf '%-34s %14s %10s\n' path throughput_mbps rtt_ms
+    printf '%-34s %14.1f %10.3f\n' "b1 -> c1 direct (no NAT)" "$d_mbps" "$d_rtt"
+    printf '%-34s %14.1f %10.3f\n' "b1 -> c1 via relay a (b, c NATed)" "$r_mbps" "$r_rtt"
+    printf '%-34s %14.1f %10.3f\n' "a1 -> b1 direct through b's NAT" "$n_mbps" "$n_rtt"
+    awk -v r="$r_mbps" -v d="$d_mbps" -v rr="$r_rtt" -v dr="$d_rtt" 'BEGIN {
+        printf "ratio relayed/direct         throughput %.3f  rtt %.3f\n", r / d, rr / dr }'
+    # Every relayed byte crossed router a once in each direction of its QUIC connections (in
+    # from b, out to c); the ACKs of the reverse direction are a few percent on top.
+    awk -v t="$((after - before))" -v hz="$hz" -v b="$r_bytes" 'BEGIN {
+        s = t / hz
+        printf "relay router a: %.2f CPU s (user+system) for %.2f GB of TCP payload relayed: %.2f CPU s per GB\n", s, b / 1e9, s / (b / 1e9) }'
+    echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+if ((RELAY)); then
+    need iperf3 iperf3
+    need ping iputils-ping
+    need ss iproute2
+    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    relay_bench
+    exit 0
+fi
 
 need iperf3 iperf3
 need ping iputils-ping

@@ -1,13 +1,13 @@
 //! The async shell around [`Node`]: QUIC connections to peers, control streams, the data plane
 //! and kernel state. It moves bytes and applies effects; it decides nothing itself.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ipnetwork::Ipv4Network;
 use skyvine_capture::sys::foreign::ForeignFrame;
 use skyvine_capture::wire::ArpEvent;
 use skyvine_inject::wire::FrameBytes;
@@ -15,19 +15,19 @@ use skyvine_tables::{MacAddr, SiteId};
 use tokio::sync::{mpsc, watch};
 
 use skyvine_core::config::Config;
-use skyvine_core::link::{self, Direction, Keep};
+use skyvine_core::link::{self, Direction, Keep, PeerPath};
 use skyvine_core::node::{Effect, LanIdentity, Node};
 use skyvine_core::proto::{self, Message, ProtoError};
 
 use crate::dataplane::{self, Counters, PacketDevice, PeerTable};
 use crate::fib::Fib;
 use crate::pki::{self, Identity};
+use crate::relay::{self, Hub, RelayEndpoint};
+
+mod connect;
 
 /// How long a handshake (QUIC + hello) may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reconnect backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(3);
 /// Control messages queued towards one peer before the link is declared stuck.
 const OUTBOX_CAPACITY: usize = 4096;
 /// Events queued towards the main loop (readers wait when it is full: backpressure).
@@ -40,6 +40,7 @@ mod close_code {
     pub const DUPLICATE: u32 = 2;
     pub const STUCK: u32 = 3;
     pub const WRONG_SITE: u32 = 4;
+    pub const RELAY_DOWN: u32 = 5;
 }
 
 pub use crate::kernel_sync::KernelOps;
@@ -83,6 +84,8 @@ pub struct Shared {
     pub fib: Arc<Fib>,
     pub peers: Arc<PeerTable>,
     pub counters: Arc<Counters>,
+    /// Relay datagrams: what this router passed on, and who it reaches through a relay.
+    pub relay: Arc<Hub>,
 }
 
 /// A question for the main loop, answered from the node's state (admin CLI, metrics).
@@ -150,6 +153,7 @@ struct Link {
     conn: quinn::Connection,
     outbox: mpsc::Sender<Message>,
     direction: Direction,
+    path: PeerPath,
 }
 
 /// Runs a router until `shutdown` resolves, then removes its kernel state.
@@ -170,10 +174,14 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         config.node_config(lan.as_ref().map(|l| l.identity)),
         Instant::now(),
     );
+    let peers = Arc::new(PeerTable::new());
+    let counters = Arc::new(Counters::new());
+    let (hub, relayed) = relay::start(&config, &identity, &peers, &counters)?;
     let shared = Shared {
         fib: Arc::new(Fib::new(node.fib_snapshot())),
-        peers: Arc::new(PeerTable::new()),
-        counters: Arc::new(Counters::new()),
+        peers,
+        counters,
+        relay: Arc::new(hub),
     };
     let tun_task = dataplane::spawn_tun_reader(
         device.clone(),
@@ -188,7 +196,13 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         inputs,
         ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
     };
-    let mut background = spawn_background(&config, &endpoint, &client, &ctx, &connected_rx)?;
+    let endpoints = Endpoints {
+        wan: endpoint.clone(),
+        client,
+        relayed: relayed.clone(),
+    };
+    let mut background = spawn_background(&config, &endpoints, &ctx, &connected_rx)?;
+    let route_mtus = relay::route_mtus(&config);
 
     let mut main = MainLoop {
         node,
@@ -201,6 +215,7 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         }),
         lan: lan.map(LanChannels::from),
         connected,
+        route_mtus,
         dirty: true,
     };
     main.start().await;
@@ -208,6 +223,11 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
 
     tracing::info!("shutting down");
     endpoint.close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+    if let Some(relayed) = &relayed {
+        relayed
+            .endpoint
+            .close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+    }
     background.abort_all();
     tun_task.abort();
     main.kernel
@@ -220,12 +240,18 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
     Ok(())
 }
 
+/// The QUIC endpoints: the WAN one, and the relay one when some peers are reached via a relay.
+struct Endpoints {
+    wan: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    relayed: Option<Arc<RelayEndpoint>>,
+}
+
 /// The tasks beside the main loop: the admin socket and metrics, accepting connections, and
-/// one dialer per peer with an address.
+/// one dialer per peer with an address or a relay.
 fn spawn_background(
     config: &Config,
-    endpoint: &quinn::Endpoint,
-    client: &quinn::ClientConfig,
+    endpoints: &Endpoints,
     ctx: &LinkContext,
     connected: &watch::Receiver<BTreeSet<SiteId>>,
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
@@ -233,18 +259,43 @@ fn spawn_background(
     for task in crate::admin::start(config, QueryHandle(ctx.inputs.clone()))? {
         background.spawn(task);
     }
-    background.spawn(accept_loop(endpoint.clone(), ctx.clone()));
+    background.spawn(connect::accept_loop(
+        endpoints.wan.clone(),
+        None,
+        ctx.clone(),
+    ));
+    if let Some(relayed) = &endpoints.relayed {
+        background.spawn(connect::accept_loop(
+            relayed.endpoint.clone(),
+            Some(relayed.clone()),
+            ctx.clone(),
+        ));
+    }
     for peer in &config.peers {
-        if let Some(addr) = peer.address {
-            background.spawn(dial_loop(
-                endpoint.clone(),
-                client.clone(),
-                peer.site.clone(),
+        let dial = match (peer.address, &peer.via, &endpoints.relayed) {
+            (Some(addr), _, _) => connect::Dial::Direct {
+                endpoint: endpoints.wan.clone(),
+                client: endpoints.client.clone(),
                 addr,
-                ctx.clone(),
-                connected.clone(),
-            ));
-        }
+            },
+            // Of two routers relayed to each other, the lower site id dials and the other
+            // accepts: two dials at once would cost a replaced connection (the tie-break keeps
+            // the lower one's anyway).
+            (None, Some(relay), Some(relayed)) if config.site < peer.site => {
+                connect::Dial::Relayed {
+                    relayed: relayed.clone(),
+                    relay: relay.clone(),
+                }
+            }
+            // Reached only when it dials us.
+            (None, _, _) => continue,
+        };
+        background.spawn(connect::dial_loop(
+            dial,
+            peer.site.clone(),
+            ctx.clone(),
+            connected.clone(),
+        ));
     }
     Ok(background)
 }
@@ -305,6 +356,8 @@ struct MainLoop<D, K: KernelOps> {
     lan: Option<LanChannels>,
     /// The sites with a connection up, for the dialers.
     connected: watch::Sender<BTreeSet<SiteId>>,
+    /// The route MTU towards each peer reached through a relay.
+    route_mtus: BTreeMap<SiteId, u32>,
     /// The tables changed since they were last published.
     dirty: bool,
 }
@@ -314,9 +367,11 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
     /// previous instance left behind goes), and the first FIB snapshot.
     async fn start(&mut self) {
         self.apply_effects();
+        let tun_routes = self.node.tun_routes();
+        let route_mtus = self.relayed_route_mtus(&tun_routes);
         let in_step = self
             .kernel
-            .reconcile_now(self.node.tun_routes(), self.node.lan_hosts())
+            .reconcile_now(tun_routes, self.node.lan_hosts(), route_mtus)
             .await;
         self.publish();
         if in_step {
@@ -357,8 +412,9 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
                 () = reconcile => self.kernel.start_dump(),
                 applied = self.kernel.dumped() => {
                     let tun = self.node.tun_routes();
+                    let mtus = self.relayed_route_mtus(&tun);
                     let lan = self.node.lan_hosts();
-                    if self.kernel.repaired(applied, tun, lan).await {
+                    if self.kernel.repaired(applied, tun, lan, mtus).await {
                         self.node.handle_kernel_applied(Instant::now());
                     }
                 }
@@ -399,6 +455,23 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
         }
     }
 
+    /// The MTU of the route for `prefix` if it goes towards a site reached through a relay.
+    fn route_mtu(&self, prefix: Ipv4Network) -> Option<u32> {
+        let owner = self.node.gndt().get(prefix)?.entry.site();
+        self.route_mtus.get(owner).copied()
+    }
+
+    /// The MTU of each route towards a site reached through a relay.
+    fn relayed_route_mtus(&self, tun_routes: &BTreeSet<Ipv4Network>) -> BTreeMap<Ipv4Network, u32> {
+        tun_routes
+            .iter()
+            .filter_map(|prefix| {
+                let owner = self.node.gndt().get(*prefix)?.entry.site();
+                Some((*prefix, *self.route_mtus.get(owner)?))
+            })
+            .collect()
+    }
+
     fn on_lan_event(&mut self, event: Option<LanEvent>) {
         match event {
             Some(LanEvent::Arp(event)) => self.node.handle_lan_event(event, Instant::now()),
@@ -427,6 +500,7 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
                         self.shared.peers.remove_if_same(&site, &link.conn);
                     }
                     self.node.handle_peer_down(&site, now);
+                    self.close_relayed_via(&site);
                 }
             }
             Input::Message { site, id, message } => {
@@ -437,10 +511,30 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
         }
     }
 
+    /// The connection to `relay` is gone: so is every path through it. Closing the relayed
+    /// connections now (rather than at their idle timeout) lets their dialers start over as
+    /// soon as the relay is back.
+    fn close_relayed_via(&self, relay: &SiteId) {
+        for (site, link) in &self.links {
+            if link.path.relay() == Some(relay) {
+                tracing::info!(peer = %site, %relay, "relay down; closing the relayed connection");
+                link.conn.close(
+                    quinn::VarInt::from_u32(close_code::RELAY_DOWN),
+                    b"relay down",
+                );
+            }
+        }
+    }
+
     /// A connection passed its handshake; the core breaks the tie with one already up.
     fn on_connected(&mut self, site: SiteId, link: Link, now: Instant) {
         if let Some(existing) = self.links.get(&site) {
-            let keep = link::tie_break(self.node.me(), &site, existing.direction, link.direction);
+            let keep = link::tie_break_paths(
+                self.node.me(),
+                &site,
+                (existing.direction, &existing.path),
+                (link.direction, &link.path),
+            );
             let (closing, reason) = match keep {
                 Keep::New => (&existing.conn, "duplicate, replaced"),
                 Keep::Existing => (&link.conn, "duplicate"),
@@ -452,24 +546,39 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
             }
         }
         self.shared.peers.insert(site.clone(), link.conn.clone());
-        dataplane::spawn_peer_reader(
+        dataplane::spawn_peer_reader_with_relay(
             link.conn.clone(),
             site.clone(),
             self.device.clone(),
-            self.shared.fib.clone(),
-            self.shared.peers.clone(),
-            self.shared.counters.clone(),
+            (
+                self.shared.fib.clone(),
+                self.shared.peers.clone(),
+                self.shared.counters.clone(),
+            ),
+            self.shared.relay.clone(),
         );
-        tracing::info!(peer = %site, remote = %link.conn.remote_address(), dialed_by_me = link.direction == Direction::Dialed, "connection established");
+        let dialed_by_me = link.direction == Direction::Dialed;
+        match &link.path {
+            PeerPath::Direct => {
+                tracing::info!(peer = %site, remote = %link.conn.remote_address(), dialed_by_me, "connection established");
+            }
+            PeerPath::Via(relay) => {
+                tracing::info!(peer = %site, %relay, dialed_by_me, "connection established through a relay");
+            }
+        }
+        let path = link.path.clone();
         self.links.insert(site.clone(), link);
-        self.node.handle_peer_up(site, now);
+        self.node.handle_link_up(site, path, now);
     }
 
     fn apply_effects(&mut self) {
         while let Some(effect) = self.node.poll_effect() {
             match effect {
                 Effect::TablesChanged => self.dirty = true,
-                Effect::Kernel(op) => self.kernel.push(op),
+                Effect::Kernel(op) => {
+                    let mtu = self.route_mtu(op.dst());
+                    self.kernel.push(op, mtu);
+                }
                 Effect::LanCopies { ip, copy } => {
                     if let Some(copies) = &self.copies {
                         copies.set(ip, copy);
@@ -509,104 +618,14 @@ struct LinkContext {
     ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, ctx: LinkContext) {
-    while let Some(incoming) = endpoint.accept().await {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(error)) => {
-                    tracing::warn!(%remote, %error, "refused incoming connection");
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(%remote, "incoming handshake timed out");
-                    return;
-                }
-            };
-            match pki::peer_site(&conn) {
-                Ok(site) => run_link(conn, site, Direction::Accepted, ctx).await,
-                Err(error) => {
-                    tracing::warn!(%remote, %error, "refused incoming connection without a site certificate");
-                    conn.close(
-                        quinn::VarInt::from_u32(close_code::WRONG_SITE),
-                        b"no site certificate",
-                    );
-                }
-            }
-        });
-    }
-}
-
-async fn dial_loop(
-    endpoint: quinn::Endpoint,
-    client: quinn::ClientConfig,
-    site: SiteId,
-    addr: SocketAddr,
-    ctx: LinkContext,
-    mut connected: watch::Receiver<BTreeSet<SiteId>>,
-) {
-    let mut backoff = BACKOFF_MIN;
-    let mut failures = 0u32;
-    loop {
-        if connected.borrow_and_update().contains(&site) {
-            if connected.changed().await.is_err() {
-                return;
-            }
-            continue;
-        }
-        match dial(&endpoint, &client, &site, addr).await {
-            Ok(conn) => {
-                if failures > 0 {
-                    tracing::info!(peer = %site, %addr, failures, "reached peer after failures");
-                }
-                failures = 0;
-                backoff = BACKOFF_MIN;
-                run_link(conn, site.clone(), Direction::Dialed, ctx.clone()).await;
-            }
-            Err(error) => {
-                failures += 1;
-                if failures == 1 {
-                    tracing::warn!(peer = %site, %addr, error = format!("{error:#}"), "cannot reach peer; retrying with backoff");
-                } else {
-                    tracing::debug!(peer = %site, %addr, failures, error = format!("{error:#}"), "peer still unreachable");
-                }
-            }
-        }
-        // Random jitter keeps two routers that lost each other from redialing in lockstep.
-        let jitter = Duration::from_millis(fastrand::u64(0..100));
-        tokio::select! {
-            () = tokio::time::sleep(backoff + jitter) => {}
-            _ = connected.changed() => {}
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-async fn dial(
-    endpoint: &quinn::Endpoint,
-    client: &quinn::ClientConfig,
-    site: &SiteId,
-    addr: SocketAddr,
-) -> anyhow::Result<quinn::Connection> {
-    let connecting = endpoint.connect_with(client.clone(), addr, &pki::server_name(site))?;
-    let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
-        .await
-        .context("handshake timed out")??;
-    let actual = pki::peer_site(&conn)?;
-    if &actual != site {
-        conn.close(
-            quinn::VarInt::from_u32(close_code::WRONG_SITE),
-            b"wrong site",
-        );
-        anyhow::bail!("expected site {site}, but the certificate names {actual}");
-    }
-    Ok(conn)
-}
-
 /// Runs one authenticated connection: hello exchange, then control messages until it closes.
-async fn run_link(conn: quinn::Connection, site: SiteId, direction: Direction, ctx: LinkContext) {
+async fn run_link(
+    conn: quinn::Connection,
+    site: SiteId,
+    direction: Direction,
+    path: PeerPath,
+    ctx: LinkContext,
+) {
     let id = ctx.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (send, mut recv) = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -638,6 +657,7 @@ async fn run_link(conn: quinn::Connection, site: SiteId, direction: Direction, c
         conn: conn.clone(),
         outbox,
         direction,
+        path,
     };
     if ctx
         .inputs

@@ -3,7 +3,9 @@
 //! The router owns three kinds of kernel state, all in the main IPv4 table:
 //!
 //! * `ip route add PREFIX dev <tun> proto 90 scope link` for every prefix that lives at another
-//!   site (remote site prefixes, and /32s of VMs that migrated away);
+//!   site (remote site prefixes, and /32s of VMs that migrated away), with `mtu N` when the site
+//!   is reached through a relay (its packets must leave room for the relayed connection's own
+//!   header, and the kernel then answers larger ones with "fragmentation needed");
 //! * `ip route add IP/32 dev <lan> proto 90 scope link` for every VM that migrated in; being a
 //!   /32 it wins over the LAN's own connected prefix and over a remote site's prefix via TUN;
 //! * `ip neigh replace IP lladdr MAC dev <lan> nud permanent proto 90` for those VMs whose MAC is
@@ -34,7 +36,8 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
 };
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
@@ -57,6 +60,9 @@ pub struct Desired {
     /// neighbour entry when its MAC is known. A host that is also in `tun_routes` as a /32 is
     /// routed on the LAN: the kernel holds one route per prefix.
     pub lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+    /// A route MTU for some of `tun_routes` (those towards relayed sites); the others use
+    /// the TUN device's MTU.
+    pub route_mtus: BTreeMap<Ipv4Network, u32>,
 }
 
 /// The interface a kernel entry points at.
@@ -74,6 +80,8 @@ pub enum Entry {
     Route {
         dst: Ipv4Network,
         dev: Dev,
+        /// The route's MTU metric, if it has one.
+        mtu: Option<u32>,
     },
     Neighbour {
         ip: Ipv4Addr,
@@ -281,7 +289,7 @@ impl Kernel {
             }
         }
         for entry in &plan.add {
-            match self.add(entry).await {
+            match self.add(entry, plan.replaces(entry)).await {
                 Ok(true) => changes.added.push(*entry),
                 Ok(false) => tracing::warn!(
                     %entry,
@@ -298,11 +306,16 @@ impl Kernel {
         finish(changes, failures)
     }
 
-    /// One targeted change: at most one neighbour request and one route request. A new route
-    /// is added (a route for the prefix that is not ours makes it fail with "exists": the
-    /// caller reconciles, which leaves such a route alone and says so); a route of ours is
-    /// replaced in place, so a host moving between the TUN and the LAN is never unrouted.
-    pub async fn apply_op(&mut self, op: &KernelOp) -> Result<Changes, KernelError> {
+    /// One targeted change: at most one neighbour request and one route request (`mtu` is the
+    /// route MTU of a route into the TUN towards a relayed site). A new route is added (a route
+    /// for the prefix that is not ours makes it fail with "exists": the caller reconciles,
+    /// which leaves such a route alone and says so); a route of ours is replaced in place, so a
+    /// host moving between the TUN and the LAN is never unrouted.
+    pub async fn apply_op(
+        &mut self,
+        op: &KernelOp,
+        mtu: Option<u32>,
+    ) -> Result<Changes, KernelError> {
         let mut changes = Changes::default();
         let mut failures = Vec::new();
         let mut note = |result: Result<bool, String>, adding: bool, entry: Entry| match result {
@@ -333,18 +346,16 @@ impl Kernel {
                 // its MAC; a stale one goes after the route moved.
                 if let Some(mac) = new_mac.filter(|mac| Some(*mac) != old_mac) {
                     let entry = neighbour_entry(dst, mac);
-                    note(self.add(&entry).await, true, entry);
+                    note(self.add(&entry, true).await, true, entry);
                 }
                 if previous.map(dev_of) != Some(dev_of(route)) {
+                    let mtu = mtu.filter(|_| route == KernelRoute::Tun);
                     let entry = Entry::Route {
                         dst,
                         dev: dev_of(route),
+                        mtu,
                     };
-                    let result = if previous.is_some() {
-                        self.replace_route(&entry).await
-                    } else {
-                        self.add(&entry).await
-                    };
+                    let result = self.add(&entry, previous.is_some()).await;
                     note(result, true, entry);
                 }
                 if let Some(mac) = old_mac.filter(|_| new_mac.is_none()) {
@@ -357,6 +368,7 @@ impl Kernel {
                 let entry = Entry::Route {
                     dst,
                     dev: dev_of(previous),
+                    mtu: None,
                 };
                 note(self.remove(&entry).await, false, entry);
                 if let Some(mac) = lan_mac(Some(previous)) {
@@ -381,25 +393,77 @@ impl Kernel {
         }
     }
 
-    /// A link-scope route of ours for `dst` out of `dev`.
-    fn route_message(&self, dst: Ipv4Network, dev: Dev) -> RouteMessage {
-        RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst.network(), dst.prefix())
-            .output_interface(self.ifindex(dev))
-            .protocol(RouteProtocol::from(RTPROT_SKYVINE))
-            .scope(RouteScope::Link)
-            .build()
+    /// Installs `entry` (over an entry of ours for the same key with `replace`); `Ok(false)` if
+    /// the kernel already had one for that key.
+    async fn add(&self, entry: &Entry, replace: bool) -> Result<bool, String> {
+        let result = match *entry {
+            Entry::Route { dst, dev, mtu } => {
+                let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(dst.network(), dst.prefix())
+                    .output_interface(self.ifindex(dev))
+                    .protocol(RouteProtocol::from(RTPROT_SKYVINE))
+                    .scope(RouteScope::Link)
+                    .build();
+                if let Some(mtu) = mtu {
+                    route
+                        .attributes
+                        .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+                }
+                let request = self.handle.route().add(route);
+                // A new MTU on a route of ours overwrites it in place (see `Plan::replaced`).
+                let request = if replace { request.replace() } else { request };
+                request.execute().await
+            }
+            Entry::Neighbour { ip, mac, dev } => {
+                let mut request = self
+                    .handle
+                    .neighbours()
+                    .add(self.ifindex(dev), IpAddr::V4(ip))
+                    .link_layer_address(&mac.octets())
+                    .state(NeighbourState::Permanent)
+                    .replace();
+                request
+                    .message_mut()
+                    .attributes
+                    .push(NeighbourAttribute::Protocol(RouteProtocol::from(
+                        RTPROT_SKYVINE,
+                    )));
+                request.execute().await
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(describe(&e)),
+        }
     }
 
-    /// Replaces the route for `entry`'s prefix in place (ours: the caller knows it installed
-    /// one); adds it if there is none.
-    async fn replace_route(&self, entry: &Entry) -> Result<bool, String> {
-        let Entry::Route { dst, dev } = *entry else {
-            return self.add(entry).await;
+    /// Removes `entry`; `Ok(false)` if it was already gone.
+    async fn remove(&self, entry: &Entry) -> Result<bool, String> {
+        let result = match *entry {
+            Entry::Route { dst, dev, .. } => {
+                let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(dst.network(), dst.prefix())
+                    .output_interface(self.ifindex(dev))
+                    .protocol(RouteProtocol::from(RTPROT_SKYVINE))
+                    .build();
+                // Match any scope, as `ip route del` does.
+                route.header.scope = RouteScope::NoWhere;
+                self.handle.route().del(route).execute().await
+            }
+            Entry::Neighbour { ip, dev, .. } => {
+                let mut neighbour = NeighbourMessage::default();
+                neighbour.header.family = AddressFamily::Inet;
+                neighbour.header.ifindex = self.ifindex(dev);
+                neighbour
+                    .attributes
+                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+                self.handle.neighbours().del(neighbour).execute().await
+            }
         };
-        let route = self.route_message(dst, dev);
-        match self.handle.route().add(route).replace().execute().await {
+        match result {
             Ok(()) => Ok(true),
+            Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENOENT)) => Ok(false),
             Err(e) => Err(describe(&e)),
         }
     }
@@ -434,10 +498,11 @@ impl Dumper {
             .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
             .execute();
         while let Some(route) = routes.try_next().await.map_err(netlink("dumping routes"))? {
-            if let Some((dst, oif)) = our_route(&route) {
+            if let Some((dst, oif, mtu)) = our_route(&route) {
                 entries.insert(Entry::Route {
                     dst,
                     dev: self.dev(oif),
+                    mtu,
                 });
             }
         }
@@ -461,69 +526,6 @@ impl Dumper {
             }
         }
         Ok(entries)
-    }
-}
-
-impl Kernel {
-    /// Installs `entry`; `Ok(false)` if the kernel already had one for that key.
-    async fn add(&self, entry: &Entry) -> Result<bool, String> {
-        let result = match *entry {
-            Entry::Route { dst, dev } => {
-                let route = self.route_message(dst, dev);
-                self.handle.route().add(route).execute().await
-            }
-            Entry::Neighbour { ip, mac, dev } => {
-                let mut request = self
-                    .handle
-                    .neighbours()
-                    .add(self.ifindex(dev), IpAddr::V4(ip))
-                    .link_layer_address(&mac.octets())
-                    .state(NeighbourState::Permanent)
-                    .replace();
-                request
-                    .message_mut()
-                    .attributes
-                    .push(NeighbourAttribute::Protocol(RouteProtocol::from(
-                        RTPROT_SKYVINE,
-                    )));
-                request.execute().await
-            }
-        };
-        match result {
-            Ok(()) => Ok(true),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
-            Err(e) => Err(describe(&e)),
-        }
-    }
-
-    /// Removes `entry`; `Ok(false)` if it was already gone.
-    async fn remove(&self, entry: &Entry) -> Result<bool, String> {
-        let result = match *entry {
-            Entry::Route { dst, dev } => {
-                let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(dst.network(), dst.prefix())
-                    .output_interface(self.ifindex(dev))
-                    .protocol(RouteProtocol::from(RTPROT_SKYVINE))
-                    .build();
-                // Match any scope, as `ip route del` does.
-                route.header.scope = RouteScope::NoWhere;
-                self.handle.route().del(route).execute().await
-            }
-            Entry::Neighbour { ip, dev, .. } => {
-                let mut neighbour = NeighbourMessage::default();
-                neighbour.header.family = AddressFamily::Inet;
-                neighbour.header.ifindex = self.ifindex(dev);
-                neighbour
-                    .attributes
-                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
-                self.handle.neighbours().del(neighbour).execute().await
-            }
-        };
-        match result {
-            Ok(()) => Ok(true),
-            Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENOENT)) => Ok(false),
-            Err(e) => Err(describe(&e)),
-        }
     }
 }
 
@@ -565,12 +567,16 @@ fn desired_entries(desired: &Desired) -> BTreeSet<Entry> {
     let tun = desired
         .tun_routes
         .iter()
-        .map(|net| normalize(*net))
-        .filter(|net| !lan_routes.contains(net))
-        .map(|dst| Entry::Route { dst, dev: Dev::Tun });
+        .filter(|net| !lan_routes.contains(&normalize(**net)))
+        .map(|net| Entry::Route {
+            dst: normalize(*net),
+            dev: Dev::Tun,
+            mtu: desired.route_mtus.get(net).copied(),
+        });
     let lan = lan_routes.iter().map(|dst| Entry::Route {
         dst: *dst,
         dev: Dev::Lan,
+        mtu: None,
     });
     let neighbours = desired.lan_hosts.iter().filter_map(|(ip, mac)| {
         mac.map(|mac| Entry::Neighbour {
@@ -590,15 +596,30 @@ struct Plan {
 }
 
 impl Plan {
-    /// Whether `entry` (being removed) is a neighbour that an add overwrites in place: a MAC
-    /// change is one `ip neigh replace`, never delete-then-add.
+    /// Whether `entry` (being removed) is overwritten in place by an add: a MAC change is one
+    /// `ip neigh replace`, an MTU change one `ip route replace`, never delete-then-add.
     fn replaced(&self, entry: &Entry) -> bool {
-        let Entry::Neighbour { ip, dev, .. } = entry else {
-            return false;
-        };
-        self.add.iter().any(
-            |added| matches!(added, Entry::Neighbour { ip: i, dev: d, .. } if i == ip && d == dev),
-        )
+        self.add.iter().any(|added| same_key(added, entry))
+    }
+
+    /// Whether `entry` (being added) overwrites one of ours that is being removed.
+    fn replaces(&self, entry: &Entry) -> bool {
+        self.remove.iter().any(|removed| same_key(removed, entry))
+    }
+}
+
+/// Whether two entries are for the same kernel key: a neighbour's address and device, a
+/// route's destination and device (its MTU is a property of the route).
+fn same_key(a: &Entry, b: &Entry) -> bool {
+    match (a, b) {
+        (Entry::Neighbour { ip, dev, .. }, Entry::Neighbour { ip: i, dev: d, .. }) => {
+            ip == i && dev == d
+        }
+        (Entry::Route { dst, dev, .. }, Entry::Route { dst: t, dev: d, .. }) => {
+            dst == t && dev == d
+        }
+        (Entry::Route { .. }, Entry::Neighbour { .. })
+        | (Entry::Neighbour { .. }, Entry::Route { .. }) => false,
     }
 }
 
@@ -614,8 +635,9 @@ fn plan(desired: &BTreeSet<Entry>, applied: &BTreeSet<Entry>) -> Plan {
     Plan { remove, add }
 }
 
-/// The destination and output interface of an IPv4 main-table unicast route with our protocol.
-fn our_route(route: &RouteMessage) -> Option<(Ipv4Network, u32)> {
+/// The destination, output interface and MTU metric of an IPv4 main-table unicast route with
+/// our protocol.
+fn our_route(route: &RouteMessage) -> Option<(Ipv4Network, u32, Option<u32>)> {
     let header = &route.header;
     if header.address_family != AddressFamily::Inet
         || header.protocol != RouteProtocol::from(RTPROT_SKYVINE)
@@ -626,11 +648,18 @@ fn our_route(route: &RouteMessage) -> Option<(Ipv4Network, u32)> {
     let mut table = u32::from(header.table);
     let mut dst = Ipv4Addr::UNSPECIFIED;
     let mut oif = None;
+    let mut mtu = None;
     for attribute in &route.attributes {
         match attribute {
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
             RouteAttribute::Oif(index) => oif = Some(*index),
+            RouteAttribute::Metrics(metrics) => {
+                mtu = metrics.iter().find_map(|metric| match metric {
+                    RouteMetric::Mtu(mtu) => Some(*mtu),
+                    _ => None,
+                });
+            }
             _ => {}
         }
     }
@@ -639,7 +668,7 @@ fn our_route(route: &RouteMessage) -> Option<(Ipv4Network, u32)> {
     }
     let dst = Ipv4Network::new(dst, header.destination_prefix_length).ok()?;
     // A route of ours without an output interface is none we made; 0 still lets it be removed.
-    Some((dst, oif.unwrap_or(0)))
+    Some((dst, oif.unwrap_or(0), mtu))
 }
 
 /// The address and MAC of an IPv4 neighbour entry with our protocol.
@@ -745,7 +774,16 @@ impl fmt::Display for Dev {
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Entry::Route { dst, dev } => write!(f, "route {dst} dev {dev}"),
+            Entry::Route {
+                dst,
+                dev,
+                mtu: None,
+            } => write!(f, "route {dst} dev {dev}"),
+            Entry::Route {
+                dst,
+                dev,
+                mtu: Some(mtu),
+            } => write!(f, "route {dst} dev {dev} mtu {mtu}"),
             Entry::Neighbour { ip, mac, dev } => write!(f, "neighbour {ip} lladdr {mac} dev {dev}"),
         }
     }
@@ -771,7 +809,11 @@ mod tests {
     }
 
     fn route(dst: &str, dev: Dev) -> Entry {
-        Entry::Route { dst: net(dst), dev }
+        Entry::Route {
+            dst: net(dst),
+            dev,
+            mtu: None,
+        }
     }
 
     fn neighbour(addr: &str, lladdr: &str) -> Entry {
@@ -829,6 +871,37 @@ mod tests {
         assert!(!gone.replaced(&old));
     }
 
+    #[test]
+    fn an_mtu_change_replaces_the_route_in_place() {
+        let desired = Desired {
+            tun_routes: BTreeSet::from([net("10.77.3.0/24"), net("10.77.2.0/24")]),
+            route_mtus: BTreeMap::from([(net("10.77.3.0/24"), 1323)]),
+            ..Desired::default()
+        };
+        let relayed = Entry::Route {
+            dst: net("10.77.3.0/24"),
+            dev: Dev::Tun,
+            mtu: Some(1323),
+        };
+        let wanted = desired_entries(&desired);
+        assert_eq!(
+            wanted,
+            BTreeSet::from([route("10.77.2.0/24", Dev::Tun), relayed])
+        );
+        let old = route("10.77.3.0/24", Dev::Tun);
+        let plan = plan(
+            &wanted,
+            &BTreeSet::from([old, route("10.77.2.0/24", Dev::Tun)]),
+        );
+        assert_eq!(
+            (plan.remove.clone(), plan.add.clone()),
+            (vec![old], vec![relayed])
+        );
+        assert!(plan.replaced(&old));
+        assert!(plan.replaces(&relayed));
+        assert!(!plan_without(&old).replaced(&old));
+    }
+
     fn plan_without(entry: &Entry) -> Plan {
         plan(&BTreeSet::new(), &BTreeSet::from([*entry]))
     }
@@ -840,7 +913,15 @@ mod tests {
             .output_interface(4)
             .protocol(RouteProtocol::from(RTPROT_SKYVINE))
             .build();
-        assert_eq!(our_route(&ours), Some((net("10.77.2.0/24"), 4)));
+        assert_eq!(our_route(&ours), Some((net("10.77.2.0/24"), 4, None)));
+        let mut with_mtu = ours.clone();
+        with_mtu
+            .attributes
+            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(1323)]));
+        assert_eq!(
+            our_route(&with_mtu),
+            Some((net("10.77.2.0/24"), 4, Some(1323)))
+        );
 
         let mut static_route = ours.clone();
         static_route.header.protocol = RouteProtocol::Static;
@@ -853,7 +934,7 @@ mod tests {
         let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
             .protocol(RouteProtocol::from(RTPROT_SKYVINE))
             .build();
-        assert_eq!(our_route(&default_route), Some((net("0.0.0.0/0"), 0)));
+        assert_eq!(our_route(&default_route), Some((net("0.0.0.0/0"), 0, None)));
     }
 
     #[test]
@@ -864,6 +945,7 @@ mod tests {
                 (ip("10.77.1.5"), Some(mac("52:54:00:77:01:05"))),
                 (ip("10.77.2.7"), None),
             ]),
+            route_mtus: BTreeMap::new(),
         };
         assert_eq!(
             desired_entries(&desired),

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
 use skyvine_core::node::KernelOp;
+
+pub use crate::kernel::Desired;
 use skyvine_tables::MacAddr;
 use tokio::task::JoinHandle;
 
@@ -28,18 +30,23 @@ pub trait KernelOps: Send + 'static {
     /// What a dump found.
     type Applied: Send + 'static;
 
-    /// Applies one targeted change.
-    fn apply_op(&mut self, op: &KernelOp) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Applies one targeted change; `mtu` is the route MTU of a route into the TUN towards a
+    /// site reached through a relay.
+    fn apply_op(
+        &mut self,
+        op: &KernelOp,
+        mtu: Option<u32>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// A dump of the kernel's entries that runs without this object (on a task of its own).
     fn dump(&self) -> impl Future<Output = anyhow::Result<Self::Applied>> + Send + 'static;
 
-    /// Makes the kernel hold the desired set, given a dump; prefixes in `skip` are left alone.
+    /// Makes the kernel hold the desired set (`route_mtus` gives some of `tun_routes`, those
+    /// towards relayed sites, a route MTU), given a dump; prefixes in `skip` are left alone.
     fn repair(
         &mut self,
         applied: Self::Applied,
-        tun_routes: BTreeSet<Ipv4Network>,
-        lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+        desired: Desired,
         skip: BTreeSet<Ipv4Network>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
@@ -50,8 +57,8 @@ pub trait KernelOps: Send + 'static {
 impl KernelOps for crate::kernel::Kernel {
     type Applied = BTreeSet<crate::kernel::Entry>;
 
-    async fn apply_op(&mut self, op: &KernelOp) -> anyhow::Result<()> {
-        let result = crate::kernel::Kernel::apply_op(self, op).await;
+    async fn apply_op(&mut self, op: &KernelOp, mtu: Option<u32>) -> anyhow::Result<()> {
+        let result = crate::kernel::Kernel::apply_op(self, op, mtu).await;
         log_result(&result);
         result.map(|_| ())?;
         Ok(())
@@ -65,14 +72,9 @@ impl KernelOps for crate::kernel::Kernel {
     async fn repair(
         &mut self,
         applied: Self::Applied,
-        tun_routes: BTreeSet<Ipv4Network>,
-        lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+        desired: Desired,
         skip: BTreeSet<Ipv4Network>,
     ) -> anyhow::Result<()> {
-        let desired = crate::kernel::Desired {
-            tun_routes,
-            lan_hosts,
-        };
         let result = crate::kernel::Kernel::repair(self, applied, &desired, &skip).await;
         log_result(&result);
         result.map(|_| ())?;
@@ -106,8 +108,8 @@ fn log_result(result: &Result<crate::kernel::Changes, crate::kernel::KernelError
 #[derive(Debug)]
 pub struct KernelSync<K: KernelOps> {
     kernel: K,
-    /// Targeted changes not applied yet.
-    pending: Vec<KernelOp>,
+    /// Targeted changes not applied yet, with their route MTU.
+    pending: Vec<(KernelOp, Option<u32>)>,
     /// A full dump under way, and the prefixes changed since it began.
     dumping: Option<JoinHandle<anyhow::Result<K::Applied>>>,
     touched: BTreeSet<Ipv4Network>,
@@ -134,8 +136,8 @@ impl<K: KernelOps> KernelSync<K> {
         }
     }
 
-    pub fn push(&mut self, op: KernelOp) {
-        self.pending.push(op);
+    pub fn push(&mut self, op: KernelOp, mtu: Option<u32>) {
+        self.pending.push((op, mtu));
     }
 
     pub fn has_pending(&self) -> bool {
@@ -145,9 +147,9 @@ impl<K: KernelOps> KernelSync<K> {
     /// Applies the pending targeted changes in order. Returns whether the kernel now holds
     /// the tables (every change applied, and no earlier failure left to repair).
     pub async fn flush(&mut self) -> bool {
-        for op in std::mem::take(&mut self.pending) {
+        for (op, mtu) in std::mem::take(&mut self.pending) {
             self.touched.insert(op.dst());
-            if let Err(error) = self.kernel.apply_op(&op).await {
+            if let Err(error) = self.kernel.apply_op(&op, mtu).await {
                 self.failed(&error);
             }
         }
@@ -160,11 +162,13 @@ impl<K: KernelOps> KernelSync<K> {
         &mut self,
         tun_routes: BTreeSet<Ipv4Network>,
         lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+        route_mtus: BTreeMap<Ipv4Network, u32>,
     ) -> bool {
         self.pending.clear();
         let applied = self.kernel.dump().await;
         self.touched.clear();
-        self.repaired(applied, tun_routes, lan_hosts).await
+        self.repaired(applied, tun_routes, lan_hosts, route_mtus)
+            .await
     }
 
     /// When [`KernelSync::start_dump`] is due (none while a dump is under way).
@@ -202,16 +206,18 @@ impl<K: KernelOps> KernelSync<K> {
         applied: anyhow::Result<K::Applied>,
         tun_routes: BTreeSet<Ipv4Network>,
         lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+        route_mtus: BTreeMap<Ipv4Network, u32>,
     ) -> bool {
+        let desired = Desired {
+            tun_routes,
+            lan_hosts,
+            route_mtus,
+        };
         self.next_reconcile = tokio::time::Instant::now() + RECONCILE_INTERVAL;
         self.retry_at = None;
         let skip = std::mem::take(&mut self.touched);
         let result = match applied {
-            Ok(applied) => {
-                self.kernel
-                    .repair(applied, tun_routes, lan_hosts, skip)
-                    .await
-            }
+            Ok(applied) => self.kernel.repair(applied, desired, skip).await,
             Err(error) => Err(error),
         };
         match result {

@@ -31,12 +31,24 @@ pub enum DropReason {
     TooBig,
     /// A queue towards the TUN device or a peer was full.
     QueueFull,
+    /// A relay datagram for a network this router does not carry.
+    RelayNetwork,
+    /// A relay datagram to pass on, but this router has no `relay = true`.
+    RelayDisabled,
+    /// A relay datagram from or to a site that is not a listed peer reached directly.
+    RelayUnlisted,
+    /// A relay datagram whose source is not the peer that sent it, or that names its sender as
+    /// its destination.
+    RelaySpoofed,
+    /// A relay datagram for this router from a source that is not configured `via` the peer
+    /// that relayed it.
+    RelayUnexpected,
     /// Inbound: a copy for a VM whose planned migration to this site has not happened yet.
     NotArrived,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::SourceNotLocal,
         DropReason::NoRoute,
@@ -45,6 +57,11 @@ impl DropReason {
         DropReason::SpoofedSource,
         DropReason::TooBig,
         DropReason::QueueFull,
+        DropReason::RelayNetwork,
+        DropReason::RelayDisabled,
+        DropReason::RelayUnlisted,
+        DropReason::RelaySpoofed,
+        DropReason::RelayUnexpected,
         DropReason::NotArrived,
     ];
 
@@ -59,6 +76,11 @@ impl DropReason {
             DropReason::SpoofedSource => "spoofed_source",
             DropReason::TooBig => "too_big",
             DropReason::QueueFull => "queue_full",
+            DropReason::RelayNetwork => "relay_network",
+            DropReason::RelayDisabled => "relay_disabled",
+            DropReason::RelayUnlisted => "relay_unlisted",
+            DropReason::RelaySpoofed => "relay_spoofed",
+            DropReason::RelayUnexpected => "relay_unexpected",
             DropReason::NotArrived => "not_arrived",
         }
     }

@@ -129,11 +129,14 @@ fn targeted_changes_replace_in_place_and_repairs_skip_what_they_touched() {
             route,
             previous,
         };
-        let changes = kernel.apply_op(&set(KernelRoute::Tun, None)).await.unwrap();
+        let changes = kernel
+            .apply_op(&set(KernelRoute::Tun, None), None)
+            .await
+            .unwrap();
         assert_eq!(changes.added.len(), 1, "{changes:?}");
         // It comes back migrated in elsewhere... here: neighbour, then the route replaced.
         let changes = kernel
-            .apply_op(&set(lan, Some(KernelRoute::Tun)))
+            .apply_op(&set(lan, Some(KernelRoute::Tun)), None)
             .await
             .unwrap();
         let added: Vec<String> = changes.added.iter().map(ToString::to_string).collect();
@@ -160,7 +163,7 @@ fn targeted_changes_replace_in_place_and_repairs_skip_what_they_touched() {
             route: KernelRoute::Tun,
             previous: None,
         };
-        let err = kernel.apply_op(&foreign).await.unwrap_err();
+        let err = kernel.apply_op(&foreign, None).await.unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
         // A repair from a dump taken before the move back: the touched host is skipped, the
         // rest is made to match.
@@ -168,6 +171,7 @@ fn targeted_changes_replace_in_place_and_repairs_skip_what_they_touched() {
         let desired = Desired {
             tun_routes: BTreeSet::from([net("10.77.2.0/24")]),
             lan_hosts: BTreeMap::new(),
+            route_mtus: BTreeMap::new(),
         };
         let changes = kernel
             .repair(dump, &desired, &BTreeSet::from([host]))
@@ -180,7 +184,10 @@ fn targeted_changes_replace_in_place_and_repairs_skip_what_they_touched() {
             dst: host,
             previous: lan,
         };
-        assert_eq!(kernel.apply_op(&remove).await.unwrap().removed.len(), 2);
+        assert_eq!(
+            kernel.apply_op(&remove, None).await.unwrap().removed.len(),
+            2
+        );
     });
     assert_eq!(ns.our_routes(), ["10.77.2.0/24 dev tun0 scope link"]);
     assert!(ns.permanent_neighbours().is_empty());
@@ -207,6 +214,7 @@ fn reconcile_installs_repairs_and_removes_in_a_namespace() {
             (ip("10.77.2.5"), Some(mac("52:54:00:77:02:05"))),
             (ip("10.77.3.7"), None),
         ]),
+        route_mtus: BTreeMap::new(),
     };
     let expected_routes = vec![
         "10.77.1.1 dev tun0 scope link",
@@ -350,6 +358,7 @@ fn connect_names_a_missing_interface_and_apply_errors_name_the_entry() {
         let desired = Desired {
             tun_routes: BTreeSet::from([net("10.77.2.0/24")]),
             lan_hosts: BTreeMap::from([(ip("10.77.2.5"), None)]),
+            route_mtus: BTreeMap::new(),
         };
         match kernel.reconcile(&desired).await {
             Err(err @ KernelError::Apply { .. }) => {
@@ -368,5 +377,45 @@ fn connect_names_a_missing_interface_and_apply_errors_name_the_entry() {
             }
             other => panic!("expected a partial failure, got {other:?}"),
         }
+    });
+}
+
+#[test]
+fn a_relayed_site_gets_a_route_mtu_changed_in_place() {
+    if !is_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let relayed = |mtu: Option<u32>| Desired {
+        tun_routes: BTreeSet::from([net("10.77.2.0/24"), net("10.77.3.0/24")]),
+        route_mtus: mtu
+            .map(|mtu| BTreeMap::from([(net("10.77.3.0/24"), mtu)]))
+            .unwrap_or_default(),
+        ..Desired::default()
+    };
+    let ns_name = ns.0.clone();
+    ns.run(move || async move {
+        let mut kernel = Kernel::connect("tun0", "lan0").await.unwrap();
+        kernel.reconcile(&relayed(Some(1323))).await.unwrap();
+        let shown = |ns: &str| lines(&ip_cmd(&["-n", ns, "-4", "route", "show", "proto", "90"]));
+        assert_eq!(
+            shown(&ns_name),
+            [
+                "10.77.2.0/24 dev tun0 scope link",
+                "10.77.3.0/24 dev tun0 scope link mtu 1323"
+            ]
+        );
+        // The reconciler reads the MTU back: nothing to do the second time.
+        assert!(kernel
+            .reconcile(&relayed(Some(1323)))
+            .await
+            .unwrap()
+            .is_empty());
+        // A new MTU, then none: the route is replaced, never missing in between.
+        let changes = kernel.reconcile(&relayed(Some(1300))).await.unwrap();
+        assert_eq!(changes.added.len(), 1, "{changes:?}");
+        assert!(shown(&ns_name).contains(&"10.77.3.0/24 dev tun0 scope link mtu 1300".to_owned()));
+        kernel.reconcile(&relayed(None)).await.unwrap();
+        assert!(shown(&ns_name).contains(&"10.77.3.0/24 dev tun0 scope link".to_owned()));
     });
 }
