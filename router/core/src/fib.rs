@@ -45,10 +45,12 @@ pub enum DropReason {
     RelayUnexpected,
     /// Inbound: a copy for a VM whose planned migration to this site has not happened yet.
     NotArrived,
+    /// Inbound: the destination is not an address of this site.
+    DestinationNotLocal,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::SourceNotLocal,
         DropReason::NoRoute,
@@ -63,6 +65,7 @@ impl DropReason {
         DropReason::RelaySpoofed,
         DropReason::RelayUnexpected,
         DropReason::NotArrived,
+        DropReason::DestinationNotLocal,
     ];
 
     /// A stable snake_case name for logs, metrics and the admin CLI.
@@ -82,6 +85,7 @@ impl DropReason {
             DropReason::RelaySpoofed => "relay_spoofed",
             DropReason::RelayUnexpected => "relay_unexpected",
             DropReason::NotArrived => "not_arrived",
+            DropReason::DestinationNotLocal => "destination_not_local",
         }
     }
 }
@@ -199,8 +203,10 @@ impl FibSnapshot {
             self.relays.arrived.get(&dst),
             Some((site, until)) if site == from && now < *until
         );
-        let own_source = matches!(self.owners.get_lpm(&Ipv4Network::from(src)), Some((_, owner)) if *owner == self.me);
-        if arrived_from_relay && !own_source {
+        // The same source check as a direct packet's, as far as a relay allows: the source
+        // must be another site's (the relay is the host's previous owner, not the sender).
+        let other_source = matches!(self.owners.get_lpm(&Ipv4Network::from(src)), Some((_, owner)) if *owner != self.me);
+        if arrived_from_relay && other_source {
             Ok(())
         } else {
             Err(DropReason::SpoofedSource)
@@ -223,6 +229,15 @@ impl FibSnapshot {
         }
     }
 
+    /// Whether a packet from the overlay for `dst` may be delivered here: `dst` must be an
+    /// address of this site.
+    pub fn inbound_destination(&self, dst: Ipv4Addr) -> Result<(), DropReason> {
+        match self.owners.get_lpm(&Ipv4Network::from(dst)) {
+            Some((_, owner)) if *owner == self.me => Ok(()),
+            _ => Err(DropReason::DestinationNotLocal),
+        }
+    }
+
     /// Whether a packet with source `src` may arrive from site `from`.
     pub fn inbound(&self, from: &SiteId, src: Ipv4Addr) -> Result<(), DropReason> {
         match self.owners.get_lpm(&Ipv4Network::from(src)) {
@@ -236,5 +251,74 @@ impl FibSnapshot {
         self.local_extra.binary_search(&ip).is_ok()
             || (self.local.iter().any(|net| net.contains(ip))
                 && self.local_exceptions.binary_search(&ip).is_err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use skyvine_tables::GndtEntry;
+
+    use super::*;
+
+    fn site(s: &str) -> SiteId {
+        SiteId::new(s).unwrap()
+    }
+
+    /// Router c's view: sites a, b, c with 10.77.N.0/24; 10.77.1.5 arrived here from a.
+    fn view_at_c(now: Instant) -> FibSnapshot {
+        let mut gndt = Gndt::new();
+        for (name, n) in [("a", 1), ("b", 2), ("c", 3)] {
+            let prefix = format!("10.77.{n}.0/24").parse().unwrap();
+            gndt.apply(GndtEntry::site_prefix(prefix, site(name), 1), now);
+        }
+        let vm: Ipv4Addr = "10.77.1.5".parse().unwrap();
+        gndt.apply(GndtEntry::host(vm, site("c"), 2, None), now);
+        let lndt = Lndt::new(["10.77.3.0/24".parse().unwrap()], now);
+        let mut relays = Relays::default();
+        relays
+            .arrived
+            .insert(vm, (site("a"), now + Duration::from_secs(5)));
+        FibSnapshot::build(&site("c"), &gndt, &lndt).with_relays(relays)
+    }
+
+    #[test]
+    fn a_relayed_packet_needs_another_sites_source_and_the_hosts_old_site() {
+        let now = Instant::now();
+        let fib = view_at_c(now);
+        let vm: Ipv4Addr = "10.77.1.5".parse().unwrap();
+        let from_b: Ipv4Addr = "10.77.2.1".parse().unwrap();
+        assert_eq!(fib.accept_relayed(&site("a"), from_b, vm, now), Ok(()));
+        // Relayed by a site the host did not come from.
+        assert!(fib.accept_relayed(&site("b"), from_b, vm, now).is_err());
+        // A source of our own, or outside the virtual network.
+        for src in ["10.77.3.9", "192.0.2.1"] {
+            let src = src.parse().unwrap();
+            assert!(
+                fib.accept_relayed(&site("a"), src, vm, now).is_err(),
+                "{src}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_packet_from_the_overlay_must_be_for_this_site() {
+        let now = Instant::now();
+        let fib = view_at_c(now);
+        for dst in ["10.77.3.1", "10.77.1.5"] {
+            assert_eq!(
+                fib.inbound_destination(dst.parse().unwrap()),
+                Ok(()),
+                "{dst}"
+            );
+        }
+        for dst in ["10.77.2.1", "10.77.1.6", "192.0.2.1"] {
+            assert_eq!(
+                fib.inbound_destination(dst.parse().unwrap()),
+                Err(DropReason::DestinationNotLocal),
+                "{dst}"
+            );
+        }
     }
 }

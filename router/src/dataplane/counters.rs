@@ -224,6 +224,7 @@ fn drop_index(reason: DropReason) -> usize {
         DropReason::RelaySpoofed => 11,
         DropReason::RelayUnexpected => 12,
         DropReason::NotArrived => 13,
+        DropReason::DestinationNotLocal => 14,
     }
 }
 

@@ -134,12 +134,10 @@ fn relay<'a>(
         // A copy sent ahead of a planned migration here: the VM is not here yet.
         return Err(DropReason::NotArrived);
     }
-    let Some(target) = fib.relay_target(dst, now) else {
+    let Some(target) = fib.relay_target(dst, now).filter(|t| *t != from) else {
+        fib.inbound_destination(dst)?;
         return Ok(Delivery::Local(datagram));
     };
-    if target == from {
-        return Ok(Delivery::Local(datagram));
-    }
     let conn = peers.get(target).ok_or(DropReason::PeerDown)?;
     let mut relayed = Vec::with_capacity(datagram.len() + 1);
     relayed.push(RELAY_MARKER);
