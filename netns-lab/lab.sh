@@ -517,9 +517,11 @@ make_pki_and_configs() {
     "$SKYVINE_BIN" cert ca --dir "$STATE/pki" >"$STATE/pki/cert.log" 2>&1 ||
         { cat "$STATE/pki/cert.log" >&2; die "skyvine cert ca failed"; }
     for s in $(lab_sites); do
-        "$SKYVINE_BIN" cert issue --dir "$STATE/pki" --site "$s" >>"$STATE/pki/cert.log" 2>&1 ||
-            { cat "$STATE/pki/cert.log" >&2; die "skyvine cert issue --site $s failed"; }
         n=$(site_num "$s")
+        # The certificate certifies the site's prefix: peers accept nothing else from it.
+        "$SKYVINE_BIN" cert issue --dir "$STATE/pki" --site "$s" --prefix "10.77.$n.0/24" \
+            >>"$STATE/pki/cert.log" 2>&1 ||
+            { cat "$STATE/pki/cert.log" >&2; die "skyvine cert issue --site $s failed"; }
         mkdir -p "$STATE/$s"
         # The LNDT: the site's two VMs and the guests whose home it is.
         hosts="\"10.77.$n.1/32\", \"10.77.$n.2/32\""

@@ -185,8 +185,8 @@ async fn load_identity(args: &Args) -> anyhow::Result<pki::Identity> {
     let key = dir.join(format!("{}.key", args.site));
     if args.connect.is_none() && !dir.join("ca.pem").exists() {
         pki::create_ca(dir)?;
-        pki::issue(dir, &args.peer_site)?;
-        pki::issue(dir, &args.site)?;
+        pki::issue(dir, &args.peer_site, &[args.remote])?;
+        pki::issue(dir, &args.site, &[args.local])?;
     }
     // The files may still be being written by the other side: retry until they load.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -25,6 +25,7 @@ use crate::pki::{self, Identity};
 use crate::relay::{self, Hub, RelayEndpoint};
 
 mod connect;
+mod trust;
 
 /// How long a handshake (QUIC + hello) may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +42,8 @@ mod close_code {
     pub const STUCK: u32 = 3;
     pub const WRONG_SITE: u32 = 4;
     pub const RELAY_DOWN: u32 = 5;
+    pub const REVOKED: u32 = 6;
+    pub const NOT_ADMITTED: u32 = 7;
 }
 
 pub use crate::kernel_sync::KernelOps;
@@ -76,6 +79,8 @@ pub struct Parts<D, K> {
     pub kernel: K,
     /// The LAN, or `None` to run without one (no migration support).
     pub lan: Option<LanPort>,
+    /// Each message asks to re-read the revocation list (`tls.revoked`): SIGHUP in the binary.
+    pub reload: Option<mpsc::Receiver<()>>,
 }
 
 /// Shared, read-mostly state that outlives the main loop's borrows (admin, metrics).
@@ -146,11 +151,15 @@ enum Input {
         id: u64,
         message: Message,
     },
+    /// Re-read the revocation list.
+    Reload,
 }
 
 struct Link {
     id: u64,
     conn: quinn::Connection,
+    /// The peer's verified certificate: certified prefixes, serial and fingerprint.
+    certificate: pki::PeerCertificate,
     outbox: mpsc::Sender<Message>,
     direction: Direction,
     path: PeerPath,
@@ -168,10 +177,14 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         device,
         kernel,
         lan,
+        reload,
     } = parts;
     let (endpoint, client) = open_endpoint(&config, &identity, socket)?;
+    let revoked = Arc::new(std::sync::RwLock::new(crate::revoked::Revoked::load(
+        config.tls.revoked.as_deref(),
+    )?));
     let node = Node::new(
-        config.node_config(lan.as_ref().map(|l| l.identity)),
+        trust::node_config(&config, &identity, lan.as_ref()),
         Instant::now(),
     );
     let peers = Arc::new(PeerTable::new());
@@ -191,10 +204,14 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
     );
     let (inputs, input_rx) = mpsc::channel(INPUT_CAPACITY);
     let (connected, connected_rx) = watch::channel(BTreeSet::<SiteId>::new());
+    if let Some(reload) = reload {
+        tokio::spawn(trust::forward_reloads(reload, inputs.clone()));
+    }
     let ctx = LinkContext {
         me: config.site.clone(),
         inputs,
         ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        revoked: revoked.clone(),
     };
     let endpoints = Endpoints {
         wan: endpoint.clone(),
@@ -217,6 +234,8 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         connected,
         route_mtus,
         dirty: true,
+        revoked,
+        revoked_path: config.tls.revoked.clone(),
     };
     main.start().await;
     main.run(input_rx, shutdown).await;
@@ -360,6 +379,9 @@ struct MainLoop<D, K: KernelOps> {
     route_mtus: BTreeMap<SiteId, u32>,
     /// The tables changed since they were last published.
     dirty: bool,
+    /// The revocation list, shared with the connection tasks.
+    revoked: Arc<std::sync::RwLock<crate::revoked::Revoked>>,
+    revoked_path: Option<std::path::PathBuf>,
 }
 
 impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
@@ -508,6 +530,7 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
                     self.node.handle_message(&site, message, now);
                 }
             }
+            Input::Reload => self.reload_revoked(now),
         }
     }
 
@@ -528,6 +551,9 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
 
     /// A connection passed its handshake; the core breaks the tie with one already up.
     fn on_connected(&mut self, site: SiteId, link: Link, now: Instant) {
+        if !self.admitted(&site, &link) {
+            return;
+        }
         if let Some(existing) = self.links.get(&site) {
             let keep = link::tie_break_paths(
                 self.node.me(),
@@ -567,8 +593,9 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
             }
         }
         let path = link.path.clone();
+        let certified = link.certificate.prefixes.clone();
         self.links.insert(site.clone(), link);
-        self.node.handle_link_up(site, path, now);
+        self.node.handle_link_up(site, path, certified, now);
     }
 
     fn apply_effects(&mut self) {
@@ -616,6 +643,7 @@ struct LinkContext {
     me: SiteId,
     inputs: mpsc::Sender<Input>,
     ids: Arc<std::sync::atomic::AtomicU64>,
+    revoked: Arc<std::sync::RwLock<crate::revoked::Revoked>>,
 }
 
 /// Runs one authenticated connection: hello exchange, then control messages until it closes.
@@ -627,6 +655,9 @@ async fn run_link(
     ctx: LinkContext,
 ) {
     let id = ctx.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Some(certificate) = trust::check_certificate(&conn, &site, &ctx) else {
+        return;
+    };
     let (send, mut recv) = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         hello(&conn, &site, direction, &ctx.me),
@@ -654,6 +685,7 @@ async fn run_link(
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
     let link = Link {
         id,
+        certificate,
         conn: conn.clone(),
         outbox,
         direction,

@@ -78,6 +78,11 @@ enum CertCommand {
         dir: PathBuf,
     },
     /// Issue a router certificate signed by the CA in DIR: DIR/SITE.pem and DIR/SITE.key.
+    ///
+    /// The certificate certifies the site's prefixes: peers accept from this router only
+    /// prefixes inside them (and hosts that migrated to it from another site's). Certificates
+    /// issued before certified prefixes existed are refused: issue them again with --prefix
+    /// (move the old SITE.pem and SITE.key away first).
     Issue {
         /// Directory holding ca.pem and ca.key; the new files are written there too.
         #[arg(long, value_name = "DIR")]
@@ -85,6 +90,21 @@ enum CertCommand {
         /// The router's site id (as in its configuration's `site`).
         #[arg(long, value_name = "ID")]
         site: SiteId,
+        /// A prefix the site owns, e.g. 10.77.1.0/24 (its configuration's `lan.prefixes`);
+        /// repeat for several. At least one.
+        #[arg(long = "prefix", value_name = "NETWORK/LEN", required = true)]
+        prefixes: Vec<ipnetwork::Ipv4Network>,
+    },
+    /// Revoke a router certificate: append its fingerprint to a revocation list (the file
+    /// `tls.revoked` names). Copy the list to every router and send them SIGHUP: each cuts the
+    /// revoked router off at once and withdraws what it advertised.
+    Revoke {
+        /// The certificate to revoke (PEM), e.g. pki/b.pem.
+        #[arg(value_name = "CERT")]
+        cert: PathBuf,
+        /// The revocation list to append to (created if missing).
+        #[arg(long, value_name = "FILE")]
+        list: PathBuf,
     },
 }
 
@@ -116,9 +136,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created {0}/ca.pem and {0}/ca.key", dir.display());
             Ok(())
         }
-        Command::Cert(CertCommand::Issue { dir, site }) => {
-            pki::issue(&dir, &site)?;
-            println!("issued {0}/{1}.pem and {0}/{1}.key", dir.display(), site);
+        Command::Cert(CertCommand::Issue {
+            dir,
+            site,
+            prefixes,
+        }) => {
+            pki::issue(&dir, &site, &prefixes)?;
+            let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+            println!(
+                "issued {0}/{1}.pem and {0}/{1}.key for prefixes {2}",
+                dir.display(),
+                site,
+                prefixes.join(", ")
+            );
+            Ok(())
+        }
+        Command::Cert(CertCommand::Revoke { cert, list }) => {
+            let line = skyvine_router::revoked::revoke(&cert, &list)?;
+            print!("appended to {}: {line}", list.display());
+            println!("copy the list to every router (tls.revoked) and send them SIGHUP");
             Ok(())
         }
         Command::Man { dir } => {
@@ -222,8 +258,30 @@ async fn run_router(config: Config) -> anyhow::Result<()> {
         device,
         kernel,
         lan: Some(lan),
+        reload: Some(reload_signal()),
     };
     daemon::run(parts, shutdown_signal()).await
+}
+
+/// SIGHUP: re-read the revocation list.
+fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received");
+                    // A reload already queued covers this one.
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot install the SIGHUP handler; the revocation list is read at start only");
+        }
+    }
+    rx
 }
 
 async fn shutdown_signal() {

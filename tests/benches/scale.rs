@@ -95,7 +95,8 @@ fn run(sites: usize, delay: Duration) -> Result<RunResult> {
         for j in 0..sites {
             if i != j {
                 let peer = sim.names[j].clone();
-                sim.nodes[i].handle_peer_up(peer, sim.now);
+                let certified = vec![Ipv4Network::new(host_ip(j, 0), 24)?];
+                sim.nodes[i].handle_peer_up(peer, certified, sim.now);
             }
         }
     }

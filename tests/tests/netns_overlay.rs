@@ -89,7 +89,15 @@ fn a_router_with_a_foreign_certificate_is_refused() -> Result<()> {
             let skyvine = lab.bins().skyvine.clone();
             for args in [
                 vec!["cert", "ca", "--dir"],
-                vec!["cert", "issue", "--site", "b", "--dir"],
+                vec![
+                    "cert",
+                    "issue",
+                    "--site",
+                    "b",
+                    "--prefix",
+                    "10.77.2.0/24",
+                    "--dir",
+                ],
             ] {
                 let out = Command::new(&skyvine).args(&args).arg(&foreign).output()?;
                 ensure!(
@@ -338,4 +346,65 @@ fn route_sets_must_match_exactly_once() {
         &expected
     ));
     assert!(!exactly_once(&[], &expected));
+}
+
+/// Issue 9: router b, restarted with its own certificate (10.77.2.0/24) but a config that
+/// also claims a slice of a's LAN and router c's WAN address, speaks only for itself: a and c
+/// refuse both, count and log them, and traffic flows as before.
+#[test]
+fn a_lying_router_is_refused_and_changes_nothing() -> Result<()> {
+    lab_test(
+        "a_lying_router_is_refused_and_changes_nothing",
+        &[],
+        |lab| {
+            lab.expect_all_pairs_ping(10)?;
+            let config_path = lab.state_dir().join("b/router.toml");
+            let config = std::fs::read_to_string(&config_path)?;
+            let honest = r#"prefixes = ["10.77.2.0/24"]"#;
+            ensure!(
+                config.contains(honest),
+                "unexpected prefixes in b's config:\n{config}"
+            );
+            let lying = config.replace(
+                honest,
+                r#"prefixes = ["10.77.2.0/24", "10.77.1.0/25", "100.64.0.3/32"]"#,
+            );
+            std::fs::write(&config_path, lying)?;
+            let marks: Vec<usize> = ["a", "c"].iter().map(|s| lab.log_mark(s)).collect();
+            lab.lab_sh(&["restart-router", "b"])?;
+
+            for (site, mark) in ["a", "c"].into_iter().zip(marks) {
+                wait_until_ok(&format!("router {site} refuses b's lies"), CONVERGE, || {
+                    let status = lab.admin_json(site, "status")?;
+                    let counters = &status["lan_counters"];
+                    let refused = ["refused_foreign_prefix", "refused_bad_kind"]
+                        .iter()
+                        .map(|k| counters[k].as_u64().unwrap_or(0))
+                        .sum::<u64>();
+                    Ok(refused >= 2)
+                })?;
+                let log = lab.log_since(site, mark);
+                for lie in ["10.77.1.0/25", "100.64.0.3/32"] {
+                    ensure!(
+                        log.lines()
+                            .any(|l| l.contains("refused an entry from a peer") && l.contains(lie)),
+                        "router {site} did not log refusing {lie}:\n{log}"
+                    );
+                    let routes = lab.routes_text(site);
+                    ensure!(
+                        !routes.contains(lie),
+                        "router {site} routes {lie}:\n{routes}"
+                    );
+                }
+                // a1 is still a's, and c's WAN address no overlay destination.
+                let (owner, prefix) = lab.route_owner(site, "10.77.1.1")?;
+                ensure!(
+                    owner == "a" && prefix != "10.77.1.0/25",
+                    "router {site} places 10.77.1.1 at {owner} ({prefix})"
+                );
+            }
+            lab.expect_all_pairs_ping(10)?;
+            Ok(())
+        },
+    )
 }

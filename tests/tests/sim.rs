@@ -152,7 +152,8 @@ impl Lab {
         pki::create_ca(&dir).unwrap();
         let mut sites = Vec::new();
         for (i, name) in names.iter().enumerate() {
-            pki::issue(&dir, &SiteId::new(name).unwrap()).unwrap();
+            let prefix = format!("10.77.{}.0/24", i + 1).parse().unwrap();
+            pki::issue(&dir, &SiteId::new(name).unwrap(), &[prefix]).unwrap();
             let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
             let port = probe.local_addr().unwrap().port();
             sites.push(Site {
@@ -211,6 +212,7 @@ impl Lab {
             device,
             kernel: kernel.clone(),
             lan: None,
+            reload: None,
         };
         let task = tokio::spawn(daemon::run(parts, async move {
             let _ = stopped.await;
@@ -458,9 +460,10 @@ async fn a_peer_with_another_protocol_version_or_an_oversized_message_is_refused
     assert!(reason.contains("handshake"), "{reason}");
 
     // A well-formed hello followed by a frame announcing 16 MiB.
-    let hello = br#"{"type":"hello","version":1,"site":"b"}"#;
+    let version = skyvine_core::proto::PROTOCOL_VERSION;
+    let hello = format!(r#"{{"type":"hello","version":{version},"site":"b"}}"#);
     let mut frame = u32::try_from(hello.len()).unwrap().to_be_bytes().to_vec();
-    frame.extend_from_slice(hello);
+    frame.extend_from_slice(hello.as_bytes());
     frame.extend_from_slice(&(16u32 << 20).to_be_bytes());
     let (code, reason) = application_close(&speak_raw(&lab, "b", "a", frame).await);
     assert_eq!(code, 1);
@@ -608,8 +611,10 @@ async fn a_router_without_relay_true_refuses_to_relay_and_counts_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_refuses_a_site_it_does_not_list_and_counts_it() {
     let lab = Lab::new(&["a", "b", "c"]);
-    // a relays, but lists only b: c connects with a valid certificate, yet may not use a.
-    let [config_a, config_b, config_c] = relay_lab(&lab, true, &["b"]);
+    // a relays, but lists only b: c connects with a valid certificate (a admits any certified
+    // site), yet may not use a.
+    let [mut config_a, config_b, config_c] = relay_lab(&lab, true, &["b"]);
+    config_a.tls.any_certified_peer = true;
     let a = lab.start_config(config_a.clone(), RecordingKernel::default());
     let b = lab.start_config(config_b.clone(), RecordingKernel::default());
     let c = lab.start_config(config_c, RecordingKernel::default());

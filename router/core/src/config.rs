@@ -101,6 +101,16 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// This router's private key (PEM).
     pub key: PathBuf,
+    /// A revocation list: a file with one revoked certificate per line, by serial number or
+    /// SHA-256 fingerprint in hex (`skyvine cert revoke` appends them; `#` starts a comment).
+    /// Re-read on SIGHUP: a connected router whose certificate it lists is cut off at once and
+    /// what it originated is withdrawn.
+    #[serde(default)]
+    pub revoked: Option<PathBuf>,
+    /// Admit any site the CA certified, not only those listed in `[[peers]]` (they still may
+    /// only advertise their certified prefixes). Default false.
+    #[serde(default)]
+    pub any_certified_peer: bool,
 }
 
 /// The TUN device.
@@ -297,10 +307,14 @@ impl Config {
         config.validate(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for file in [
-            &mut config.tls.ca,
-            &mut config.tls.cert,
-            &mut config.tls.key,
-        ] {
+            Some(&mut config.tls.ca),
+            Some(&mut config.tls.cert),
+            Some(&mut config.tls.key),
+            config.tls.revoked.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if file.is_relative() {
                 *file = base.join(&*file);
             }
@@ -334,6 +348,7 @@ impl Config {
         node.prepare_window = self.migration.prepare_window();
         node.damping = self.migration.damping();
         node.pinned = self.migration.pinned.clone();
+        node.any_certified_peer = self.tls.any_certified_peer;
         node
     }
 

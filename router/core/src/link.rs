@@ -42,6 +42,32 @@ pub fn check_hello(message: &Message, certified: &SiteId) -> Result<(), HelloErr
     }
 }
 
+/// Why a peer with a valid certificate may not connect.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    #[error("the certificate names this router's own site {0}")]
+    Myself(SiteId),
+    #[error("site {0} is not listed in [[peers]] (set tls.any_certified_peer to admit any site the CA certified)")]
+    Unlisted(SiteId),
+}
+
+/// Whether `peer` (authenticated by the CA) may connect to `me`: never under our own id, and
+/// only when listed in `peers` unless `any_certified`.
+pub fn admit(
+    me: &SiteId,
+    peer: &SiteId,
+    peers: &[SiteId],
+    any_certified: bool,
+) -> Result<(), AdmitError> {
+    if peer == me {
+        return Err(AdmitError::Myself(peer.clone()));
+    }
+    if !any_certified && !peers.contains(peer) {
+        return Err(AdmitError::Unlisted(peer.clone()));
+    }
+    Ok(())
+}
+
 /// Who opened a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -157,6 +183,21 @@ mod tests {
             check_hello(&Message::TableRequest {}, &b),
             Err(HelloError::NotHello("table_request"))
         );
+    }
+
+    #[test]
+    fn only_listed_sites_other_than_ourselves_are_admitted() {
+        let peers = [site("b")];
+        assert_eq!(admit(&site("a"), &site("b"), &peers, false), Ok(()));
+        assert_eq!(
+            admit(&site("a"), &site("a"), &peers, true),
+            Err(AdmitError::Myself(site("a")))
+        );
+        assert_eq!(
+            admit(&site("a"), &site("z"), &peers, false),
+            Err(AdmitError::Unlisted(site("z")))
+        );
+        assert_eq!(admit(&site("a"), &site("z"), &peers, true), Ok(()));
     }
 
     #[test]

@@ -12,8 +12,9 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use skyvine_tables::{GndtEntry, MacAddr, SiteId};
 
-/// The version of this protocol. Peers must agree exactly. 2: planned-migration hints.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// The version of this protocol. Peers must agree exactly. 2: planned-migration hints. 3: a
+/// router speaks only for itself (full tables carry the sender's own entries), echoes.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest encoded message accepted (and produced).
 pub const MAX_MESSAGE_LEN: usize = 1 << 20;
@@ -28,8 +29,13 @@ pub const MAX_ENTRIES_PER_MESSAGE: usize = 2000;
 pub enum Message {
     /// Opens a control stream: who is speaking, and which protocol.
     Hello { version: u32, site: SiteId },
-    /// GNDT entries: a chunk of the full table (on connect) or an increment.
+    /// GNDT entries: a chunk of the full table (on connect) or an increment. Only the
+    /// sender's own entries: anything else is refused.
     Entries { entries: Vec<GndtEntry> },
+    /// On connect: the receiver's own entries for VMs that had migrated to it, as the sender
+    /// holds them, so that a restarted router can look for those VMs on its LAN. Never
+    /// installed as such: the receiver probes for each and claims only one that answers.
+    Echo { entries: Vec<GndtEntry> },
     /// Marks the end of a full-table transfer; the receiver now knows everything the sender did.
     TableEnd { digest: u64, count: u64 },
     /// The sender's table fingerprint, sent periodically to catch divergence.
@@ -71,6 +77,7 @@ impl Message {
         match self {
             Message::Hello { .. } => "hello",
             Message::Entries { .. } => "entries",
+            Message::Echo { .. } => "echo",
             Message::TableEnd { .. } => "table_end",
             Message::Digest { .. } => "digest",
             Message::TableRequest {} => "table_request",

@@ -407,7 +407,7 @@ mod tests {
             ),
             now,
         );
-        node.handle_peer_up(site("b"), now);
+        node.handle_peer_up(site("b"), vec!["10.77.2.0/24".parse().unwrap()], now);
         let entries = vec![
             GndtEntry::site_prefix("10.77.2.0/24".parse().unwrap(), site("b"), 1),
             GndtEntry::host("10.77.1.1".parse().unwrap(), site("b"), 2, None),

@@ -2,7 +2,7 @@ use std::fs;
 
 use super::*;
 use crate::pki;
-use crate::pki::tests::{pki, site, TempDir};
+use crate::pki::tests::{pki, prefix_of, site, TempDir};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -143,7 +143,14 @@ fn certificate_of_another_site_is_refused() {
 fn expired_certificate_is_reported_once_as_expired() {
     let dir = pki("expired", &[]);
     let now = SystemTime::now();
-    pki::issue_valid(&dir.0, &site("a"), now - 30 * DAY, now - 2 * DAY).unwrap();
+    pki::issue_valid(
+        &dir.0,
+        &site("a"),
+        &[prefix_of("a")],
+        now - 30 * DAY,
+        now - 2 * DAY,
+    )
+    .unwrap();
     let (ca, cert, key) = files(&dir, "a");
     let found = problems(&config("a", &ca, &cert, &key), now);
     assert_one(&found, "tls.cert", "expired on");
@@ -170,7 +177,14 @@ fn certificates_past_their_time_expire_with_the_clock() {
 fn certificate_not_yet_valid_points_at_the_clock() {
     let dir = pki("future", &[]);
     let now = SystemTime::now();
-    pki::issue_valid(&dir.0, &site("a"), now + 3 * DAY, now + 300 * DAY).unwrap();
+    pki::issue_valid(
+        &dir.0,
+        &site("a"),
+        &[prefix_of("a")],
+        now + 3 * DAY,
+        now + 300 * DAY,
+    )
+    .unwrap();
     let (ca, cert, key) = files(&dir, "a");
     let found = problems(&config("a", &ca, &cert, &key), now);
     assert_one(&found, "tls.cert", "is not valid before");
@@ -181,7 +195,14 @@ fn certificate_not_yet_valid_points_at_the_clock() {
 fn certificate_expiring_soon_passes_with_a_warning() {
     let dir = pki("soon", &[]);
     let now = SystemTime::now();
-    pki::issue_valid(&dir.0, &site("a"), now - DAY, now + 10 * DAY).unwrap();
+    pki::issue_valid(
+        &dir.0,
+        &site("a"),
+        &[prefix_of("a")],
+        now - DAY,
+        now + 10 * DAY,
+    )
+    .unwrap();
     let (ca, cert, key) = files(&dir, "a");
     let summary = check_certificates(&config("a", &ca, &cert, &key), now).unwrap();
     assert!((9..=10).contains(&summary.cert_days_left), "{summary:?}");

@@ -250,6 +250,29 @@ impl Node {
         }
     }
 
+    /// A peer reminded us (restarted) that the VM at `mac` with `ip` was here: probe for it,
+    /// and take its address only once it answered here, whatever the takeover mode.
+    pub(super) fn look_for_echoed(&mut self, mac: MacAddr, ip: Ipv4Addr, now: Instant) {
+        // Several peers echo the same VM; the owner's prefix may not have arrived yet.
+        if self.lan.pending.contains_key(&mac) || self.lan.pending.len() >= MAX_PENDING {
+            return;
+        }
+        let start = Start {
+            mac: Some(mac),
+            ip: Some(ip),
+            from: self.gndt.owner(ip).cloned(),
+            to: self.config.me.clone(),
+            role: Role::Destination,
+            detection: Detection::Echo,
+        };
+        let record = self.lan.records.start(start, now);
+        tracing::info!(%ip, %mac, "a peer remembers this VM here; looking for it on the LAN");
+        let prober = Prober::new(ip, mac, self.lan.confirm_timeout, now);
+        let phase = Phase::Confirming { prober };
+        self.lan.pending.insert(mac, Pending { record, phase });
+        self.advance_pending(now);
+    }
+
     /// `mac` resolved to `ip`: unless damping forbids the move, take over at once and probe
     /// for it here (optimistic), or probe first (confirmed).
     fn start_confirming(&mut self, record: u64, mac: MacAddr, ip: Ipv4Addr, now: Instant) {

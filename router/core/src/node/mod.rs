@@ -17,6 +17,9 @@ mod records;
 mod source;
 #[cfg(test)]
 mod testing;
+mod trust;
+#[cfg(test)]
+mod trust_tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
@@ -37,6 +40,7 @@ pub use kernel::{KernelOp, KernelRoute};
 pub use lan::LanIdentity;
 pub use prepare::{HintError, HintOutcome, Prepared, MAX_PREPARED, MAX_PREPARE_WINDOW};
 pub use records::{Detection, MigrationRecord, Outcome, RefusalReason, Role, RELAY_WINDOW};
+pub use trust::{EntryRefusal, MAX_SEQ_JUMP, TOMBSTONE_LIFETIME};
 
 /// How often a digest goes to each connected peer.
 pub const DIGEST_INTERVAL: Duration = Duration::from_secs(5);
@@ -89,10 +93,16 @@ pub struct NodeConfig {
     pub me: SiteId,
     /// Prefixes this site owns.
     pub prefixes: Vec<Ipv4Network>,
+    /// The prefixes this router's own certificate certifies (host entries inside them are
+    /// VMs homed here). [`NodeConfig::new`] takes `prefixes`.
+    pub certified: Vec<Ipv4Network>,
     /// LNDT ranges from configuration.
     pub lndt_ranges: Vec<Ipv4Network>,
-    /// Peers named in configuration (others may still connect with a valid certificate).
+    /// Peers named in configuration: the only sites that may connect, unless
+    /// `any_certified_peer`.
     pub peers: Vec<SiteId>,
+    /// Whether any site the CA certified may connect, listed or not (`tls.any_certified_peer`).
+    pub any_certified_peer: bool,
     /// The router's own LAN MAC and address; `None` when there is no LAN (some simulations).
     pub lan: Option<LanIdentity>,
     /// Routing-optimization mode: the subnet every VM is configured with.
@@ -123,9 +133,11 @@ impl NodeConfig {
     ) -> Self {
         NodeConfig {
             me,
+            certified: prefixes.clone(),
             prefixes,
             lndt_ranges,
             peers,
+            any_certified_peer: false,
             lan: None,
             virtual_network: None,
             takeover: Takeover::Optimistic,
@@ -187,6 +199,8 @@ pub struct Node {
     kernel: BTreeMap<Ipv4Network, KernelRoute>,
     /// Planned migrations in their window.
     windows: prepare::Windows,
+    /// Certificates, what each peer said, previous owners (see [`trust`]).
+    trust: trust::Trust,
 }
 
 impl Node {
@@ -198,7 +212,9 @@ impl Node {
             .map(|site| (site.clone(), PeerState::new(true, now)))
             .collect();
         let lan = lan::LanState::new(&config, now);
+        let trust = trust::Trust::new(config.me.clone(), config.certified.clone(), now);
         let mut node = Node {
+            trust,
             lndt: Lndt::new(config.lndt_ranges.iter().copied(), now),
             config,
             gndt: Gndt::new(),
@@ -244,14 +260,37 @@ impl Node {
         self.started
     }
 
-    /// A direct control stream to `peer` is up: send it the whole table.
-    pub fn handle_peer_up(&mut self, peer: SiteId, now: Instant) {
-        self.handle_link_up(peer, PeerPath::Direct, now);
+    /// A direct control stream to `peer`, whose certificate certifies `certified`, is up:
+    /// send it the whole table.
+    pub fn handle_peer_up(&mut self, peer: SiteId, certified: Vec<Ipv4Network>, now: Instant) {
+        self.handle_link_up(peer, PeerPath::Direct, certified, now);
     }
 
-    /// A control stream to `peer` is up on a connection that travels `path`: send it the
-    /// whole table.
-    pub fn handle_link_up(&mut self, peer: SiteId, path: PeerPath, now: Instant) {
+    /// Whether `peer` may connect at all: never this router's own id, and only a listed peer
+    /// unless any certified site may. The daemon asks before it takes a connection up.
+    pub fn admit(&self, peer: &SiteId) -> Result<(), crate::link::AdmitError> {
+        crate::link::admit(
+            &self.config.me,
+            peer,
+            &self.config.peers,
+            self.config.any_certified_peer,
+        )
+    }
+
+    /// A control stream to `peer` is up on a connection that travels `path`; its certificate
+    /// certifies `certified`: send it the whole table (our own entries).
+    pub fn handle_link_up(
+        &mut self,
+        peer: SiteId,
+        path: PeerPath,
+        certified: Vec<Ipv4Network>,
+        now: Instant,
+    ) {
+        if let Err(error) = self.admit(&peer) {
+            tracing::warn!(peer = %peer, %error, "peer refused");
+            return;
+        }
+        self.learn_certificate(&peer, certified, now);
         let configured = self.config.peers.contains(&peer);
         let state = self
             .peers
@@ -264,6 +303,7 @@ impl Node {
         tracing::info!(peer = %peer, configured, %path, "peer up");
         state.path = Some(path);
         self.send_full_table(&peer);
+        self.send_echo(&peer);
     }
 
     /// The control stream to `peer` is gone.
@@ -282,25 +322,32 @@ impl Node {
     /// A control message from a connected peer.
     pub fn handle_message(&mut self, from: &SiteId, message: Message, now: Instant) {
         tracing::trace!(peer = %from, kind = message.kind(), "control message");
+        if !self.peers.get(from).is_some_and(|p| p.connected) {
+            tracing::debug!(peer = %from, kind = message.kind(), "message from a peer that is not up; ignored");
+            return;
+        }
         match message {
             Message::Hello { .. } => {
                 tracing::debug!(peer = %from, "ignoring a repeated hello");
             }
             Message::Entries { entries } => self.merge_entries(from, entries, now),
+            Message::Echo { entries } => self.on_echo(from, entries, now),
             Message::TableEnd { digest, count } => {
                 if let Some(state) = self.peers.get_mut(from) {
                     state.synced = true;
                 }
+                let heard = self.end_of_table(from, now);
                 tracing::info!(
                     peer = %from,
                     peer_entries = count,
                     entries = self.gndt.len(),
-                    in_sync = digest == self.gndt.digest(),
+                    in_sync = digest == heard,
                     "full table received"
                 );
             }
             Message::Digest { digest, count } => {
-                if digest != self.gndt.digest() {
+                let heard = self.trust.views.get(from).map_or(0, |v| v.digest());
+                if digest != heard {
                     tracing::debug!(
                         peer = %from,
                         peer_entries = count,
@@ -339,8 +386,10 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.lan_timeout(now);
         self.expire_windows(now);
-        let digest = self.gndt.digest();
-        let count = u64::try_from(self.gndt.len()).unwrap_or(u64::MAX);
+        self.sweep_tombstones(now);
+        // A digest covers our own entries: what a full table from us carries.
+        let digest = self.gndt.digest_of(&self.config.me);
+        let count = u64::try_from(self.gndt.count_of(&self.config.me)).unwrap_or(u64::MAX);
         let due: Vec<(SiteId, bool)> = self
             .peers
             .iter()
@@ -372,6 +421,7 @@ impl Node {
             .into_iter()
             .chain(self.lan_poll_timeout())
             .chain(self.windows.next_at())
+            .chain((self.gndt.tombstones() > 0).then(|| self.trust.next_sweep()))
             .min()
     }
 
@@ -381,9 +431,29 @@ impl Node {
     }
 
     /// The forwarding view for the data plane.
+    ///
+    /// A configured prefix of ours outside our certificate is advertised (peers refuse it,
+    /// and count and log that: the operator sees the mistake on both sides) but not routed as
+    /// ours here.
     pub fn fib_snapshot(&self) -> FibSnapshot {
         let (copy_to, arriving) = self.prepared_view();
-        FibSnapshot::build(&self.config.me, &self.gndt, &self.lndt)
+        let uncertified: Vec<Ipv4Network> = self
+            .config
+            .prefixes
+            .iter()
+            .filter(|p| !self.trust.certificates.covers(&self.config.me, **p))
+            .copied()
+            .collect();
+        let gndt = if uncertified.is_empty() {
+            std::borrow::Cow::Borrowed(&self.gndt)
+        } else {
+            let mut gndt = self.gndt.clone();
+            for prefix in uncertified {
+                gndt.remove(prefix);
+            }
+            std::borrow::Cow::Owned(gndt)
+        };
+        FibSnapshot::build(&self.config.me, &gndt, &self.lndt)
             .with_relays(self.relays())
             .with_prepared(copy_to, arriving)
     }
@@ -420,16 +490,33 @@ impl Node {
     }
 
     fn merge_entries(&mut self, from: &SiteId, entries: Vec<GndtEntry>, now: Instant) {
-        let mut changed = Vec::new();
+        let mut changed = false;
         for entry in entries {
-            if self.gndt.get(entry.prefix).is_none() && !self.has_room_for(&entry) {
+            if !self.record_said(from, &entry)
+                || (self.gndt.get(entry.prefix).is_none() && !self.has_room_for(from))
+            {
                 let refused = self.counters.add(Counter::RefusedEntries);
                 if refused.is_power_of_two() {
                     tracing::warn!(peer = %from, origin = %entry.site(), refused, "GNDT limit reached; new entries refused");
                 }
                 continue;
             }
-            let applied = self.apply_entry(entry.clone(), now);
+            let accepted = match self.check_entry(from, &entry, now) {
+                Ok(accepted) => accepted,
+                Err(refusal) => {
+                    self.refuse_entry(from, &entry, refusal, now);
+                    continue;
+                }
+            };
+            let applied = self.apply_peer_entry(entry.clone(), accepted.wins_tie, now);
+            // Stored as sent (every router holds the same entry), acted on without a freeze
+            // mark we do not honour: our still-here check runs.
+            let mut entry = entry;
+            if entry.frozen && !accepted.honour_freeze && applied.changed() {
+                self.counters.add(Counter::RefusedForgedFrozen);
+                tracing::warn!(peer = %from, prefix = %entry.prefix, reason = EntryRefusal::ForgedFrozen.describe(), "freeze mark not honoured; checking the host is still here");
+                entry.frozen = false;
+            }
             if let Applied::Stale { current } = &applied {
                 tracing::trace!(peer = %from, prefix = %entry.prefix, ?current, "stale entry ignored");
             }
@@ -447,34 +534,37 @@ impl Node {
                     _ => None,
                 };
                 self.after_change(&entry, previous, now);
-                changed.push(entry);
+                changed = true;
             }
         }
-        // Only a change to one of our own entries can call for a correction.
-        let ours_touched = changed
-            .iter()
-            .any(|e| e.site() == &self.config.me || self.config.prefixes.contains(&e.prefix));
-        let reasserted = if ours_touched {
-            self.reassert_own(now)
-        } else {
-            Vec::new()
-        };
-        if changed.is_empty() && reasserted.is_empty() {
-            return;
-        }
-        self.effects.push_back(Effect::TablesChanged);
         // Received entries are not flooded on: every router advertises its own entries to
         // every peer directly (the data plane only ever sends to the owning site directly, so
         // routers form a full mesh), and the periodic digest repairs anything lost. Flooding
-        // would cost (N-1)^2 messages per change.
-        if !reasserted.is_empty() {
-            self.broadcast_except(None, &reasserted);
+        // would cost (N-1)^2 messages per change, and a router speaks only for itself.
+        if changed {
+            self.effects.push_back(Effect::TablesChanged);
         }
     }
 
-    fn has_room_for(&self, entry: &GndtEntry) -> bool {
-        self.gndt.len() < MAX_GNDT_ENTRIES
-            && self.gndt.count_of(entry.site()) < MAX_ENTRIES_PER_SITE
+    /// Applies a checked entry from its origin: the origin's last word about its own entry
+    /// wins even when older (it restarted and counts from 1 again); against another origin's
+    /// entry the sequence numbers decide, ties going to the address's home (`wins_tie`).
+    fn apply_peer_entry(&mut self, entry: GndtEntry, wins_tie: bool, now: Instant) -> Applied {
+        let current = self.gndt.get(entry.prefix).map(|s| s.entry.clone());
+        match current {
+            Some(current) if current.site() == entry.site() && current.version > entry.version => {
+                self.gndt.remove(current.prefix);
+                match self.apply_entry_ranked(entry, false, now) {
+                    Applied::Inserted => Applied::Replaced { previous: current },
+                    other => other,
+                }
+            }
+            _ => self.apply_entry_ranked(entry, wins_tie, now),
+        }
+    }
+
+    fn has_room_for(&self, from: &SiteId) -> bool {
+        self.gndt.len() < MAX_GNDT_ENTRIES && self.gndt.count_of(from) < MAX_ENTRIES_PER_SITE
     }
 
     /// What the core counted: LAN frames, refusals, entries over the limits.
@@ -509,12 +599,9 @@ impl Node {
         if moved || entry.frozen {
             self.note_move(entry, now);
         }
-        if entry.site() == &self.config.me {
-            // Our own host entry came back from the network (we restarted): adopt it.
-            if self.lndt.add(ip, entry.mac, now) {
-                tracing::info!(%ip, "host entry of ours learned from peers; back in the LNDT");
-            }
-        } else if self.lndt.remove(ip) {
+        // Entries of ours are never taken from peers (a restarted router relearns its hosts on
+        // its LAN), so this entry is another site's.
+        if self.lndt.remove(ip) {
             tracing::info!(%ip, to = %entry.site(), "host moved away; removed from the LNDT");
             // Verify with the MAC we knew: a claim with another MAC must not pass unchecked.
             let known_mac = previous_mac.or_else(|| self.hwdt.by_ip(ip).map(|b| b.mac));
@@ -546,53 +633,39 @@ impl Node {
         }
     }
 
-    /// Re-originates our own prefixes when the network holds a different version of them
-    /// (e.g. withdrawn by a previous incarnation), and withdraws stale prefixes of ours.
-    fn reassert_own(&mut self, now: Instant) -> Vec<GndtEntry> {
-        let me = self.config.me.clone();
-        let mut out = Vec::new();
-        for prefix in self.config.prefixes.clone() {
-            let current = self.gndt.get(prefix).map(|s| s.entry.clone());
-            let ok = current.as_ref().is_some_and(|e| {
-                !e.withdrawn && e.site() == &me && e.kind == EntryKind::SitePrefix
-            });
-            if !ok {
-                let seq = current.map_or(1, |e| e.version.seq + 1);
-                out.push(GndtEntry::site_prefix(prefix, me.clone(), seq));
-            }
-        }
-        let stale: Vec<GndtEntry> = self
-            .gndt
-            .live_entries()
-            .map(|s| &s.entry)
-            .filter(|e| e.site() == &me && e.kind == EntryKind::SitePrefix)
-            .filter(|e| !self.config.prefixes.contains(&e.prefix))
-            .cloned()
-            .collect();
-        for mut entry in stale {
-            tracing::info!(prefix = %entry.prefix, "withdrawing a prefix no longer configured");
-            entry.version.seq += 1;
-            entry.withdrawn = true;
-            out.push(entry);
-        }
-        for entry in &out {
-            self.apply_entry(entry.clone(), now);
-        }
-        out
-    }
-
     /// Merges one entry into the GNDT and, if it changed anything, emits the kernel changes.
     pub(super) fn apply_entry(&mut self, entry: GndtEntry, now: Instant) -> Applied {
+        self.apply_entry_ranked(entry, false, now)
+    }
+
+    /// [`Node::apply_entry`], winning sequence-number ties against other origins if `wins_tie`.
+    fn apply_entry_ranked(&mut self, entry: GndtEntry, wins_tie: bool, now: Instant) -> Applied {
         let prefix = entry.prefix;
-        let applied = self.gndt.apply(entry, now);
+        // A frozen take-back ends a move that was never confirmed: the site it takes the
+        // address from is no confirmed owner, and the one before stays the last.
+        let host =
+            (entry.kind == EntryKind::Host && !entry.withdrawn && !entry.frozen).then(|| {
+                let before = self.gndt.owner(prefix.ip()).cloned();
+                (entry.site().clone(), before)
+            });
+        let applied = self.gndt.apply_ranked(entry, now, wins_tie);
+        if let Some((owner, Some(before))) = host.filter(|_| applied.changed()) {
+            // Remembered for freeze marks: only the site an address moved away from may
+            // take it back frozen.
+            if owner != before {
+                self.trust.note_prior_owner(prefix.ip(), before);
+            }
+        }
         if applied.changed() {
             self.sync_kernel(Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix));
         }
         applied
     }
 
+    /// Sends our own entries (and nobody else's) to `peer`, then the end mark.
     fn send_full_table(&mut self, peer: &SiteId) {
-        let entries: Vec<GndtEntry> = self.gndt.entries().map(|s| s.entry.clone()).collect();
+        let me = self.config.me.clone();
+        let entries: Vec<GndtEntry> = self.gndt.entries_of(&me).map(|s| s.entry.clone()).collect();
         for chunk in entries.chunks(MAX_ENTRIES_PER_MESSAGE) {
             self.send(
                 peer,
@@ -605,7 +678,7 @@ impl Node {
         self.send(
             peer,
             Message::TableEnd {
-                digest: self.gndt.digest(),
+                digest: self.gndt.digest_of(&me),
                 count,
             },
         );
@@ -700,8 +773,8 @@ mod tests {
             node("a", "10.77.1.0/24", &["b"], now),
             node("b", "10.77.2.0/24", &["a"], now),
         ];
-        nodes[0].handle_peer_up(site("b"), now);
-        nodes[1].handle_peer_up(site("a"), now);
+        nodes[0].handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
+        nodes[1].handle_peer_up(site("a"), crate::node::testing::certified("a"), now);
         settle(&mut nodes, now);
         let routes: Vec<String> = nodes[0]
             .tun_routes()
@@ -717,7 +790,7 @@ mod tests {
     fn a_moved_host_leaves_the_lndt_and_gets_a_tun_route() {
         let now = Instant::now();
         let mut a = node("a", "10.77.1.0/24", &["b"], now);
-        a.handle_peer_up(site("b"), now);
+        a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
         let vm: Ipv4Addr = "10.77.1.2".parse().unwrap();
         assert!(a.lndt().contains(vm));
         a.handle_message(
@@ -733,29 +806,71 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_router_reasserts_its_prefix_over_an_old_withdrawal() {
+    fn a_restarted_peer_is_believed_about_its_own_entries_and_nothing_else() {
         let now = Instant::now();
         let mut a = node("a", "10.77.1.0/24", &["b"], now);
-        a.handle_peer_up(site("b"), now);
-        while a.poll_effect().is_some() {}
-        let mut old = GndtEntry::site_prefix("10.77.1.0/24".parse().unwrap(), site("a"), 7);
-        old.withdrawn = true;
-        a.handle_message(&site("b"), Message::Entries { entries: vec![old] }, now);
-        let stored = a.gndt().get("10.77.1.0/24".parse().unwrap()).unwrap();
-        assert!(!stored.entry.withdrawn);
-        assert_eq!(stored.entry.version.seq, 8);
-        let sent_fix = std::iter::from_fn(|| a.poll_effect()).any(|e| {
-            matches!(e, Effect::Send { message: Message::Entries { entries }, .. }
-                if entries.iter().any(|x| x.version.seq == 8))
-        });
-        assert!(sent_fix);
+        let certified = crate::node::testing::certified("b");
+        a.handle_peer_up(site("b"), certified.clone(), now);
+        let prefix: Ipv4Network = "10.77.2.0/24".parse().unwrap();
+        // One of our VMs that had migrated to b, and one of b's own.
+        let old_host = GndtEntry::host("10.77.1.9".parse().unwrap(), site("b"), 4, None);
+        let home_host = GndtEntry::host("10.77.2.9".parse().unwrap(), site("b"), 4, None);
+        let entries = vec![
+            GndtEntry::site_prefix(prefix, site("b"), 7),
+            old_host.clone(),
+            home_host.clone(),
+        ];
+        a.handle_message(&site("b"), Message::Entries { entries }, now);
+        a.handle_message(
+            &site("b"),
+            Message::TableEnd {
+                digest: 0,
+                count: 2,
+            },
+            now,
+        );
+        // b restarts: it counts from 1 again and no longer has the host.
+        a.handle_peer_down(&site("b"), now);
+        a.handle_peer_up(site("b"), certified, now);
+        // Our own full table goes out, with nothing of b's in it.
+        let sent: Vec<GndtEntry> = std::iter::from_fn(|| a.poll_effect())
+            .filter_map(|e| match e {
+                Effect::Send {
+                    message: Message::Entries { entries },
+                    ..
+                } => Some(entries),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert!(!sent.is_empty());
+        assert!(sent.iter().all(|e| e.site() == &site("a")), "{sent:?}");
+        let fresh = vec![GndtEntry::site_prefix(prefix, site("b"), 1)];
+        a.handle_message(&site("b"), Message::Entries { entries: fresh }, now);
+        a.handle_message(
+            &site("b"),
+            Message::TableEnd {
+                digest: 0,
+                count: 1,
+            },
+            now,
+        );
+        let stored = a.gndt().get(prefix).unwrap();
+        assert_eq!(stored.entry.version.seq, 1);
+        // Our VM that was at b is no longer b's (we take it back, as after a withdrawal).
+        assert_ne!(
+            a.gndt().get(old_host.prefix).map(|s| s.entry.site()),
+            Some(&site("b"))
+        );
+        // b's own host binding stays until b speaks about it again.
+        assert!(a.gndt().get(home_host.prefix).is_some());
     }
 
     #[test]
     fn a_full_table_that_never_ended_is_asked_for_again() {
         let now = Instant::now();
         let mut a = node("a", "10.77.1.0/24", &["b"], now);
-        a.handle_peer_up(site("b"), now);
+        a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
         while a.poll_effect().is_some() {}
         // b's entries arrive, its TableEnd is lost: a cannot compare digests with b.
         let entries = vec![GndtEntry::site_prefix(
@@ -793,7 +908,7 @@ mod tests {
     fn digest_mismatch_requests_the_table() {
         let now = Instant::now();
         let mut a = node("a", "10.77.1.0/24", &["b"], now);
-        a.handle_peer_up(site("b"), now);
+        a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
         while a.poll_effect().is_some() {}
         a.handle_message(
             &site("b"),
