@@ -509,7 +509,11 @@ impl Node {
         if moved || entry.frozen {
             self.note_move(entry, now);
         }
-        if entry.site() == &self.config.me {
+        let own_lan_address = self.config.lan.is_some_and(|l| l.ip == ip);
+        if entry.site() == &self.config.me && own_lan_address {
+            // Our own LAN binding, as another router of the site advertised it (or we did
+            // with an older MAC): no host to adopt; reassert_own re-advertises ours.
+        } else if entry.site() == &self.config.me {
             // Our own host entry came back from the network (we restarted): adopt it.
             if self.lndt.add(ip, entry.mac, now) {
                 tracing::info!(%ip, "host entry of ours learned from peers; back in the LNDT");
@@ -790,7 +794,7 @@ mod tests {
         let mut config = NodeConfig::new(
             site("a"),
             vec!["10.77.1.0/24".parse().unwrap()],
-            vec!["10.77.1.0/24".parse().unwrap()],
+            vec!["10.77.1.1/32".parse().unwrap()],
             vec![site("b")],
         );
         config.lan = Some(LanIdentity {
@@ -816,6 +820,8 @@ mod tests {
                 if entries.iter().any(|x| x.prefix.ip() == gateway && x.mac == Some(standby_mac) && x.version.seq == 5))
         });
         assert!(sent_fix);
+        // Not a host of ours: the gateway address stays out of the LNDT.
+        assert!(!a.lndt().contains(gateway), "{:?}", a.lndt());
         // Our own binding coming back unchanged calls for nothing.
         let ours = stored;
         a.handle_message(
