@@ -28,6 +28,8 @@ const CONVERGE: Duration = Duration::from_secs(15);
 /// The standby's LAN MAC in the lab.
 const STANDBY_MAC: &str = "52:54:00:77:01:fd";
 const GATEWAY: &str = "10.77.1.254";
+/// Site b's gateway: b1's default gateway wherever it runs.
+const B_GATEWAY: &str = "10.77.2.254";
 
 #[test]
 fn a_transfer_survives_the_failure_of_its_sites_active_router() -> Result<()> {
@@ -87,6 +89,14 @@ fn a_transfer_survives_the_failure_of_its_sites_active_router() -> Result<()> {
             vrrp_state(lab, "a")? == "FAULT",
             "router a's keepalived should be in FAULT after its skyvine died"
         );
+        // b1, idle since its migration, cached its old gateway (10.77.2.254) with router a's
+        // MAC; a-2 repoints it to its own (an idle STALE entry would otherwise stay wrong
+        // until b1 next talks, and then cost it the kernel's probe cycle).
+        wait_until_ok("b1's entry for its old gateway names a-2", CONVERGE, || {
+            Ok(lab
+                .neigh("b1", B_GATEWAY)?
+                .contains(&format!("lladdr {STANDBY_MAC}")))
+        })?;
         let probe = probe.wait(Duration::from_secs(60))?.success()?;
         let finished = client.wait(Duration::from_secs(240))?;
         let server = server.wait(Duration::from_secs(30))?.success()?;

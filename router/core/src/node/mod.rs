@@ -15,6 +15,7 @@ mod prober;
 mod proxy;
 mod records;
 mod source;
+mod succession;
 #[cfg(test)]
 mod testing;
 
@@ -291,6 +292,7 @@ impl Node {
                 if let Some(state) = self.peers.get_mut(from) {
                     state.synced = true;
                 }
+                self.after_full_table(from, now);
                 tracing::info!(
                     peer = %from,
                     peer_entries = count,
@@ -517,6 +519,7 @@ impl Node {
             // Our own host entry came back from the network (we restarted): adopt it.
             if self.lndt.add(ip, entry.mac, now) {
                 tracing::info!(%ip, "host entry of ours learned from peers; back in the LNDT");
+                self.after_adopting(ip, entry.mac, now);
             }
         } else if self.lndt.remove(ip) {
             tracing::info!(%ip, to = %entry.site(), "host moved away; removed from the LNDT");
@@ -565,7 +568,7 @@ impl Node {
                 out.push(GndtEntry::site_prefix(prefix, me.clone(), seq));
             }
         }
-        out.extend(self.reassert_lan_identity());
+        out.extend(self.reassert_lan_identity(now));
         let stale: Vec<GndtEntry> = self
             .gndt
             .live_entries()
@@ -584,36 +587,6 @@ impl Node {
             self.apply_entry(entry.clone(), now);
         }
         out
-    }
-
-    /// Our own LAN binding, re-originated newer when the network holds another version of it:
-    /// withdrawn, or with another MAC. A site with two routers advertises its gateway address
-    /// (the virtual IP both carry in turn) from whichever is active, each with its own MAC; the
-    /// router that takes over must win over its predecessor's binding, which peers still hold.
-    fn reassert_lan_identity(&self) -> Option<GndtEntry> {
-        let identity = self.config.lan?;
-        let me = &self.config.me;
-        let current = self
-            .gndt
-            .get(Ipv4Network::from(identity.ip))
-            .map(|s| &s.entry);
-        let ok = current.is_some_and(|e| {
-            !e.withdrawn
-                && e.site() == me
-                && e.kind == EntryKind::Host
-                && e.mac == Some(identity.mac)
-        });
-        if ok {
-            return None;
-        }
-        let seq = current.map_or(1, |e| e.version.seq.saturating_add(1));
-        tracing::info!(ip = %identity.ip, mac = %identity.mac, seq, "the network holds another binding of our LAN address; re-advertising ours");
-        Some(GndtEntry::host(
-            identity.ip,
-            me.clone(),
-            seq,
-            Some(identity.mac),
-        ))
     }
 
     /// Merges one entry into the GNDT and, if it changed anything, emits the kernel changes.
@@ -784,54 +757,6 @@ mod tests {
                 if entries.iter().any(|x| x.version.seq == 8))
         });
         assert!(sent_fix);
-    }
-
-    #[test]
-    fn a_standby_taking_over_the_gateway_address_re_advertises_its_own_mac() {
-        let now = Instant::now();
-        let gateway: Ipv4Addr = "10.77.1.254".parse().unwrap();
-        let standby_mac = MacAddr([0x52, 0x54, 0, 0x77, 1, 0xfd]);
-        let mut config = NodeConfig::new(
-            site("a"),
-            vec!["10.77.1.0/24".parse().unwrap()],
-            vec!["10.77.1.1/32".parse().unwrap()],
-            vec![site("b")],
-        );
-        config.lan = Some(LanIdentity {
-            mac: standby_mac,
-            ip: gateway,
-        });
-        let mut a = Node::new(config, now);
-        a.handle_peer_up(site("b"), now);
-        while a.poll_effect().is_some() {}
-        // b still holds the failed router's binding of the same address, newer.
-        let old_mac = MacAddr([0x52, 0x54, 0, 0x77, 1, 0xfe]);
-        let old = GndtEntry::host(gateway, site("a"), 4, Some(old_mac));
-        a.handle_message(&site("b"), Message::Entries { entries: vec![old] }, now);
-        let stored = a
-            .gndt()
-            .get(Ipv4Network::from(gateway))
-            .unwrap()
-            .entry
-            .clone();
-        assert_eq!((stored.mac, stored.version.seq), (Some(standby_mac), 5));
-        let sent_fix = std::iter::from_fn(|| a.poll_effect()).any(|e| {
-            matches!(e, Effect::Send { message: Message::Entries { entries }, .. }
-                if entries.iter().any(|x| x.prefix.ip() == gateway && x.mac == Some(standby_mac) && x.version.seq == 5))
-        });
-        assert!(sent_fix);
-        // Not a host of ours: the gateway address stays out of the LNDT.
-        assert!(!a.lndt().contains(gateway), "{:?}", a.lndt());
-        // Our own binding coming back unchanged calls for nothing.
-        let ours = stored;
-        a.handle_message(
-            &site("b"),
-            Message::Entries {
-                entries: vec![ours],
-            },
-            now,
-        );
-        assert!(std::iter::from_fn(|| a.poll_effect()).next().is_none());
     }
 
     #[test]
