@@ -144,15 +144,26 @@ fn a_transfer_survives_the_failure_of_its_sites_active_router() -> Result<()> {
 
 /// At a site whose id is the highest, the peers' connection to its active router is the one
 /// they dialed (the lower id dials): only the certificate tells them that the standby's
-/// connection is not a duplicate to refuse but the site's other router taking over.
+/// connection is not a duplicate to refuse but the site's other router taking over. In
+/// routing-optimization mode (`--optimize`) the site's VMs cached the other sites' hosts with
+/// the failed router's MAC: the standby repoints them.
 #[test]
 fn peers_with_lower_ids_take_the_standbys_connection_at_once() -> Result<()> {
-    lab_test("ha_failover_site_c", &["--ha", "c"], |lab| {
+    lab_test("ha_failover_site_c", &["--ha", "c", "--optimize"], |lab| {
         lab.attach_log("router c-2 log", &lab.state_dir().join("c-2/router.log"));
         let marks = [lab.log_mark("a"), lab.log_mark("b")];
+        let a1 = vm_ip("a1")?;
+        ensure!(
+            lab.neigh("c1", &a1)?.contains("lladdr 52:54:00:77:03:fe"),
+            "c1 should have cached a1 at router c's MAC (lab.sh up pinged every pair)"
+        );
         println!("{}", lab.lab_sh(&["kill-router", "c", "-9"])?.trim());
         wait_until_ok("router c-2 is MASTER", CONVERGE, || {
             Ok(vrrp_state(lab, "c-2")? == "MASTER")
+        })?;
+        // c1 is idle: only c-2's gratuitous ARP can repoint its entry.
+        wait_until_ok("c1's entry for a1 names c-2", CONVERGE, || {
+            Ok(lab.neigh("c1", &a1)?.contains("lladdr 52:54:00:77:03:fd"))
         })?;
         for (from, to) in [("a1", "c1"), ("b2", "c2"), ("c1", "a2")] {
             lab.wait_ping(from, &vm_ip(to)?, CONVERGE)
