@@ -15,7 +15,7 @@ use skyvine_tables::{MacAddr, SiteId};
 use tokio::sync::{mpsc, watch};
 
 use skyvine_core::config::Config;
-use skyvine_core::link::{self, Direction, Keep, PeerPath};
+use skyvine_core::link::{self, Direction, Keep, PeerPath, PeerRouter};
 use skyvine_core::node::{Effect, LanIdentity, Node};
 use skyvine_core::proto::{self, Message, ProtoError};
 
@@ -154,6 +154,8 @@ struct Link {
     outbox: mpsc::Sender<Message>,
     direction: Direction,
     path: PeerPath,
+    /// The peer router's certificate (DER): tells a site's two routers apart.
+    router: Vec<u8>,
 }
 
 /// Runs a router until `shutdown` resolves, then removes its kernel state.
@@ -308,6 +310,11 @@ fn open_endpoint(
 ) -> anyhow::Result<(quinn::Endpoint, quinn::ClientConfig)> {
     let mut transport = pki::transport_config();
     dataplane::tune_transport(&mut transport, config.tun.mtu);
+    let idle = quinn::IdleTimeout::try_from(config.wan.idle_timeout())
+        .context("wan.idle_timeout_ms does not fit a QUIC idle timeout")?;
+    transport
+        .keep_alive_interval(Some(config.wan.keep_alive()))
+        .max_idle_timeout(Some(idle));
     let transport = Arc::new(transport);
     let server = identity.server_config(transport.clone())?;
     let client = identity.client_config(transport)?;
@@ -529,17 +536,27 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
     /// A connection passed its handshake; the core breaks the tie with one already up.
     fn on_connected(&mut self, site: SiteId, link: Link, now: Instant) {
         if let Some(existing) = self.links.get(&site) {
-            let keep = link::tie_break_paths(
+            let router = if existing.router == link.router {
+                PeerRouter::Same
+            } else {
+                PeerRouter::Other
+            };
+            let keep = link::tie_break_link(
                 self.node.me(),
                 &site,
                 (existing.direction, &existing.path),
                 (link.direction, &link.path),
+                router,
             );
             let (closing, reason) = match keep {
                 Keep::New => (&existing.conn, "duplicate, replaced"),
                 Keep::Existing => (&link.conn, "duplicate"),
             };
-            tracing::debug!(peer = %site, reason, "closing duplicate connection");
+            if router == PeerRouter::Other {
+                tracing::info!(peer = %site, old = %existing.conn.remote_address(), new = %link.conn.remote_address(), "the site's other router took over; replacing its connection");
+            } else {
+                tracing::debug!(peer = %site, reason, "closing duplicate connection");
+            }
             closing.close(quinn::VarInt::from_u32(close_code::DUPLICATE), b"duplicate");
             if keep == Keep::Existing {
                 return;
@@ -654,6 +671,7 @@ async fn run_link(
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
     let link = Link {
         id,
+        router: pki::peer_certificate(&conn),
         conn: conn.clone(),
         outbox,
         direction,

@@ -214,7 +214,7 @@ async fn run_router(config: Config) -> anyhow::Result<()> {
     let kernel = kernel::Kernel::connect(&config.tun.name, &config.lan.interface)
         .await
         .context("connecting to the kernel's routing netlink")?;
-    let lan = skyvine_router::lanio::open_lan(&config.lan.interface)?;
+    let lan = skyvine_router::lanio::open_lan(&config.lan.interface, config.lan.address)?;
     let parts = daemon::Parts {
         config,
         identity,

@@ -341,6 +341,15 @@ pub fn peer_site(conn: &quinn::Connection) -> Result<SiteId, PkiError> {
     SiteId::new(&site).map_err(|e| PkiError::NoSiteName(e.to_string()))
 }
 
+/// The peer's own certificate (DER), empty if it presented none (never after the handshake:
+/// both ends must present one). Two routers of one site carry different certificates.
+pub fn peer_certificate(conn: &quinn::Connection) -> Vec<u8> {
+    conn.peer_identity()
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|certs| certs.first().map(|leaf| leaf.as_ref().to_vec()))
+        .unwrap_or_default()
+}
+
 /// QUIC transport parameters for a router-to-router tunnel.
 ///
 /// * Datagrams carry the tunnelled packets: 8 MiB receive buffer (absorbs bursts while the

@@ -81,6 +81,11 @@ pub struct LanConfig {
     /// 10.77.0.0/16). The router then answers ARP on its LAN for addresses of other sites.
     #[serde(default)]
     pub virtual_network: Option<Ipv4Network>,
+    /// The gateway address this router advertises as its own on the LAN, inside `prefixes`.
+    /// Default: the first IPv4 address of `interface`. A site with two routers sets the virtual
+    /// IP they carry in turn (keepalived's VRRP address), which its VMs use as their gateway.
+    #[serde(default)]
+    pub address: Option<Ipv4Addr>,
 }
 
 /// The WAN endpoint.
@@ -89,6 +94,36 @@ pub struct LanConfig {
 pub struct WanConfig {
     /// UDP address the QUIC endpoint binds (e.g. "0.0.0.0:7400").
     pub listen: SocketAddr,
+    /// How often an idle connection to a peer sends a QUIC keep-alive, in milliseconds: it
+    /// holds NAT mappings open and lets the peer tell a live router from a dead one.
+    #[serde(default = "default_keep_alive_ms")]
+    pub keep_alive_ms: u64,
+    /// How long a connection may go without hearing from the peer before it is declared dead,
+    /// in milliseconds (at least twice `keep_alive_ms`; each end uses the smaller of the two
+    /// ends' values). A peer whose router failed is redialed after it; a site's standby router
+    /// that dials in replaces the old connection at once, without waiting for it.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_keep_alive_ms() -> u64 {
+    1_000
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    3_000
+}
+
+impl WanConfig {
+    /// The keep-alive interval.
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_ms)
+    }
+
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
 }
 
 /// Certificate files; relative paths are relative to the configuration file.
@@ -349,6 +384,7 @@ impl Config {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         validate_lan(&self.lan)
+            .and_then(|()| validate_wan(&self.wan))
             .and_then(|()| validate_tun(&self.tun, &self.lan.interface))
             .and_then(|()| validate_peers(&self.site, &self.peers))
             .and_then(|()| validate_relayed(&self.site, &self.peers, self.tun.mtu))
@@ -393,6 +429,14 @@ fn validate_lan(lan: &LanConfig) -> Result<(), Invalid> {
             ));
         }
     }
+    if let Some(address) = lan.address {
+        if !lan.prefixes.iter().any(|p| p.contains(address)) {
+            return Err((
+                "lan.address",
+                format!("{address} is not inside any of lan.prefixes"),
+            ));
+        }
+    }
     if let Some(vnet) = &lan.virtual_network {
         check_canonical(vnet).map_err(|m| ("lan.virtual_network", m))?;
         if let Some(p) = lan.prefixes.iter().find(|p| !within(p, vnet)) {
@@ -401,6 +445,33 @@ fn validate_lan(lan: &LanConfig) -> Result<(), Invalid> {
                 format!("{vnet} must contain every site prefix, but not {p}"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The WAN section's timers: a keep-alive of 100 ms to 10 s, and an idle timeout of 1 s to
+/// 60 s that leaves room for two keep-alives.
+fn validate_wan(wan: &WanConfig) -> Result<(), Invalid> {
+    if !(100..=10_000).contains(&wan.keep_alive_ms) {
+        return Err((
+            "wan.keep_alive_ms",
+            format!("{} is outside 100..=10000", wan.keep_alive_ms),
+        ));
+    }
+    if !(1_000..=60_000).contains(&wan.idle_timeout_ms) {
+        return Err((
+            "wan.idle_timeout_ms",
+            format!("{} is outside 1000..=60000", wan.idle_timeout_ms),
+        ));
+    }
+    if wan.idle_timeout_ms < 2 * wan.keep_alive_ms {
+        return Err((
+            "wan.idle_timeout_ms",
+            format!(
+                "{} ms leaves no room for two keep-alives of {} ms: lost one, the connection would drop",
+                wan.idle_timeout_ms, wan.keep_alive_ms
+            ),
+        ));
     }
     Ok(())
 }
@@ -676,6 +747,43 @@ site = "c"
                     "[tun]\nmtu = 1100\n[[peers]]\nsite = \"b\"",
                 ),
                 "1100 is too small for peer c relayed via b",
+            ),
+        ];
+        for (text, reason) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(reason), "expected {reason:?} in: {err}");
+        }
+    }
+
+    #[test]
+    fn wan_timers_and_the_gateway_address_are_checked() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.wan.keep_alive(), Duration::from_secs(1));
+        assert_eq!(config.wan.idle_timeout(), Duration::from_secs(3));
+        assert_eq!(config.lan.address, None);
+        let wan = |extra: &str| GOOD.replace("[tls]", &format!("{extra}\n[tls]"));
+        let lan = |extra: &str| GOOD.replace("[wan]", &format!("{extra}\n[wan]"));
+        let tuned = parse(&wan("keep_alive_ms = 250\nidle_timeout_ms = 1500")).unwrap();
+        assert_eq!(tuned.wan.keep_alive(), Duration::from_millis(250));
+        assert_eq!(tuned.wan.idle_timeout(), Duration::from_millis(1500));
+        let gateway = parse(&lan("address = \"10.77.1.254\"")).unwrap();
+        assert_eq!(gateway.lan.address, Some("10.77.1.254".parse().unwrap()));
+        let cases = [
+            (
+                wan("keep_alive_ms = 50"),
+                "`wan.keep_alive_ms`: 50 is outside",
+            ),
+            (
+                wan("idle_timeout_ms = 500"),
+                "`wan.idle_timeout_ms`: 500 is outside",
+            ),
+            (
+                wan("keep_alive_ms = 2000\nidle_timeout_ms = 3000"),
+                "no room for two keep-alives",
+            ),
+            (
+                lan("address = \"10.77.2.1\""),
+                "`lan.address`: 10.77.2.1 is not inside",
             ),
         ];
         for (text, reason) in cases {

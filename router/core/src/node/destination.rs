@@ -384,7 +384,7 @@ impl Node {
     /// home prefix; the whole virtual network in routing-optimization mode): hosts at other
     /// sites to us, hosts here (including us, when the VM comes home) to their real MACs. In
     /// routing-optimization mode, also introduce the VM to its new LAN neighbours directly.
-    fn fix_migrated_view(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
+    pub(super) fn fix_migrated_view(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
         let Some(identity) = self.lan.identity else {
             return;
         };

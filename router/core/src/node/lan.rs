@@ -57,6 +57,9 @@ pub(super) struct LanState {
     pub(super) records: Records,
     pub(super) next_query: u64,
     limiter: LanLimiter,
+    /// Another router of this site held the LAN before this one (its binding of our LAN
+    /// address had another MAC): the LAN's caches still name that router's MAC.
+    pub(super) succeeded: bool,
 }
 
 impl LanState {
@@ -79,6 +82,7 @@ impl LanState {
             records: Records::default(),
             next_query: 1,
             limiter: LanLimiter::new(now),
+            succeeded: false,
         }
     }
 }

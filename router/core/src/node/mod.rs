@@ -15,6 +15,7 @@ mod prober;
 mod proxy;
 mod records;
 mod source;
+mod succession;
 #[cfg(test)]
 mod testing;
 
@@ -291,6 +292,7 @@ impl Node {
                 if let Some(state) = self.peers.get_mut(from) {
                     state.synced = true;
                 }
+                self.after_full_table(from, now);
                 tracing::info!(
                     peer = %from,
                     peer_entries = count,
@@ -509,10 +511,15 @@ impl Node {
         if moved || entry.frozen {
             self.note_move(entry, now);
         }
-        if entry.site() == &self.config.me {
+        let own_lan_address = self.config.lan.is_some_and(|l| l.ip == ip);
+        if entry.site() == &self.config.me && own_lan_address {
+            // Our own LAN binding, as another router of the site advertised it (or we did
+            // with an older MAC): no host to adopt; reassert_own re-advertises ours.
+        } else if entry.site() == &self.config.me {
             // Our own host entry came back from the network (we restarted): adopt it.
             if self.lndt.add(ip, entry.mac, now) {
                 tracing::info!(%ip, "host entry of ours learned from peers; back in the LNDT");
+                self.after_adopting(ip, entry.mac, now);
             }
         } else if self.lndt.remove(ip) {
             tracing::info!(%ip, to = %entry.site(), "host moved away; removed from the LNDT");
@@ -561,6 +568,7 @@ impl Node {
                 out.push(GndtEntry::site_prefix(prefix, me.clone(), seq));
             }
         }
+        out.extend(self.reassert_lan_identity(now));
         let stale: Vec<GndtEntry> = self
             .gndt
             .live_entries()
