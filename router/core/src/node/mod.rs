@@ -550,6 +550,11 @@ impl Node {
             self.originate(ours, now);
         } else if previous.site() == entry.site() {
             self.on_withdrawn_host(entry, now);
+        } else {
+            // We missed the withdrawing site's claim (its message was lost, or came in a full
+            // table we never got): the claim we knew is superseded all the same, and the
+            // address may now fall back to a prefix of ours.
+            self.adopt_if_ours_by_prefix(ip, entry.mac, now);
         }
     }
 
