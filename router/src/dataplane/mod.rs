@@ -16,6 +16,7 @@ mod counters;
 mod device;
 mod gro;
 mod quic;
+mod runtime;
 mod rx;
 mod tx;
 
@@ -29,7 +30,10 @@ pub use counters::{Counters, CountersSnapshot, PeerCounters, PeerStats, PeerTabl
 pub use device::{
     open_tun, FakeDevice, FakeHandle, Offload, PacketDevice, RxBatch, TunDevice, TxBatch, BATCH,
 };
-pub use quic::{bind_wan_socket, tune_transport, DATAGRAM_OVERHEAD, SOCKET_BUFFER};
+pub use quic::{
+    bind_wan_socket, tune_transport, DATAGRAM_OVERHEAD, DATAGRAM_SEND_BUFFER, SOCKET_BUFFER,
+};
+pub use runtime::{runtime, WORKER_THREADS_ENV};
 
 use crate::fib::{DropReason, Fib};
 
