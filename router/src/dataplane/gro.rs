@@ -14,7 +14,7 @@ use std::ops::Range;
 use tun_rs::{checksum, checksum_no_fold, VirtioNetHdr, VIRTIO_NET_HDR_GSO_TCPV4};
 
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the device must finish the checksum (CHECKSUM_PARTIAL).
-const NEEDS_CSUM: u8 = 1;
+pub(super) const NEEDS_CSUM: u8 = 1;
 const IPV4_HEADER: usize = 20;
 const TCP_FLAG_PSH: u8 = 0x08;
 const TCP_FLAG_ACK: u8 = 0x10;
