@@ -660,7 +660,10 @@ pub(crate) mod tests {
         let dir = pki("ok", &["a", "b"]);
         let (a, b) = (identity(&dir, "a"), identity(&dir, "b"));
         let server = server(&b);
-        let client_config = a.client_config(Arc::new(transport_config())).unwrap();
+        // The client as the daemon builds it: connection settings plus the data plane's.
+        let mut transport = transport_config();
+        crate::dataplane::tune_transport(&mut transport, 1380);
+        let client_config = a.client_config(Arc::new(transport)).unwrap();
 
         let (s, c) = handshake(&server, client_config, &server_name(&site("b"))).await;
         let (s, c) = (s.unwrap(), c.unwrap());
