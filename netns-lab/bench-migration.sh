@@ -7,17 +7,28 @@
 # (first announcement frame to last effect, the `took_us` of its "migration applied" log line).
 # Targets (issue 3): outage <= one one-way WAN delay + 5 ms; processing <= 2 ms.
 #
+# With --qemu it measures a real hypervisor instead: the lab's QEMU guest g1 (TCG) is
+# live-migrated over QMP, and the outage is the loss beyond the guest's own off time (source
+# STOP -> destination RESUME, from the QMP events); see bench-migration-qemu.sh.
+#
 # usage: netns-lab/bench-migration.sh [--count 20] [--wan-delays "0 20"] [--announce rarp]
 #            [--all-announce] [--vm a1] [--pause-ms 100] [--probe-s 3] [--max-moves 100000]
 #            [--keep-raw DIR]
+#        netns-lab/bench-migration.sh --qemu [--variants "virtio paused e1000"] [--count 10]
+#            [--wan-delays "0 20"] [--probe-s 4] [--max-moves 100000] [--keep-raw DIR]
 #
-#   --count N          migrations per series (default 20)
+#   --qemu             the QEMU series: 10 live migrations each (a -> b, b -> a, …) per WAN
+#                      delay and variant; probes from the source site's second VM and c1
+#   --variants LIST    with --qemu: virtio (destination running), paused (destination
+#                      started with -S, resumed with cont, as libvirt does), e1000 (no guest
+#                      announcement, QEMU's RARPs only); default all three
+#   --count N          migrations per series (default 20; 10 with --qemu)
 #   --wan-delays LIST  one-way WAN delays in ms, one lab each (default "0 20")
 #   --announce K       rarp (default), garp or none
 #   --all-announce     run rarp and garp series on each lab
 #   --vm V             the VM that moves (default a1; it alternates between sites a and b)
 #   --pause-ms MS      the link pause the lab imposes per migration (default 100)
-#   --probe-s S        probe duration per migration (default 3)
+#   --probe-s S        probe duration per migration (default 3; 4 with --qemu)
 #   --max-moves N      move damping: the routers' [migration] max_moves (default 100000). The
 #                      router default (5 moves in 180 s, then the address is frozen for 180 s)
 #                      refuses the 6th move of the same VM, so the benchmark raises it in the
@@ -39,6 +50,10 @@ PAUSE_MS=100
 PROBE_S=3
 KEEP_RAW=""
 MAX_MOVES=100000
+QEMU=0
+QEMU_VARIANTS="virtio paused e1000"
+COUNT_SET=0
+PROBE_SET=0
 ARGS=("$@")
 
 die() {
@@ -49,19 +64,25 @@ log() { echo "bench-migration: $*" >&2; }
 
 while (($#)); do
     case "$1" in
-        --count) COUNT=${2:?--count needs a number}; shift 2 ;;
+        --count) COUNT=${2:?--count needs a number}; COUNT_SET=1; shift 2 ;;
+        --qemu) QEMU=1; shift ;;
+        --variants) QEMU_VARIANTS=${2:?--variants needs a list}; shift 2 ;;
         --wan-delays) WAN_DELAYS=${2:?--wan-delays needs a list}; shift 2 ;;
         --announce) ANNOUNCES=${2:?--announce needs rarp, garp or none}; shift 2 ;;
         --all-announce) ANNOUNCES="rarp garp"; shift ;;
         --vm) VM=${2:?--vm needs a VM}; shift 2 ;;
         --pause-ms) PAUSE_MS=${2:?--pause-ms needs a value}; shift 2 ;;
-        --probe-s) PROBE_S=${2:?--probe-s needs a value}; shift 2 ;;
+        --probe-s) PROBE_S=${2:?--probe-s needs a value}; PROBE_SET=1; shift 2 ;;
         --max-moves) MAX_MOVES=${2:?--max-moves needs a number}; shift 2 ;;
         --keep-raw) KEEP_RAW=${2:?--keep-raw needs a directory}; shift 2 ;;
-        -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
+if ((QEMU)); then
+    ((COUNT_SET)) || COUNT=10
+    ((PROBE_SET)) || PROBE_S=4
+fi
 [[ $COUNT =~ ^[1-9][0-9]*$ ]] || die "--count takes a positive whole number"
 [[ $PAUSE_MS =~ ^[0-9]+$ ]] || die "--pause-ms takes whole milliseconds"
 [[ $PROBE_S =~ ^[1-9][0-9]*$ ]] || die "--probe-s takes whole seconds"
@@ -71,6 +92,13 @@ for d in $WAN_DELAYS; do [[ $d =~ ^[0-9]+$ ]] || die "--wan-delays takes whole m
 for k in $ANNOUNCES; do [[ $k =~ ^(rarp|garp|none)$ ]] || die "--announce must be rarp, garp or none"; done
 [[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
 command -v python3 >/dev/null || die "python3 is needed for the statistics"
+SKYVINE=${SKYVINE_BIN:-$LAB_DIR/../target/release/skyvine}
+if ((QEMU)); then
+    # shellcheck source=bench-migration-qemu.sh
+    source "$LAB_DIR/bench-migration-qemu.sh"
+    for v in $QEMU_VARIANTS; do qemu_variant "$v"; done
+    [[ -x $SKYVINE ]] || die "router binary $SKYVINE not found: run 'netns-lab/lab.sh build'"
+fi
 
 PREFIX="bm$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')" # + the delay: at most 10 characters
 WORK=$(mktemp -d /tmp/bench-migration.XXXXXX)
@@ -149,6 +177,21 @@ took_us() {
     done
 }
 
+# loss_runs PROBE_JSON SRC THIRD: "SRC_LOSS_MS<tab>THIRD_LOSS_MS<tab>yes|no": each source's
+# longest loss run, and whether both got echoes again before probing ended (a run that
+# reaches the end of probing is an outage that did not end: "no").
+loss_runs() {
+    python3 - "$1" "$2" "$3" "$PROBE_S" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+by = {r["label"]: r["report"] for r in doc["results"]}
+end_ms = float(sys.argv[4]) * 1000.0
+runs = [by[sys.argv[2]], by[sys.argv[3]]]
+recovered = all(float(r["loss_run_from_ms"]) + float(r["max_loss_run_ms"]) < end_ms - 5.0 for r in runs)
+print(f'{float(runs[0]["max_loss_run_ms"]):.3f}\t{float(runs[1]["max_loss_run_ms"]):.3f}\t{"yes" if recovered else "no"}')
+PY
+}
+
 # one_migration P DELAY KIND N: migrate VM once to the other of a/b under probes; appends a row.
 one_migration() {
     local p=$1 delay=$2 kind=$3 n=$4 from to src third ip line0 probe_pid mig took status=ok
@@ -184,19 +227,8 @@ one_migration() {
         status=no-applied-line
         log "migration $n: no 'migration applied' line with role=destination for $ip in router $to's log"
     fi
-    # Loss runs per source, and whether both sources got echoes again before the probe ended
-    # (a run that reaches the end of probing is an outage that did not end: "no").
     local losses
-    losses=$(python3 - "$out" "$src" "$third" "$PROBE_S" <<'PY'
-import json, sys
-doc = json.load(open(sys.argv[1]))
-by = {r["label"]: r["report"] for r in doc["results"]}
-end_ms = float(sys.argv[4]) * 1000.0
-runs = [by[sys.argv[2]], by[sys.argv[3]]]
-recovered = all(float(r["loss_run_from_ms"]) + float(r["max_loss_run_ms"]) < end_ms - 5.0 for r in runs)
-print(f'{float(runs[0]["max_loss_run_ms"]):.3f}\t{float(runs[1]["max_loss_run_ms"]):.3f}\t{"yes" if recovered else "no"}')
-PY
-) || die "could not read the probe report $out"
+    losses=$(loss_runs "$out" "$src" "$third") || die "could not read the probe report $out"
     local src_loss third_loss recovered
     IFS=$'\t' read -r src_loss third_loss recovered <<<"$losses"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$delay" "$kind" "$n" "$from" "$to" "$pause" \
@@ -220,6 +252,15 @@ relax_damping() {
     "$LAB" ping-all --prefix "$p" --wait-s 20 >"$WORK/ping-all-$p.txt" ||
         { cat "$WORK/ping-all-$p.txt" >&2; die "lab $p does not ping after the router restart"; }
 }
+
+if ((QEMU)); then
+    qemu_series
+    echo
+    printf 'Reproduce (as root): netns-lab/bench-migration.sh'
+    printf ' %q' "${ARGS[@]}"
+    echo
+    exit 0
+fi
 
 for delay in $WAN_DELAYS; do
     p="$PREFIX$delay"

@@ -14,6 +14,8 @@
 #                         wan0 = 100.64.0.N/24 (MAC 52:54:00:64:00:0N), TUN skyvine0 (router)
 #   namespace   P-wan     the WAN: bridge br0 with ports r-S, or, with --wan-delay-ms, no bridge
 #                         and the skyvine-delay relay attached to the r-S ports.
+#   QEMU guest  g1        with `up --qemu [S]`: a real Linux VM (TCG) whose tap tap-g1-I sits in
+#                         P-lan on br-S; eth0 = 10.77.N.10/24, MAC 52:54:00:77:0N:10 (guest.sh).
 #
 # Interface names never carry the prefix (every link lives inside a lab namespace), so any
 # prefix of 1-10 characters [a-z0-9] works. State (configs, certificates, logs, PIDs) lives in
@@ -49,15 +51,19 @@ usage() {
 usage: lab.sh COMMAND [OPTIONS]
 
   up [--prefix P] [--sites 2|3] [--wan-delay-ms N] [--no-routers] [--optimize] [--wait-s 20]
+     [--qemu [SITE]] [--nic virtio|e1000]
         build the lab, start the routers (or install static kernel routes with --no-routers)
-        and wait until every cross-site VM pair pings
+        and wait until every cross-site VM pair pings. --qemu also builds (cached) and boots
+        guest g1, a real QEMU VM (TCG) on SITE's bridge (default a) in SITE's LNDT, running
+        the prober echo and the checked-transfer server; --nic picks its NIC (virtio)
   down [--prefix P] [--keep-logs]
         stop the lab's processes (recorded PIDs and anything left inside its namespaces) and
         delete its namespaces
   status                        namespaces, routers (alive?), TUN routes per router
   exec NAME CMD...              run CMD in a lab namespace (NAME: a1, r-b, wan, lan)
-  logs SITE|wan                 print a router's log (or the WAN relay's)
-  ping-all [--wait-s N]         ping all cross-site VM pairs; matrix and OK count
+  logs SITE|wan|GUEST           print a router's log (or the WAN relay's, or a guest's console)
+  ping-all [--wait-s N]         ping all cross-site VM pairs (and every guest from the VMs of
+                                the other sites); matrix and OK count
   start-routers [--wait-s 20]   turn a --no-routers lab into a routed one (drop the static
                                 routes, generate certificates and configs, start the routers)
   restart-router SITE           stop (SIGTERM) and start one router again
@@ -65,13 +71,23 @@ usage: lab.sh COMMAND [OPTIONS]
   migrate VM SITE [--announce rarp|garp|none] [--pause-ms 100]
         move VM's link to SITE's LAN (VM keeps IP, MAC, ARP cache, sockets), then emit the
         hypervisor's announcement; prints the pause actually imposed
+  migrate GUEST SITE [--qemu] [--paused-destination] [--downtime-limit-ms N]
+        live-migrate a QEMU guest over QMP to a new QEMU waiting with -incoming on SITE's
+        bridge (started with -S and resumed with `cont` with --paused-destination, as libvirt
+        does; QEMU's downtime-limit, 300 ms by default, with --downtime-limit-ms); prints the
+        guest's off time (source STOP to destination RESUME, from the QMP events)
   probe --to VM [--from a1,c1] [--duration-s 10] [--interval-ms 1] [--port 7700] [--json]
         1 ms UDP probes from each source VM to VM; per source the longest echo gap and loss
-  where VM                      the site a VM is attached to now
+  where VM                      the site a VM (or guest) is attached to now
   build                         cargo build --release -p skyvine-router -p skyvine-labtools
+  build-guest                   build (or find cached) the QEMU guest's kernel and initramfs;
+                                prints their paths (cache: SKYVINE_GUEST_CACHE,
+                                default /var/cache/skyvine-lab)
 
 Every command but up/build acts on the current lab (the last `up`), or on --prefix P.
-Environment: SKYVINE_BIN (router binary), SKYVINE_LABTOOLS_DIR (lab tools), RUST_LOG (routers).
+Environment: SKYVINE_BIN (router binary), SKYVINE_LABTOOLS_DIR (lab tools), RUST_LOG (routers),
+SKYVINE_GUEST_CACHE (guest build cache), SKYVINE_GUEST_MEM_MB (guest RAM, 128),
+SKYVINE_GUEST_BOOT_S (how long `up --qemu` waits for the guest to boot, 240).
 EOF
 }
 
@@ -126,6 +142,23 @@ load_lab() {
     [[ -d $STATE ]] || die "no lab with prefix '$PREFIX' (state dir $STATE missing)"
 }
 
+# A namespace VM or a QEMU guest of this lab.
+valid_target() {
+    if valid_guest_name "$1"; then
+        [[ -d $(guest_dir "$1") ]] || die "no guest '$1' in this lab (lab.sh up --qemu)"
+    else
+        valid_vm "$1"
+    fi
+}
+
+target_ip() {
+    if valid_guest_name "$1"; then guest_ip "$1"; else vm_ip "$1"; fi
+}
+
+target_site() {
+    if valid_guest_name "$1"; then guest_site "$1"; else cat "$STATE/vm/$1"; fi
+}
+
 tool() {
     local path=$LABTOOLS_DIR/$1
     [[ -x $path ]] || die "$path not found: run 'netns-lab/lab.sh build' (or set SKYVINE_LABTOOLS_DIR)"
@@ -144,6 +177,9 @@ need() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >&2 ||
         die "could not install $2 (apt-get install $2)"
 }
+
+# shellcheck source=guest.sh
+source "$LAB_DIR/guest.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Processes: every background process is recorded as STATE/pids/NAME = "PID MARKER"; it is
@@ -199,7 +235,7 @@ on_up_exit() {
 }
 
 cmd_up() {
-    local sites=3 delay=0 routers=1 optimize=0 wait_s=20
+    local sites=3 delay=0 routers=1 optimize=0 wait_s=20 qemu="" nic=virtio
     PREFIX=""
     while (($#)); do
         case "$1" in
@@ -209,6 +245,12 @@ cmd_up() {
             --no-routers) routers=0; shift ;;
             --optimize) optimize=1; shift ;;
             --wait-s) wait_s=${2:?--wait-s needs a value}; shift 2 ;;
+            --qemu)
+                qemu=a
+                shift
+                if [[ ${1:-} =~ ^[abc]$ ]]; then qemu=$1; shift; fi
+                ;;
+            --nic) nic=${2:?--nic needs virtio or e1000}; shift 2 ;;
             *) die "up: unknown option '$1'" ;;
         esac
     done
@@ -216,6 +258,11 @@ cmd_up() {
     [[ $sites == 2 || $sites == 3 ]] || die "--sites must be 2 or 3"
     [[ $delay =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--wan-delay-ms must be a number of milliseconds"
     [[ $wait_s =~ ^[0-9]+$ ]] || die "--wait-s must be whole seconds"
+    [[ $nic =~ ^(virtio|e1000)$ ]] || die "--nic must be virtio or e1000"
+    if [[ -n $qemu ]]; then
+        [[ $qemu == a || $qemu == b || ($qemu == c && $sites == 3) ]] ||
+            die "--qemu $qemu: no site $qemu in a $sites-site lab"
+    fi
     [[ -n $PREFIX ]] || PREFIX=sv$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
     [[ $PREFIX =~ ^[a-z0-9]{1,10}$ ]] || die "prefix must be 1-10 characters of a-z, 0-9"
     if ip netns list | awk '{print $1}' | grep -q "^$PREFIX-"; then
@@ -239,11 +286,25 @@ cmd_up() {
     local what
     what="sites $(lab_sites), wan delay ${delay} ms, $(cat "$STATE/mode")"
     ((optimize)) && what+=", routing optimization"
+    [[ -n $qemu ]] && what+=", QEMU guest g1 ($nic) on site $qemu"
     log "building lab $PREFIX: $what"
 
+    if [[ -n $qemu ]]; then
+        # Before anything runs: a failed guest build leaves nothing to tear down.
+        guest_build
+        # The lab's own copy: a later build may replace the cached files while this lab still
+        # starts migration destinations from them.
+        mkdir -p "$STATE/guest"
+        cp "$GUEST_KERNEL" "$STATE/guest/vmlinuz"
+        cp "$GUEST_INITRD" "$STATE/guest/initramfs.cpio.gz"
+        echo "$STATE/guest/vmlinuz $STATE/guest/initramfs.cpio.gz" >"$STATE/guest-image"
+        guest_define g1 "$qemu" "$nic"
+    fi
     build_fabric
     local s
     for s in $(lab_sites); do build_site "$s" "$optimize"; done
+    # TCG boots take long: the guest boots while the WAN and the routers come up.
+    [[ -n $qemu ]] && guest_boot g1
     build_wan "$delay"
     if ((routers)); then
         make_pki_and_configs "$optimize"
@@ -251,6 +312,7 @@ cmd_up() {
     else
         static_routes "$optimize"
     fi
+    [[ -n $qemu ]] && guest_wait_ready g1 "$(cat "$(guest_dir g1)/boot-offset")"
     log "waiting up to ${wait_s} s for every cross-site VM pair to ping"
     if ! ping_all "$wait_s" >"$STATE/ping-all.txt"; then
         cat "$STATE/ping-all.txt" >&2
@@ -362,7 +424,7 @@ static_routes() {
 }
 
 make_pki_and_configs() {
-    local optimize=$1 s t n
+    local optimize=$1 s t n hosts h
     mkdir -p "$STATE/pki"
     "$SKYVINE_BIN" cert ca --dir "$STATE/pki" >"$STATE/pki/cert.log" 2>&1 ||
         { cat "$STATE/pki/cert.log" >&2; die "skyvine cert ca failed"; }
@@ -371,6 +433,9 @@ make_pki_and_configs() {
             { cat "$STATE/pki/cert.log" >&2; die "skyvine cert issue --site $s failed"; }
         n=$(site_num "$s")
         mkdir -p "$STATE/$s"
+        # The LNDT: the site's two VMs and the guests whose home it is.
+        hosts="\"10.77.$n.1/32\", \"10.77.$n.2/32\""
+        for h in $(guest_lndt_hosts "$s"); do hosts+=", \"$h\""; done
         {
             echo "# skyvine lab $PREFIX, site $s (generated by netns-lab/lab.sh)"
             echo "site = \"$s\""
@@ -378,7 +443,7 @@ make_pki_and_configs() {
             echo "[lan]"
             echo "interface = \"lan0\""
             echo "prefixes = [\"10.77.$n.0/24\"]"
-            echo "hosts = [\"10.77.$n.1/32\", \"10.77.$n.2/32\"]"
+            echo "hosts = [$hosts]"
             ((optimize)) && echo "virtual_network = \"10.77.0.0/16\""
             echo
             echo "[wan]"
@@ -432,6 +497,7 @@ start_router() {
 # (only the lab puts processes there), then the namespaces and any stray prefixed link.
 do_down() {
     local keep=${1:-} name ns pid
+    guest_down
     if [[ -d $STATE/pids ]]; then
         for name in "$STATE"/pids/*; do
             [[ -e $name ]] || continue
@@ -481,6 +547,15 @@ cmd_status() {
     echo -n "vm locations:"
     for s in $(lab_vms); do echo -n " $s@$(cat "$STATE/vm/$s")"; done
     echo
+    local g i
+    for g in $(lab_guests); do
+        i=$(cat "$(guest_dir "$g")/instance")
+        if pid=$(pid_of "qemu-$g-$i"); then
+            echo "guest $g ($(guest_ip "$g"), $(cat "$(guest_dir "$g")/nic")): site $(guest_site "$g"), QEMU instance $i running (pid $pid)"
+        else
+            echo "guest $g ($(guest_ip "$g")): site $(guest_site "$g"), QEMU instance $i NOT RUNNING"
+        fi
+    done
     if [[ -f $STATE/pids/delay ]]; then
         if pid=$(pid_of delay); then echo "wan relay: running (pid $pid)"; else echo "wan relay: DEAD"; fi
     fi
@@ -506,9 +581,13 @@ cmd_exec() {
 }
 
 cmd_logs() {
-    (($# == 1)) || die "usage: lab.sh logs SITE|wan"
+    (($# == 1)) || die "usage: lab.sh logs SITE|wan|GUEST"
     if [[ $1 == wan ]]; then
         cat "$STATE/wan-delay.log" 2>/dev/null || die "no WAN relay in this lab (no --wan-delay-ms)"
+        return
+    fi
+    if valid_guest_name "$1"; then
+        cat "$(guest_dir "$1")/console.log" 2>/dev/null || die "no guest $1 in this lab"
         return
     fi
     valid_site "$1"
@@ -516,10 +595,12 @@ cmd_logs() {
 }
 
 # ping_all WAIT_S: pings every cross-site pair (in parallel) until all answer or WAIT_S passes;
-# prints the matrix and "ping-all: N/M OK"; returns 1 unless all answer.
+# prints the matrix and "ping-all: N/M OK"; returns 1 unless all answer. A guest is a column
+# only: the VMs of every other site ping it (no command runs inside a guest).
 ping_all() {
-    local wait_s=$1 deadline vms src dst ok total out pids pid
+    local wait_s=$1 deadline vms src dst ok total out pids pid guests g
     vms=$(lab_vms)
+    guests=$(lab_guests)
     out=$(mktemp -d)
     deadline=$((SECONDS + wait_s))
     while :; do
@@ -532,17 +613,27 @@ ping_all() {
                     touch "$out/$src-$dst.ok") &
                 pids+=($!)
             done
+            for g in $guests; do
+                [[ $(cat "$STATE/vm/$src") != "$(guest_site "$g")" ]] || continue
+                [[ -f $out/$src-$g.ok ]] && continue
+                (in_ns "$src" ping -n -q -c 1 -W 1 "$(guest_ip "$g")" >/dev/null 2>&1 &&
+                    touch "$out/$src-$g.ok") &
+                pids+=($!)
+            done
         done
         # Only these jobs: the lab's daemons are children of this shell too.
         for pid in "${pids[@]}"; do wait "$pid" || true; done
         ok=$(find "$out" -name '*.ok' | wc -l)
         total=0
-        for src in $vms; do for dst in $vms; do [[ ${src:0:1} < "${dst:0:1}" ]] && total=$((total + 1)); done; done
+        for src in $vms; do
+            for dst in $vms; do [[ ${src:0:1} < "${dst:0:1}" ]] && total=$((total + 1)); done
+            for g in $guests; do [[ $(cat "$STATE/vm/$src") != "$(guest_site "$g")" ]] && total=$((total + 1)); done
+        done
         ((ok == total || SECONDS >= deadline)) && break
         sleep 0.2
     done
     printf '%-4s' ""
-    for dst in $vms; do printf '%-4s' "$dst"; done
+    for dst in $vms $guests; do printf '%-4s' "$dst"; done
     echo
     for src in $vms; do
         printf '%-4s' "$src"
@@ -550,6 +641,15 @@ ping_all() {
             if [[ ${src:0:1} == "${dst:0:1}" ]]; then
                 printf '%-4s' "-"
             elif [[ -f $out/$src-$dst.ok || -f $out/$dst-$src.ok ]]; then
+                printf '%-4s' "ok"
+            else
+                printf '%-4s' "XX"
+            fi
+        done
+        for g in $guests; do
+            if [[ $(cat "$STATE/vm/$src") == "$(guest_site "$g")" ]]; then
+                printf '%-4s' "-"
+            elif [[ -f $out/$src-$g.ok ]]; then
                 printf '%-4s' "ok"
             else
                 printf '%-4s' "XX"
@@ -628,21 +728,37 @@ cmd_kill_router() {
 
 cmd_where() {
     (($# == 1)) || die "usage: lab.sh where VM"
-    valid_vm "$1"
-    cat "$STATE/vm/$1"
+    valid_target "$1"
+    target_site "$1"
 }
 
 cmd_migrate() {
-    local vm=${1:-} dst=${2:-} announce=rarp pause_ms=100 from
-    (($# >= 2)) || die "usage: lab.sh migrate VM SITE [--announce rarp|garp|none] [--pause-ms 100]"
+    local vm=${1:-} dst=${2:-} announce=rarp pause_ms=100 from qemu=0 paused=0 vm_opts=0 downtime=""
+    (($# >= 2)) || die "usage: lab.sh migrate VM SITE [--announce rarp|garp|none] [--pause-ms 100]
+       lab.sh migrate GUEST SITE [--qemu] [--paused-destination] [--downtime-limit-ms N]"
     shift 2
     while (($#)); do
         case "$1" in
-            --announce) announce=${2:?--announce needs rarp, garp or none}; shift 2 ;;
-            --pause-ms) pause_ms=${2:?--pause-ms needs a value}; shift 2 ;;
+            --announce) announce=${2:?--announce needs rarp, garp or none}; vm_opts=1; shift 2 ;;
+            --pause-ms) pause_ms=${2:?--pause-ms needs a value}; vm_opts=1; shift 2 ;;
+            --qemu) qemu=1; shift ;;
+            --paused-destination) paused=1; shift ;;
+            --downtime-limit-ms) downtime=${2:?--downtime-limit-ms needs a value}; shift 2 ;;
             *) die "migrate: unknown option '$1'" ;;
         esac
     done
+    if valid_guest_name "$vm" || ((qemu)); then
+        valid_guest_name "$vm" || die "migrate --qemu: '$vm' is not a QEMU guest (guests are g1…g9)"
+        valid_target "$vm"
+        valid_site "$dst"
+        ((vm_opts == 0)) || die "migrate $vm: --announce and --pause-ms are for namespace VMs; QEMU announces by itself"
+        [[ $(guest_site "$vm") != "$dst" ]] || die "$vm is already at site $dst"
+        [[ -z $downtime || $downtime =~ ^[1-9][0-9]*$ ]] || die "--downtime-limit-ms must be whole milliseconds > 0"
+        guest_migrate "$vm" "$dst" "$paused" "$downtime"
+        return
+    fi
+    ((paused == 0)) && [[ -z $downtime ]] ||
+        die "migrate $vm: --paused-destination and --downtime-limit-ms are for QEMU guests"
     valid_vm "$vm"
     valid_site "$dst"
     [[ $announce =~ ^(rarp|garp|none)$ ]] || die "--announce must be rarp, garp or none"
@@ -680,7 +796,7 @@ cmd_probe() {
         esac
     done
     [[ -n $to ]] || die "usage: lab.sh probe --to VM [--from a1,c1] [--duration-s 10] [--interval-ms 1] [--json]"
-    valid_vm "$to"
+    valid_target "$to"
     [[ $port =~ ^[0-9]+$ ]] || die "--port must be a number"
     [[ -n $from ]] || from=$(default_probe_sources "$to")
     local prober sources=() src
@@ -692,8 +808,14 @@ cmd_probe() {
     done
     local run
     run=$(mktemp -d "$STATE/probe.XXXXXX")
-    ip netns exec "$(ns_name "$to")" "$prober" echo --bind "0.0.0.0:$port" >"$run/echo.log" 2>&1 </dev/null &
-    record_pid "probe-echo-$(basename "$run")" $! "0.0.0.0:$port"
+    if valid_guest_name "$to"; then
+        # The guest runs its echo responder from boot, on the lab's port.
+        [[ $port == "$PROBE_PORT" ]] || die "guest $to echoes on port $PROBE_PORT only"
+        echo "guest $to: echo listening since boot" >"$run/echo.log"
+    else
+        ip netns exec "$(ns_name "$to")" "$prober" echo --bind "0.0.0.0:$port" >"$run/echo.log" 2>&1 </dev/null &
+        record_pid "probe-echo-$(basename "$run")" $! "0.0.0.0:$port"
+    fi
     local deadline=$((SECONDS + 5))
     until grep -qs listening "$run/echo.log"; do
         if ! started "probe-echo-$(basename "$run")"; then
@@ -706,20 +828,20 @@ cmd_probe() {
     local pids=() rc=0 extra=()
     ((json)) && extra+=(--json)
     for src in "${sources[@]}"; do
-        ip netns exec "$(ns_name "$src")" "$prober" send --to "$(vm_ip "$to"):$port" \
+        ip netns exec "$(ns_name "$src")" "$prober" send --to "$(target_ip "$to"):$port" \
             --duration-s "$duration" --interval-ms "$interval" --label "$src" "${extra[@]}" \
             >"$run/$src.out" 2>"$run/$src.err" &
         pids+=($!)
     done
     for src in "${!pids[@]}"; do wait "${pids[$src]}" || rc=1; done
-    stop_recorded "probe-echo-$(basename "$run")"
+    [[ -f $STATE/pids/probe-echo-$(basename "$run") ]] && stop_recorded "probe-echo-$(basename "$run")"
     if ((rc)); then
         cat "$run"/*.err >&2
         die "a probe sender failed"
     fi
     if ((json)); then
         local first=1
-        printf '{"target":"%s","target_ip":"%s","results":[' "$to" "$(vm_ip "$to")"
+        printf '{"target":"%s","target_ip":"%s","results":[' "$to" "$(target_ip "$to")"
         for src in "${sources[@]}"; do
             ((first)) || printf ','
             first=0
@@ -735,13 +857,15 @@ cmd_probe() {
 # One VM at the target's current site and the first VM of another site (a third site when
 # there is one), e.g. --to a1 probes from a2 and c1.
 default_probe_sources() {
-    local to=$1 here s out=()
-    here=$(cat "$STATE/vm/$to")
+    local to=$1 here home s out=()
+    here=$(target_site "$to")
+    home=${to:0:1}
+    valid_guest_name "$to" && home=$(cat "$(guest_dir "$to")/home")
     for s in $(lab_vms); do
         [[ $s != "$to" && $(cat "$STATE/vm/$s") == "$here" ]] && { out+=("$s"); break; }
     done
     for s in $(lab_sites | tr ' ' '\n' | tac); do
-        [[ $s != "$here" && $s != "${to:0:1}" ]] && { out+=("${s}1"); break; }
+        [[ $s != "$here" && $s != "$home" ]] && { out+=("${s}1"); break; }
     done
     if ((${#out[@]} < 2)); then
         for s in $(lab_sites); do
@@ -754,6 +878,14 @@ default_probe_sources() {
 
 cmd_build() {
     (cd "$REPO_ROOT" && cargo build --release -p skyvine-router -p skyvine-labtools)
+}
+
+cmd_build_guest() {
+    (($# == 0)) || die "usage: lab.sh build-guest"
+    [[ $(id -u) == 0 ]] || die "building the guest needs root (apt, device nodes in the initramfs)"
+    guest_build
+    echo "kernel: $GUEST_KERNEL"
+    echo "initramfs: $GUEST_INITRD"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -772,6 +904,7 @@ main() {
         up) cmd_up "$@"; return ;;
         down) cmd_down "$@"; return ;;
         build) cmd_build; return ;;
+        build-guest) shift 0; cmd_build_guest "$@"; return ;;
     esac
     # Other commands accept --prefix P before the command or among its options (for exec
     # only before NAME, so the command run keeps its own arguments).

@@ -6,8 +6,12 @@
 //! (0x8035) frames, never in promiscuous mode. This crate never decides anything (whether a VM
 //! moved, whether a frame is trustworthy), never sends a frame, and keeps no state besides
 //! counters.
+//!
+//! The `sys` feature (on by default) brings [`source`] and [`sys`], and with them tokio and
+//! libc; without it only [`wire`] remains, which needs neither a runtime nor the OS.
 
+#[cfg(feature = "sys")]
 pub mod source;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "sys", target_os = "linux"))]
 pub mod sys;
 pub mod wire;

@@ -4,12 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-
-// The router's codec, compiled here on its own so the fuzz build does not need the router's
-// runtime dependencies (QUIC, TUN, netlink) under the sanitizer.
-#[allow(dead_code)]
-#[path = "../../router/src/proto.rs"]
-mod proto;
+// The router's codec lives in the sans-IO core: no QUIC, TUN or netlink under the sanitizer.
+use skyvine_core::proto;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, bytes)) = data.split_first() else {

@@ -4,8 +4,11 @@
 //! [`sink`] is the [`sink::FrameSink`] trait with an in-memory recorder; [`sys`] is the only
 //! module that does IO, a Linux packet socket that sends whole frames on one interface. This
 //! crate never decides which frame to send, when, or to whom, and never receives frames.
+//!
+//! The `sys` feature (on by default) brings [`sys`], and with it libc; without it [`wire`] and
+//! [`sink`] remain, which need nothing from the OS.
 
 pub mod sink;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "sys", target_os = "linux"))]
 pub mod sys;
 pub mod wire;

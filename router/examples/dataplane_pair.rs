@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use ipnetwork::Ipv4Network;
+use skyvine_core::fib::FibSnapshot;
 use skyvine_router::dataplane::{self, Counters, PeerTable};
-use skyvine_router::fib::{Fib, FibSnapshot};
+use skyvine_router::fib::Fib;
 use skyvine_router::pki;
 use skyvine_tables::{Gndt, GndtEntry, Lndt, SiteId};
 

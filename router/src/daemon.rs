@@ -15,12 +15,14 @@ use skyvine_inject::wire::FrameBytes;
 use skyvine_tables::{MacAddr, SiteId};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use skyvine_core::config::Config;
+use skyvine_core::link::{self, Direction, Keep};
+use skyvine_core::node::{Effect, LanIdentity, Node};
+use skyvine_core::proto::{self, Message, ProtoError};
+
 use crate::dataplane::{self, Counters, PacketDevice, PeerTable};
 use crate::fib::Fib;
-use crate::node::{Effect, LanIdentity, Node, NodeConfig};
 use crate::pki::{self, Identity};
-use crate::proto::{self, Message, ProtoError, PROTOCOL_VERSION};
 
 /// How long a handshake (QUIC + hello) may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -169,7 +171,7 @@ struct Link {
     id: u64,
     conn: quinn::Connection,
     outbox: mpsc::Sender<Message>,
-    dialed_by_me: bool,
+    direction: Direction,
 }
 
 /// Runs a router until `shutdown` resolves, then removes its kernel state.
@@ -182,10 +184,96 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         identity,
         socket,
         device,
-        mut kernel,
+        kernel,
         lan,
     } = parts;
-    let me = config.site.clone();
+    let (endpoint, client) = open_endpoint(&config, &identity, socket)?;
+    let node = Node::new(
+        config.node_config(lan.as_ref().map(|l| l.identity)),
+        Instant::now(),
+    );
+    let shared = Shared {
+        fib: Arc::new(Fib::new(node.fib_snapshot())),
+        peers: Arc::new(PeerTable::new()),
+        counters: Arc::new(Counters::new()),
+    };
+    let tun_task = dataplane::spawn_tun_reader(
+        device.clone(),
+        shared.fib.clone(),
+        shared.peers.clone(),
+        shared.counters.clone(),
+    );
+    let (inputs, input_rx) = mpsc::channel(INPUT_CAPACITY);
+    let (connected, connected_rx) = watch::channel(BTreeSet::<SiteId>::new());
+    let ctx = LinkContext {
+        me: config.site.clone(),
+        inputs,
+        ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+    };
+    let mut background = spawn_background(&config, &endpoint, &client, &ctx, &connected_rx)?;
+
+    let mut main = MainLoop {
+        node,
+        links: HashMap::new(),
+        shared,
+        device,
+        kernel,
+        kernel_retry: KernelRetry::default(),
+        lan: lan.map(LanChannels::from),
+        connected,
+        dirty: true,
+    };
+    main.run(input_rx, shutdown).await;
+
+    tracing::info!("shutting down");
+    endpoint.close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+    background.abort_all();
+    tun_task.abort();
+    main.kernel
+        .clear()
+        .await
+        .context("removing kernel routes at shutdown")?;
+    tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle())
+        .await
+        .ok();
+    Ok(())
+}
+
+/// The tasks beside the main loop: the admin socket and metrics, accepting connections, and
+/// one dialer per peer with an address.
+fn spawn_background(
+    config: &Config,
+    endpoint: &quinn::Endpoint,
+    client: &quinn::ClientConfig,
+    ctx: &LinkContext,
+    connected: &watch::Receiver<BTreeSet<SiteId>>,
+) -> anyhow::Result<tokio::task::JoinSet<()>> {
+    let mut background = tokio::task::JoinSet::new();
+    for task in crate::admin::start(config, QueryHandle(ctx.inputs.clone()))? {
+        background.spawn(task);
+    }
+    background.spawn(accept_loop(endpoint.clone(), ctx.clone()));
+    for peer in &config.peers {
+        if let Some(addr) = peer.address {
+            background.spawn(dial_loop(
+                endpoint.clone(),
+                client.clone(),
+                peer.site.clone(),
+                addr,
+                ctx.clone(),
+                connected.clone(),
+            ));
+        }
+    }
+    Ok(background)
+}
+
+/// The QUIC endpoint on the bound WAN socket, and the client config to dial peers with.
+fn open_endpoint(
+    config: &Config,
+    identity: &Identity,
+    socket: std::net::UdpSocket,
+) -> anyhow::Result<(quinn::Endpoint, quinn::ClientConfig)> {
     let mut transport = pki::transport_config();
     dataplane::tune_transport(&mut transport, config.tun.mtu);
     let transport = Arc::new(transport);
@@ -201,229 +289,252 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         Arc::new(quinn::TokioRuntime),
     )
     .context("starting the QUIC endpoint")?;
-    tracing::info!(site = %me, wan = %local_addr, "router starting");
-
-    let now = Instant::now();
-    let mut node_config = NodeConfig::new(
-        me.clone(),
-        config.lan.prefixes.clone(),
-        config.lndt_ranges(),
-        config.peers.iter().map(|p| p.site.clone()).collect(),
-    );
-    node_config.virtual_network = config.lan.virtual_network;
-    node_config.probe_timeout = config.migration.probe_timeout();
-    node_config.damping = skyvine_tables::DampingConfig {
-        max_moves: config.migration.max_moves,
-        window: Duration::from_secs(config.migration.damping_window_s),
-        freeze: Duration::from_secs(config.migration.freeze_s),
-        ..skyvine_tables::DampingConfig::default()
-    };
-    node_config.pinned = config.migration.pinned.clone();
-    node_config.lan = lan.as_ref().map(|l| l.identity);
-    let mut node = Node::new(node_config, now);
-    let shared = Shared {
-        fib: Arc::new(Fib::new(node.fib_snapshot())),
-        peers: Arc::new(PeerTable::new()),
-        counters: Arc::new(Counters::new()),
-    };
-    let tun_task = dataplane::spawn_tun_reader(
-        device.clone(),
-        shared.fib.clone(),
-        shared.peers.clone(),
-        shared.counters.clone(),
-    );
-
-    let (inputs, mut input_rx) = mpsc::channel(INPUT_CAPACITY);
-    let (connected_tx, connected_rx) = watch::channel(BTreeSet::<SiteId>::new());
-    let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
-    let ctx = LinkContext {
-        me: me.clone(),
-        inputs,
-        ids,
-    };
-    let mut background = tokio::task::JoinSet::new();
-    for task in crate::admin::start(&config, QueryHandle(ctx.inputs.clone()))? {
-        background.spawn(task);
-    }
-    background.spawn(accept_loop(endpoint.clone(), ctx.clone()));
-    for peer in &config.peers {
-        if let Some(addr) = peer.address {
-            background.spawn(dial_loop(
-                endpoint.clone(),
-                client.clone(),
-                peer.site.clone(),
-                addr,
-                ctx.clone(),
-                connected_rx.clone(),
-            ));
-        }
-    }
-
-    let (mut lan_events, lan_frames, foreign_macs) = match lan {
-        Some(port) => (
-            Some(port.events),
-            Some(port.frames),
-            Some(port.foreign_macs),
-        ),
-        None => (None, None, None),
-    };
-    let mut links: HashMap<SiteId, Link> = HashMap::new();
-    let mut dirty = true;
-    tokio::pin!(shutdown);
-    loop {
-        apply_effects(&mut node, &mut links, lan_frames.as_ref(), &mut dirty);
-        if dirty {
-            dirty = false;
-            shared.fib.store(node.fib_snapshot());
-            if let Some(macs) = &foreign_macs {
-                macs.send_if_modified(|current| {
-                    let wanted = node.foreign_macs();
-                    let changed = *current != wanted;
-                    *current = wanted;
-                    changed
-                });
-            }
-            match kernel.apply(node.tun_routes(), node.lan_hosts()).await {
-                Ok(()) => node.handle_kernel_applied(Instant::now()),
-                Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "applying kernel routes failed; retrying on the next change"
-                    );
-                }
-            }
-            continue;
-        }
-        let lan_event = async {
-            match lan_events.as_mut() {
-                Some(events) => events.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let deadline = node
-            .poll_timeout()
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = tokio::time::sleep_until(deadline) => node.handle_timeout(Instant::now()),
-            event = lan_event => match event {
-                Some(LanEvent::Arp(event)) => node.handle_lan_event(event, Instant::now()),
-                Some(LanEvent::Foreign(frame)) => {
-                    node.handle_foreign_frame(frame.eth_src, frame.src_ip, Instant::now());
-                }
-                None => {
-                    tracing::warn!("LAN capture stopped; migrations can no longer be detected");
-                    lan_events = None;
-                }
-            },
-            input = input_rx.recv() => {
-                let Some(input) = input else { break };
-                handle_input(&mut node, &mut links, &shared, &device, input);
-                connected_tx.send_replace(links.keys().cloned().collect());
-            }
-        }
-    }
-
-    tracing::info!("shutting down");
-    endpoint.close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
-    background.abort_all();
-    tun_task.abort();
-    kernel
-        .clear()
-        .await
-        .context("removing kernel routes at shutdown")?;
-    tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle())
-        .await
-        .ok();
-    Ok(())
+    tracing::info!(site = %config.site, wan = %local_addr, "router starting");
+    Ok((endpoint, client))
 }
 
-fn handle_input<D: PacketDevice>(
-    node: &mut Node,
-    links: &mut HashMap<SiteId, Link>,
-    shared: &Shared,
-    device: &Arc<D>,
-    input: Input,
-) {
-    let now = Instant::now();
-    match input {
-        Input::Query(query) => query(node, shared, now),
-        Input::Connected { site, link } => {
-            if let Some(existing) = links.get(&site) {
-                // Both routers dialed: keep the connection dialed by the lower site id.
-                // A newer connection in the same direction replaces one not yet noticed dead.
-                let keep_new = link.dialed_by_me == existing.dialed_by_me
-                    || link.dialed_by_me == (node.me() < &site);
-                let (closing, reason) = if keep_new {
-                    (&existing.conn, "duplicate, replaced")
-                } else {
-                    (&link.conn, "duplicate")
-                };
-                tracing::debug!(peer = %site, reason, "closing duplicate connection");
-                closing.close(quinn::VarInt::from_u32(close_code::DUPLICATE), b"duplicate");
-                if !keep_new {
-                    return;
-                }
-            }
-            shared.peers.insert(site.clone(), link.conn.clone());
-            dataplane::spawn_peer_reader(
-                link.conn.clone(),
-                site.clone(),
-                device.clone(),
-                shared.fib.clone(),
-                shared.peers.clone(),
-                shared.counters.clone(),
+/// First wait before a failed kernel apply is tried again; it doubles with every failure.
+const KERNEL_RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between two tries: the kernel must catch up with the tables eventually.
+const KERNEL_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// When to try a failed kernel apply again, even without a change to the tables.
+#[derive(Debug, Default)]
+struct KernelRetry {
+    failures: u32,
+    /// When the next try is due; `None` while the kernel holds the current tables.
+    at: Option<tokio::time::Instant>,
+}
+
+impl KernelRetry {
+    fn failed(&mut self, error: &anyhow::Error) {
+        self.failures += 1;
+        let backoff = KERNEL_RETRY_MIN
+            .saturating_mul(1 << self.failures.saturating_sub(1).min(16))
+            .min(KERNEL_RETRY_MAX);
+        self.at = Some(tokio::time::Instant::now() + backoff);
+        let error = format!("{error:#}");
+        let retry_in_ms = backoff.as_millis();
+        if self.failures == 1 || self.failures.is_power_of_two() {
+            tracing::warn!(
+                error,
+                failures = self.failures,
+                retry_in_ms,
+                "applying kernel routes failed; retrying with backoff"
             );
-            tracing::info!(peer = %site, remote = %link.conn.remote_address(), dialed_by_me = link.dialed_by_me, "connection established");
-            links.insert(site.clone(), link);
-            node.handle_peer_up(site, now);
+        } else {
+            tracing::debug!(
+                error,
+                failures = self.failures,
+                retry_in_ms,
+                "applying kernel routes failed again"
+            );
         }
-        Input::Disconnected { site, id } => {
-            if links.get(&site).is_some_and(|l| l.id == id) {
-                if let Some(link) = links.remove(&site) {
-                    shared.peers.remove_if_same(&site, &link.conn);
-                }
-                node.handle_peer_down(&site, now);
-            }
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(
+                failures = self.failures,
+                "kernel routes applied after failures"
+            );
         }
-        Input::Message { site, id, message } => {
-            if links.get(&site).is_some_and(|l| l.id == id) {
-                node.handle_message(&site, message, now);
-            }
+        *self = KernelRetry::default();
+    }
+}
+
+/// The LAN side's channels, as the main loop uses them.
+struct LanChannels {
+    /// `None` once the capture stopped.
+    events: Option<mpsc::Receiver<LanEvent>>,
+    frames: mpsc::Sender<FrameBytes>,
+    foreign_macs: watch::Sender<Vec<MacAddr>>,
+}
+
+impl From<LanPort> for LanChannels {
+    fn from(port: LanPort) -> Self {
+        LanChannels {
+            events: Some(port.events),
+            frames: port.frames,
+            foreign_macs: port.foreign_macs,
         }
     }
 }
 
-fn apply_effects(
-    node: &mut Node,
-    links: &mut HashMap<SiteId, Link>,
-    lan_frames: Option<&mpsc::Sender<FrameBytes>>,
-    dirty: &mut bool,
-) {
-    while let Some(effect) = node.poll_effect() {
-        match effect {
-            Effect::TablesChanged => *dirty = true,
-            Effect::Transmit { frame } => {
-                if let Some(frames) = lan_frames {
-                    if frames.try_send(frame).is_err() {
-                        tracing::debug!("LAN transmit queue full; frame dropped");
+/// The daemon's main loop: owns the node and feeds it inputs, LAN events and timeouts, and
+/// applies its effects.
+struct MainLoop<D, K> {
+    node: Node,
+    links: HashMap<SiteId, Link>,
+    shared: Shared,
+    device: Arc<D>,
+    kernel: K,
+    kernel_retry: KernelRetry,
+    lan: Option<LanChannels>,
+    /// The sites with a connection up, for the dialers.
+    connected: watch::Sender<BTreeSet<SiteId>>,
+    /// The tables changed since they were last published.
+    dirty: bool,
+}
+
+impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
+    async fn run(&mut self, mut inputs: mpsc::Receiver<Input>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            self.apply_effects();
+            if self.dirty {
+                self.dirty = false;
+                self.publish().await;
+                continue;
+            }
+            let lan_event = async {
+                match self.lan.as_mut().and_then(|lan| lan.events.as_mut()) {
+                    Some(events) => events.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let deadline = self
+                .node
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let retry = async {
+                match self.kernel_retry.at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep_until(deadline) => self.node.handle_timeout(Instant::now()),
+                () = retry => self.dirty = true,
+                event = lan_event => self.on_lan_event(event),
+                input = inputs.recv() => {
+                    let Some(input) = input else { return };
+                    self.handle_input(input);
+                    self.connected.send_replace(self.links.keys().cloned().collect());
+                }
+            }
+        }
+    }
+
+    /// The tables changed: a new FIB snapshot for the data plane, the foreign MACs for the LAN
+    /// capture, and the kernel's routes and neighbours (tried again later if that fails).
+    async fn publish(&mut self) {
+        self.shared.fib.store(self.node.fib_snapshot());
+        if let Some(lan) = &self.lan {
+            let wanted = self.node.foreign_macs();
+            lan.foreign_macs.send_if_modified(|current| {
+                let changed = *current != wanted;
+                *current = wanted;
+                changed
+            });
+        }
+        match self
+            .kernel
+            .apply(self.node.tun_routes(), self.node.lan_hosts())
+            .await
+        {
+            Ok(()) => {
+                self.kernel_retry.succeeded();
+                self.node.handle_kernel_applied(Instant::now());
+            }
+            Err(error) => self.kernel_retry.failed(&error),
+        }
+    }
+
+    fn on_lan_event(&mut self, event: Option<LanEvent>) {
+        match event {
+            Some(LanEvent::Arp(event)) => self.node.handle_lan_event(event, Instant::now()),
+            Some(LanEvent::Foreign(frame)) => {
+                self.node
+                    .handle_foreign_frame(frame.eth_src, frame.src_ip, Instant::now());
+            }
+            None => {
+                tracing::warn!("LAN capture stopped; migrations can no longer be detected");
+                if let Some(lan) = &mut self.lan {
+                    lan.events = None;
+                }
+            }
+        }
+    }
+
+    fn handle_input(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Query(query) => query(&self.node, &self.shared, now),
+            Input::Connected { site, link } => self.on_connected(site, link, now),
+            Input::Disconnected { site, id } => {
+                if self.links.get(&site).is_some_and(|l| l.id == id) {
+                    if let Some(link) = self.links.remove(&site) {
+                        self.shared.peers.remove_if_same(&site, &link.conn);
+                    }
+                    self.node.handle_peer_down(&site, now);
+                }
+            }
+            Input::Message { site, id, message } => {
+                if self.links.get(&site).is_some_and(|l| l.id == id) {
+                    self.node.handle_message(&site, message, now);
+                }
+            }
+        }
+    }
+
+    /// A connection passed its handshake; the core breaks the tie with one already up.
+    fn on_connected(&mut self, site: SiteId, link: Link, now: Instant) {
+        if let Some(existing) = self.links.get(&site) {
+            let keep = link::tie_break(self.node.me(), &site, existing.direction, link.direction);
+            let (closing, reason) = match keep {
+                Keep::New => (&existing.conn, "duplicate, replaced"),
+                Keep::Existing => (&link.conn, "duplicate"),
+            };
+            tracing::debug!(peer = %site, reason, "closing duplicate connection");
+            closing.close(quinn::VarInt::from_u32(close_code::DUPLICATE), b"duplicate");
+            if keep == Keep::Existing {
+                return;
+            }
+        }
+        self.shared.peers.insert(site.clone(), link.conn.clone());
+        dataplane::spawn_peer_reader(
+            link.conn.clone(),
+            site.clone(),
+            self.device.clone(),
+            self.shared.fib.clone(),
+            self.shared.peers.clone(),
+            self.shared.counters.clone(),
+        );
+        tracing::info!(peer = %site, remote = %link.conn.remote_address(), dialed_by_me = link.direction == Direction::Dialed, "connection established");
+        self.links.insert(site.clone(), link);
+        self.node.handle_peer_up(site, now);
+    }
+
+    fn apply_effects(&mut self) {
+        while let Some(effect) = self.node.poll_effect() {
+            match effect {
+                Effect::TablesChanged => self.dirty = true,
+                Effect::Transmit { frame } => {
+                    if let Some(lan) = &self.lan {
+                        if lan.frames.try_send(frame).is_err() {
+                            tracing::debug!("LAN transmit queue full; frame dropped");
+                        }
                     }
                 }
+                Effect::Send { to, message } => self.send(&to, message),
             }
-            Effect::Send { to, message } => {
-                let Some(link) = links.get(&to) else {
-                    tracing::debug!(peer = %to, kind = message.kind(), "peer not connected; message dropped");
-                    continue;
-                };
-                if let Err(error) = link.outbox.try_send(message) {
-                    tracing::warn!(peer = %to, %error, "control queue to peer is stuck; closing the connection");
-                    link.conn.close(
-                        quinn::VarInt::from_u32(close_code::STUCK),
-                        b"control queue full",
-                    );
-                }
-            }
+        }
+    }
+
+    fn send(&self, to: &SiteId, message: Message) {
+        let Some(link) = self.links.get(to) else {
+            tracing::debug!(peer = %to, kind = message.kind(), "peer not connected; message dropped");
+            return;
+        };
+        if let Err(error) = link.outbox.try_send(message) {
+            tracing::warn!(peer = %to, %error, "control queue to peer is stuck; closing the connection");
+            link.conn.close(
+                quinn::VarInt::from_u32(close_code::STUCK),
+                b"control queue full",
+            );
         }
     }
 }
@@ -452,7 +563,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: LinkContext) {
                 }
             };
             match pki::peer_site(&conn) {
-                Ok(site) => run_link(conn, site, false, ctx).await,
+                Ok(site) => run_link(conn, site, Direction::Accepted, ctx).await,
                 Err(error) => {
                     tracing::warn!(%remote, %error, "refused incoming connection without a site certificate");
                     conn.close(
@@ -489,7 +600,7 @@ async fn dial_loop(
                 }
                 failures = 0;
                 backoff = BACKOFF_MIN;
-                run_link(conn, site.clone(), true, ctx.clone()).await;
+                run_link(conn, site.clone(), Direction::Dialed, ctx.clone()).await;
             }
             Err(error) => {
                 failures += 1;
@@ -500,9 +611,8 @@ async fn dial_loop(
                 }
             }
         }
-        // Jitter from the clock's low bits keeps two routers from dialing in lockstep.
-        let jitter =
-            Duration::from_millis(u64::from(Instant::now().elapsed().subsec_nanos() % 100));
+        // Random jitter keeps two routers that lost each other from redialing in lockstep.
+        let jitter = Duration::from_millis(fastrand::u64(0..100));
         tokio::select! {
             () = tokio::time::sleep(backoff + jitter) => {}
             _ = connected.changed() => {}
@@ -533,11 +643,11 @@ async fn dial(
 }
 
 /// Runs one authenticated connection: hello exchange, then control messages until it closes.
-async fn run_link(conn: quinn::Connection, site: SiteId, dialed_by_me: bool, ctx: LinkContext) {
+async fn run_link(conn: quinn::Connection, site: SiteId, direction: Direction, ctx: LinkContext) {
     let id = ctx.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (send, mut recv) = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        hello(&conn, &site, dialed_by_me, &ctx.me),
+        hello(&conn, &site, direction, &ctx.me),
     )
     .await
     {
@@ -564,7 +674,7 @@ async fn run_link(conn: quinn::Connection, site: SiteId, dialed_by_me: bool, ctx
         id,
         conn: conn.clone(),
         outbox,
-        dialed_by_me,
+        direction,
     };
     if ctx
         .inputs
@@ -578,72 +688,69 @@ async fn run_link(conn: quinn::Connection, site: SiteId, dialed_by_me: bool, ctx
         return;
     }
     let writer = tokio::spawn(write_messages(send, outbox_rx));
-    loop {
-        tokio::select! {
-            read = read_message(&mut recv) => match read {
-                Ok(Some(message)) => {
-                    let input = Input::Message { site: site.clone(), id, message };
-                    if ctx.inputs.send(input).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => {
-                    tracing::info!(peer = %site, "peer closed its control stream");
-                    break;
-                }
-                Err(LinkError::Proto(error)) => {
-                    tracing::warn!(peer = %site, %error, "bad control message; closing the connection");
-                    conn.close(quinn::VarInt::from_u32(close_code::PROTOCOL), error.to_string().as_bytes());
-                    break;
-                }
-                Err(LinkError::Read(error)) => {
-                    tracing::debug!(peer = %site, %error, "control stream ended");
-                    break;
-                }
-            },
-            reason = conn.closed() => {
-                tracing::info!(peer = %site, %reason, "connection closed");
-                break;
-            }
-        }
-    }
+    read_messages(&conn, &site, id, &mut recv, &ctx).await;
     writer.abort();
     // Best effort: the main loop may already be gone at shutdown.
     let _ = ctx.inputs.send(Input::Disconnected { site, id }).await;
 }
 
+/// Hands the peer's control messages to the main loop until the stream or connection ends;
+/// a message that does not decode closes the connection with the reason.
+async fn read_messages(
+    conn: &quinn::Connection,
+    site: &SiteId,
+    id: u64,
+    recv: &mut quinn::RecvStream,
+    ctx: &LinkContext,
+) {
+    loop {
+        tokio::select! {
+            read = read_message(recv) => match read {
+                Ok(Some(message)) => {
+                    let input = Input::Message { site: site.clone(), id, message };
+                    if ctx.inputs.send(input).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    tracing::info!(peer = %site, "peer closed its control stream");
+                    return;
+                }
+                Err(LinkError::Proto(error)) => {
+                    tracing::warn!(peer = %site, %error, "bad control message; closing the connection");
+                    conn.close(quinn::VarInt::from_u32(close_code::PROTOCOL), error.to_string().as_bytes());
+                    return;
+                }
+                Err(LinkError::Read(error)) => {
+                    tracing::debug!(peer = %site, %error, "control stream ended");
+                    return;
+                }
+            },
+            reason = conn.closed() => {
+                tracing::info!(peer = %site, %reason, "connection closed");
+                return;
+            }
+        }
+    }
+}
+
+/// Opens (or accepts) the control stream and exchanges hellos; the core judges the peer's.
 async fn hello(
     conn: &quinn::Connection,
     site: &SiteId,
-    dialed_by_me: bool,
+    direction: Direction,
     me: &SiteId,
 ) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {
-    let (mut send, mut recv) = if dialed_by_me {
-        conn.open_bi().await?
-    } else {
-        conn.accept_bi().await?
+    let (mut send, mut recv) = match direction {
+        Direction::Dialed => conn.open_bi().await?,
+        Direction::Accepted => conn.accept_bi().await?,
     };
-    let ours = Message::Hello {
-        version: PROTOCOL_VERSION,
-        site: me.clone(),
-    };
-    send.write_all(&proto::encode(&ours)?).await?;
+    send.write_all(&proto::encode(&link::hello(me))?).await?;
     match read_message(&mut recv).await {
-        Ok(Some(Message::Hello {
-            version,
-            site: theirs,
-        })) => {
-            anyhow::ensure!(
-                version == PROTOCOL_VERSION,
-                "peer speaks protocol version {version}, this router speaks {PROTOCOL_VERSION}"
-            );
-            anyhow::ensure!(
-                &theirs == site,
-                "peer says it is site {theirs}, its certificate says {site}"
-            );
+        Ok(Some(theirs)) => {
+            link::check_hello(&theirs, site)?;
             Ok((send, recv))
         }
-        Ok(Some(other)) => anyhow::bail!("expected hello, got {}", other.kind()),
         Ok(None) => anyhow::bail!("peer closed the stream before hello"),
         Err(error) => Err(anyhow::anyhow!("{error}")),
     }

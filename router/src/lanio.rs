@@ -12,7 +12,7 @@ use skyvine_inject::sys::Injector;
 use tokio::sync::mpsc;
 
 use crate::daemon::{LanEvent, LanPort};
-use crate::node::LanIdentity;
+use skyvine_core::node::LanIdentity;
 
 /// Events queued from the capture towards the main loop; beyond this, frames are dropped
 /// (and counted) rather than letting a flood grow memory.

@@ -1,10 +1,12 @@
 //! The skyvine router: a daemon that joins sites into one virtual network over QUIC and keeps
 //! migrated VMs reachable.
 //!
-//! The decisions live in [`node`] (sans-IO: messages, frames and timeouts in, effects out) and
-//! in the `skyvine-tables` crate. Everything else here moves bytes and applies effects: QUIC
-//! endpoints ([`pki`], [`daemon`]), the TUN data plane ([`dataplane`]), kernel routes and
-//! neighbours ([`kernel`]).
+//! The decisions live in the `skyvine-core` crate (sans IO: messages, frames and timeouts in,
+//! effects out) and in `skyvine-tables`. Everything here moves bytes and applies effects: QUIC
+//! endpoints and control streams ([`pki`], [`daemon`]), the TUN data plane ([`dataplane`] with
+//! the published forwarding view, [`fib`]), kernel routes and neighbours ([`kernel`]), the LAN's
+//! packet sockets ([`lanio`]), the admin socket and metrics ([`admin`]), and reading the
+//! config file ([`config`]).
 
 pub mod admin;
 pub mod check;
@@ -14,6 +16,4 @@ pub mod dataplane;
 pub mod fib;
 pub mod kernel;
 pub mod lanio;
-pub mod node;
 pub mod pki;
-pub mod proto;

@@ -105,7 +105,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Router { config } => {
-            let config = Config::load(&config)?;
+            let config = skyvine_router::config::load(&config)?;
             let runtime = dataplane::runtime().context("starting the async runtime")?;
             runtime.block_on(run_router(config))
         }
@@ -133,7 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `skyvine check-config`: every problem on its own line, an error (exit 1) if any.
 fn check_config(path: &Path, host: bool) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+    let config = skyvine_router::config::load(path)?;
     let mut problems = Vec::new();
     match check::check_certificates(&config, SystemTime::now()) {
         Ok(summary) => {

@@ -1,7 +1,7 @@
 //! Convergence at scale: how long a live migration takes to reach every router, and what it
 //! costs in control messages, bytes and CPU, at 3, 50 and 100 sites in a full mesh.
 //!
-//! Every router is the real sans-IO core (`skyvine_router::node::Node`), all in this process.
+//! Every router is the real sans-IO core (`skyvine_core::node::Node`), all in this process.
 //! The network is simulated and event driven: each control message is encoded with
 //! `proto::encode`, held for the configured one-way delay in virtual time, and decoded with a
 //! `proto::Decoder` per directed link, so bytes are the real framed sizes and CPU includes the
@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ipnetwork::Ipv4Network;
 use skyvine_capture::wire::{classify, EventKind};
+use skyvine_core::node::{Effect, LanIdentity, Node, NodeConfig, DIGEST_INTERVAL};
+use skyvine_core::proto::{encode, Decoder};
 use skyvine_inject::wire as frames;
-use skyvine_router::node::{Effect, LanIdentity, Node, NodeConfig, DIGEST_INTERVAL};
-use skyvine_router::proto::{encode, Decoder};
 use skyvine_tables::{MacAddr, SiteId};
 
 /// QEMU's announcement schedule after a live migration.

@@ -15,6 +15,8 @@ use crate::{field, Binaries};
 
 /// Lines of each router log printed when a test fails.
 const LOG_TAIL_LINES: usize = 150;
+/// How long the routers get to agree on where a host is after a move.
+const HOST_CONVERGE: Duration = Duration::from_secs(15);
 
 /// A running lab. Dropping it runs `lab.sh down --prefix P`.
 #[derive(Debug)]
@@ -25,6 +27,18 @@ pub struct Lab {
     current_file: PathBuf,
     passed: bool,
     extra_logs: Vec<(String, PathBuf)>,
+}
+
+/// A QEMU guest of the lab (`lab.sh up --qemu SITE`): a real VM, reached only over its network
+/// (no command runs inside it); its console log is in the lab's state folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guest {
+    /// `g1`.
+    pub name: String,
+    /// Its home site, whose prefix holds its address.
+    pub home: String,
+    pub ip: String,
+    pub mac: String,
 }
 
 /// One kernel route of the router's protocol (`ip route show proto 90`).
@@ -182,10 +196,17 @@ impl Lab {
         })
     }
 
-    /// `lab.sh ping-all --wait-s WAIT_S`: fails unless every cross-site VM pair pings.
+    /// `lab.sh ping-all --wait-s WAIT_S`: fails unless every cross-site VM pair pings (and
+    /// every guest from the VMs of the other sites).
     pub fn expect_all_pairs_ping(&self, wait_s: u32) -> Result<()> {
         let matrix = self.lab_sh(&["ping-all", "--wait-s", &wait_s.to_string()])?;
-        if !matrix.contains("ping-all: 12/12 OK") {
+        let all_ok = matrix
+            .lines()
+            .filter_map(|l| l.strip_prefix("ping-all: "))
+            .filter_map(|l| l.strip_suffix(" OK"))
+            .filter_map(|l| l.split_once('/'))
+            .any(|(ok, total)| ok == total && total.parse::<u32>().is_ok_and(|n| n >= 12));
+        if !all_ok {
             bail!("not every cross-site pair pings:\n{matrix}");
         }
         Ok(())
@@ -238,15 +259,109 @@ impl Lab {
 
     /// `skyvine WHAT --json --socket S/admin.sock` for `site` (e.g. WHAT = "peers").
     pub fn admin_json(&self, site: &str, what: &str) -> Result<serde_json::Value> {
+        self.admin_json_args(site, &[what])
+    }
+
+    /// `skyvine ARGS… --json --socket S/admin.sock` for `site` (e.g. `["route", "10.77.1.1"]`).
+    pub fn admin_json_args(&self, site: &str, args: &[&str]) -> Result<serde_json::Value> {
         let socket = self.state.join(site).join("skyvine.sock");
+        let what = args.join(" ");
         let output = Command::new(&self.bins.skyvine)
-            .args([what, "--json", "--socket"])
+            .args(args)
+            .args(["--json", "--socket"])
             .arg(&socket)
             .output()
             .with_context(|| format!("running skyvine {what}"))?;
         let stdout = expect_success(&format!("skyvine {what} --json (site {site})"), &output)?;
         serde_json::from_str(&stdout)
             .with_context(|| format!("skyvine {what} --json printed no JSON: {stdout}"))
+    }
+
+    /// The site whose GNDT entry `ip` matches at router `site`, and that entry's prefix
+    /// (`skyvine route IP --json`).
+    pub fn route_owner(&self, site: &str, ip: &str) -> Result<(String, String)> {
+        let view = self.admin_json_args(site, &["route", ip])?;
+        let matched = view
+            .get("matched")
+            .filter(|m| !m.is_null())
+            .with_context(|| format!("router {site} has no GNDT entry for {ip}: {view}"))?;
+        let text = |key: &str| {
+            matched
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .with_context(|| format!("no {key} in router {site}'s route for {ip}: {view}"))
+        };
+        Ok((text("site")?, text("prefix")?))
+    }
+
+    /// Waits until every router agrees that host `ip` (MAC `mac`, address of site `home`'s
+    /// prefix) is at `site`. In the GNDT: its /32 owned by `site`, or, at home, whatever
+    /// matches owned by `home`. In the kernel (`ip route show proto 90`): the router there
+    /// routes it on its LAN with a permanent neighbour entry for its MAC, every other router
+    /// through the TUN device, and at home nobody holds a /32.
+    pub fn expect_host_at(&self, ip: &str, mac: &str, home: &str, site: &str) -> Result<()> {
+        let sites = std::fs::read_to_string(self.state.join("sites")).context("lab sites")?;
+        let sites: Vec<&str> = sites.split_whitespace().collect();
+        let desc = format!("every router places {ip} at site {site}");
+        crate::wait_until_ok(&desc, HOST_CONVERGE, || {
+            for router in &sites {
+                if !self.host_state_is(router, ip, mac, home, site)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .map(drop)
+        .with_context(|| {
+            sites
+                .iter()
+                .map(|r| {
+                    format!(
+                        "router {r}: routes [{}], neighbour {:?}, GNDT match {:?}",
+                        self.routes_text(r),
+                        self.neigh(&format!("r-{r}"), ip).unwrap_or_default().trim(),
+                        self.route_owner(r, ip).map_err(|e| format!("{e:#}")),
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
+    fn host_state_is(
+        &self,
+        router: &str,
+        ip: &str,
+        mac: &str,
+        home: &str,
+        site: &str,
+    ) -> Result<bool> {
+        let host: Vec<Route> = self
+            .routes(router)?
+            .into_iter()
+            .filter(|r| r.dest == format!("{ip}/32"))
+            .collect();
+        let expected = if site == home {
+            vec![]
+        } else if router == site {
+            vec![Route::new(ip, "lan0")]
+        } else {
+            vec![Route::new(ip, "skyvine0")]
+        };
+        if host != expected {
+            return Ok(false);
+        }
+        let neigh = self.neigh(&format!("r-{router}"), ip)?;
+        let permanent = neigh.contains("PERMANENT");
+        let wants_permanent = router == site && site != home;
+        if permanent != wants_permanent
+            || (wants_permanent && !neigh.contains(&format!("lladdr {mac}")))
+        {
+            return Ok(false);
+        }
+        let (owner, prefix) = self.route_owner(router, ip)?;
+        Ok(owner == site && (site == home || prefix == format!("{ip}/32")))
     }
 
     /// The data-plane drop counter `reason` of router `site` (from `skyvine peers --json`).
@@ -257,6 +372,49 @@ impl Lab {
             .and_then(|d| d.get(reason))
             .and_then(serde_json::Value::as_u64)
             .with_context(|| format!("no drop counter {reason:?} in {peers}"))
+    }
+
+    /// The QEMU guest `name` of this lab (`lab.sh up --qemu`).
+    pub fn guest(&self, name: &str) -> Result<Guest> {
+        let dir = self.state.join("guest").join(name);
+        let home = std::fs::read_to_string(dir.join("home"))
+            .with_context(|| format!("no guest {name} in lab {}", self.prefix))?
+            .trim()
+            .to_owned();
+        let n = crate::site_num(&home)?;
+        let host: u8 = match name.strip_prefix('g').map(str::parse::<u8>) {
+            Some(Ok(k @ 1..=9)) => 9 + k,
+            _ => bail!("unknown guest name {name:?} (guests are g1…g9)"),
+        };
+        Ok(Guest {
+            name: name.to_owned(),
+            ip: format!("10.77.{n}.{host}"),
+            mac: format!("52:54:00:77:{n:02}:{host}"),
+            home,
+        })
+    }
+
+    /// Everything guest `name` printed on its serial console so far (every QEMU instance of
+    /// it appends to one log).
+    pub fn guest_console(&self, name: &str) -> String {
+        let path = self.state.join("guest").join(name).join("console.log");
+        // The guest's tty writes "\r\n".
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .replace('\r', "")
+    }
+
+    /// `lab.sh migrate GUEST SITE --qemu EXTRA…`: a live migration over QMP; returns its
+    /// result line (with the guest's `off_ms`).
+    pub fn migrate_guest(&self, guest: &str, site: &str, extra: &[&str]) -> Result<String> {
+        let mut args = vec!["migrate", guest, site, "--qemu"];
+        args.extend_from_slice(extra);
+        let out = self.lab_sh(&args)?;
+        let line = out.trim().to_owned();
+        if crate::field(&line, "status") != Some("completed") {
+            bail!("lab.sh migrate {guest} {site}: no completed migration in {line:?}");
+        }
+        Ok(line)
     }
 
     /// `lab.sh migrate VM SITE --announce KIND --pause-ms 100`; returns its result line.
@@ -325,6 +483,18 @@ impl Lab {
         Background::spawn(format!("xfer client {vm} -> {to}"), cmd)
     }
 
+    /// Bytes the peer acknowledged so far on each established TCP connection from `vm` to
+    /// `to` (ip:port): the sender's view, for a receiver (a guest) that runs no commands.
+    pub fn tcp_bytes_acked(&self, vm: &str, to: &str) -> Result<Vec<u64>> {
+        let filter = format!("dst = {to}");
+        let out = self.run_in(vm, &["ss", "-Htni", "state", "established", &filter])?;
+        Ok(out
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("bytes_acked:"))
+            .filter_map(|n| n.parse().ok())
+            .collect())
+    }
+
     /// Bytes received so far on each established TCP connection to local `port` in `vm`.
     pub fn tcp_bytes_received(&self, vm: &str, port: u16) -> Result<Vec<u64>> {
         let filter = format!("sport = :{port}");
@@ -349,6 +519,19 @@ impl Lab {
             .with_context(|| format!("no rx packet counter in {out}"))
     }
 
+    fn guest_names(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.state.join("guest")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     fn print_failure_report(&self) {
         eprintln!(
             "==== lab {} failed: state and router logs ====",
@@ -362,6 +545,10 @@ impl Lab {
         for site in sites.split_whitespace() {
             eprintln!("---- router {site} log (last {LOG_TAIL_LINES} lines) ----");
             eprintln!("{}", tail(&self.router_log(site), LOG_TAIL_LINES));
+        }
+        for guest in self.guest_names() {
+            eprintln!("---- guest {guest} console (last {LOG_TAIL_LINES} lines) ----");
+            eprintln!("{}", tail(&self.guest_console(&guest), LOG_TAIL_LINES));
         }
         for (label, path) in &self.extra_logs {
             let text = std::fs::read_to_string(path).unwrap_or_default();

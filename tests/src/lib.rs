@@ -6,10 +6,14 @@
 //! neighbours, router logs, the admin socket) and reports what it saw. Every lab it brings up is
 //! torn down by a drop guard, also when the test fails; only processes it started are signalled,
 //! by PID.
+//!
+//! [`sim`] is the other half: the deterministic sans-IO world of router cores that
+//! `migration_sim.rs` and `migration_props.rs` drive, with no root and no IO.
 
 mod bird;
 mod lab;
 mod process;
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -18,11 +22,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub use bird::{ensure_bird, Bird, Fabric};
-pub use lab::{check_transfer, Lab, Route};
+pub use lab::{check_transfer, Guest, Lab, Route};
 pub use process::{Background, Finished};
 
-/// The lab tools the tests run inside VM namespaces.
-const LABTOOLS: [&str; 3] = ["skyvine-xfer", "skyvine-announce", "skyvine-probe"];
+/// The lab tools the tests run inside VM namespaces (and the lab's QMP client).
+const LABTOOLS: [&str; 4] = [
+    "skyvine-xfer",
+    "skyvine-announce",
+    "skyvine-probe",
+    "skyvine-qmp",
+];
+
+/// Set to 1 (CI does) to make a test that needs root fail instead of skipping.
+pub const REQUIRE_ROOT_ENV: &str = "SKYVINE_REQUIRE_ROOT_TESTS";
 
 /// Where the router binary, the lab script and the lab tools are.
 #[derive(Debug, Clone)]
@@ -102,13 +114,24 @@ pub fn is_root() -> bool {
         .is_some_and(|effective| effective == "0")
 }
 
-/// Returns true (and says so) when the test must be skipped because it is not root.
+/// Returns true (and says so) when the test must be skipped because it is not root. With
+/// SKYVINE_REQUIRE_ROOT_TESTS=1 (as in CI) a test that cannot run as root fails instead: CI
+/// must never pass a namespace test it did not run.
 pub fn skip_unless_root() -> bool {
     if is_root() {
         return false;
     }
+    assert!(
+        !root_required(),
+        "this test needs root (network namespaces) and {REQUIRE_ROOT_ENV}=1 forbids skipping it"
+    );
     println!("skipped: needs root (network namespaces)");
     true
+}
+
+/// Whether SKYVINE_REQUIRE_ROOT_TESTS asks for root tests to fail rather than skip.
+pub fn root_required() -> bool {
+    std::env::var(REQUIRE_ROOT_ENV).is_ok_and(|v| v.trim() == "1")
 }
 
 /// One lab test at a time per test binary (the machine has 2 cores, and lab timings get

@@ -1,335 +1,18 @@
 //! Deterministic simulation of the migration logic: several router cores (`Node`, sans IO)
 //! with simulated LANs whose VMs answer ARP probes, a virtual clock, and control messages that
-//! can be delayed, reordered, duplicated or lost.
+//! can be delayed, reordered, duplicated or lost. The world itself is `skyvine_tests::sim`.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
-use skyvine_capture::wire::{classify, ArpEvent, EventKind};
+use skyvine_capture::wire::EventKind;
+use skyvine_core::node::{Counter, Detection, Node, Outcome, Role, DIGEST_INTERVAL};
 use skyvine_inject::wire as frames;
-use skyvine_router::node::{
-    Detection, Effect, LanIdentity, Node, NodeConfig, Outcome, Role, DIGEST_INTERVAL,
-};
-use skyvine_router::proto::Message;
 use skyvine_tables::{MacAddr, SiteId};
+use skyvine_tests::sim::{ip, mac, site, Delivery, Vm, World};
 
-fn site(s: &str) -> SiteId {
-    SiteId::new(s).unwrap()
-}
-
-fn mac(site_no: u8, vm: u8) -> MacAddr {
-    MacAddr([0x52, 0x54, 0x00, 0x77, site_no, vm])
-}
-
-fn ip(site_no: u8, host: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 77, site_no, host)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Delivery {
-    /// Messages are delivered in order.
-    InOrder,
-    /// Each batch of queued messages is delivered in reverse order, twice.
-    ReversedAndDuplicated,
-}
-
-struct Vm {
-    ip: Ipv4Addr,
-    mac: MacAddr,
-    /// Site index the VM is attached to.
-    at: usize,
-}
-
-struct World {
-    start: Instant,
-    now: Instant,
-    names: Vec<SiteId>,
-    nodes: Vec<Node>,
-    vms: Vec<Vm>,
-    /// Control messages in flight: (from, to, message).
-    wire: VecDeque<(usize, usize, Message)>,
-    /// Frames each router sent on its LAN.
-    transmitted: Vec<Vec<ArpEvent>>,
-    delivery: Delivery,
-    /// Drop the next message from -> to matching this kind.
-    drop_next: Option<(usize, usize, &'static str)>,
-}
-
-impl World {
-    fn new(sites: &[&str], optimize: bool) -> World {
-        World::with_silent(sites, optimize, &[])
-    }
-
-    /// A world where the VMs in `silent` have not yet said anything on their LAN.
-    fn with_silent(sites: &[&str], optimize: bool, silent: &[Ipv4Addr]) -> World {
-        let start = Instant::now();
-        let names: Vec<SiteId> = sites.iter().map(|s| site(s)).collect();
-        let mut nodes = Vec::new();
-        let mut vms = Vec::new();
-        for (i, me) in names.iter().enumerate() {
-            let n = u8::try_from(i + 1).unwrap();
-            let prefix: Ipv4Network = format!("10.77.{n}.0/24").parse().unwrap();
-            let peers = names.iter().filter(|p| *p != me).cloned().collect();
-            // As in the lab: the LNDT lists the two VMs, not the whole prefix.
-            let lndt = vec![Ipv4Network::from(ip(n, 1)), Ipv4Network::from(ip(n, 2))];
-            let mut config = NodeConfig::new(me.clone(), vec![prefix], lndt, peers);
-            config.lan = Some(LanIdentity {
-                mac: mac(n, 0xfe),
-                ip: ip(n, 254),
-            });
-            if optimize {
-                config.virtual_network = Some("10.77.0.0/16".parse().unwrap());
-            }
-            nodes.push(Node::new(config, start));
-            for v in 1..=2 {
-                vms.push(Vm {
-                    ip: ip(n, v),
-                    mac: mac(n, v),
-                    at: i,
-                });
-            }
-        }
-        let mut world = World {
-            start,
-            now: start,
-            transmitted: vec![Vec::new(); names.len()],
-            names,
-            nodes,
-            vms,
-            wire: VecDeque::new(),
-            delivery: Delivery::InOrder,
-            drop_next: None,
-        };
-        for i in 0..world.nodes.len() {
-            for j in 0..world.nodes.len() {
-                if i != j {
-                    let peer = world.names[j].clone();
-                    world.nodes[i].handle_peer_up(peer, start);
-                }
-            }
-        }
-        world.settle();
-        // Every VM says hello on its LAN once, so its router learns and advertises it.
-        for v in 0..world.vms.len() {
-            let (vm_ip, vm_mac, at) = (world.vms[v].ip, world.vms[v].mac, world.vms[v].at);
-            if silent.contains(&vm_ip) {
-                continue;
-            }
-            let gateway = ip(u8::try_from(at + 1).unwrap(), 254);
-            world.lan_frame(at, &frames::arp_request(vm_mac, vm_ip, gateway));
-        }
-        world.settle();
-        world
-    }
-
-    fn index(&self, name: &str) -> usize {
-        self.names.iter().position(|s| s.as_str() == name).unwrap()
-    }
-
-    fn vm(&self, vm_ip: Ipv4Addr) -> usize {
-        self.vms.iter().position(|v| v.ip == vm_ip).unwrap()
-    }
-
-    /// A frame appears on site `at`'s LAN: its router captures it.
-    fn lan_frame(&mut self, at: usize, frame: &[u8]) {
-        let event = classify(frame).unwrap();
-        self.nodes[at].handle_lan_event(event, self.now);
-    }
-
-    /// Moves the clock, firing every timeout due on the way.
-    fn advance(&mut self, by: Duration) {
-        let until = self.now + by;
-        loop {
-            let next = self.nodes.iter().filter_map(Node::poll_timeout).min();
-            match next {
-                Some(at) if at <= until => {
-                    self.now = self.now.max(at);
-                    for node in &mut self.nodes {
-                        if node.poll_timeout().is_some_and(|t| t <= self.now) {
-                            node.handle_timeout(self.now);
-                        }
-                    }
-                    self.settle();
-                }
-                _ => break,
-            }
-        }
-        self.now = until;
-        self.settle();
-    }
-
-    /// Applies effects and delivers messages until nothing moves.
-    fn settle(&mut self) {
-        for _ in 0..10_000 {
-            let mut moved = false;
-            for i in 0..self.nodes.len() {
-                while let Some(effect) = self.nodes[i].poll_effect() {
-                    moved = true;
-                    match effect {
-                        Effect::Send { to, message } => {
-                            let j = self.names.iter().position(|s| *s == to).unwrap();
-                            self.wire.push_back((i, j, message));
-                        }
-                        Effect::TablesChanged => self.nodes[i].handle_kernel_applied(self.now),
-                        Effect::Transmit { frame } => self.transmit(i, &frame),
-                    }
-                }
-            }
-            if !self.wire.is_empty() {
-                moved = true;
-                let batch: Vec<_> = self.wire.drain(..).collect();
-                let batch: Vec<_> = match self.delivery {
-                    Delivery::InOrder => batch,
-                    Delivery::ReversedAndDuplicated => {
-                        let reversed: Vec<_> = batch.into_iter().rev().collect();
-                        reversed
-                            .iter()
-                            .cloned()
-                            .chain(reversed.iter().cloned())
-                            .collect()
-                    }
-                };
-                for (from, to, message) in batch {
-                    if let Some((f, t, kind)) = self.drop_next {
-                        if f == from && t == to && message.kind() == kind {
-                            self.drop_next = None;
-                            continue;
-                        }
-                    }
-                    let name = self.names[from].clone();
-                    self.nodes[to].handle_message(&name, message, self.now);
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("the simulation did not settle");
-    }
-
-    /// A router sent a frame on its LAN: VMs there answer probes for their address.
-    fn transmit(&mut self, at: usize, frame: &[u8]) {
-        let event = classify(frame).unwrap();
-        self.transmitted[at].push(event);
-        if let EventKind::Probe {
-            mac: router_mac,
-            target_ip,
-        } = event.kind
-        {
-            let answer = self
-                .vms
-                .iter()
-                .find(|v| {
-                    v.at == at
-                        && v.ip == target_ip
-                        && (event.eth_dst == v.mac || event.eth_dst == MacAddr::BROADCAST)
-                })
-                .map(|v| probe_reply(v.mac, v.ip, router_mac));
-            if let Some(reply) = answer {
-                self.lan_frame(at, &reply);
-            }
-        }
-    }
-
-    /// Live-migrates a VM: it leaves its LAN, arrives on `to`'s, and the hypervisor announces it.
-    fn migrate(&mut self, vm_ip: Ipv4Addr, to: &str, announce: Detection) {
-        let v = self.vm(vm_ip);
-        let to = self.index(to);
-        self.vms[v].at = to;
-        let vm_mac = self.vms[v].mac;
-        for node in &mut self.transmitted {
-            node.clear();
-        }
-        match announce {
-            Detection::Rarp => {
-                // QEMU: 5 RARPs at +0, 50, 200, 450, 800 ms.
-                let mut last = 0;
-                for at_ms in [0u64, 50, 200, 450, 800] {
-                    self.advance(Duration::from_millis(at_ms - last));
-                    last = at_ms;
-                    self.lan_frame(to, &frames::rarp_announce(vm_mac));
-                    self.settle();
-                }
-            }
-            Detection::GratuitousArp => {
-                self.lan_frame(to, &frames::gratuitous_arp_request(vm_mac, vm_ip));
-                self.settle();
-            }
-            Detection::Traffic => {
-                // No announcement: eventually the VM ARPs for its old gateway.
-                let gateway = Ipv4Addr::new(10, 77, vm_ip.octets()[2], 254);
-                self.lan_frame(to, &frames::arp_request(vm_mac, vm_ip, gateway));
-                self.settle();
-            }
-            Detection::Peer => unreachable!("not an announcement"),
-        }
-        self.advance(Duration::from_secs(2));
-    }
-
-    /// Every router places `addr` at `site`, and exactly that router has it in its LNDT.
-    fn assert_location(&self, addr: Ipv4Addr, at: &str) {
-        for (i, node) in self.nodes.iter().enumerate() {
-            assert_eq!(
-                node.gndt().owner(addr).map(SiteId::as_str),
-                Some(at),
-                "router {} places {addr} elsewhere",
-                self.names[i]
-            );
-            assert_eq!(
-                node.lndt().contains(addr),
-                self.names[i].as_str() == at,
-                "LNDT of router {} for {addr}",
-                self.names[i]
-            );
-        }
-    }
-
-    /// No router holds a /32 route or LAN host entry it does not need.
-    fn assert_minimal_kernel_state(&self) {
-        for (i, node) in self.nodes.iter().enumerate() {
-            for route in node.tun_routes() {
-                if route.prefix() == 32 {
-                    let home = self.home_site(route.ip());
-                    let owner = node.gndt().owner(route.ip()).unwrap();
-                    assert_ne!(
-                        owner, &self.names[home],
-                        "router {} keeps a stale /32 {route}",
-                        self.names[i]
-                    );
-                }
-            }
-            for host in node.lan_hosts().keys() {
-                assert_ne!(
-                    self.home_site(*host),
-                    i,
-                    "router {} routes its own host {host} as migrated-in",
-                    self.names[i]
-                );
-            }
-        }
-    }
-
-    fn home_site(&self, addr: Ipv4Addr) -> usize {
-        usize::from(addr.octets()[2]) - 1
-    }
-
-    fn sent_by(&self, name: &str) -> &[ArpEvent] {
-        &self.transmitted[self.index(name)]
-    }
-
-    fn elapsed(&self) -> Duration {
-        self.now - self.start
-    }
-}
-
-fn probe_reply(vm_mac: MacAddr, vm_ip: Ipv4Addr, router_mac: MacAddr) -> Vec<u8> {
-    // Linux answers a probe (sender IP 0.0.0.0) with a reply to the prober's MAC.
-    frames::proxy_arp_reply(vm_mac, vm_ip, router_mac, Ipv4Addr::UNSPECIFIED).to_vec()
-}
-
-fn destination_records(node: &Node) -> Vec<&skyvine_router::node::MigrationRecord> {
+fn destination_records(node: &Node) -> Vec<&skyvine_core::node::MigrationRecord> {
     node.migrations()
         .filter(|r| r.role == Role::Destination)
         .collect()
@@ -359,7 +42,7 @@ fn rarp_burst_is_one_migration_and_every_router_follows() {
         record.applied.unwrap() - record.detected < Duration::from_millis(1),
         "the simulation is instantaneous"
     );
-    assert!(b.lan_counters().repeats >= 4);
+    assert!(b.counters().get(Counter::Repeats) >= 4);
 
     // Kernel state: b routes the VM on its LAN, a and c send it into the overlay.
     assert_eq!(b.lan_hosts().get(&vm), Some(&Some(mac(1, 1))));
@@ -522,7 +205,7 @@ fn a_claim_with_another_mac_or_for_an_unused_address_is_refused() {
     w.advance(Duration::from_secs(2));
     w.assert_location(victim, "a");
     assert_eq!(
-        w.nodes[b].lan_counters().refused_unresolved,
+        w.nodes[b].counters().get(Counter::RefusedUnresolved),
         1,
         "a does not vouch for that MAC"
     );
@@ -549,7 +232,7 @@ fn a_claim_with_another_mac_or_for_an_unused_address_is_refused() {
     w.lan_frame(b, &forged);
     w.advance(Duration::from_secs(1));
     w.assert_location(ip(3, 1), "c");
-    assert_eq!(w.nodes[b].lan_counters().forged_frames, 1);
+    assert_eq!(w.nodes[b].counters().get(Counter::ForgedFrames), 1);
 }
 
 #[test]
@@ -568,7 +251,7 @@ fn a_claim_with_a_spoofed_mac_is_taken_back_frozen_by_the_real_hosts_site() {
     w.advance(Duration::from_secs(1));
     // The real a1 still answers at a: a takes the address back, frozen, and everyone follows.
     w.assert_location(victim, "a");
-    assert_eq!(w.nodes[a].lan_counters().refused_still_here, 1);
+    assert_eq!(w.nodes[a].counters().get(Counter::RefusedStillHere), 1);
     assert!(
         w.nodes.iter().all(|n| !n.frozen(w.now).is_empty()),
         "every router must freeze the address"
@@ -578,7 +261,7 @@ fn a_claim_with_a_spoofed_mac_is_taken_back_frozen_by_the_real_hosts_site() {
     w.lan_frame(b, &frames::rarp_announce(mac(1, 1)));
     w.advance(Duration::from_secs(3));
     w.assert_location(victim, "a");
-    assert!(w.nodes[b].lan_counters().refused_frozen >= 1);
+    assert!(w.nodes[b].counters().get(Counter::RefusedFrozen) >= 1);
 }
 
 #[test]
@@ -642,7 +325,7 @@ fn without_an_advertised_binding_the_owning_router_is_asked() {
     w.assert_location(vm, "b");
     let records: BTreeMap<_, _> = destination_records(&w.nodes[b])
         .iter()
-        .map(|r| (r.ip, r.outcome.clone()))
+        .map(|r| (r.ip, r.outcome))
         .collect();
     assert_eq!(records.get(&Some(vm)), Some(&Outcome::Applied));
 }
@@ -695,7 +378,7 @@ fn the_old_site_relays_packets_in_flight_for_a_short_while() {
         .is_err());
     assert!(new.accept_relayed(&site("a"), ip(2, 2), vm, now).is_err());
     // The window closes.
-    let later = now + skyvine_router::node::RELAY_WINDOW;
+    let later = now + skyvine_core::node::RELAY_WINDOW;
     assert_eq!(old.relay_target(vm, later), None);
     assert!(new.accept_relayed(&site("a"), ip(3, 1), vm, later).is_err());
     // Back home: a no longer relays, it delivers.

@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use skyvine_tests::{
-    check_transfer, lab_test, vm_ip, vm_mac, wait_until, wait_until_ok, Background, Lab, Route,
+    check_transfer, lab_test, vm_ip, vm_mac, wait_until, wait_until_ok, Background, Lab,
 };
 
 const XFER_PORT: u16 = 7800;
-const SITES: [&str; 3] = ["a", "b", "c"];
 /// Bytes of each paced transfer: 4 MiB at 3 Mbit/s lasts about 11 s.
 const XFER_BYTES: u64 = 4 << 20;
 const XFER_RATE_MBPS: f64 = 3.0;
@@ -237,54 +236,9 @@ fn routing_optimization() -> Result<()> {
     })
 }
 
-/// Waits until every router agrees that `vm` (home site = its first letter) is at `site`:
-/// the router there routes it on its LAN with a permanent neighbour entry for its MAC, every
-/// other router sends it through the TUN device, and when it is home nobody holds a /32.
+/// Waits until every router agrees that `vm` (home site = its first letter) is at `site`
+/// (GNDT owner, kernel routes and neighbour entries: [`Lab::expect_host_at`]).
 fn expect_location(lab: &Lab, vm: &str, site: &str) -> Result<()> {
-    let ip = vm_ip(vm)?;
-    let mac = vm_mac(vm)?;
     let home = vm.get(..1).context("empty VM name")?;
-    let desc = format!("every router places {vm} ({ip}) at site {site}");
-    wait_until_ok(&desc, CONVERGE, || {
-        for router in SITES {
-            let host: Vec<Route> = lab
-                .routes(router)?
-                .into_iter()
-                .filter(|r| r.dest == format!("{ip}/32"))
-                .collect();
-            let expected = if site == home {
-                vec![]
-            } else if router == site {
-                vec![Route::new(&ip, "lan0")]
-            } else {
-                vec![Route::new(&ip, "skyvine0")]
-            };
-            if host != expected {
-                return Ok(false);
-            }
-            let neigh = lab.neigh(&format!("r-{router}"), &ip)?;
-            let permanent = neigh.contains("PERMANENT");
-            let wants_permanent = router == site && site != home;
-            if permanent != wants_permanent
-                || (wants_permanent && !neigh.contains(&format!("lladdr {mac}")))
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    })
-    .map(drop)
-    .with_context(|| {
-        SITES
-            .iter()
-            .map(|r| {
-                format!(
-                    "router {r}: routes [{}], neighbour {:?}",
-                    lab.routes_text(r),
-                    lab.neigh(&format!("r-{r}"), &ip).unwrap_or_default().trim()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    lab.expect_host_at(&vm_ip(vm)?, &vm_mac(vm)?, home, site)
 }

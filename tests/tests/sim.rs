@@ -22,6 +22,10 @@ struct KernelView {
     tun_routes: BTreeSet<Ipv4Network>,
     lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
     cleared: bool,
+    /// Applies that succeeded.
+    applied: usize,
+    /// Applies still to fail (a kernel refusing changes for a while).
+    fail_next: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -34,6 +38,11 @@ impl KernelOps for RecordingKernel {
         lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
     ) -> anyhow::Result<()> {
         let mut view = self.0.lock().unwrap();
+        if view.fail_next > 0 {
+            view.fail_next -= 1;
+            anyhow::bail!("netlink said no (test)");
+        }
+        view.applied += 1;
         view.tun_routes = tun_routes;
         view.lan_hosts = lan_hosts;
         view.cleared = false;
@@ -114,11 +123,14 @@ impl Lab {
     }
 
     fn start(&self, name: &str) -> Running {
+        self.start_with(name, RecordingKernel::default())
+    }
+
+    fn start_with(&self, name: &str, kernel: RecordingKernel) -> Running {
         let config = self.config(name);
         let identity = identity_of(&config);
         let socket = bind_retrying(&format!("127.0.0.1:{}", config.wan.listen.port()));
         let (device, tun) = FakeDevice::new(config.tun.mtu);
-        let kernel = RecordingKernel::default();
         let (stop, stopped) = oneshot::channel::<()>();
         let parts = Parts {
             config,
@@ -300,6 +312,28 @@ async fn a_restarted_router_relearns_the_whole_table_from_its_peers() {
     })
     .await;
     for router in [a, b, c] {
+        router.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_kernel_apply_is_retried_without_a_new_change() {
+    let lab = Lab::new(&["a", "b"]);
+    // b learns a's prefix once; its kernel refuses the first three applies.
+    let a = lab.start("a");
+    let kernel = RecordingKernel::default();
+    kernel.0.lock().unwrap().fail_next = 3;
+    let b = lab.start_with("b", kernel);
+    wait_until(
+        "b's kernel holds a's prefix after the failures",
+        Duration::from_secs(15),
+        || {
+            let view = b.view();
+            view.fail_next == 0 && view.tun_routes == routes(&["10.77.1.0/24"])
+        },
+    )
+    .await;
+    for router in [a, b] {
         router.stop().await;
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! The binaries in `src/bin/` are small tools the lab runs inside its namespaces: a WAN delay
 //! relay (`skyvine-delay`), a millisecond prober (`skyvine-probe`), a hypervisor announcement
-//! sender and ARP watcher (`skyvine-announce`) and a byte-checked TCP transfer (`skyvine-xfer`).
+//! sender and ARP watcher (`skyvine-announce`), a byte-checked TCP transfer (`skyvine-xfer`)
+//! and a QMP client that live-migrates the lab's QEMU guest (`skyvine-qmp`).
 //! This library holds their pure parts — frame layouts, the deterministic byte stream, the
-//! probe gap statistics, the delay queue — apart from the two modules that touch the kernel
+//! probe gap statistics, the delay queue, QMP messages — apart from the two modules that touch the kernel
 //! (`packet`, an `AF_PACKET` socket; `netlink`, bridge-port moves and namespace switching). It never decides anything about routing: it only makes,
 //! moves and measures traffic for tests and benchmarks.
 
@@ -12,6 +13,7 @@ pub mod delay;
 pub mod gaps;
 pub mod netlink;
 pub mod packet;
+pub mod qmp;
 pub mod stream;
 pub mod wire;
 

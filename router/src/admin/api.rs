@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
+use skyvine_core::node::{Counter, Counters};
 use skyvine_tables::{MacAddr, SiteId};
 
 /// Longest request line accepted, newline included; a longer one closes the connection.
@@ -217,6 +218,8 @@ pub struct MigrationRow {
     /// rarp, garp, traffic or peer.
     pub detection: String,
     pub outcome: OutcomeName,
+    /// For a refused migration: the reason's name (frozen, pinned, unconfirmed, unresolved,
+    /// still_here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Seconds since detection.
@@ -261,27 +264,26 @@ pub struct Counts {
     pub migrations_in_progress: u64,
 }
 
-/// What the LAN side counted.
+/// What the router's core counted (LAN frames, refusals, entries over the limits), by
+/// [`Counter::name`]: one key per counter of [`Counter::ALL`]. A name an older router does not
+/// send reads 0.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LanCountersView {
-    pub frames: u64,
-    pub forged_frames: u64,
-    pub repeats: u64,
-    pub proxy_replies: u64,
-    pub refused_frozen: u64,
-    pub refused_pinned: u64,
-    pub refused_unconfirmed: u64,
-    pub refused_unresolved: u64,
-    pub refused_still_here: u64,
-    /// Dropped by the per-source or LAN-wide rate limit (a flood?).
-    #[serde(default)]
-    pub rate_limited: u64,
-    /// Announcements ignored because too many migrations were pending.
-    #[serde(default)]
-    pub refused_busy: u64,
-    /// GNDT entries from peers refused because a size limit was reached.
-    #[serde(default)]
-    pub refused_entries: u64,
+#[serde(transparent)]
+pub struct CountersView(pub BTreeMap<String, u64>);
+
+impl CountersView {
+    pub fn new(counters: &Counters) -> Self {
+        CountersView(
+            counters
+                .iter()
+                .map(|(counter, n)| (counter.name().to_owned(), n))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0.get(counter.name()).copied().unwrap_or(0)
+    }
 }
 
 /// `skyvine status`.
@@ -292,7 +294,7 @@ pub struct StatusView {
     pub uptime_s: f64,
     pub lan: LanView,
     pub counts: Counts,
-    pub lan_counters: LanCountersView,
+    pub lan_counters: CountersView,
     /// net.ipv4.ip_forward in the router's network namespace (None if unreadable).
     pub ip_forward: Option<bool>,
     /// Things an operator should look at, one sentence each.

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 
 use super::api::{Reply, Request, Response, TableName, MAX_LINE};
 use super::render;
-use crate::config::{AdminConfig, Config};
+use crate::config::AdminConfig;
 
 /// How long the CLI waits for the daemon's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,7 +81,7 @@ impl AdminArgs {
             return Ok(path.clone());
         }
         match &self.config {
-            Some(file) => Ok(Config::load(file)?.admin.socket),
+            Some(file) => Ok(crate::config::load(file)?.admin.socket),
             None => Ok(AdminConfig::default().socket),
         }
     }

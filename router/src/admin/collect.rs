@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use skyvine_tables::{BindingSource, EntryKind, LndtSource, SiteId, Stored};
 
 use super::api::{
-    BindingOrigin, Counts, GndtRow, HwdtRow, Kind, LanCountersView, LanView, LndtOrigin, LndtRow,
+    BindingOrigin, CountersView, Counts, GndtRow, HwdtRow, Kind, LanView, LndtOrigin, LndtRow,
     LndtView, MigrationRow, MigrationsView, OutcomeName, PeerRow, PeersView, RouteView, StatusView,
     TableName, TablesView,
 };
 use crate::daemon::Shared;
-use crate::node::{MigrationRecord, Node, Outcome};
+use skyvine_core::node::{Counter, MigrationRecord, Node, Outcome};
 
 /// What the views need from the configuration.
 #[derive(Clone, Debug, Default)]
@@ -170,7 +170,7 @@ pub fn migration_row(record: &MigrationRecord, now: Instant) -> MigrationRow {
     let (outcome, reason) = match &record.outcome {
         Outcome::InProgress => (OutcomeName::InProgress, None),
         Outcome::Applied => (OutcomeName::Applied, None),
-        Outcome::Refused(why) => (OutcomeName::Refused, Some(why.clone())),
+        Outcome::Refused(why) => (OutcomeName::Refused, Some(why.name().to_owned())),
     };
     MigrationRow {
         id: record.id,
@@ -230,22 +230,8 @@ fn count<T>(items: impl Iterator<Item = T>) -> u64 {
     u64::try_from(items.count()).unwrap_or(u64::MAX)
 }
 
-pub fn lan_counters(node: &Node) -> LanCountersView {
-    let c = node.lan_counters();
-    LanCountersView {
-        frames: c.frames,
-        forged_frames: c.forged_frames,
-        repeats: c.repeats,
-        proxy_replies: c.proxy_replies,
-        refused_frozen: c.refused_frozen,
-        refused_pinned: c.refused_pinned,
-        refused_unconfirmed: c.refused_unconfirmed,
-        refused_unresolved: c.refused_unresolved,
-        refused_still_here: c.refused_still_here,
-        rate_limited: c.rate_limited,
-        refused_busy: c.refused_busy,
-        refused_entries: node.refused_entries(),
-    }
+pub fn lan_counters(node: &Node) -> CountersView {
+    CountersView::new(&node.counters())
 }
 
 /// `ip_forward` is read by the caller (file IO stays off the main loop).
@@ -272,16 +258,16 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
             ));
         }
     }
-    if lan_counters.rate_limited > 0 {
+    let rate_limited = lan_counters.get(Counter::RateLimited);
+    if rate_limited > 0 {
         warnings.push(format!(
-            "{} LAN frames dropped by the rate limit (an ARP/RARP flood on the LAN?)",
-            lan_counters.rate_limited
+            "{rate_limited} LAN frames dropped by the rate limit (an ARP/RARP flood on the LAN?)"
         ));
     }
-    if lan_counters.refused_entries > 0 {
+    let refused_entries = lan_counters.get(Counter::RefusedEntries);
+    if refused_entries > 0 {
         warnings.push(format!(
-            "{} table entries from peers refused: the GNDT size limit was reached",
-            lan_counters.refused_entries
+            "{refused_entries} table entries from peers refused: the GNDT size limit was reached"
         ));
     }
     for (ip, until) in node.frozen(now) {
@@ -291,16 +277,18 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
         ));
     }
     for record in node.migrations() {
-        if let Outcome::Refused(why) = &record.outcome {
+        if let Outcome::Refused(why) = record.outcome {
             let what = record
                 .ip
                 .map(|ip| ip.to_string())
                 .or_else(|| record.mac.map(|m| m.to_string()))
                 .unwrap_or_else(|| "unknown host".to_owned());
             warnings.push(format!(
-                "refused a move of {what} to {} {} ago: {why}",
+                "refused a move of {what} to {} {} ago: {} ({})",
                 record.to,
-                super::render::duration(age(now, record.detected))
+                super::render::duration(age(now, record.detected)),
+                why.name(),
+                why.describe()
             ));
         }
     }
@@ -323,8 +311,8 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::NodeConfig;
-    use crate::proto::Message;
+    use skyvine_core::node::NodeConfig;
+    use skyvine_core::proto::Message;
     use skyvine_tables::GndtEntry;
 
     fn site(s: &str) -> SiteId {

@@ -16,7 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::api::{Counts, LanCountersView, MigrationRow, OutcomeName};
+use skyvine_core::node::{Counter, Counters};
+
+use super::api::{Counts, MigrationRow, OutcomeName};
 use super::collect;
 use crate::daemon::QueryHandle;
 use crate::dataplane::CountersSnapshot;
@@ -41,14 +43,15 @@ pub struct Snapshot {
     pub peers: BTreeMap<SiteId, (bool, Option<f64>)>,
     pub counters: CountersSnapshot,
     pub counts: Counts,
-    pub lan: LanCountersView,
+    /// The core's counters (LAN frames, refusals, entries over the limits).
+    pub core: Counters,
     pub frozen: u64,
     pub migrations: Vec<MigrationRow>,
 }
 
 impl Snapshot {
     pub fn take(
-        node: &crate::node::Node,
+        node: &skyvine_core::node::Node,
         shared: &crate::daemon::Shared,
         now: std::time::Instant,
     ) -> Self {
@@ -69,7 +72,7 @@ impl Snapshot {
                 .collect(),
             counters: shared.counters.snapshot(),
             counts: collect::counts(node),
-            lan: collect::lan_counters(node),
+            core: node.counters(),
             frozen: u64::try_from(node.frozen(now).len()).unwrap_or(u64::MAX),
             migrations: node
                 .migrations()
@@ -342,66 +345,27 @@ pub fn render(snap: &Snapshot, stats: &MigrationStats) -> String {
         steps.sample("_count", &[("step", step), ("role", role)], h.count);
     }
 
-    let l = &snap.lan;
-    Family::new(
-        o,
-        "skyvine_lan_frames_total",
-        "counter",
-        "ARP and RARP frames seen on the LAN.",
-    )
-    .sample("", &[], l.frames);
-    Family::new(
-        o,
-        "skyvine_lan_forged_frames_total",
-        "counter",
-        "LAN frames whose Ethernet source differs from the ARP sender (ignored).",
-    )
-    .sample("", &[], l.forged_frames);
-    Family::new(
-        o,
-        "skyvine_lan_announcement_repeats_total",
-        "counter",
-        "Repeated migration announcements treated as one event.",
-    )
-    .sample("", &[], l.repeats);
-    Family::new(
-        o,
-        "skyvine_lan_proxy_replies_total",
-        "counter",
-        "ARP replies sent on behalf of hosts at other sites.",
-    )
-    .sample("", &[], l.proxy_replies);
-    Family::new(
-        o,
-        "skyvine_lan_rate_limited_total",
-        "counter",
-        "LAN frames dropped by the per-source or LAN-wide rate limit.",
-    )
-    .sample("", &[], l.rate_limited);
-    Family::new(
-        o,
-        "skyvine_gndt_refused_entries_total",
-        "counter",
-        "GNDT entries from peers refused because a size limit was reached.",
-    )
-    .sample("", &[], l.refused_entries);
-    let mut refused = Family::new(
-        o,
-        "skyvine_lan_refused_moves_total",
-        "counter",
-        "Migrations refused at this router, by reason.",
-    );
-    for (reason, n) in [
-        ("frozen", l.refused_frozen),
-        ("pinned", l.refused_pinned),
-        ("unconfirmed", l.refused_unconfirmed),
-        ("unresolved", l.refused_unresolved),
-        ("still_here", l.refused_still_here),
-        ("busy", l.refused_busy),
-    ] {
-        refused.sample("", &[("reason", reason)], n);
-    }
+    core_counters(o, &snap.core);
     out
+}
+
+/// The core's counters, one family per [`Counter::family`] (refused moves labelled by reason).
+fn core_counters(out: &mut String, counters: &Counters) {
+    let mut done: Vec<&str> = Vec::new();
+    for first in Counter::ALL {
+        if done.contains(&first.family()) {
+            continue;
+        }
+        done.push(first.family());
+        let mut family = Family::new(out, first.family(), "counter", first.help());
+        for counter in Counter::ALL.iter().filter(|c| c.family() == first.family()) {
+            let value = counters.get(*counter);
+            match counter.reason() {
+                Some(reason) => family.sample("", &[("reason", reason.name())], value),
+                None => family.sample("", &[], value),
+            }
+        }
+    }
 }
 
 /// Serves the metrics endpoint and absorbs finished migrations between scrapes.
@@ -598,7 +562,7 @@ mod tests {
                 gndt_hosts: 1,
                 ..Counts::default()
             },
-            lan: LanCountersView::default(),
+            core: Counters::default(),
             frozen: 0,
             migrations: Vec::new(),
         }
@@ -668,8 +632,21 @@ mod tests {
     fn exposition_is_well_formed_and_carries_the_numbers() {
         let mut stats = MigrationStats::default();
         stats.absorb(&[row(1, OutcomeName::Applied, Some(3.0))]);
-        let text = render(&snapshot(), &stats);
+        let mut snap = snapshot();
+        snap.core.add(Counter::Frames);
+        snap.core.add(Counter::RefusedStillHere);
+        let text = render(&snap, &stats);
         let samples = parse_exposition(&text);
+        assert_eq!(samples["skyvine_lan_frames_total"], 1.0);
+        assert_eq!(
+            samples["skyvine_lan_refused_moves_total{reason=\"still_here\"}"],
+            1.0
+        );
+        assert_eq!(
+            samples["skyvine_lan_refused_moves_total{reason=\"busy\"}"],
+            0.0
+        );
+        assert_eq!(samples["skyvine_gndt_refused_entries_total"], 0.0);
         assert_eq!(samples["skyvine_peer_up{peer=\"b\"}"], 1.0);
         assert_eq!(samples["skyvine_peer_up{peer=\"c\"}"], 0.0);
         assert_eq!(

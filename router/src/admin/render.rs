@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use skyvine_core::node::Counter;
+
 use super::api::{
     GndtRow, HwdtRow, Kind, LndtOrigin, LndtView, MigrationRow, MigrationsView, OutcomeName,
     PeersView, RouteView, StatusView, TablesView,
@@ -421,12 +423,16 @@ pub fn status(view: &StatusView) -> String {
             c.migrations_applied, c.migrations_refused, c.migrations_in_progress
         ),
     ]);
-    let l = &view.lan_counters;
+    let l = |counter| view.lan_counters.get(counter);
     table.row(vec![
         "lan frames".into(),
         format!(
             "{} seen, {} forged, {} repeats, {} proxy replies, {} rate-limited",
-            l.frames, l.forged_frames, l.repeats, l.proxy_replies, l.rate_limited
+            l(Counter::Frames),
+            l(Counter::ForgedFrames),
+            l(Counter::Repeats),
+            l(Counter::ProxyReplies),
+            l(Counter::RateLimited)
         ),
     ]);
     table.row(vec![

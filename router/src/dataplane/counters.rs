@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use skyvine_tables::SiteId;
 
-use crate::fib::DropReason;
+use skyvine_core::fib::DropReason;
 
 /// The live QUIC connection to each peer site, shared by the daemon (writer) and the TUN
 /// reader (which loads a snapshot per batch).

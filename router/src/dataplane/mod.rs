@@ -10,7 +10,7 @@
 //! over 64 KB TCP super-segments (split here into MTU-sized packets) and takes coalesced ones
 //! back; the FIB and the peer map are loaded once per batch, counters are added once per batch,
 //! and datagram payloads are cut from one reused buffer. This module never decides routing
-//! (that is [`crate::fib`]) and never manages connections (the daemon inserts and removes them).
+//! (that is [`skyvine_core::fib`]) and never manages connections (the daemon inserts and removes them).
 //!
 //! Datagram format: a datagram is one IPv4 packet as it left the sending site's LAN, or, when
 //! a host's old site relays a packet in flight, the byte 0x00 (`rx::RELAY_MARKER`; an IPv4
@@ -47,7 +47,8 @@ pub use quic::{
 };
 pub use runtime::{runtime, WORKER_THREADS_ENV};
 
-use crate::fib::{DropReason, Fib};
+use crate::fib::Fib;
+use skyvine_core::fib::DropReason;
 
 /// Starts the TUN -> QUIC direction. Runs until the device fails.
 pub fn spawn_tun_reader<D: PacketDevice>(

@@ -10,7 +10,8 @@ use skyvine_tables::SiteId;
 
 use super::counters::DropTally;
 use super::{ipv4_addrs, is_fatal, Counters, DropLog, PacketDevice, PeerTable, TxBatch};
-use crate::fib::{DropReason, Fib, FibSnapshot};
+use crate::fib::Fib;
+use skyvine_core::fib::{DropReason, FibSnapshot};
 
 /// How often one batch waits a scheduler round for more datagrams before it is written.
 const MAX_YIELDS: usize = 4;

@@ -9,7 +9,7 @@ use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use skyvine_tables::{Gndt, GndtEntry, Lndt, SiteId};
 
 use super::*;
-use crate::fib::FibSnapshot;
+use skyvine_core::fib::FibSnapshot;
 
 const MTU: u16 = 1380;
 

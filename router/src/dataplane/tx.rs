@@ -10,7 +10,8 @@ use skyvine_tables::SiteId;
 
 use super::counters::{DropTally, PeerCounters};
 use super::{ipv4_addrs, is_fatal, Counters, DropLog, PacketDevice, PeerTable, RxBatch};
-use crate::fib::{DropReason, Fib, FibSnapshot};
+use crate::fib::Fib;
+use skyvine_core::fib::{DropReason, FibSnapshot};
 
 pub(super) async fn run<D: PacketDevice>(
     dev: Arc<D>,

@@ -29,6 +29,7 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0:7800")]
         listen: SocketAddr,
         /// Handle this many connections (concurrently), then exit; non-zero if any failed.
+        /// 0 serves until killed (the lab's QEMU guest), printing each result as it ends.
         #[arg(long, default_value_t = 1)]
         connections: usize,
         /// Fail a connection that delivers nothing for this long (seconds).
@@ -125,7 +126,12 @@ fn server(listen: SocketAddr, connections: usize, idle: Duration) -> Result<()> 
     io::stdout().flush().context("writing to stdout")?;
     let failures = std::thread::scope(|scope| {
         let mut handles = Vec::new();
-        for _ in 0..connections {
+        let limit = if connections == 0 {
+            usize::MAX
+        } else {
+            connections
+        };
+        for _ in 0..limit {
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) => {

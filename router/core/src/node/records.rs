@@ -61,12 +61,64 @@ impl Role {
 }
 
 /// How a migration ended here.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     InProgress,
     Applied,
-    /// Refused, with the reason (frozen, pinned, not confirmed, unresolved, still at its site).
-    Refused(String),
+    Refused(RefusalReason),
+}
+
+/// Why this router refused a migration. The details (how long a freeze lasts, which probe
+/// went unanswered) go to the log; the reason is what the admin CLI and the metrics show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RefusalReason {
+    /// The address moved too often (move damping) and stays where it was confirmed last.
+    Frozen,
+    /// The address is pinned by configuration.
+    Pinned,
+    /// The VM did not answer the confirmation probe on this LAN in time.
+    Unconfirmed,
+    /// No advertised binding matched the MAC, and no owning router vouched for it.
+    Unresolved,
+    /// At the old site: the host still answers here, so the move was a duplicate or a hijack.
+    StillHere,
+    /// Too many migrations were pending; the announcement was dropped without a record.
+    Busy,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 6] = [
+        RefusalReason::Frozen,
+        RefusalReason::Pinned,
+        RefusalReason::Unconfirmed,
+        RefusalReason::Unresolved,
+        RefusalReason::StillHere,
+        RefusalReason::Busy,
+    ];
+
+    /// A stable snake_case name for the admin CLI, metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalReason::Frozen => "frozen",
+            RefusalReason::Pinned => "pinned",
+            RefusalReason::Unconfirmed => "unconfirmed",
+            RefusalReason::Unresolved => "unresolved",
+            RefusalReason::StillHere => "still_here",
+            RefusalReason::Busy => "busy",
+        }
+    }
+
+    /// One sentence for people (status warnings).
+    pub fn describe(self) -> &'static str {
+        match self {
+            RefusalReason::Frozen => "the address is frozen by move damping",
+            RefusalReason::Pinned => "the address is pinned by configuration",
+            RefusalReason::Unconfirmed => "the VM did not answer the confirmation probe",
+            RefusalReason::Unresolved => "no router vouched for the MAC",
+            RefusalReason::StillHere => "the host still answers at its old site",
+            RefusalReason::Busy => "too many migrations were pending",
+        }
+    }
 }
 
 /// One migration as seen by this router, with the time of each step.
@@ -195,5 +247,90 @@ impl Records {
             }
         }
         relays
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(s: &str) -> SiteId {
+        SiteId::new(s).unwrap()
+    }
+
+    fn start(role: Role, from: &str, to: &str) -> Start {
+        Start {
+            mac: None,
+            ip: Some(Ipv4Addr::new(10, 77, 1, 1)),
+            from: Some(site(from)),
+            to: site(to),
+            role,
+            detection: Detection::Peer,
+        }
+    }
+
+    #[test]
+    fn only_advertised_migrations_complete_when_the_kernel_catches_up() {
+        let now = Instant::now();
+        let mut records = Records::default();
+        let advertised = records.start(start(Role::Source, "a", "b"), now);
+        let pending = records.start(start(Role::Destination, "a", "b"), now);
+        records.update(advertised, |r| r.advertised = Some(now));
+        let later = now + Duration::from_millis(3);
+        records.complete(later);
+        let outcome = |id| records.iter().find(|r| r.id == id).unwrap().outcome;
+        assert_eq!(outcome(advertised), Outcome::Applied);
+        assert_eq!(outcome(pending), Outcome::InProgress);
+        let applied = records.iter().find(|r| r.id == advertised).unwrap().applied;
+        assert_eq!(applied, Some(later));
+    }
+
+    #[test]
+    fn relays_follow_the_latest_move_and_skip_refusals() {
+        let now = Instant::now();
+        let mut records = Records::default();
+        let ip = Ipv4Addr::new(10, 77, 1, 1);
+        // At a: the host left for b, then came back from b.
+        let left = records.start(start(Role::Source, "a", "b"), now);
+        records.update(left, |r| r.advertised = Some(now));
+        assert_eq!(records.relays().departed[&ip].0, site("b"));
+        let back = records.start(start(Role::Destination, "b", "a"), now);
+        records.update(back, |r| r.advertised = Some(now));
+        let relays = records.relays();
+        assert!(
+            relays.departed.is_empty(),
+            "a later arrival overrides the departure"
+        );
+        assert_eq!(relays.arrived[&ip], (site("b"), now + RELAY_WINDOW));
+        // A refused move relays nothing.
+        let refused = records.start(start(Role::Source, "a", "c"), now);
+        records.update(refused, |r| {
+            r.advertised = Some(now);
+            r.outcome = Outcome::Refused(RefusalReason::StillHere);
+        });
+        assert!(records.relays().departed.is_empty());
+    }
+
+    #[test]
+    fn the_record_list_is_bounded() {
+        let now = Instant::now();
+        let mut records = Records::default();
+        for _ in 0..RECORDS_KEPT + 10 {
+            records.start(start(Role::Third, "a", "b"), now);
+        }
+        assert_eq!(records.iter().count(), RECORDS_KEPT);
+        assert_eq!(
+            records.iter().next().unwrap().id,
+            11,
+            "the oldest went first"
+        );
+    }
+
+    #[test]
+    fn refusal_reasons_have_distinct_names() {
+        let names: std::collections::BTreeSet<&str> =
+            RefusalReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), RefusalReason::ALL.len());
+        assert!(RefusalReason::ALL.iter().all(|r| !r.describe().is_empty()));
     }
 }

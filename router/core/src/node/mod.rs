@@ -4,9 +4,17 @@
 //! The async daemon only moves bytes and applies effects, so this core runs unchanged in the
 //! in-process multi-site simulation.
 
+mod counters;
+mod destination;
 mod lan;
+mod learning;
 mod limits;
+mod prober;
+mod proxy;
 mod records;
+mod source;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
@@ -21,8 +29,9 @@ use skyvine_tables::{
 use crate::fib::FibSnapshot;
 use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
 
-pub use lan::{LanCounters, LanIdentity};
-pub use records::{Detection, MigrationRecord, Outcome, Role, RELAY_WINDOW};
+pub use counters::{Counter, Counters};
+pub use lan::LanIdentity;
+pub use records::{Detection, MigrationRecord, Outcome, RefusalReason, Role, RELAY_WINDOW};
 
 /// How often a digest goes to each connected peer.
 pub const DIGEST_INTERVAL: Duration = Duration::from_secs(5);
@@ -113,7 +122,7 @@ pub struct Node {
     effects: VecDeque<Effect>,
     started: Instant,
     lan: lan::LanState,
-    refused_entries: u64,
+    counters: Counters,
 }
 
 impl Node {
@@ -134,7 +143,7 @@ impl Node {
             effects: VecDeque::new(),
             started: now,
             lan,
-            refused_entries: 0,
+            counters: Counters::default(),
         };
         for prefix in node.config.prefixes.clone() {
             let entry = GndtEntry::site_prefix(prefix, node.config.me.clone(), 1);
@@ -237,21 +246,30 @@ impl Node {
     }
 
     /// Periodic work: digests to peers, probes, repeated announcements, expiry.
+    ///
+    /// A connected peer whose full table has not arrived a digest interval after the
+    /// connection came up (or after the last request) is asked for it again instead: until
+    /// its table is complete, a digest comparison with it means nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.lan_timeout(now);
         let digest = self.gndt.digest();
         let count = u64::try_from(self.gndt.len()).unwrap_or(u64::MAX);
-        let due: Vec<SiteId> = self
+        let due: Vec<(SiteId, bool)> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.connected && p.synced && p.next_digest <= now)
-            .map(|(site, _)| site.clone())
+            .filter(|(_, p)| p.connected && p.next_digest <= now)
+            .map(|(site, p)| (site.clone(), p.synced))
             .collect();
-        for site in due {
+        for (site, synced) in due {
             if let Some(state) = self.peers.get_mut(&site) {
                 state.next_digest = now + DIGEST_INTERVAL;
             }
-            self.send(&site, Message::Digest { digest, count });
+            if synced {
+                self.send(&site, Message::Digest { digest, count });
+            } else {
+                tracing::debug!(peer = %site, "peer's full table has not arrived; asking again");
+                self.send(&site, Message::TableRequest {});
+            }
         }
     }
 
@@ -260,7 +278,7 @@ impl Node {
         let digests = self
             .peers
             .values()
-            .filter(|p| p.connected && p.synced)
+            .filter(|p| p.connected)
             .map(|p| p.next_digest)
             .min();
         digests.into_iter().chain(self.lan_poll_timeout()).min()
@@ -311,9 +329,9 @@ impl Node {
         let mut changed = Vec::new();
         for entry in entries {
             if self.gndt.get(entry.prefix).is_none() && !self.has_room_for(&entry) {
-                self.refused_entries += 1;
-                if self.refused_entries.is_power_of_two() {
-                    tracing::warn!(peer = %from, origin = %entry.site(), refused = self.refused_entries, "GNDT limit reached; new entries refused");
+                let refused = self.counters.add(Counter::RefusedEntries);
+                if refused.is_power_of_two() {
+                    tracing::warn!(peer = %from, origin = %entry.site(), refused, "GNDT limit reached; new entries refused");
                 }
                 continue;
             }
@@ -365,9 +383,9 @@ impl Node {
             && self.gndt.count_of(entry.site()) < MAX_ENTRIES_PER_SITE
     }
 
-    /// Entries refused because a limit was reached.
-    pub fn refused_entries(&self) -> u64 {
-        self.refused_entries
+    /// What the core counted: LAN frames, refusals, entries over the limits.
+    pub fn counters(&self) -> Counters {
+        self.counters
     }
 
     /// Keeps the LNDT (and the LAN) in step with a changed host entry.
@@ -597,6 +615,44 @@ mod tests {
                 if entries.iter().any(|x| x.version.seq == 8))
         });
         assert!(sent_fix);
+    }
+
+    #[test]
+    fn a_full_table_that_never_ended_is_asked_for_again() {
+        let now = Instant::now();
+        let mut a = node("a", "10.77.1.0/24", &["b"], now);
+        a.handle_peer_up(site("b"), now);
+        while a.poll_effect().is_some() {}
+        // b's entries arrive, its TableEnd is lost: a cannot compare digests with b.
+        let entries = vec![GndtEntry::site_prefix(
+            "10.77.2.0/24".parse().unwrap(),
+            site("b"),
+            1,
+        )];
+        a.handle_message(&site("b"), Message::Entries { entries }, now);
+        while a.poll_effect().is_some() {}
+        let due = a.poll_timeout().unwrap();
+        assert_eq!(due, now + DIGEST_INTERVAL);
+        a.handle_timeout(due);
+        let asked: Vec<Effect> = std::iter::from_fn(|| a.poll_effect()).collect();
+        assert_eq!(
+            asked,
+            [Effect::Send {
+                to: site("b"),
+                message: Message::TableRequest {}
+            }]
+        );
+        // Once the table is complete, digests go out instead.
+        let digest = a.gndt().digest();
+        a.handle_message(&site("b"), Message::TableEnd { digest, count: 3 }, due);
+        a.handle_timeout(due + DIGEST_INTERVAL);
+        assert!(matches!(
+            a.poll_effect(),
+            Some(Effect::Send {
+                message: Message::Digest { .. },
+                ..
+            })
+        ));
     }
 
     #[test]

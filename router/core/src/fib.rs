@@ -1,0 +1,175 @@
+//! The forwarding view of the tables that the data plane consults for every packet.
+//!
+//! The control plane builds a new immutable [`FibSnapshot`] whenever the GNDT or LNDT changes
+//! ([`crate::node::Node::fib_snapshot`]); the daemon publishes it to its packet tasks, which
+//! consult it without waiting for the control plane.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use ipnetwork::Ipv4Network;
+use prefix_trie::PrefixMap;
+use skyvine_tables::{Gndt, Lndt, SiteId};
+
+/// Why the data plane dropped a packet. Counted per reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// Not an IPv4 packet, or a truncated header.
+    Malformed,
+    /// Outbound: the source is not a host this router is responsible for (not in the LNDT).
+    SourceNotLocal,
+    /// Outbound: no GNDT entry covers the destination.
+    NoRoute,
+    /// Outbound: the destination belongs to this site; the kernel should not have sent it here.
+    DestinationLocal,
+    /// Outbound: the owning site's router is not connected.
+    PeerDown,
+    /// Inbound: the sending site does not own the packet's source address in the GNDT.
+    SpoofedSource,
+    /// The packet does not fit a QUIC datagram on this path.
+    TooBig,
+    /// A queue towards the TUN device or a peer was full.
+    QueueFull,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Malformed,
+        DropReason::SourceNotLocal,
+        DropReason::NoRoute,
+        DropReason::DestinationLocal,
+        DropReason::PeerDown,
+        DropReason::SpoofedSource,
+        DropReason::TooBig,
+        DropReason::QueueFull,
+    ];
+
+    /// A stable snake_case name for logs, metrics and the admin CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::SourceNotLocal => "source_not_local",
+            DropReason::NoRoute => "no_route",
+            DropReason::DestinationLocal => "destination_local",
+            DropReason::PeerDown => "peer_down",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::TooBig => "too_big",
+            DropReason::QueueFull => "queue_full",
+        }
+    }
+}
+
+/// Hosts that moved recently. Packets already in flight to a host's old site when it moved
+/// would be lost there: the old site relays them to the new one, which accepts them for a
+/// short while from that site only.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Relays {
+    /// At the old site: hosts that left, their new site, and until when to relay.
+    pub departed: HashMap<Ipv4Addr, (SiteId, Instant)>,
+    /// At the new site: hosts that arrived, the site they left, and until when to accept.
+    pub arrived: HashMap<Ipv4Addr, (SiteId, Instant)>,
+}
+
+/// An immutable forwarding view: GNDT owners by longest prefix, and the LNDT membership test.
+#[derive(Debug)]
+pub struct FibSnapshot {
+    me: SiteId,
+    owners: PrefixMap<Ipv4Network, SiteId>,
+    local: Vec<Ipv4Network>,
+    local_exceptions: Vec<Ipv4Addr>,
+    local_extra: Vec<Ipv4Addr>,
+    relays: Relays,
+}
+
+impl FibSnapshot {
+    /// Captures the forwarding-relevant part of the tables.
+    pub fn build(me: &SiteId, gndt: &Gndt, lndt: &Lndt) -> Self {
+        let mut owners = PrefixMap::new();
+        for stored in gndt.live_entries() {
+            owners.insert(stored.entry.prefix, stored.entry.site().clone());
+        }
+        let mut local = Vec::new();
+        let mut local_extra = Vec::new();
+        for host in lndt.hosts() {
+            match host.source {
+                skyvine_tables::LndtSource::Configured => local.push(host.prefix),
+                skyvine_tables::LndtSource::MigratedIn => local_extra.push(host.prefix.ip()),
+            }
+        }
+        let mut local_exceptions: Vec<Ipv4Addr> = lndt.moved_away().collect();
+        local_exceptions.sort_unstable();
+        local_extra.sort_unstable();
+        FibSnapshot {
+            me: me.clone(),
+            owners,
+            local,
+            local_exceptions,
+            local_extra,
+            relays: Relays::default(),
+        }
+    }
+
+    /// The same view, with recent moves to relay for.
+    pub fn with_relays(mut self, relays: Relays) -> Self {
+        self.relays = relays;
+        self
+    }
+
+    /// At a host's old site: where to relay a packet from the overlay for `dst`, which left
+    /// recently (instead of letting the kernel drop it).
+    pub fn relay_target(&self, dst: Ipv4Addr, now: Instant) -> Option<&SiteId> {
+        match self.relays.departed.get(&dst) {
+            Some((site, until)) if now < *until => Some(site),
+            _ => None,
+        }
+    }
+
+    /// At a host's new site: whether a packet relayed by site `from` may be delivered. Only
+    /// for a host that arrived from `from` recently, and never with a source of our own.
+    pub fn accept_relayed(
+        &self,
+        from: &SiteId,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let arrived_from_relay = matches!(
+            self.relays.arrived.get(&dst),
+            Some((site, until)) if site == from && now < *until
+        );
+        let own_source = matches!(self.owners.get_lpm(&Ipv4Network::from(src)), Some((_, owner)) if *owner == self.me);
+        if arrived_from_relay && !own_source {
+            Ok(())
+        } else {
+            Err(DropReason::SpoofedSource)
+        }
+    }
+
+    /// Where a packet from a LAN host to `dst` must go: the owning site, or why it is dropped.
+    pub fn outbound(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Result<&SiteId, DropReason> {
+        if !self.is_local_host(src) {
+            return Err(DropReason::SourceNotLocal);
+        }
+        match self.owners.get_lpm(&Ipv4Network::from(dst)) {
+            Some((_, site)) if *site == self.me => Err(DropReason::DestinationLocal),
+            Some((_, site)) => Ok(site),
+            None => Err(DropReason::NoRoute),
+        }
+    }
+
+    /// Whether a packet with source `src` may arrive from site `from`.
+    pub fn inbound(&self, from: &SiteId, src: Ipv4Addr) -> Result<(), DropReason> {
+        match self.owners.get_lpm(&Ipv4Network::from(src)) {
+            Some((_, owner)) if owner == from => Ok(()),
+            _ => Err(DropReason::SpoofedSource),
+        }
+    }
+
+    /// Whether `ip` is in the LNDT.
+    pub fn is_local_host(&self, ip: Ipv4Addr) -> bool {
+        self.local_extra.binary_search(&ip).is_ok()
+            || (self.local.iter().any(|net| net.contains(ip))
+                && self.local_exceptions.binary_search(&ip).is_err())
+    }
+}

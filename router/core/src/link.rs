@@ -1,0 +1,154 @@
+//! Decisions about a control connection to a peer router that the IO layer must not make on
+//! its own: whether the peer's hello is acceptable, and which of two connections to the same
+//! peer to keep. The daemon authenticates the connection (TLS against the site CA) and then
+//! asks these.
+
+use skyvine_tables::SiteId;
+
+use crate::proto::{Message, PROTOCOL_VERSION};
+
+/// Why a peer's first control message was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    #[error("peer speaks protocol version {theirs}, this router speaks {PROTOCOL_VERSION}")]
+    Version { theirs: u32 },
+    #[error("peer says it is site {said}, its certificate says {certified}")]
+    WrongSite { said: SiteId, certified: SiteId },
+    #[error("expected hello, got {0}")]
+    NotHello(&'static str),
+}
+
+/// The hello this router opens every control stream with.
+pub fn hello(me: &SiteId) -> Message {
+    Message::Hello {
+        version: PROTOCOL_VERSION,
+        site: me.clone(),
+    }
+}
+
+/// Checks the peer's first message: a hello of our protocol version from the site its
+/// certificate names (`certified`).
+pub fn check_hello(message: &Message, certified: &SiteId) -> Result<(), HelloError> {
+    match message {
+        Message::Hello { version, .. } if *version != PROTOCOL_VERSION => {
+            Err(HelloError::Version { theirs: *version })
+        }
+        Message::Hello { site, .. } if site != certified => Err(HelloError::WrongSite {
+            said: site.clone(),
+            certified: certified.clone(),
+        }),
+        Message::Hello { .. } => Ok(()),
+        other => Err(HelloError::NotHello(other.kind())),
+    }
+}
+
+/// Who opened a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// This router dialed the peer.
+    Dialed,
+    /// The peer dialed this router.
+    Accepted,
+}
+
+/// Which of two connections to one peer survives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Close the existing connection and use the new one.
+    New,
+    /// Close the new connection.
+    Existing,
+}
+
+/// A second connection to `peer` came up while one was already established.
+///
+/// When both routers dialed each other at once, both must keep the same connection, whatever
+/// the order they noticed them in: the one dialed by the lower site id. A new connection in
+/// the same direction as the existing one replaces it: the peer (or we) dialed again because
+/// the old one is dead and not yet noticed.
+pub fn tie_break(me: &SiteId, peer: &SiteId, existing: Direction, new: Direction) -> Keep {
+    let dialed_by_lower = if me < peer {
+        Direction::Dialed
+    } else {
+        Direction::Accepted
+    };
+    if new == existing || new == dialed_by_lower {
+        Keep::New
+    } else {
+        Keep::Existing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(s: &str) -> SiteId {
+        SiteId::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_hello_must_carry_our_version_and_the_certified_site() {
+        let b = site("b");
+        assert_eq!(check_hello(&hello(&b), &b), Ok(()));
+        let old = Message::Hello {
+            version: PROTOCOL_VERSION + 1,
+            site: b.clone(),
+        };
+        assert_eq!(
+            check_hello(&old, &b),
+            Err(HelloError::Version {
+                theirs: PROTOCOL_VERSION + 1
+            })
+        );
+        let err = check_hello(&hello(&site("c")), &b).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "peer says it is site c, its certificate says b"
+        );
+        assert_eq!(
+            check_hello(&Message::TableRequest {}, &b),
+            Err(HelloError::NotHello("table_request"))
+        );
+    }
+
+    #[test]
+    fn simultaneous_dials_keep_the_same_connection_at_both_ends() {
+        let (a, b) = (site("a"), site("b"));
+        // a and b dial each other; each sees the two connections in either order.
+        for (existing, new) in [
+            (Direction::Dialed, Direction::Accepted),
+            (Direction::Accepted, Direction::Dialed),
+        ] {
+            let keep_at_a = tie_break(&a, &b, existing, new);
+            let kept_at_a = if keep_at_a == Keep::New {
+                new
+            } else {
+                existing
+            };
+            // The connection a dialed is the one b accepted.
+            for (b_existing, b_new) in [
+                (Direction::Dialed, Direction::Accepted),
+                (Direction::Accepted, Direction::Dialed),
+            ] {
+                let keep_at_b = tie_break(&b, &a, b_existing, b_new);
+                let kept_at_b = if keep_at_b == Keep::New {
+                    b_new
+                } else {
+                    b_existing
+                };
+                assert_eq!(kept_at_a, Direction::Dialed, "a dialed: a's is kept");
+                assert_eq!(kept_at_b, Direction::Accepted, "b keeps the one a dialed");
+            }
+        }
+    }
+
+    #[test]
+    fn a_redial_in_the_same_direction_replaces_the_old_connection() {
+        let (a, b) = (site("a"), site("b"));
+        for direction in [Direction::Dialed, Direction::Accepted] {
+            assert_eq!(tie_break(&a, &b, direction, direction), Keep::New);
+            assert_eq!(tie_break(&b, &a, direction, direction), Keep::New);
+        }
+    }
+}
