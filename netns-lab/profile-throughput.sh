@@ -83,8 +83,9 @@ for s in a b; do
 done
 for s in a b; do
     echo "== router $s (pid ${PID[$s]}): top $TOP by self time"
-    perf report -i "$OUT/perf.data" --pid "${PID[$s]}" --no-children --sort sym -g none --stdio \
-        2>/dev/null | grep '%' | head -n "$TOP"
+    # Shares of this router's own samples; `head` closing the pipe early is expected.
+    perf report -i "$OUT/perf.data" --pid "${PID[$s]}" --percentage relative --no-children \
+        --sort sym -g none --stdio 2>/dev/null | grep '%' | head -n "$TOP" || true
     if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
         perf script -i "$OUT/perf.data" --pid "${PID[$s]}" 2>/dev/null | inferno-collapse-perf \
             | inferno-flamegraph >"$OUT/router-$s.svg"

@@ -6,7 +6,8 @@
 //!
 //! Both ends use the router's transport settings ([`pki::transport_config`] +
 //! [`dataplane::tune_transport`]), its WAN socket setup ([`dataplane::bind_wan_socket`]), its
-//! runtime layout ([`dataplane::runtime`]) and mutual TLS with the certificates in `--pki-dir`
+//! runtime layout and allocator settings ([`dataplane::runtime`],
+//! [`dataplane::tune_allocator`]) and mutual TLS with the certificates in `--pki-dir`
 //! (`ca.pem`, `SITE.pem`, `SITE.key`, e.g. a lab's). The sender offers datagrams of `--size`
 //! bytes as fast as quinn takes them (`send_datagram_wait`: it waits for room in the send
 //! buffer instead of dropping, so the rate is what quinn's packetisation, encryption,
@@ -83,6 +84,7 @@ struct Common {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    dataplane::tune_allocator();
     dataplane::runtime()
         .context("starting the async runtime")?
         .block_on(run(args))

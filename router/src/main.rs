@@ -106,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Router { config } => {
             let config = skyvine_router::config::load(&config)?;
+            dataplane::tune_allocator();
             let runtime = dataplane::runtime().context("starting the async runtime")?;
             runtime.block_on(run_router(config))
         }

@@ -45,7 +45,7 @@ pub use device::{
 pub use quic::{
     bind_wan_socket, tune_transport, DATAGRAM_OVERHEAD, DATAGRAM_SEND_BUFFER, SOCKET_BUFFER,
 };
-pub use runtime::{runtime, WORKER_THREADS_ENV};
+pub use runtime::{runtime, tune_allocator, WORKER_THREADS_ENV};
 
 use crate::fib::Fib;
 use skyvine_core::fib::DropReason;
