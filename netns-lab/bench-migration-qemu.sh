@@ -100,15 +100,8 @@ qemu_one_migration() {
     qemu_variant "$variant"
     last_id=$(qemu_last_migration_id "$p" "$to") || die "cannot read router $to's migrations"
     out=$WORK/qemu-probe-$delay-$variant-$n.json
-    "$LAB" probe --prefix "$p" --to "$QEMU_GUEST" --from "$src,$third" --duration-s "$PROBE_S" --json \
-        >"$out" 2>"$WORK/probe.err" &
-    probe_pid=$!
-    if ! wait_prober "$p" "$src" "$third"; then
-        wait "$probe_pid" || true
-        cat "$WORK/probe.err" >&2
-        die "the prober did not start (migration $n)"
-    fi
-    sleep 0.5 # a stretch of undisturbed probes before the move
+    start_probes "$p" "$QEMU_GUEST" "$src" "$third" "$out" "$n"
+    probe_pid=$PROBE_PID
     qemu_before_move "$variant" "$p" "$from" "$to"
     line0=$(wc -l <"/tmp/skyvine-lab-$p/$to/router.log")
     if ! mig=$("$LAB" migrate "$QEMU_GUEST" "$to" --prefix "$p" "${QV_MIGRATE[@]}"); then

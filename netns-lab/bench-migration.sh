@@ -7,13 +7,18 @@
 # (first announcement frame to last effect, the `took_us` of its "migration applied" log line).
 # Targets (issue 3): outage <= one one-way WAN delay + 5 ms; processing <= 2 ms.
 #
+# With --nat the VM (b1 by default) moves back and forth between sites b and c, both behind
+# their own NAT (lab.sh up --nat b,c), so every packet between them crosses the relay a: the
+# target is then the relayed path's one-way delay (two WAN hops) + 5 ms, and the third site's
+# probes come from a1.
+#
 # With --qemu it measures a real hypervisor instead: the lab's QEMU guest g1 (TCG) is
 # live-migrated over QMP, and the outage is the loss beyond the guest's own off time (source
 # STOP -> destination RESUME, from the QMP events); see bench-migration-qemu.sh.
 #
 # usage: netns-lab/bench-migration.sh [--count 20] [--wan-delays "0 20"] [--announce rarp]
 #            [--all-announce] [--vm a1] [--pause-ms 100] [--probe-s 3] [--max-moves 100000]
-#            [--keep-raw DIR]
+#            [--keep-raw DIR] [--nat]
 #        netns-lab/bench-migration.sh --qemu [--variants "virtio paused e1000"] [--count 10]
 #            [--wan-delays "0 20"] [--probe-s 4] [--max-moves 100000] [--keep-raw DIR]
 #
@@ -26,7 +31,9 @@
 #   --wan-delays LIST  one-way WAN delays in ms, one lab each (default "0 20")
 #   --announce K       rarp (default), garp or none
 #   --all-announce     run rarp and garp series on each lab
-#   --vm V             the VM that moves (default a1; it alternates between sites a and b)
+#   --vm V             the VM that moves (default a1, alternating between sites a and b; with
+#                      --nat b1, alternating between sites b and c)
+#   --nat              sites b and c behind NAT, the VM moving between them through relay a
 #   --pause-ms MS      the link pause the lab imposes per migration (default 100)
 #   --probe-s S        probe duration per migration (default 3; 4 with --qemu)
 #   --max-moves N      move damping: the routers' [migration] max_moves (default 100000). The
@@ -52,6 +59,8 @@ KEEP_RAW=""
 MAX_MOVES=100000
 QEMU=0
 QEMU_VARIANTS="virtio paused e1000"
+NAT=0
+VM_SET=0
 COUNT_SET=0
 PROBE_SET=0
 ARGS=("$@")
@@ -70,7 +79,8 @@ while (($#)); do
         --wan-delays) WAN_DELAYS=${2:?--wan-delays needs a list}; shift 2 ;;
         --announce) ANNOUNCES=${2:?--announce needs rarp, garp or none}; shift 2 ;;
         --all-announce) ANNOUNCES="rarp garp"; shift ;;
-        --vm) VM=${2:?--vm needs a VM}; shift 2 ;;
+        --vm) VM=${2:?--vm needs a VM}; VM_SET=1; shift 2 ;;
+        --nat) NAT=1; shift ;;
         --pause-ms) PAUSE_MS=${2:?--pause-ms needs a value}; shift 2 ;;
         --probe-s) PROBE_S=${2:?--probe-s needs a value}; PROBE_SET=1; shift 2 ;;
         --max-moves) MAX_MOVES=${2:?--max-moves needs a number}; shift 2 ;;
@@ -87,7 +97,15 @@ fi
 [[ $PAUSE_MS =~ ^[0-9]+$ ]] || die "--pause-ms takes whole milliseconds"
 [[ $PROBE_S =~ ^[1-9][0-9]*$ ]] || die "--probe-s takes whole seconds"
 [[ $MAX_MOVES =~ ^[0-9]+$ ]] || die "--max-moves takes a whole number"
-[[ $VM =~ ^[ab][12]$ ]] || die "--vm must be a VM of site a or b (a1 a2 b1 b2)"
+# The two sites the VM moves between, and how many WAN hops a packet between them crosses.
+SITE_X=a SITE_Y=b HOPS=1
+if ((NAT)); then
+    ((QEMU == 0)) || die "--nat and --qemu do not go together"
+    SITE_X=b SITE_Y=c HOPS=2
+    ((VM_SET)) || VM=b1
+fi
+[[ $VM =~ ^[$SITE_X$SITE_Y][12]$ ]] ||
+    die "--vm must be a VM of site $SITE_X or $SITE_Y (${SITE_X}1 ${SITE_X}2 ${SITE_Y}1 ${SITE_Y}2)"
 for d in $WAN_DELAYS; do [[ $d =~ ^[0-9]+$ ]] || die "--wan-delays takes whole milliseconds, got '$d'"; done
 for k in $ANNOUNCES; do [[ $k =~ ^(rarp|garp|none)$ ]] || die "--announce must be rarp, garp or none"; done
 [[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
@@ -162,6 +180,22 @@ wait_prober() {
     return 1
 }
 
+# start_probes P VM SRC THIRD OUT N: 1 ms probes of VM from SRC and THIRD in the background
+# (PID in PROBE_PID, JSON into OUT) once both senders run, then half a second of undisturbed
+# probes before the move; dies if the prober does not start (for migration N).
+start_probes() {
+    local p=$1 vm=$2 src=$3 third=$4 out=$5 n=$6
+    "$LAB" probe --prefix "$p" --to "$vm" --from "$src,$third" --duration-s "$PROBE_S" --json \
+        >"$out" 2>"$WORK/probe.err" &
+    PROBE_PID=$!
+    if ! wait_prober "$p" "$src" "$third"; then
+        wait "$PROBE_PID" || true
+        cat "$WORK/probe.err" >&2
+        die "the prober did not start (migration $n)"
+    fi
+    sleep 0.5
+}
+
 # took_us P SITE VM_IP LINE0: took_us of the newest destination "migration applied" line for
 # VM_IP after line LINE0 of SITE's router log; waits up to 5 s for it to appear.
 took_us() {
@@ -192,24 +226,18 @@ print(f'{float(runs[0]["max_loss_run_ms"]):.3f}\t{float(runs[1]["max_loss_run_ms
 PY
 }
 
-# one_migration P DELAY KIND N: migrate VM once to the other of a/b under probes; appends a row.
+# one_migration P DELAY KIND N: migrate VM once to the other of SITE_X/SITE_Y under probes;
+# appends a row.
 one_migration() {
     local p=$1 delay=$2 kind=$3 n=$4 from to src third ip line0 probe_pid mig took status=ok
     from=$(site_of "$p" "$VM")
-    if [[ $from == a ]]; then to=b; else to=a; fi
+    if [[ $from == "$SITE_X" ]]; then to=$SITE_Y; else to=$SITE_X; fi
     src=$(source_vm "$p" "$VM" "$from") || die "no other VM at site $from to probe from"
     third=$(third_vm "$p" "$VM" "$from" "$to") || die "no VM at a third site to probe from"
     ip="10.77.$(($(printf '%d' "'${VM:0:1}") - 96)).${VM:1:1}"
     local out=$WORK/probe-$delay-$kind-$n.json
-    "$LAB" probe --prefix "$p" --to "$VM" --from "$src,$third" --duration-s "$PROBE_S" --json \
-        >"$out" 2>"$WORK/probe.err" &
-    probe_pid=$!
-    if ! wait_prober "$p" "$src" "$third"; then
-        wait "$probe_pid" || true
-        cat "$WORK/probe.err" >&2
-        die "the prober did not start (migration $n)"
-    fi
-    sleep 0.5 # a stretch of undisturbed probes before the move
+    start_probes "$p" "$VM" "$src" "$third" "$out" "$n"
+    probe_pid=$PROBE_PID
     line0=$(wc -l <"/tmp/skyvine-lab-$p/$to/router.log")
     if ! mig=$("$LAB" migrate "$VM" "$to" --prefix "$p" --announce "$kind" --pause-ms "$PAUSE_MS"); then
         wait "$probe_pid" || true
@@ -265,10 +293,12 @@ fi
 for delay in $WAN_DELAYS; do
     p="$PREFIX$delay"
     ((${#p} <= 10)) || die "WAN delay $delay ms too long for a lab prefix"
-    log "lab $p: three sites, one-way WAN delay $delay ms"
+    nat_args=()
+    ((NAT)) && nat_args=(--nat b,c)
+    log "lab $p: three sites, one-way WAN delay $delay ms${nat_args[*]:+, }${nat_args[*]}"
     LAB_UP=$p
-    "$LAB" up --prefix "$p" --wan-delay-ms "$delay" >"$WORK/up-$delay.txt" ||
-        die "lab.sh up --wan-delay-ms $delay failed"
+    "$LAB" up --prefix "$p" --wan-delay-ms "$delay" "${nat_args[@]}" >"$WORK/up-$delay.txt" ||
+        die "lab.sh up --wan-delay-ms $delay ${nat_args[*]} failed"
     if ((MAX_MOVES > 0)); then
         log "lab $p: move damping max_moves = $MAX_MOVES (router restart)"
         relax_damping "$p"
@@ -283,8 +313,9 @@ for delay in $WAN_DELAYS; do
     LAB_UP=""
 done
 
-python3 - "$RESULTS" "$PAUSE_MS" <<'PY'
+python3 - "$RESULTS" "$PAUSE_MS" "$HOPS" "$SITE_X" "$SITE_Y" <<'PY'
 import csv, statistics, sys
+hops, pair = int(sys.argv[3]), f"{sys.argv[4]} <-> {sys.argv[5]}"
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 series = {}  # insertion order = the order the series ran
 for r in rows:
@@ -298,10 +329,12 @@ print("bench-migration: outage = longest run of lost 1 ms probes - the lab's imp
 print("                 processing = destination router's took_us (first announcement -> last effect)")
 for (delay, kind), rs in series.items():
     pauses = [float(r["pause_ms"]) for r in rs]
-    target_outage = delay + 5.0
+    # The path between the two sites: one WAN hop, or two through the relay.
+    target_outage = hops * delay + 5.0
     print()
     stuck = sum(1 for r in rs if r["recovered"] != "yes")
-    print(f"== WAN one-way delay {delay} ms, announce {kind}: {len(rs)} migrations "
+    path = "direct" if hops == 1 else f"both behind NAT, through relay a: one-way {hops * delay} ms"
+    print(f"== {pair} ({path}), WAN one-way delay {delay} ms, announce {kind}: {len(rs)} migrations "
           f"(imposed pause median {statistics.median(pauses):.2f} ms, max {max(pauses):.2f} ms)")
     if stuck:
         print(f"  !! {stuck} migration(s) where probes were still lost when probing ended: "

@@ -23,6 +23,15 @@
 # The machine's load average is printed before and after: on a shared machine, figures from a
 # run with other work going on are only comparable within that run.
 #
+#        netns-lab/bench-throughput.sh --relay [--reps 3] [--seconds 10] [--pings 200] [--no-build]
+#
+# --relay measures the relay instead: a single TCP stream b1 -> c1 through skyvine, first on a
+# three-site lab where b and c connect directly, then on one where both sit behind NAT
+# (lab.sh up --nat b,c) and every packet crosses router a inside the end-to-end b<->c QUIC
+# connection. Prints both, the relayed/direct ratio, the round-trip times, and router a's CPU
+# time (user + system, from /proc) per GB it relayed; a1 -> b1 (direct, through b's NAT) on the
+# NAT lab is printed for reference.
+#
 # Installs iperf3, iputils-ping and wireguard-tools with apt when missing. wireguard-go is
 # fetched with apt from the trixie suite of the machine's own Debian mirror, using a private
 # apt directory (the system's sources stay untouched), and unpacked with dpkg-deb -x into
@@ -43,6 +52,7 @@ PINGS=200
 SKIP_SKYVINE=0
 BUILD=1
 VARIANTS=()
+RELAY=0
 
 die() {
     echo "bench-throughput: error: $*" >&2
@@ -58,7 +68,8 @@ while (($#)); do
         --skip-skyvine) SKIP_SKYVINE=1; shift ;;
         --no-build) BUILD=0; shift ;;
         --variant) VARIANTS+=("${2:?--variant needs ENV=VALUE settings}"); shift 2 ;;
-        -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
+        --relay) RELAY=1; shift ;;
+        -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
         *) die "unknown option '$1'" ;;
     esac
 done
@@ -152,17 +163,18 @@ cpu_ticks() {
     echo "$total"
 }
 
-# iperf_run STREAMS: one iperf3 run a1 -> b1; prints the receiver's Mbit/s (all streams).
+# iperf_run STREAMS [SRC DST DST_IP]: one iperf3 run SRC -> DST (default a1 -> b1); prints the
+# receiver's Mbit/s (all streams).
 iperf_run() {
-    local streams=$1 server out deadline
-    in_ns b1 iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
+    local streams=$1 src=${2:-a1} dst=${3:-b1} dst_ip=${4:-10.77.2.1} server out deadline
+    in_ns "$dst" iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
     server=$!
     deadline=$((SECONDS + 5))
-    until in_ns b1 ss -ltn 2>/dev/null | grep -q ':5201 '; do
+    until in_ns "$dst" ss -ltn 2>/dev/null | grep -q ':5201 '; do
         ((SECONDS < deadline)) || die "iperf3 server did not start"
         sleep 0.05
     done
-    out=$(in_ns a1 iperf3 -c 10.77.2.1 -p 5201 -t "$SECONDS_PER_RUN" -P "$streams" -f m 2>&1) ||
+    out=$(in_ns "$src" iperf3 -c "$dst_ip" -p 5201 -t "$SECONDS_PER_RUN" -P "$streams" -f m 2>&1) ||
         { echo "$out" >&2; return 1; }
     wait "$server" 2>/dev/null || true
     awk '/receiver/ {print $(NF-2)}' <<<"$out" | tail -n 1
@@ -196,6 +208,57 @@ measure() {
     echo "$label ${result[0]} ${result[2]} $rtt ${result[1]} ${result[3]}"
 }
 
+# measure_one LABEL SRC DST DST_IP: REPS single-stream runs SRC -> DST, then PINGS pings;
+# prints "LABEL MBPS RTT_MS GB" (GB: all the runs' payload, from the receiver's rates).
+measure_one() {
+    local label=$1 src=$2 dst=$3 dst_ip=$4 rep mbps tputs=() gb=0 rtt
+    for ((rep = 1; rep <= REPS; rep++)); do
+        mbps=$(iperf_run 1 "$src" "$dst" "$dst_ip") || die "$label: iperf3 failed"
+        gb=$(awk -v g="$gb" -v m="$mbps" -v s="$SECONDS_PER_RUN" 'BEGIN {print g + m * s / 8000}')
+        tputs+=("$mbps")
+        log "$label run $rep: $mbps Mbit/s"
+    done
+    rtt=$(in_ns "$src" ping -n -c "$PINGS" -i 0.01 "$dst_ip" | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | median)
+    log "$label: rtt median ${rtt} ms over $PINGS pings"
+    echo "$label $(printf '%s\n' "${tputs[@]}" | median) $rtt $gb"
+}
+
+# relay_bench: b1 -> c1 direct, then through relay a with b and c behind NAT.
+relay_bench() {
+    local direct relayed reference pid before after
+    PREFIX=svb$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
+    "$LAB" up --prefix "$PREFIX" >/dev/null
+    direct=$(measure_one direct b1 c1 10.77.3.1)
+    "$LAB" down --prefix "$PREFIX" >/dev/null
+    PREFIX=svb$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
+    "$LAB" up --prefix "$PREFIX" --nat b,c >/dev/null
+    read -r pid _ <"/tmp/skyvine-lab-$PREFIX/pids/router-a"
+    before=$(cpu_ticks "$pid")
+    relayed=$(measure_one relayed b1 c1 10.77.3.1)
+    after=$(cpu_ticks "$pid")
+    reference=$(measure_one nat-direct a1 b1 10.77.2.1)
+    "$LAB" down --prefix "$PREFIX" >/dev/null
+    PREFIX=""
+
+    local d_mbps d_rtt r_mbps r_rtt r_gb n_mbps n_rtt
+    read -r _ d_mbps d_rtt _ <<<"$direct"
+    read -r _ r_mbps r_rtt r_gb <<<"$relayed"
+    read -r _ n_mbps n_rtt _ <<<"$reference"
+    echo "bench-throughput --relay: single TCP stream (iperf3 -t $SECONDS_PER_RUN, median of $REPS), RTT median of $PINGS pings at 10 ms"
+    printf '%-34s %14s %10s\n' path throughput_mbps rtt_ms
+    printf '%-34s %14.1f %10.3f\n' "b1 -> c1 direct (no NAT)" "$d_mbps" "$d_rtt"
+    printf '%-34s %14.1f %10.3f\n' "b1 -> c1 via relay a (b, c NATed)" "$r_mbps" "$r_rtt"
+    printf '%-34s %14.1f %10.3f\n' "a1 -> b1 direct through b's NAT" "$n_mbps" "$n_rtt"
+    awk -v r="$r_mbps" -v d="$d_mbps" -v rr="$r_rtt" -v dr="$d_rtt" 'BEGIN {
+        printf "ratio relayed/direct         throughput %.3f  rtt %.3f\n", r / d, rr / dr }'
+    # Every relayed byte crossed router a once in each direction of its QUIC connections (in
+    # from b, out to c); the ACKs of the reverse direction are a few percent on top.
+    awk -v t="$((after - before))" -v hz="$CLK_TCK" -v g="$r_gb" 'BEGIN {
+        s = t / hz
+        printf "relay router a: %.2f CPU s (user+system) for %.2f GB of TCP payload relayed: %.2f CPU s per GB\n", s, g, s / g }'
+    echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 # ceiling_run: one datagram_ceiling run r-a -> r-b; prints the receiver's payload Gbit/s.
 ceiling_run() {
     local pki=/tmp/skyvine-lab-$PREFIX/pki out receiver
@@ -224,7 +287,6 @@ router_pids() {
 
 need iperf3 iperf3
 need ping iputils-ping
-need wg wireguard-tools
 need ss iproute2
 
 if ((BUILD)); then
@@ -232,6 +294,17 @@ if ((BUILD)); then
     (cd "$REPO_ROOT" && cargo build --release -q -p skyvine-router --bin skyvine --example datagram_ceiling) >&2 ||
         die "cargo build failed"
 fi
+
+if ((RELAY)); then
+    # A private current-lab file: never repoint the one other labs on this machine use.
+    CURRENT_FILE=/tmp/skyvine-lab-current-bench-$$
+    export SKYVINE_LAB_CURRENT=$CURRENT_FILE
+    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    relay_bench
+    exit 0
+fi
+
+need wg wireguard-tools
 [[ -x $CEILING ]] || die "$CEILING missing: cargo build --release -p skyvine-router --example datagram_ceiling"
 
 WG_GO=""

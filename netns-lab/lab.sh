@@ -14,6 +14,14 @@
 #                         wan0 = 100.64.0.N/24 (MAC 52:54:00:64:00:0N), TUN skyvine0 (router)
 #   namespace   P-wan     the WAN: bridge br0 with ports r-S, or, with --wan-delay-ms, no bridge
 #                         and the skyvine-delay relay attached to the r-S ports.
+#   namespace   P-nat-S   with `up --nat S,...`: site S's router sits behind its own NAT. The
+#                         router's wan0 is 192.168.N.2/24 (default route via 192.168.N.1); the
+#                         NAT namespace has in0 = 192.168.N.1/24 towards it and wan0 =
+#                         100.64.0.N/24 on the WAN (port r-S there, as a public router's), and
+#                         nftables masquerades the router's packets out of wan0 with no inbound
+#                         mapping: new connections from the WAN are dropped. Such a router
+#                         dials out and is never dialed; two NATed sites reach each other via
+#                         site a (public, `relay = true`).
 #   QEMU guest  g1        with `up --qemu [S]`: a real Linux VM (TCG) whose tap tap-g1-I sits in
 #                         P-lan on br-S; eth0 = 10.77.N.10/24, MAC 52:54:00:77:0N:10 (guest.sh).
 #
@@ -51,9 +59,11 @@ usage() {
 usage: lab.sh COMMAND [OPTIONS]
 
   up [--prefix P] [--sites 2|3] [--wan-delay-ms N] [--no-routers] [--optimize] [--wait-s 20]
-     [--qemu [SITE]] [--nic virtio|e1000]
+     [--qemu [SITE]] [--nic virtio|e1000] [--nat SITE,...]
         build the lab, start the routers (or install static kernel routes with --no-routers)
-        and wait until every cross-site VM pair pings. --qemu also builds (cached) and boots
+        and wait until every cross-site VM pair pings. --nat b,c puts each listed site's router
+        behind its own NAT (nftables masquerade, no inbound mapping): it dials out and is never
+        dialed, and two NATed sites talk through site a, which stays public and relays. --qemu also builds (cached) and boots
         guest g1, a real QEMU VM (TCG) on SITE's bridge (default a) in SITE's LNDT, running
         the prober echo and the checked-transfer server; --nic picks its NIC (virtio)
   down [--prefix P] [--keep-logs]
@@ -67,6 +77,10 @@ usage: lab.sh COMMAND [OPTIONS]
   start-routers [--wait-s 20]   turn a --no-routers lab into a routed one (drop the static
                                 routes, generate certificates and configs, start the routers)
   restart-router SITE           stop (SIGTERM) and start one router again
+  nat-rebind SITE               give a NATed site's router a new address behind its NAT
+                                (192.168.N.2 <-> .3): its NAT maps its packets to a new public
+                                port, a NAT rebinding and an own-address change at once; the
+                                peers see the same QUIC connection move (connection migration)
   kill-router SITE [-9]         stop one router (SIGTERM, or SIGKILL with -9)
   migrate VM SITE [--announce rarp|garp|none] [--pause-ms 100]
         move VM's link to SITE's LAN (VM keeps IP, MAC, ARP cache, sockets), then emit the
@@ -235,7 +249,7 @@ on_up_exit() {
 }
 
 cmd_up() {
-    local sites=3 delay=0 routers=1 optimize=0 wait_s=20 qemu="" nic=virtio
+    local sites=3 delay=0 routers=1 optimize=0 wait_s=20 qemu="" nic=virtio nat=""
     PREFIX=""
     while (($#)); do
         case "$1" in
@@ -251,6 +265,7 @@ cmd_up() {
                 if [[ ${1:-} =~ ^[abc]$ ]]; then qemu=$1; shift; fi
                 ;;
             --nic) nic=${2:?--nic needs virtio or e1000}; shift 2 ;;
+            --nat) nat=${2:?--nat needs sites, e.g. b,c}; shift 2 ;;
             *) die "up: unknown option '$1'" ;;
         esac
     done
@@ -262,6 +277,15 @@ cmd_up() {
     if [[ -n $qemu ]]; then
         [[ $qemu == a || $qemu == b || ($qemu == c && $sites == 3) ]] ||
             die "--qemu $qemu: no site $qemu in a $sites-site lab"
+    fi
+    local nat_sites="" t
+    if [[ -n $nat ]]; then
+        ((routers)) || die "--nat needs routers: kernel forwarding cannot cross a NAT (drop --no-routers)"
+        for t in ${nat//,/ }; do
+            [[ $t == b || ($t == c && $sites == 3) ]] ||
+                die "--nat $nat: '$t' is not a site that can be NATed (b or c; site a stays public and relays)"
+            [[ " $nat_sites " == *" $t "* ]] || nat_sites+=" $t"
+        done
     fi
     [[ -n $PREFIX ]] || PREFIX=sv$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
     [[ $PREFIX =~ ^[a-z0-9]{1,10}$ ]] || die "prefix must be 1-10 characters of a-z, 0-9"
@@ -282,11 +306,13 @@ cmd_up() {
     echo "${site_list[@]:0:sites}" >"$STATE/sites"
     echo "$delay" >"$STATE/wan_delay_ms"
     echo "$optimize" >"$STATE/optimize"
+    echo "$nat_sites" | xargs >"$STATE/nat"
     if ((routers)); then echo routers >"$STATE/mode"; else echo no-routers >"$STATE/mode"; fi
     local what
     what="sites $(lab_sites), wan delay ${delay} ms, $(cat "$STATE/mode")"
     ((optimize)) && what+=", routing optimization"
     [[ -n $qemu ]] && what+=", QEMU guest g1 ($nic) on site $qemu"
+    [[ -n $nat_sites ]] && what+=", behind NAT:$nat_sites"
     log "building lab $PREFIX: $what"
 
     if [[ -n $qemu ]]; then
@@ -300,9 +326,11 @@ cmd_up() {
         echo "$STATE/guest/vmlinuz $STATE/guest/initramfs.cpio.gz" >"$STATE/guest-image"
         guest_define g1 "$qemu" "$nic"
     fi
+    [[ -n $nat_sites ]] && need nft nftables
     build_fabric
     local s
     for s in $(lab_sites); do build_site "$s" "$optimize"; done
+    for s in $nat_sites; do build_nat "$s"; done
     # TCG boots take long: the guest boots while the WAN and the routers come up.
     [[ -n $qemu ]] && guest_boot g1
     build_wan "$delay"
@@ -351,12 +379,23 @@ build_site() {
         net.ipv4.conf.default.rp_filter=0
     ip link add lan0 netns "$(ns_name "r-$s")" address "52:54:00:77:0$n:fe" type veth \
         peer "r-$s" netns "$(ns_name lan)"
-    ip link add wan0 netns "$(ns_name "r-$s")" address "52:54:00:64:00:0$n" type veth \
-        peer "r-$s" netns "$(ns_name wan)"
     in_ns "r-$s" ip addr add "10.77.$n.254/24" dev lan0
-    in_ns "r-$s" ip addr add "100.64.0.$n/24" dev wan0
+    if is_nat "$s"; then
+        # The WAN link is the NAT's (build_nat); the router's wan0 faces the NAT.
+        new_ns "nat-$s"
+        ip link add wan0 netns "$(ns_name "r-$s")" address "52:54:00:64:01:0$n" type veth \
+            peer in0 netns "$(ns_name "nat-$s")"
+        # An address change keeps the route: the new address is added, then the old removed.
+        in_ns "r-$s" sysctl -qw net.ipv4.conf.wan0.promote_secondaries=1
+        in_ns "r-$s" ip addr add "192.168.$n.2/24" dev wan0
+    else
+        ip link add wan0 netns "$(ns_name "r-$s")" address "52:54:00:64:00:0$n" type veth \
+            peer "r-$s" netns "$(ns_name wan)"
+        in_ns "r-$s" ip addr add "100.64.0.$n/24" dev wan0
+    fi
     in_ns "r-$s" ip link set lan0 up
     in_ns "r-$s" ip link set wan0 up
+    if is_nat "$s"; then in_ns "r-$s" ip route add default via "192.168.$n.1"; fi
     in_ns lan ip link set "r-$s" master "br-$s" up
     for v in 1 2; do
         vm=$s$v
@@ -375,6 +414,44 @@ build_site() {
     done
 }
 
+# Whether site S's router is behind a NAT in this lab.
+is_nat() { [[ " $(cat "$STATE/nat" 2>/dev/null) " == *" $1 "* ]]; }
+
+# The namespace holding site S's WAN-facing wan0: its NAT's, or its router's.
+wan_side() { if is_nat "$1"; then echo "nat-$1"; else echo "r-$1"; fi; }
+
+# build_nat S: the NAT in front of site S's router (see the topology above). Real nftables:
+# masquerade out of wan0, forward only what the inside started, no inbound mapping.
+build_nat() {
+    local s=$1 n
+    n=$(site_num "$s")
+    ip link add wan0 netns "$(ns_name "nat-$s")" address "52:54:00:64:00:0$n" type veth \
+        peer "r-$s" netns "$(ns_name wan)"
+    in_ns "nat-$s" ip addr add "192.168.$n.1/24" dev in0
+    in_ns "nat-$s" ip addr add "100.64.0.$n/24" dev wan0
+    in_ns "nat-$s" ip link set in0 up
+    in_ns "nat-$s" ip link set wan0 up
+    in_ns "nat-$s" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
+        net.ipv4.conf.default.rp_filter=0
+    in_ns "nat-$s" nft -f - <<'NFT' || die "nftables NAT rules failed in nat-$s"
+table ip skyvine_lab_nat {
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "wan0" masquerade
+    }
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        iifname "in0" oifname "wan0" accept
+        iifname "wan0" oifname "in0" ct state established,related accept
+    }
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iifname "wan0" ct state new drop
+    }
+}
+NFT
+}
+
 # build_wan DELAY_MS: a bridge, or the delay relay on bare ports when DELAY_MS > 0.
 build_wan() {
     local delay=$1 s ifaces=()
@@ -390,8 +467,8 @@ build_wan() {
     for s in $(lab_sites); do
         # Packet sockets see frames as the kernel holds them: turn off checksum and
         # segmentation offloads so each relayed frame is complete and fits the MTU.
-        in_ns "r-$s" ethtool -K wan0 tx off tso off gso off gro off >/dev/null 2>&1 ||
-            die "ethtool -K wan0 failed in r-$s"
+        in_ns "$(wan_side "$s")" ethtool -K wan0 tx off tso off gso off gro off >/dev/null 2>&1 ||
+            die "ethtool -K wan0 failed in $(wan_side "$s")"
         in_ns wan ethtool -K "r-$s" tx off tso off gso off gro off >/dev/null 2>&1 ||
             die "ethtool -K r-$s failed in wan"
         in_ns wan ip link set "r-$s" promisc on up
@@ -423,8 +500,19 @@ static_routes() {
     done
 }
 
+# peer_lines S T: how site S's router reaches peer T: T's address when T is public; nothing
+# when only T can dial (T behind NAT, S public); via the relay a when both are behind NAT.
+peer_lines() {
+    local s=$1 t=$2
+    if ! is_nat "$t"; then
+        echo "address = \"100.64.0.$(site_num "$t"):$WAN_PORT\""
+    elif is_nat "$s"; then
+        echo "via = \"a\""
+    fi
+}
+
 make_pki_and_configs() {
-    local optimize=$1 s t n hosts h
+    local optimize=$1 s t n hosts h listen
     mkdir -p "$STATE/pki"
     "$SKYVINE_BIN" cert ca --dir "$STATE/pki" >"$STATE/pki/cert.log" 2>&1 ||
         { cat "$STATE/pki/cert.log" >&2; die "skyvine cert ca failed"; }
@@ -436,9 +524,14 @@ make_pki_and_configs() {
         # The LNDT: the site's two VMs and the guests whose home it is.
         hosts="\"10.77.$n.1/32\", \"10.77.$n.2/32\""
         for h in $(guest_lndt_hosts "$s"); do hosts+=", \"$h\""; done
+        # Behind NAT: any local address, so that a new one (nat-rebind) keeps working.
+        listen="100.64.0.$n:$WAN_PORT"
+        is_nat "$s" && listen="0.0.0.0:$WAN_PORT"
         {
             echo "# skyvine lab $PREFIX, site $s (generated by netns-lab/lab.sh)"
             echo "site = \"$s\""
+            # Site a relays between two NATed sites.
+            [[ $s == a && $(wc -w <"$STATE/nat") -ge 2 ]] && echo "relay = true"
             echo
             echo "[lan]"
             echo "interface = \"lan0\""
@@ -447,7 +540,7 @@ make_pki_and_configs() {
             ((optimize)) && echo "virtual_network = \"10.77.0.0/16\""
             echo
             echo "[wan]"
-            echo "listen = \"100.64.0.$n:$WAN_PORT\""
+            echo "listen = \"$listen\""
             echo
             echo "[tls]"
             echo "ca = \"$STATE/pki/ca.pem\""
@@ -465,7 +558,7 @@ make_pki_and_configs() {
                 echo
                 echo "[[peers]]"
                 echo "site = \"$t\""
-                echo "address = \"100.64.0.$(site_num "$t"):$WAN_PORT\""
+                peer_lines "$s" "$t"
             done
         } >"$STATE/$s/router.toml"
         "$SKYVINE_BIN" check-config "$STATE/$s/router.toml" >"$STATE/$s/check-config.log" 2>&1 ||
@@ -542,7 +635,7 @@ cmd_down() {
 
 cmd_status() {
     local s pid
-    echo "lab $PREFIX ($(cat "$STATE/mode"), wan delay $(cat "$STATE/wan_delay_ms") ms, optimize $(cat "$STATE/optimize"))"
+    echo "lab $PREFIX ($(cat "$STATE/mode"), wan delay $(cat "$STATE/wan_delay_ms") ms, optimize $(cat "$STATE/optimize"), behind NAT: $(cat "$STATE/nat" 2>/dev/null | xargs || true))"
     echo "namespaces: $(ip netns list | awk '{print $1}' | grep "^$PREFIX-" | sort | xargs)"
     echo -n "vm locations:"
     for s in $(lab_vms); do echo -n " $s@$(cat "$STATE/vm/$s")"; done
@@ -710,6 +803,21 @@ cmd_restart_router() {
     stop_recorded "router-$1" TERM
     start_router "$1"
     echo "router $1 restarted (pid $(pid_of "router-$1"))"
+}
+
+cmd_nat_rebind() {
+    (($# == 1)) || die "usage: lab.sh nat-rebind SITE"
+    valid_site "$1"
+    is_nat "$1" || die "site $1 is not behind a NAT in this lab (lab.sh up --nat $1)"
+    local s=$1 n old new
+    n=$(site_num "$s")
+    old=$(in_ns "r-$s" ip -4 -o addr show dev wan0 | awk '{print $4}' | head -n 1)
+    old=${old%/24}
+    if [[ $old == "192.168.$n.2" ]]; then new=192.168.$n.3; else new=192.168.$n.2; fi
+    in_ns "r-$s" ip addr add "$new/24" dev wan0
+    in_ns "r-$s" ip addr del "$old/24" dev wan0
+    in_ns "r-$s" ip route replace default via "192.168.$n.1"
+    echo "nat-rebind site=$s old=$old new=$new"
 }
 
 cmd_kill_router() {
@@ -928,6 +1036,7 @@ main() {
         start-routers) cmd_start_routers "$@" ;;
         restart-router) cmd_restart_router "$@" ;;
         kill-router) cmd_kill_router "$@" ;;
+        nat-rebind) cmd_nat_rebind "$@" ;;
         migrate) cmd_migrate "$@" ;;
         probe) cmd_probe "$@" ;;
         where) cmd_where "$@" ;;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,19 +16,19 @@ use skyvine_tables::{MacAddr, SiteId};
 use tokio::sync::{mpsc, watch};
 
 use skyvine_core::config::Config;
-use skyvine_core::link::{self, Direction, Keep};
+use skyvine_core::link::{self, Direction, Keep, PeerPath};
 use skyvine_core::node::{Effect, LanIdentity, Node};
 use skyvine_core::proto::{self, Message, ProtoError};
 
 use crate::dataplane::{self, Counters, PacketDevice, PeerTable};
 use crate::fib::Fib;
 use crate::pki::{self, Identity};
+use crate::relay::{self, Hub, RelayEndpoint};
+
+mod connect;
 
 /// How long a handshake (QUIC + hello) may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reconnect backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(3);
 /// Control messages queued towards one peer before the link is declared stuck.
 const OUTBOX_CAPACITY: usize = 4096;
 /// Events queued towards the main loop (readers wait when it is full: backpressure).
@@ -41,15 +41,19 @@ mod close_code {
     pub const DUPLICATE: u32 = 2;
     pub const STUCK: u32 = 3;
     pub const WRONG_SITE: u32 = 4;
+    pub const RELAY_DOWN: u32 = 5;
 }
 
 /// Where the daemon's kernel state goes: the real netlink reconciler, or a recording fake.
 pub trait KernelOps: Send + 'static {
     /// Makes the kernel's routes and neighbours match the desired set.
+    ///
+    /// `route_mtus` gives some of `tun_routes` (those towards relayed sites) a route MTU.
     fn apply(
         &mut self,
         tun_routes: BTreeSet<Ipv4Network>,
         lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+        route_mtus: BTreeMap<Ipv4Network, u32>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Removes everything this router installed.
     fn clear(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
@@ -79,10 +83,12 @@ impl KernelOps for crate::kernel::Kernel {
         &mut self,
         tun_routes: BTreeSet<Ipv4Network>,
         lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+        route_mtus: BTreeMap<Ipv4Network, u32>,
     ) -> anyhow::Result<()> {
         let desired = crate::kernel::Desired {
             tun_routes,
             lan_hosts,
+            route_mtus,
         };
         let changes = self.reconcile(&desired).await?;
         log_changes(&changes);
@@ -124,6 +130,8 @@ pub struct Shared {
     pub fib: Arc<Fib>,
     pub peers: Arc<PeerTable>,
     pub counters: Arc<Counters>,
+    /// Relay datagrams: what this router passed on, and who it reaches through a relay.
+    pub relay: Arc<Hub>,
 }
 
 /// A question for the main loop, answered from the node's state (admin CLI, metrics).
@@ -172,6 +180,7 @@ struct Link {
     conn: quinn::Connection,
     outbox: mpsc::Sender<Message>,
     direction: Direction,
+    path: PeerPath,
 }
 
 /// Runs a router until `shutdown` resolves, then removes its kernel state.
@@ -192,10 +201,14 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         config.node_config(lan.as_ref().map(|l| l.identity)),
         Instant::now(),
     );
+    let peers = Arc::new(PeerTable::new());
+    let counters = Arc::new(Counters::new());
+    let (hub, relayed) = relay::start(&config, &identity, &peers, &counters)?;
     let shared = Shared {
         fib: Arc::new(Fib::new(node.fib_snapshot())),
-        peers: Arc::new(PeerTable::new()),
-        counters: Arc::new(Counters::new()),
+        peers,
+        counters,
+        relay: Arc::new(hub),
     };
     let tun_task = dataplane::spawn_tun_reader(
         device.clone(),
@@ -210,7 +223,13 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         inputs,
         ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
     };
-    let mut background = spawn_background(&config, &endpoint, &client, &ctx, &connected_rx)?;
+    let endpoints = Endpoints {
+        wan: endpoint.clone(),
+        client,
+        relayed: relayed.clone(),
+    };
+    let mut background = spawn_background(&config, &endpoints, &ctx, &connected_rx)?;
+    let route_mtus = relay::route_mtus(&config);
 
     let mut main = MainLoop {
         node,
@@ -221,12 +240,18 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         kernel_retry: KernelRetry::default(),
         lan: lan.map(LanChannels::from),
         connected,
+        route_mtus,
         dirty: true,
     };
     main.run(input_rx, shutdown).await;
 
     tracing::info!("shutting down");
     endpoint.close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+    if let Some(relayed) = &relayed {
+        relayed
+            .endpoint
+            .close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+    }
     background.abort_all();
     tun_task.abort();
     main.kernel
@@ -239,12 +264,18 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
     Ok(())
 }
 
+/// The QUIC endpoints: the WAN one, and the relay one when some peers are reached via a relay.
+struct Endpoints {
+    wan: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    relayed: Option<Arc<RelayEndpoint>>,
+}
+
 /// The tasks beside the main loop: the admin socket and metrics, accepting connections, and
-/// one dialer per peer with an address.
+/// one dialer per peer with an address or a relay.
 fn spawn_background(
     config: &Config,
-    endpoint: &quinn::Endpoint,
-    client: &quinn::ClientConfig,
+    endpoints: &Endpoints,
     ctx: &LinkContext,
     connected: &watch::Receiver<BTreeSet<SiteId>>,
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
@@ -252,18 +283,43 @@ fn spawn_background(
     for task in crate::admin::start(config, QueryHandle(ctx.inputs.clone()))? {
         background.spawn(task);
     }
-    background.spawn(accept_loop(endpoint.clone(), ctx.clone()));
+    background.spawn(connect::accept_loop(
+        endpoints.wan.clone(),
+        None,
+        ctx.clone(),
+    ));
+    if let Some(relayed) = &endpoints.relayed {
+        background.spawn(connect::accept_loop(
+            relayed.endpoint.clone(),
+            Some(relayed.clone()),
+            ctx.clone(),
+        ));
+    }
     for peer in &config.peers {
-        if let Some(addr) = peer.address {
-            background.spawn(dial_loop(
-                endpoint.clone(),
-                client.clone(),
-                peer.site.clone(),
+        let dial = match (peer.address, &peer.via, &endpoints.relayed) {
+            (Some(addr), _, _) => connect::Dial::Direct {
+                endpoint: endpoints.wan.clone(),
+                client: endpoints.client.clone(),
                 addr,
-                ctx.clone(),
-                connected.clone(),
-            ));
-        }
+            },
+            // Of two routers relayed to each other, the lower site id dials and the other
+            // accepts: two dials at once would cost a replaced connection (the tie-break keeps
+            // the lower one's anyway).
+            (None, Some(relay), Some(relayed)) if config.site < peer.site => {
+                connect::Dial::Relayed {
+                    relayed: relayed.clone(),
+                    relay: relay.clone(),
+                }
+            }
+            // Reached only when it dials us.
+            (None, _, _) => continue,
+        };
+        background.spawn(connect::dial_loop(
+            dial,
+            peer.site.clone(),
+            ctx.clone(),
+            connected.clone(),
+        ));
     }
     Ok(background)
 }
@@ -373,6 +429,8 @@ struct MainLoop<D, K> {
     lan: Option<LanChannels>,
     /// The sites with a connection up, for the dialers.
     connected: watch::Sender<BTreeSet<SiteId>>,
+    /// The route MTU towards each peer reached through a relay.
+    route_mtus: BTreeMap<SiteId, u32>,
     /// The tables changed since they were last published.
     dirty: bool,
 }
@@ -430,9 +488,11 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
                 changed
             });
         }
+        let tun_routes = self.node.tun_routes();
+        let route_mtus = self.relayed_route_mtus(&tun_routes);
         match self
             .kernel
-            .apply(self.node.tun_routes(), self.node.lan_hosts())
+            .apply(tun_routes, self.node.lan_hosts(), route_mtus)
             .await
         {
             Ok(()) => {
@@ -441,6 +501,17 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
             }
             Err(error) => self.kernel_retry.failed(&error),
         }
+    }
+
+    /// The MTU of each route towards a site reached through a relay.
+    fn relayed_route_mtus(&self, tun_routes: &BTreeSet<Ipv4Network>) -> BTreeMap<Ipv4Network, u32> {
+        tun_routes
+            .iter()
+            .filter_map(|prefix| {
+                let owner = self.node.gndt().get(*prefix)?.entry.site();
+                Some((*prefix, *self.route_mtus.get(owner)?))
+            })
+            .collect()
     }
 
     fn on_lan_event(&mut self, event: Option<LanEvent>) {
@@ -470,6 +541,7 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
                         self.shared.peers.remove_if_same(&site, &link.conn);
                     }
                     self.node.handle_peer_down(&site, now);
+                    self.close_relayed_via(&site);
                 }
             }
             Input::Message { site, id, message } => {
@@ -480,10 +552,30 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
         }
     }
 
+    /// The connection to `relay` is gone: so is every path through it. Closing the relayed
+    /// connections now (rather than at their idle timeout) lets their dialers start over as
+    /// soon as the relay is back.
+    fn close_relayed_via(&self, relay: &SiteId) {
+        for (site, link) in &self.links {
+            if link.path.relay() == Some(relay) {
+                tracing::info!(peer = %site, %relay, "relay down; closing the relayed connection");
+                link.conn.close(
+                    quinn::VarInt::from_u32(close_code::RELAY_DOWN),
+                    b"relay down",
+                );
+            }
+        }
+    }
+
     /// A connection passed its handshake; the core breaks the tie with one already up.
     fn on_connected(&mut self, site: SiteId, link: Link, now: Instant) {
         if let Some(existing) = self.links.get(&site) {
-            let keep = link::tie_break(self.node.me(), &site, existing.direction, link.direction);
+            let keep = link::tie_break_paths(
+                self.node.me(),
+                &site,
+                (existing.direction, &existing.path),
+                (link.direction, &link.path),
+            );
             let (closing, reason) = match keep {
                 Keep::New => (&existing.conn, "duplicate, replaced"),
                 Keep::Existing => (&link.conn, "duplicate"),
@@ -495,17 +587,29 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
             }
         }
         self.shared.peers.insert(site.clone(), link.conn.clone());
-        dataplane::spawn_peer_reader(
+        dataplane::spawn_peer_reader_with_relay(
             link.conn.clone(),
             site.clone(),
             self.device.clone(),
-            self.shared.fib.clone(),
-            self.shared.peers.clone(),
-            self.shared.counters.clone(),
+            (
+                self.shared.fib.clone(),
+                self.shared.peers.clone(),
+                self.shared.counters.clone(),
+            ),
+            self.shared.relay.clone(),
         );
-        tracing::info!(peer = %site, remote = %link.conn.remote_address(), dialed_by_me = link.direction == Direction::Dialed, "connection established");
+        let dialed_by_me = link.direction == Direction::Dialed;
+        match &link.path {
+            PeerPath::Direct => {
+                tracing::info!(peer = %site, remote = %link.conn.remote_address(), dialed_by_me, "connection established");
+            }
+            PeerPath::Via(relay) => {
+                tracing::info!(peer = %site, %relay, dialed_by_me, "connection established through a relay");
+            }
+        }
+        let path = link.path.clone();
         self.links.insert(site.clone(), link);
-        self.node.handle_peer_up(site, now);
+        self.node.handle_link_up(site, path, now);
     }
 
     fn apply_effects(&mut self) {
@@ -546,104 +650,14 @@ struct LinkContext {
     ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, ctx: LinkContext) {
-    while let Some(incoming) = endpoint.accept().await {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(error)) => {
-                    tracing::warn!(%remote, %error, "refused incoming connection");
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(%remote, "incoming handshake timed out");
-                    return;
-                }
-            };
-            match pki::peer_site(&conn) {
-                Ok(site) => run_link(conn, site, Direction::Accepted, ctx).await,
-                Err(error) => {
-                    tracing::warn!(%remote, %error, "refused incoming connection without a site certificate");
-                    conn.close(
-                        quinn::VarInt::from_u32(close_code::WRONG_SITE),
-                        b"no site certificate",
-                    );
-                }
-            }
-        });
-    }
-}
-
-async fn dial_loop(
-    endpoint: quinn::Endpoint,
-    client: quinn::ClientConfig,
-    site: SiteId,
-    addr: SocketAddr,
-    ctx: LinkContext,
-    mut connected: watch::Receiver<BTreeSet<SiteId>>,
-) {
-    let mut backoff = BACKOFF_MIN;
-    let mut failures = 0u32;
-    loop {
-        if connected.borrow_and_update().contains(&site) {
-            if connected.changed().await.is_err() {
-                return;
-            }
-            continue;
-        }
-        match dial(&endpoint, &client, &site, addr).await {
-            Ok(conn) => {
-                if failures > 0 {
-                    tracing::info!(peer = %site, %addr, failures, "reached peer after failures");
-                }
-                failures = 0;
-                backoff = BACKOFF_MIN;
-                run_link(conn, site.clone(), Direction::Dialed, ctx.clone()).await;
-            }
-            Err(error) => {
-                failures += 1;
-                if failures == 1 {
-                    tracing::warn!(peer = %site, %addr, error = format!("{error:#}"), "cannot reach peer; retrying with backoff");
-                } else {
-                    tracing::debug!(peer = %site, %addr, failures, error = format!("{error:#}"), "peer still unreachable");
-                }
-            }
-        }
-        // Random jitter keeps two routers that lost each other from redialing in lockstep.
-        let jitter = Duration::from_millis(fastrand::u64(0..100));
-        tokio::select! {
-            () = tokio::time::sleep(backoff + jitter) => {}
-            _ = connected.changed() => {}
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-async fn dial(
-    endpoint: &quinn::Endpoint,
-    client: &quinn::ClientConfig,
-    site: &SiteId,
-    addr: SocketAddr,
-) -> anyhow::Result<quinn::Connection> {
-    let connecting = endpoint.connect_with(client.clone(), addr, &pki::server_name(site))?;
-    let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
-        .await
-        .context("handshake timed out")??;
-    let actual = pki::peer_site(&conn)?;
-    if &actual != site {
-        conn.close(
-            quinn::VarInt::from_u32(close_code::WRONG_SITE),
-            b"wrong site",
-        );
-        anyhow::bail!("expected site {site}, but the certificate names {actual}");
-    }
-    Ok(conn)
-}
-
 /// Runs one authenticated connection: hello exchange, then control messages until it closes.
-async fn run_link(conn: quinn::Connection, site: SiteId, direction: Direction, ctx: LinkContext) {
+async fn run_link(
+    conn: quinn::Connection,
+    site: SiteId,
+    direction: Direction,
+    path: PeerPath,
+    ctx: LinkContext,
+) {
     let id = ctx.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (send, mut recv) = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -675,6 +689,7 @@ async fn run_link(conn: quinn::Connection, site: SiteId, direction: Direction, c
         conn: conn.clone(),
         outbox,
         direction,
+        path,
     };
     if ctx
         .inputs

@@ -3,7 +3,9 @@
 //! The router owns three kinds of kernel state, all in the main IPv4 table:
 //!
 //! * `ip route add PREFIX dev <tun> proto 90 scope link` for every prefix that lives at another
-//!   site (remote site prefixes, and /32s of VMs that migrated away);
+//!   site (remote site prefixes, and /32s of VMs that migrated away), with `mtu N` when the site
+//!   is reached through a relay (its packets must leave room for the relayed connection's own
+//!   header, and the kernel then answers larger ones with "fragmentation needed");
 //! * `ip route add IP/32 dev <lan> proto 90 scope link` for every VM that migrated in; being a
 //!   /32 it wins over the LAN's own connected prefix and over a remote site's prefix via TUN;
 //! * `ip neigh replace IP lladdr MAC dev <lan> nud permanent proto 90` for those VMs whose MAC is
@@ -26,7 +28,8 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
 };
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
@@ -48,6 +51,9 @@ pub struct Desired {
     /// neighbour entry when its MAC is known. A host that is also in `tun_routes` as a /32 is
     /// routed on the LAN: the kernel holds one route per prefix.
     pub lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+    /// A route MTU for some of `tun_routes` (those towards relayed sites); the others use
+    /// the TUN device's MTU.
+    pub route_mtus: BTreeMap<Ipv4Network, u32>,
 }
 
 /// The interface a kernel entry points at.
@@ -65,6 +71,8 @@ pub enum Entry {
     Route {
         dst: Ipv4Network,
         dev: Dev,
+        /// The route's MTU metric, if it has one.
+        mtu: Option<u32>,
     },
     Neighbour {
         ip: Ipv4Addr,
@@ -245,7 +253,7 @@ impl Kernel {
             }
         }
         for entry in &plan.add {
-            match self.add(entry).await {
+            match self.add(entry, plan.replaces(entry)).await {
                 Ok(true) => changes.added.push(*entry),
                 Ok(false) => tracing::warn!(
                     %entry,
@@ -298,10 +306,11 @@ impl Kernel {
             .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
             .execute();
         while let Some(route) = routes.try_next().await.map_err(netlink("dumping routes"))? {
-            if let Some((dst, oif)) = our_route(&route) {
+            if let Some((dst, oif, mtu)) = our_route(&route) {
                 entries.insert(Entry::Route {
                     dst,
                     dev: self.dev(oif),
+                    mtu,
                 });
             }
         }
@@ -327,17 +336,26 @@ impl Kernel {
         Ok(entries)
     }
 
-    /// Installs `entry`; `Ok(false)` if the kernel already had one for that key.
-    async fn add(&self, entry: &Entry) -> Result<bool, String> {
+    /// Installs `entry` (over an entry of ours for the same key with `replace`); `Ok(false)` if
+    /// the kernel already had one for that key.
+    async fn add(&self, entry: &Entry, replace: bool) -> Result<bool, String> {
         let result = match *entry {
-            Entry::Route { dst, dev } => {
-                let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            Entry::Route { dst, dev, mtu } => {
+                let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
                     .destination_prefix(dst.network(), dst.prefix())
                     .output_interface(self.ifindex(dev))
                     .protocol(RouteProtocol::from(RTPROT_SKYVINE))
                     .scope(RouteScope::Link)
                     .build();
-                self.handle.route().add(route).execute().await
+                if let Some(mtu) = mtu {
+                    route
+                        .attributes
+                        .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+                }
+                let request = self.handle.route().add(route);
+                // A new MTU on a route of ours overwrites it in place (see `Plan::replaced`).
+                let request = if replace { request.replace() } else { request };
+                request.execute().await
             }
             Entry::Neighbour { ip, mac, dev } => {
                 let mut request = self
@@ -366,7 +384,7 @@ impl Kernel {
     /// Removes `entry`; `Ok(false)` if it was already gone.
     async fn remove(&self, entry: &Entry) -> Result<bool, String> {
         let result = match *entry {
-            Entry::Route { dst, dev } => {
+            Entry::Route { dst, dev, .. } => {
                 let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
                     .destination_prefix(dst.network(), dst.prefix())
                     .output_interface(self.ifindex(dev))
@@ -400,12 +418,16 @@ fn desired_entries(desired: &Desired) -> BTreeSet<Entry> {
     let tun = desired
         .tun_routes
         .iter()
-        .map(|net| normalize(*net))
-        .filter(|net| !lan_routes.contains(net))
-        .map(|dst| Entry::Route { dst, dev: Dev::Tun });
+        .filter(|net| !lan_routes.contains(&normalize(**net)))
+        .map(|net| Entry::Route {
+            dst: normalize(*net),
+            dev: Dev::Tun,
+            mtu: desired.route_mtus.get(net).copied(),
+        });
     let lan = lan_routes.iter().map(|dst| Entry::Route {
         dst: *dst,
         dev: Dev::Lan,
+        mtu: None,
     });
     let neighbours = desired.lan_hosts.iter().filter_map(|(ip, mac)| {
         mac.map(|mac| Entry::Neighbour {
@@ -425,15 +447,30 @@ struct Plan {
 }
 
 impl Plan {
-    /// Whether `entry` (being removed) is a neighbour that an add overwrites in place: a MAC
-    /// change is one `ip neigh replace`, never delete-then-add.
+    /// Whether `entry` (being removed) is overwritten in place by an add: a MAC change is one
+    /// `ip neigh replace`, an MTU change one `ip route replace`, never delete-then-add.
     fn replaced(&self, entry: &Entry) -> bool {
-        let Entry::Neighbour { ip, dev, .. } = entry else {
-            return false;
-        };
-        self.add.iter().any(
-            |added| matches!(added, Entry::Neighbour { ip: i, dev: d, .. } if i == ip && d == dev),
-        )
+        self.add.iter().any(|added| same_key(added, entry))
+    }
+
+    /// Whether `entry` (being added) overwrites one of ours that is being removed.
+    fn replaces(&self, entry: &Entry) -> bool {
+        self.remove.iter().any(|removed| same_key(removed, entry))
+    }
+}
+
+/// Whether two entries are for the same kernel key: a neighbour's address and device, a
+/// route's destination and device (its MTU is a property of the route).
+fn same_key(a: &Entry, b: &Entry) -> bool {
+    match (a, b) {
+        (Entry::Neighbour { ip, dev, .. }, Entry::Neighbour { ip: i, dev: d, .. }) => {
+            ip == i && dev == d
+        }
+        (Entry::Route { dst, dev, .. }, Entry::Route { dst: t, dev: d, .. }) => {
+            dst == t && dev == d
+        }
+        (Entry::Route { .. }, Entry::Neighbour { .. })
+        | (Entry::Neighbour { .. }, Entry::Route { .. }) => false,
     }
 }
 
@@ -449,8 +486,9 @@ fn plan(desired: &BTreeSet<Entry>, applied: &BTreeSet<Entry>) -> Plan {
     Plan { remove, add }
 }
 
-/// The destination and output interface of an IPv4 main-table unicast route with our protocol.
-fn our_route(route: &RouteMessage) -> Option<(Ipv4Network, u32)> {
+/// The destination, output interface and MTU metric of an IPv4 main-table unicast route with
+/// our protocol.
+fn our_route(route: &RouteMessage) -> Option<(Ipv4Network, u32, Option<u32>)> {
     let header = &route.header;
     if header.address_family != AddressFamily::Inet
         || header.protocol != RouteProtocol::from(RTPROT_SKYVINE)
@@ -461,11 +499,18 @@ fn our_route(route: &RouteMessage) -> Option<(Ipv4Network, u32)> {
     let mut table = u32::from(header.table);
     let mut dst = Ipv4Addr::UNSPECIFIED;
     let mut oif = None;
+    let mut mtu = None;
     for attribute in &route.attributes {
         match attribute {
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
             RouteAttribute::Oif(index) => oif = Some(*index),
+            RouteAttribute::Metrics(metrics) => {
+                mtu = metrics.iter().find_map(|metric| match metric {
+                    RouteMetric::Mtu(mtu) => Some(*mtu),
+                    _ => None,
+                });
+            }
             _ => {}
         }
     }
@@ -474,7 +519,7 @@ fn our_route(route: &RouteMessage) -> Option<(Ipv4Network, u32)> {
     }
     let dst = Ipv4Network::new(dst, header.destination_prefix_length).ok()?;
     // A route of ours without an output interface is none we made; 0 still lets it be removed.
-    Some((dst, oif.unwrap_or(0)))
+    Some((dst, oif.unwrap_or(0), mtu))
 }
 
 /// The address and MAC of an IPv4 neighbour entry with our protocol.
@@ -570,7 +615,16 @@ impl fmt::Display for Dev {
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Entry::Route { dst, dev } => write!(f, "route {dst} dev {dev}"),
+            Entry::Route {
+                dst,
+                dev,
+                mtu: None,
+            } => write!(f, "route {dst} dev {dev}"),
+            Entry::Route {
+                dst,
+                dev,
+                mtu: Some(mtu),
+            } => write!(f, "route {dst} dev {dev} mtu {mtu}"),
             Entry::Neighbour { ip, mac, dev } => write!(f, "neighbour {ip} lladdr {mac} dev {dev}"),
         }
     }
@@ -596,7 +650,11 @@ mod tests {
     }
 
     fn route(dst: &str, dev: Dev) -> Entry {
-        Entry::Route { dst: net(dst), dev }
+        Entry::Route {
+            dst: net(dst),
+            dev,
+            mtu: None,
+        }
     }
 
     fn neighbour(addr: &str, lladdr: &str) -> Entry {
@@ -654,6 +712,37 @@ mod tests {
         assert!(!gone.replaced(&old));
     }
 
+    #[test]
+    fn an_mtu_change_replaces_the_route_in_place() {
+        let desired = Desired {
+            tun_routes: BTreeSet::from([net("10.77.3.0/24"), net("10.77.2.0/24")]),
+            route_mtus: BTreeMap::from([(net("10.77.3.0/24"), 1323)]),
+            ..Desired::default()
+        };
+        let relayed = Entry::Route {
+            dst: net("10.77.3.0/24"),
+            dev: Dev::Tun,
+            mtu: Some(1323),
+        };
+        let wanted = desired_entries(&desired);
+        assert_eq!(
+            wanted,
+            BTreeSet::from([route("10.77.2.0/24", Dev::Tun), relayed])
+        );
+        let old = route("10.77.3.0/24", Dev::Tun);
+        let plan = plan(
+            &wanted,
+            &BTreeSet::from([old, route("10.77.2.0/24", Dev::Tun)]),
+        );
+        assert_eq!(
+            (plan.remove.clone(), plan.add.clone()),
+            (vec![old], vec![relayed])
+        );
+        assert!(plan.replaced(&old));
+        assert!(plan.replaces(&relayed));
+        assert!(!plan_without(&old).replaced(&old));
+    }
+
     fn plan_without(entry: &Entry) -> Plan {
         plan(&BTreeSet::new(), &BTreeSet::from([*entry]))
     }
@@ -665,7 +754,15 @@ mod tests {
             .output_interface(4)
             .protocol(RouteProtocol::from(RTPROT_SKYVINE))
             .build();
-        assert_eq!(our_route(&ours), Some((net("10.77.2.0/24"), 4)));
+        assert_eq!(our_route(&ours), Some((net("10.77.2.0/24"), 4, None)));
+        let mut with_mtu = ours.clone();
+        with_mtu
+            .attributes
+            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(1323)]));
+        assert_eq!(
+            our_route(&with_mtu),
+            Some((net("10.77.2.0/24"), 4, Some(1323)))
+        );
 
         let mut static_route = ours.clone();
         static_route.header.protocol = RouteProtocol::Static;
@@ -678,7 +775,7 @@ mod tests {
         let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
             .protocol(RouteProtocol::from(RTPROT_SKYVINE))
             .build();
-        assert_eq!(our_route(&default_route), Some((net("0.0.0.0/0"), 0)));
+        assert_eq!(our_route(&default_route), Some((net("0.0.0.0/0"), 0, None)));
     }
 
     #[test]
@@ -689,6 +786,7 @@ mod tests {
                 (ip("10.77.1.5"), Some(mac("52:54:00:77:01:05"))),
                 (ip("10.77.2.7"), None),
             ]),
+            route_mtus: BTreeMap::new(),
         };
         assert_eq!(
             desired_entries(&desired),

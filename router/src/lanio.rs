@@ -9,7 +9,9 @@ use skyvine_capture::source::ArpEvents;
 use skyvine_capture::sys::foreign::ForeignFrames;
 use skyvine_capture::sys::ArpCapture;
 use skyvine_inject::sys::Injector;
-use tokio::sync::mpsc;
+use skyvine_inject::wire::FrameBytes;
+use skyvine_tables::MacAddr;
+use tokio::sync::{mpsc, watch};
 
 use crate::daemon::{LanEvent, LanPort};
 use skyvine_core::node::LanIdentity;
@@ -35,73 +37,86 @@ pub fn open_lan(ifname: &str) -> anyhow::Result<LanPort> {
     };
     tracing::info!(interface = ifname, mac = %identity.mac, %ip, "LAN capture open (ARP and RARP only, not promiscuous)");
     let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
-    let (foreign_macs, mut macs_rx) = tokio::sync::watch::channel(Vec::new());
-    let foreign_tx = event_tx.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                changed = macs_rx.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let macs = macs_rx.borrow_and_update().clone();
-                    match foreign.set_destinations(&macs) {
-                        Ok(()) => tracing::debug!(macs = macs.len(), "watching the LAN for frames to other sites' MACs"),
-                        Err(error) => tracing::warn!(%error, "cannot update the foreign-MAC filter"),
-                    }
-                }
-                frame = foreign.recv() => match frame {
-                    Ok(frame) => {
-                        // Dropped when the main loop is behind: the next frame tells the same.
-                        if foreign_tx.try_send(LanEvent::Foreign(frame)).is_err() && foreign_tx.is_closed() {
-                            return;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "capture of frames to foreign MACs failed");
-                        return;
-                    }
-                },
-            }
-        }
-    });
-    let (frames, mut frame_rx) = mpsc::channel::<skyvine_inject::wire::FrameBytes>(FRAME_QUEUE);
-    tokio::spawn(async move {
-        let mut events = ArpEvents::new(capture);
-        let mut dropped = 0u64;
-        loop {
-            match events.next().await {
-                Ok(captured) => {
-                    if event_tx.try_send(LanEvent::Arp(captured.event)).is_err() {
-                        if event_tx.is_closed() {
-                            return;
-                        }
-                        dropped += 1;
-                        if dropped.is_power_of_two() {
-                            tracing::warn!(dropped, "LAN event queue full; ARP frames dropped");
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "LAN capture failed");
-                    return;
-                }
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(frame) = frame_rx.recv().await {
-            if let Err(error) = injector.send(&frame) {
-                tracing::debug!(%error, "sending a frame on the LAN failed");
-            }
-        }
-    });
+    let (foreign_macs, macs_rx) = watch::channel(Vec::new());
+    let (frames, frame_rx) = mpsc::channel(FRAME_QUEUE);
+    tokio::spawn(watch_foreign(foreign, macs_rx, event_tx.clone()));
+    tokio::spawn(forward_arp(capture, event_tx));
+    tokio::spawn(inject(injector, frame_rx));
     Ok(LanPort {
         identity,
         events,
         frames,
         foreign_macs,
     })
+}
+
+/// Keeps the foreign-MAC capture's filter on the MACs the main loop names, and passes the
+/// frames it catches on (dropped when the main loop is behind: the next frame tells the same).
+async fn watch_foreign(
+    foreign: ForeignFrames,
+    mut macs: watch::Receiver<Vec<MacAddr>>,
+    events: mpsc::Sender<LanEvent>,
+) {
+    loop {
+        tokio::select! {
+            changed = macs.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let macs = macs.borrow_and_update().clone();
+                match foreign.set_destinations(&macs) {
+                    Ok(()) => tracing::debug!(macs = macs.len(), "watching the LAN for frames to other sites' MACs"),
+                    Err(error) => tracing::warn!(%error, "cannot update the foreign-MAC filter"),
+                }
+            }
+            frame = foreign.recv() => match frame {
+                Ok(frame) => {
+                    if events.try_send(LanEvent::Foreign(frame)).is_err() && events.is_closed() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "capture of frames to foreign MACs failed");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Passes captured ARP/RARP events to the main loop; a full queue drops them (counted, and
+/// logged at each power of two) rather than letting a flood grow memory.
+async fn forward_arp(capture: ArpCapture, events: mpsc::Sender<LanEvent>) {
+    let mut captured = ArpEvents::new(capture);
+    let mut dropped = 0u64;
+    loop {
+        match captured.next().await {
+            Ok(frame) => {
+                if events.try_send(LanEvent::Arp(frame.event)).is_err() {
+                    if events.is_closed() {
+                        return;
+                    }
+                    dropped += 1;
+                    if dropped.is_power_of_two() {
+                        tracing::warn!(dropped, "LAN event queue full; ARP frames dropped");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "LAN capture failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Sends the frames the main loop queues.
+async fn inject(injector: Injector, mut frames: mpsc::Receiver<FrameBytes>) {
+    while let Some(frame) = frames.recv().await {
+        if let Err(error) = injector.send(&frame) {
+            tracing::debug!(%error, "sending a frame on the LAN failed");
+        }
+    }
 }
 
 /// The first IPv4 address of `ifname`.

@@ -4,7 +4,7 @@
 //! The decisions live in the `skyvine-core` crate (sans IO: messages, frames and timeouts in,
 //! effects out) and in `skyvine-tables`. Everything here moves bytes and applies effects: QUIC
 //! endpoints and control streams ([`pki`], [`daemon`]), the TUN data plane ([`dataplane`] with
-//! the published forwarding view, [`fib`]), kernel routes and neighbours ([`kernel`]), the LAN's
+//! the published forwarding view, [`fib`]), paths through relay routers ([`relay`]), kernel routes and neighbours ([`kernel`]), the LAN's
 //! packet sockets ([`lanio`]), the admin socket and metrics ([`admin`]), and reading the
 //! config file ([`config`]).
 
@@ -17,3 +17,4 @@ pub mod fib;
 pub mod kernel;
 pub mod lanio;
 pub mod pki;
+pub mod relay;

@@ -145,6 +145,15 @@ fn check_config(path: &Path, host: bool) -> anyhow::Result<()> {
                 config.lan.prefixes.len(),
                 config.peers.len()
             );
+            let policy = config.relay_policy();
+            if policy.relays() {
+                println!("relay: this router relays between its listed peers (relay = true)");
+            }
+            for (peer, relay) in policy.relayed_peers() {
+                println!(
+                    "relayed: peer {peer} is reached via {relay}, which must have relay = true"
+                );
+            }
             println!(
                 "certificates: {} is site {}'s, signed by the CA in {}, matches {}; valid until \
                  {} ({} days); the CA until {}",

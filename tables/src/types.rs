@@ -44,6 +44,14 @@ impl SiteId {
     }
 }
 
+/// Lookups by `&str` in maps keyed by site (a relay datagram names sites as bytes): the order
+/// and hash of a `SiteId` are those of its string.
+impl std::borrow::Borrow<str> for SiteId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl TryFrom<String> for SiteId {
     type Error = ParseError;
     fn try_from(value: String) -> Result<Self, Self::Error> {

@@ -8,10 +8,12 @@
 //! by PID.
 //!
 //! [`sim`] is the other half: the deterministic sans-IO world of router cores that
-//! `migration_sim.rs` and `migration_props.rs` drive, with no root and no IO.
+//! `migration_sim.rs` and `migration_props.rs` drive, with no root and no IO; [`openmetrics`]
+//! reads the metrics endpoint's text strictly (the lab test and the router's unit tests).
 
 mod bird;
 mod lab;
+pub mod openmetrics;
 mod process;
 pub mod sim;
 

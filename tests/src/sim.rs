@@ -548,6 +548,11 @@ impl World {
                 ));
             }
         }
+        self.check_digests_agree()
+    }
+
+    /// Every router holds the same GNDT (one digest everywhere).
+    pub fn check_digests_agree(&self) -> Result<(), String> {
         let digests: Vec<u64> = self.nodes.iter().map(|n| n.gndt().digest()).collect();
         if !digests.windows(2).all(|d| d[0] == d[1]) {
             return Err(format!("table digests differ: {digests:?}"));

@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -19,6 +19,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use skyvine_tests::openmetrics;
 
 const METRICS_ADDR: &str = "127.0.0.1:9477";
 
@@ -369,8 +370,15 @@ fn check_metrics(lab: &Lab) {
             let response = scrape(lab, "/metrics");
             let (head, body) = response.split_once("\r\n\r\n")?;
             assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-            assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-            let samples = parse_exposition(body);
+            assert!(
+                head.to_ascii_lowercase().contains(
+                    "\r\ncontent-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+                ),
+                "{head}"
+            );
+            let samples = openmetrics::parse(body)
+                .unwrap_or_else(|why| panic!("{why}\n{body}"))
+                .samples();
             samples
                 .keys()
                 .any(|k| k.starts_with("skyvine_migrations_total"))
@@ -390,55 +398,4 @@ fn check_metrics(lab: &Lab) {
     assert!(samples["skyvine_gndt_entries{kind=\"host\"}"] >= 1.0);
     assert!(samples.contains_key("skyvine_dropped_packets_total{reason=\"no_route\"}"));
     assert!(samples.contains_key("skyvine_peer_packets_total{peer=\"a\",direction=\"tx\"}"));
-}
-
-/// Parses the text exposition format strictly enough to catch mistakes: HELP then TYPE per
-/// family, samples only of announced families, counters named `_total`, numeric values.
-fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
-    let mut kinds: BTreeMap<String, String> = BTreeMap::new();
-    let mut helped = BTreeSet::new();
-    let mut samples = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').expect(line);
-            assert!(!help.trim().is_empty(), "{line}");
-            helped.insert(name.to_owned());
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect(line);
-            assert!(helped.contains(name), "TYPE without HELP: {line}");
-            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
-            assert!(
-                kinds.insert(name.to_owned(), kind.to_owned()).is_none(),
-                "{line}"
-            );
-        } else {
-            let (series, value) = line.rsplit_once(' ').expect(line);
-            let value: f64 = value
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value: {line}"));
-            let name = series.split('{').next().unwrap();
-            let family = kinds
-                .iter()
-                .find(|(f, kind)| {
-                    name == f.as_str()
-                        || (kind.as_str() == "histogram"
-                            && ["_bucket", "_sum", "_count"]
-                                .iter()
-                                .any(|s| name == format!("{f}{s}")))
-                })
-                .unwrap_or_else(|| panic!("sample of an unannounced family: {line}"));
-            if family.1 == "counter" {
-                assert!(name.ends_with("_total"), "{line}");
-            }
-            let labels = &series[name.len()..];
-            if !labels.is_empty() {
-                assert!(labels.starts_with('{') && labels.ends_with("\"}"), "{line}");
-            }
-            assert!(
-                samples.insert(series.to_owned(), value).is_none(),
-                "duplicate: {line}"
-            );
-        }
-    }
-    samples
 }

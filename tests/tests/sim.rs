@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
+use skyvine_router::admin::api::{PeersView, Reply, Request};
 use skyvine_router::config::Config;
 use skyvine_router::daemon::{self, KernelOps, Parts};
 use skyvine_router::dataplane::{FakeDevice, FakeHandle};
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 struct KernelView {
     tun_routes: BTreeSet<Ipv4Network>,
     lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+    route_mtus: BTreeMap<Ipv4Network, u32>,
     cleared: bool,
     /// Applies that succeeded.
     applied: usize,
@@ -36,6 +38,7 @@ impl KernelOps for RecordingKernel {
         &mut self,
         tun_routes: BTreeSet<Ipv4Network>,
         lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
+        route_mtus: BTreeMap<Ipv4Network, u32>,
     ) -> anyhow::Result<()> {
         let mut view = self.0.lock().unwrap();
         if view.fail_next > 0 {
@@ -45,6 +48,7 @@ impl KernelOps for RecordingKernel {
         view.applied += 1;
         view.tun_routes = tun_routes;
         view.lan_hosts = lan_hosts;
+        view.route_mtus = route_mtus;
         view.cleared = false;
         Ok(())
     }
@@ -103,9 +107,17 @@ impl Lab {
     }
 
     fn config(&self, name: &str) -> Config {
+        self.config_with(name, "", |peer| {
+            Some(format!("address = \"127.0.0.1:{}\"\n", peer.port))
+        })
+    }
+
+    /// A site's config with `top` lines before its sections and, for each other site that
+    /// `peer` lists, the lines it gives after its `site = ...` line.
+    fn config_with(&self, name: &str, top: &str, peer: impl Fn(&Site) -> Option<String>) -> Config {
         let me = self.sites.iter().find(|s| s.name == name).unwrap();
         let mut text = format!(
-            "site = \"{name}\"\n[lan]\ninterface = \"lan0\"\nprefixes = [\"10.77.{n}.0/24\"]\n\
+            "site = \"{name}\"\n{top}[lan]\ninterface = \"lan0\"\nprefixes = [\"10.77.{n}.0/24\"]\n\
              [wan]\nlisten = \"127.0.0.1:{port}\"\n\
              [tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\
              [admin]\nsocket = \"{dir}/{name}.sock\"\n",
@@ -113,11 +125,10 @@ impl Lab {
             n = me.number,
             port = me.port
         );
-        for peer in self.sites.iter().filter(|s| s.name != name) {
-            text += &format!(
-                "[[peers]]\nsite = \"{}\"\naddress = \"127.0.0.1:{}\"\n",
-                peer.name, peer.port
-            );
+        for other in self.sites.iter().filter(|s| s.name != name) {
+            if let Some(lines) = peer(other) {
+                text += &format!("[[peers]]\nsite = \"{}\"\n{lines}", other.name);
+            }
         }
         Config::parse(&text, &self.dir.join(format!("{name}.toml"))).unwrap()
     }
@@ -127,7 +138,10 @@ impl Lab {
     }
 
     fn start_with(&self, name: &str, kernel: RecordingKernel) -> Running {
-        let config = self.config(name);
+        self.start_config(self.config(name), kernel)
+    }
+
+    fn start_config(&self, config: Config, kernel: RecordingKernel) -> Running {
         let identity = identity_of(&config);
         let socket = bind_retrying(&format!("127.0.0.1:{}", config.wan.listen.port()));
         let (device, tun) = FakeDevice::new(config.tun.mtu);
@@ -392,4 +406,212 @@ async fn a_peer_with_another_protocol_version_or_an_oversized_message_is_refused
     assert_eq!(code, 1);
     assert!(reason.contains("exceeds the limit"), "{reason}");
     a.stop().await;
+}
+
+/// Sites b and c that can only reach a (they dial it; neither has the other's address) and
+/// reach each other `via` a. `a_lists` says which of b and c a lists; `relay` is a's `relay`.
+fn relay_lab(lab: &Lab, relay: bool, a_lists: &[&str]) -> [Config; 3] {
+    let top = if relay { "relay = true\n" } else { "" };
+    let a = lab.config_with("a", top, |peer| {
+        a_lists.contains(&peer.name).then(String::new)
+    });
+    let end = |name: &str| {
+        lab.config_with(name, "", |peer| match peer.name {
+            "a" => Some(format!("address = \"127.0.0.1:{}\"\n", peer.port)),
+            _ => Some("via = \"a\"\n".to_owned()),
+        })
+    };
+    [a, end("b"), end("c")]
+}
+
+/// `skyvine peers` of a running router, through its admin socket (`None` until it is bound).
+async fn try_peers_of(config: &Config) -> Option<PeersView> {
+    let socket = config.admin.socket.clone();
+    let reply = tokio::task::spawn_blocking(move || {
+        skyvine_router::admin::cli::ask(&socket, &Request::Peers {})
+    })
+    .await
+    .unwrap();
+    match reply {
+        Ok(Reply::Peers(view)) => Some(view),
+        Ok(other) => panic!("expected peers, got {other:?}"),
+        Err(skyvine_router::admin::cli::ClientError::NotRunning(_)) => None,
+        Err(error) => panic!("admin socket: {error}"),
+    }
+}
+
+async fn peers_of(config: &Config) -> PeersView {
+    try_peers_of(config).await.expect("the admin socket is up")
+}
+
+async fn wait_for_peers(
+    what: &str,
+    config: &Config,
+    mut condition: impl FnMut(&PeersView) -> bool,
+) -> PeersView {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let view = try_peers_of(config).await;
+        if let Some(view) = view.as_ref().filter(|v| condition(v)) {
+            return view.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for: {what}; last: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sites_that_reach_only_a_relay_talk_end_to_end_through_it() {
+    let lab = Lab::new(&["a", "b", "c"]);
+    let [config_a, config_b, config_c] = relay_lab(&lab, true, &["b", "c"]);
+    let a = lab.start_config(config_a.clone(), RecordingKernel::default());
+    let mut b = lab.start_config(config_b.clone(), RecordingKernel::default());
+    let mut c = lab.start_config(config_c.clone(), RecordingKernel::default());
+    // Each end learns the other's prefix from the other itself (over the connection through
+    // a), with a route MTU that leaves room for the relay header and the inner QUIC packet.
+    for (router, far) in [(&b, "10.77.3.0/24"), (&c, "10.77.2.0/24")] {
+        wait_until(
+            "the far prefix is routed, with its MTU",
+            Duration::from_secs(15),
+            || {
+                let view = router.view();
+                view.tun_routes.contains(&net(far)) && view.route_mtus.get(&net(far)) == Some(&1323)
+            },
+        )
+        .await;
+        assert_eq!(
+            router.view().route_mtus.len(),
+            1,
+            "only the relayed site has an MTU"
+        );
+    }
+    let vm_b: Ipv4Addr = "10.77.2.1".parse().unwrap();
+    let vm_c: Ipv4Addr = "10.77.3.1".parse().unwrap();
+    let to_c = udp_packet(vm_b, vm_c, b"hello c, via a");
+    b.tun.inject.send(to_c.clone()).await.unwrap();
+    assert_eq!(next_packet(&mut c.tun).await, to_c);
+    let to_b = udp_packet(vm_c, vm_b, &[7u8; 1200]);
+    c.tun.inject.send(to_b.clone()).await.unwrap();
+    assert_eq!(next_packet(&mut b.tun).await, to_b);
+
+    let view = peers_of(&config_b).await;
+    let c_row = view.peers.iter().find(|p| p.site.as_str() == "c").unwrap();
+    assert!(c_row.connected);
+    assert_eq!(c_row.via.as_ref().map(SiteId::as_str), Some("a"));
+    assert_eq!(c_row.address, None);
+    let a_row = view.peers.iter().find(|p| p.site.as_str() == "a").unwrap();
+    assert_eq!(a_row.via, None, "b reaches a directly");
+    let view = peers_of(&config_a).await;
+    for end in ["b", "c"] {
+        let row = view.peers.iter().find(|p| p.site.as_str() == end).unwrap();
+        assert!(
+            row.relayed_packets > 0,
+            "a passed on datagrams from {end}: {row:?}"
+        );
+    }
+    for router in [a, b, c] {
+        router.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_without_relay_true_refuses_to_relay_and_counts_it() {
+    let lab = Lab::new(&["a", "b", "c"]);
+    let [config_a, config_b, config_c] = relay_lab(&lab, false, &["b", "c"]);
+    let a = lab.start_config(config_a.clone(), RecordingKernel::default());
+    let b = lab.start_config(config_b.clone(), RecordingKernel::default());
+    let c = lab.start_config(config_c, RecordingKernel::default());
+    let view = wait_for_peers(
+        "a drops the relay datagrams of b's and c's dials",
+        &config_a,
+        |v| v.drops.get("relay_disabled").copied().unwrap_or(0) > 0,
+    )
+    .await;
+    assert!(
+        view.peers.iter().all(|p| p.relayed_packets == 0),
+        "{view:?}"
+    );
+    let view = peers_of(&config_b).await;
+    let c_row = view.peers.iter().find(|p| p.site.as_str() == "c").unwrap();
+    assert!(
+        !c_row.connected,
+        "b and c must not meet through a non-relay: {c_row:?}"
+    );
+    for router in [a, b, c] {
+        router.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_refuses_a_site_it_does_not_list_and_counts_it() {
+    let lab = Lab::new(&["a", "b", "c"]);
+    // a relays, but lists only b: c connects with a valid certificate, yet may not use a.
+    let [config_a, config_b, config_c] = relay_lab(&lab, true, &["b"]);
+    let a = lab.start_config(config_a.clone(), RecordingKernel::default());
+    let b = lab.start_config(config_b.clone(), RecordingKernel::default());
+    let c = lab.start_config(config_c, RecordingKernel::default());
+    let view = wait_for_peers(
+        "a drops relay datagrams from or to unlisted c",
+        &config_a,
+        |v| {
+            v.drops.get("relay_unlisted").copied().unwrap_or(0) > 0
+                && v.peers
+                    .iter()
+                    .any(|p| p.site.as_str() == "c" && p.connected)
+        },
+    )
+    .await;
+    let c_row = view.peers.iter().find(|p| p.site.as_str() == "c").unwrap();
+    assert!(!c_row.configured, "c dialed in unlisted: {c_row:?}");
+    assert!(
+        view.peers.iter().all(|p| p.relayed_packets == 0),
+        "{view:?}"
+    );
+    let view = peers_of(&config_b).await;
+    let c_row = view.peers.iter().find(|p| p.site.as_str() == "c").unwrap();
+    assert!(
+        !c_row.connected,
+        "b and c must not meet through it: {c_row:?}"
+    );
+    for router in [a, b, c] {
+        router.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_relay_brings_the_path_through_it_back() {
+    let lab = Lab::new(&["a", "b", "c"]);
+    let [config_a, config_b, config_c] = relay_lab(&lab, true, &["b", "c"]);
+    let a = lab.start_config(config_a.clone(), RecordingKernel::default());
+    let mut b = lab.start_config(config_b.clone(), RecordingKernel::default());
+    let c = lab.start_config(config_c.clone(), RecordingKernel::default());
+    let through_a = |v: &PeersView| {
+        v.peers
+            .iter()
+            .any(|p| p.site.as_str() == "c" && p.connected && p.via.is_some())
+    };
+    wait_for_peers("b reaches c via a", &config_b, through_a).await;
+    // The relay goes away, and with it the path through it.
+    a.stop().await;
+    wait_for_peers("b's path to c is down with the relay", &config_b, |v| {
+        v.peers
+            .iter()
+            .any(|p| p.site.as_str() == "c" && !p.connected)
+    })
+    .await;
+    let a = lab.start_config(config_a, RecordingKernel::default());
+    wait_for_peers("b reaches c via a again", &config_b, through_a).await;
+    let packet = udp_packet(
+        "10.77.3.1".parse().unwrap(),
+        "10.77.2.1".parse().unwrap(),
+        b"back",
+    );
+    c.tun.inject.send(packet.clone()).await.unwrap();
+    assert_eq!(next_packet(&mut b.tun).await, packet);
+    for router in [a, b, c] {
+        router.stop().await;
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::wire::Mac;
+use crate::wire::MacAddr;
 
 /// Counters a relay prints when it stops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -37,7 +37,7 @@ struct Pending {
 pub struct DelaySwitch {
     delay: Duration,
     capacity: usize,
-    fdb: HashMap<Mac, usize>,
+    fdb: HashMap<MacAddr, usize>,
     queues: Vec<VecDeque<Pending>>,
     stats: SwitchStats,
 }
@@ -66,10 +66,10 @@ impl DelaySwitch {
             self.stats.dropped_runt += 1;
             return;
         };
-        if !src.is_multicast() {
+        if !src.is_group() {
             self.fdb.insert(src, ingress);
         }
-        let known = if dst.is_multicast() {
+        let known = if dst.is_group() {
             None
         } else {
             self.fdb.get(&dst).copied()
@@ -122,11 +122,11 @@ impl DelaySwitch {
     }
 }
 
-fn mac_at(frame: &[u8], offset: usize) -> Option<Mac> {
+fn mac_at(frame: &[u8], offset: usize) -> Option<MacAddr> {
     frame
         .get(offset..offset + 6)
         .and_then(|b| <[u8; 6]>::try_from(b).ok())
-        .map(Mac)
+        .map(MacAddr)
 }
 
 #[cfg(test)]

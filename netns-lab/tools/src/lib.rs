@@ -4,10 +4,11 @@
 //! relay (`skyvine-delay`), a millisecond prober (`skyvine-probe`), a hypervisor announcement
 //! sender and ARP watcher (`skyvine-announce`), a byte-checked TCP transfer (`skyvine-xfer`)
 //! and a QMP client that live-migrates the lab's QEMU guest (`skyvine-qmp`).
-//! This library holds their pure parts — frame layouts, the deterministic byte stream, the
-//! probe gap statistics, the delay queue, QMP messages — apart from the two modules that touch the kernel
-//! (`packet`, an `AF_PACKET` socket; `netlink`, bridge-port moves and namespace switching). It never decides anything about routing: it only makes,
-//! moves and measures traffic for tests and benchmarks.
+//! This library holds their pure parts — the watcher's view of ARP frames (`wire`, on the
+//! router's own frame codec), the deterministic byte stream, the probe gap statistics, the
+//! delay queue, QMP messages — apart from the two modules that touch the kernel (`packet`, an
+//! `AF_PACKET` socket; `netlink`, bridge-port moves and namespace switching). It never decides
+//! anything about routing: it only makes, moves and measures traffic for tests and benchmarks.
 
 pub mod delay;
 pub mod gaps;

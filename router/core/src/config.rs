@@ -13,6 +13,7 @@ use serde::Deserialize;
 use skyvine_tables::{DampingConfig, SiteId};
 
 use crate::node::{LanIdentity, NodeConfig};
+use crate::relay;
 
 /// Why a configuration was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,10 @@ pub struct Config {
     /// Live-migration detection and safety settings.
     #[serde(default)]
     pub migration: MigrationConfig,
+    /// Relay datagrams between two listed peers that cannot reach each other (both must name
+    /// this router as their `via`). Without it this router refuses to relay.
+    #[serde(default)]
+    pub relay: bool,
     /// The other routers of the virtual network.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -198,6 +203,11 @@ pub struct PeerConfig {
     /// Where to dial it. Omit for a peer that cannot be reached (e.g. behind NAT): it dials us.
     #[serde(default)]
     pub address: Option<SocketAddr>,
+    /// Reach this peer through another listed peer that relays (`relay = true` there), when
+    /// neither can dial the other (both behind NAT). The peer must name this router the same
+    /// way. Excludes `address`.
+    #[serde(default)]
+    pub via: Option<SiteId>,
 }
 
 fn default_tun_name() -> String {
@@ -267,10 +277,21 @@ impl Config {
         node
     }
 
+    /// Who may relay through this router (`relay`), and which peers it reaches through a
+    /// relay (`via`).
+    pub fn relay_policy(&self) -> relay::RelayPolicy {
+        relay::RelayPolicy::new(
+            self.site.clone(),
+            self.relay,
+            self.peers.iter().map(|p| (p.site.clone(), p.via.clone())),
+        )
+    }
+
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         validate_lan(&self.lan)
             .and_then(|()| validate_tun(&self.tun, &self.lan.interface))
             .and_then(|()| validate_peers(&self.site, &self.peers))
+            .and_then(|()| validate_relayed(&self.site, &self.peers, self.tun.mtu))
             .and_then(|()| validate_migration(&self.migration))
             .map_err(|(key, message)| ConfigError::Invalid {
                 path: path.to_owned(),
@@ -345,6 +366,60 @@ fn validate_peers(me: &SiteId, peers: &[PeerConfig]) -> Result<(), Invalid> {
         }
         if !seen.insert(peer.site.clone()) {
             return Err(("peers", format!("site {} is listed twice", peer.site)));
+        }
+    }
+    Ok(())
+}
+
+/// Relayed peers: through another listed peer that is reached directly, never through this
+/// router or the peer itself, and with a TUN MTU that leaves room for the relayed QUIC
+/// connection's own packets (at least the 1200 bytes QUIC needs) inside a relay datagram.
+fn validate_relayed(me: &SiteId, peers: &[PeerConfig], tun_mtu: u16) -> Result<(), Invalid> {
+    for peer in peers {
+        let Some(via) = &peer.via else { continue };
+        let site = &peer.site;
+        if via == me {
+            return Err((
+                "peers.via",
+                format!("peer {site} is relayed via this router itself; name another router"),
+            ));
+        }
+        if via == site {
+            return Err((
+                "peers.via",
+                format!("peer {site} cannot be relayed via itself; name a third router"),
+            ));
+        }
+        if peer.address.is_some() {
+            return Err((
+                "peers.via",
+                format!("peer {site} has both address and via: keep one"),
+            ));
+        }
+        let Some(relay) = peers.iter().find(|p| &p.site == via) else {
+            return Err((
+                "peers.via",
+                format!("peer {site} is relayed via {via}, which is not a listed peer"),
+            ));
+        };
+        if let Some(next) = &relay.via {
+            return Err((
+                "peers.via",
+                format!(
+                    "peer {site} is relayed via {via}, which is itself relayed via {next}: \
+                     a relay must be reached directly"
+                ),
+            ));
+        }
+        let needed = relay::min_tun_mtu(me, site);
+        if usize::from(tun_mtu) < needed {
+            return Err((
+                "tun.mtu",
+                format!(
+                    "{tun_mtu} is too small for peer {site} relayed via {via}: a relayed \
+                     connection needs at least {needed}"
+                ),
+            ));
         }
     }
     Ok(())
@@ -449,6 +524,60 @@ site = "c"
         assert_eq!(node.damping.window, Duration::from_secs(180));
         assert_eq!(node.damping.freeze, Duration::from_secs(60));
         assert_eq!(node.pinned, ["10.77.1.9".parse::<Ipv4Addr>().unwrap()]);
+    }
+
+    #[test]
+    fn relay_and_via_reach_the_relay_policy() {
+        let text = GOOD
+            .replace("site = \"a\"\n", "site = \"a\"\nrelay = true\n")
+            .replace("site = \"c\"", "site = \"c\"\nvia = \"b\"");
+        let config = parse(&text).unwrap();
+        assert!(config.relay);
+        let policy = config.relay_policy();
+        assert!(policy.relays());
+        let (b, c) = (SiteId::new("b").unwrap(), SiteId::new("c").unwrap());
+        assert_eq!(policy.via(&c), Some(&b));
+        assert_eq!(policy.via(&b), None);
+        assert!(!parse(GOOD).unwrap().relay_policy().relays());
+    }
+
+    #[test]
+    fn nonsense_relaying_is_refused_with_the_reason() {
+        let via = |peer_c: &str| GOOD.replace("site = \"c\"", peer_c);
+        let cases = [
+            (via("site = \"c\"\nvia = \"a\""), "via this router itself"),
+            (
+                via("site = \"c\"\nvia = \"c\""),
+                "cannot be relayed via itself",
+            ),
+            (
+                via("site = \"c\"\nvia = \"x\""),
+                "x, which is not a listed peer",
+            ),
+            (
+                via("site = \"c\"\nvia = \"b\"\naddress = \"100.64.0.3:7400\""),
+                "both address and via",
+            ),
+            (
+                GOOD.replace("site = \"c\"", "site = \"c\"\nvia = \"b\"")
+                    .replace(
+                        "address = \"100.64.0.2:7400\"",
+                        "via = \"d\"\n[[peers]]\nsite = \"d\"",
+                    ),
+                "itself relayed via d",
+            ),
+            (
+                via("site = \"c\"\nvia = \"b\"").replace(
+                    "[[peers]]\nsite = \"b\"",
+                    "[tun]\nmtu = 1100\n[[peers]]\nsite = \"b\"",
+                ),
+                "1100 is too small for peer c relayed via b",
+            ),
+        ];
+        for (text, reason) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(reason), "expected {reason:?} in: {err}");
+        }
     }
 
     #[test]

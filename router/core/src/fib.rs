@@ -31,10 +31,22 @@ pub enum DropReason {
     TooBig,
     /// A queue towards the TUN device or a peer was full.
     QueueFull,
+    /// A relay datagram for a network this router does not carry.
+    RelayNetwork,
+    /// A relay datagram to pass on, but this router has no `relay = true`.
+    RelayDisabled,
+    /// A relay datagram from or to a site that is not a listed peer reached directly.
+    RelayUnlisted,
+    /// A relay datagram whose source is not the peer that sent it, or that names its sender as
+    /// its destination.
+    RelaySpoofed,
+    /// A relay datagram for this router from a source that is not configured `via` the peer
+    /// that relayed it.
+    RelayUnexpected,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::SourceNotLocal,
         DropReason::NoRoute,
@@ -43,6 +55,11 @@ impl DropReason {
         DropReason::SpoofedSource,
         DropReason::TooBig,
         DropReason::QueueFull,
+        DropReason::RelayNetwork,
+        DropReason::RelayDisabled,
+        DropReason::RelayUnlisted,
+        DropReason::RelaySpoofed,
+        DropReason::RelayUnexpected,
     ];
 
     /// A stable snake_case name for logs, metrics and the admin CLI.
@@ -56,6 +73,11 @@ impl DropReason {
             DropReason::SpoofedSource => "spoofed_source",
             DropReason::TooBig => "too_big",
             DropReason::QueueFull => "queue_full",
+            DropReason::RelayNetwork => "relay_network",
+            DropReason::RelayDisabled => "relay_disabled",
+            DropReason::RelayUnlisted => "relay_unlisted",
+            DropReason::RelaySpoofed => "relay_spoofed",
+            DropReason::RelayUnexpected => "relay_unexpected",
         }
     }
 }

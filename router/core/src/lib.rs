@@ -3,8 +3,9 @@
 //!
 //! It holds the router's tables and the migration logic ([`node::Node`]), the control protocol
 //! between routers ([`proto`]), the checks on a new control connection ([`link`]), the
-//! forwarding view the data plane consults for every packet ([`fib::FibSnapshot`]) and the
-//! configuration file's schema and validation ([`config`]). Inputs are parsed frames, control
+//! forwarding view the data plane consults for every packet ([`fib::FibSnapshot`]), the framing
+//! of relay datagrams and the relay's decisions ([`relay`]) and the configuration file's schema
+//! and validation ([`config`]). Inputs are parsed frames, control
 //! messages, peer events and configuration text, each with the `now` it happened at; outputs
 //! are plain data: messages to send, frames to transmit, routes the kernel should hold, the
 //! next timeout.
@@ -20,3 +21,4 @@ pub mod fib;
 pub mod link;
 pub mod node;
 pub mod proto;
+pub mod relay;

@@ -1,6 +1,6 @@
 //! Decisions about a control connection to a peer router that the IO layer must not make on
 //! its own: whether the peer's hello is acceptable, and which of two connections to the same
-//! peer to keep. The daemon authenticates the connection (TLS against the site CA) and then
+//! peer to keep (a direct one beats one through a relay). The daemon authenticates the connection (TLS against the site CA) and then
 //! asks these.
 
 use skyvine_tables::SiteId;
@@ -51,6 +51,35 @@ pub enum Direction {
     Accepted,
 }
 
+/// How a connection to a peer travels. A next hop is a connection: packets for a site go on
+/// its connection, whatever path that connection takes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerPath {
+    /// Between the two routers' WAN endpoints (through any NAT on the way).
+    Direct,
+    /// End to end through relay router `0`, inside relay datagrams (see [`crate::relay`]).
+    Via(SiteId),
+}
+
+impl PeerPath {
+    /// The relay, for a relayed path.
+    pub fn relay(&self) -> Option<&SiteId> {
+        match self {
+            PeerPath::Direct => None,
+            PeerPath::Via(relay) => Some(relay),
+        }
+    }
+}
+
+impl std::fmt::Display for PeerPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerPath::Direct => f.write_str("direct"),
+            PeerPath::Via(relay) => write!(f, "via {relay}"),
+        }
+    }
+}
+
 /// Which of two connections to one peer survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Keep {
@@ -76,6 +105,24 @@ pub fn tie_break(me: &SiteId, peer: &SiteId, existing: Direction, new: Direction
         Keep::New
     } else {
         Keep::Existing
+    }
+}
+
+/// [`tie_break`] between connections that may travel different paths: a direct connection
+/// beats a relayed one (both ends see the same paths, so they agree); between two of the same
+/// kind, the directions decide.
+pub fn tie_break_paths(
+    me: &SiteId,
+    peer: &SiteId,
+    (existing, existing_path): (Direction, &PeerPath),
+    (new, new_path): (Direction, &PeerPath),
+) -> Keep {
+    match (existing_path, new_path) {
+        (PeerPath::Direct, PeerPath::Via(_)) => Keep::Existing,
+        (PeerPath::Via(_), PeerPath::Direct) => Keep::New,
+        (PeerPath::Direct, PeerPath::Direct) | (PeerPath::Via(_), PeerPath::Via(_)) => {
+            tie_break(me, peer, existing, new)
+        }
     }
 }
 
@@ -141,6 +188,36 @@ mod tests {
                 assert_eq!(kept_at_b, Direction::Accepted, "b keeps the one a dialed");
             }
         }
+    }
+
+    #[test]
+    fn a_direct_connection_beats_a_relayed_one_in_any_order() {
+        let (a, b) = (site("a"), site("b"));
+        let direct = PeerPath::Direct;
+        let relayed = PeerPath::Via(site("r"));
+        for (d1, d2) in [
+            (Direction::Dialed, Direction::Accepted),
+            (Direction::Accepted, Direction::Dialed),
+            (Direction::Dialed, Direction::Dialed),
+        ] {
+            for (me, peer) in [(&a, &b), (&b, &a)] {
+                assert_eq!(
+                    tie_break_paths(me, peer, (d1, &direct), (d2, &relayed)),
+                    Keep::Existing
+                );
+                assert_eq!(
+                    tie_break_paths(me, peer, (d1, &relayed), (d2, &direct)),
+                    Keep::New
+                );
+                assert_eq!(
+                    tie_break_paths(me, peer, (d1, &relayed), (d2, &relayed)),
+                    tie_break(me, peer, d1, d2)
+                );
+            }
+        }
+        assert_eq!(relayed.to_string(), "via r");
+        assert_eq!(relayed.relay(), Some(&site("r")));
+        assert_eq!(direct.relay(), None);
     }
 
     #[test]

@@ -174,9 +174,14 @@ pub struct PeerRow {
     pub synced: bool,
     /// Seconds since the connection came up (or went down).
     pub since_s: f64,
-    /// The connection's remote address, or the configured one while down.
+    /// The connection's remote address, or the configured one while down (none for a path
+    /// through a relay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<SocketAddr>,
+    /// The relay the connection travels through (while down: the configured one); none for a
+    /// direct path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<SiteId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
     /// QUIC packets the connection declared lost.
@@ -186,6 +191,11 @@ pub struct PeerRow {
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
+    /// Relay datagrams from this peer that this router passed on to another (`relay = true`).
+    #[serde(default)]
+    pub relayed_packets: u64,
+    #[serde(default)]
+    pub relayed_bytes: u64,
 }
 
 /// Peers and the data plane's drops (by reason, for all peers together).

@@ -38,8 +38,9 @@ pub enum AdminCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Show the peer routers: connection state, address, RTT, time in state, packets and bytes
-    /// each way, QUIC packets lost; then the data plane's drops by reason.
+    /// Show the peer routers: connection state, path (direct, or via a relay router), address,
+    /// RTT, time in state, packets and bytes each way, QUIC packets lost; on a relay, what it
+    /// passed on for each peer; then the data plane's drops by reason (relay refusals too).
     Peers {
         #[command(flatten)]
         admin: AdminArgs,

@@ -21,6 +21,8 @@ pub struct Context {
     pub lan_interface: String,
     /// Configured peer addresses (shown while a peer is down).
     pub peer_addresses: BTreeMap<SiteId, SocketAddr>,
+    /// Configured relays of peers reached `via` one (shown while a peer is down).
+    pub peer_relays: BTreeMap<SiteId, SiteId>,
 }
 
 /// Seconds from `then` to `now` (zero if `then` is later).
@@ -127,6 +129,7 @@ pub fn route(node: &Node, address: Ipv4Addr, now: Instant) -> RouteView {
 pub fn peers(node: &Node, shared: &Shared, ctx: &Context, now: Instant) -> PeersView {
     let conns = shared.peers.load();
     let counters = shared.counters.snapshot();
+    let relayed = shared.relay.relayed();
     let peers = node
         .peers()
         .iter()
@@ -137,21 +140,32 @@ pub fn peers(node: &Node, shared: &Shared, ctx: &Context, now: Instant) -> Peers
                 .get(site.as_str())
                 .copied()
                 .unwrap_or_default();
+            let via = match &state.path {
+                Some(path) => path.relay().cloned(),
+                None => ctx.peer_relays.get(site).cloned(),
+            };
+            let (relayed_packets, relayed_bytes) = relayed.get(site).copied().unwrap_or_default();
             PeerRow {
                 site: site.clone(),
                 configured: state.configured,
                 connected: state.connected,
                 synced: state.synced,
                 since_s: age(now, state.since),
-                address: conn
-                    .map(quinn::Connection::remote_address)
-                    .or_else(|| ctx.peer_addresses.get(site).copied()),
+                address: match &via {
+                    Some(_) => None,
+                    None => conn
+                        .map(quinn::Connection::remote_address)
+                        .or_else(|| ctx.peer_addresses.get(site).copied()),
+                },
+                via,
                 rtt_ms: conn.map(|c| duration_ms(c.rtt())),
                 lost_packets: conn.map(|c| c.stats().path.lost_packets),
                 tx_packets: stats.tx_packets,
                 tx_bytes: stats.tx_bytes,
                 rx_packets: stats.rx_packets,
                 rx_bytes: stats.rx_bytes,
+                relayed_packets,
+                relayed_bytes,
             }
         })
         .collect();
@@ -236,7 +250,6 @@ pub fn lan_counters(node: &Node) -> CountersView {
 
 /// `ip_forward` is read by the caller (file IO stays off the main loop).
 pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant) -> StatusView {
-    let counts = counts(node);
     let lan_counters = lan_counters(node);
     let identity = node.lan_identity();
     let mut warnings = Vec::new();
@@ -246,6 +259,28 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
                 .to_owned(),
         );
     }
+    warnings.extend(peer_warnings(node, now));
+    warnings.extend(counter_warnings(&lan_counters));
+    warnings.extend(move_warnings(node, now));
+    StatusView {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        site: node.me().clone(),
+        uptime_s: age(now, node.started()),
+        lan: LanView {
+            interface: ctx.lan_interface.clone(),
+            ip: identity.map(|i| i.ip),
+            mac: identity.map(|i| i.mac),
+        },
+        counts: counts(node),
+        lan_counters,
+        ip_forward,
+        warnings,
+    }
+}
+
+/// Configured peers that are down, and peers up whose table has not arrived.
+fn peer_warnings(node: &Node, now: Instant) -> Vec<String> {
+    let mut warnings = Vec::new();
     for (site, state) in node.peers() {
         if state.configured && !state.connected {
             warnings.push(format!(
@@ -258,18 +293,30 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
             ));
         }
     }
-    let rate_limited = lan_counters.get(Counter::RateLimited);
+    warnings
+}
+
+/// Counters that should stay at zero: LAN frames over the rate limit, entries over the limits.
+fn counter_warnings(counters: &CountersView) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let rate_limited = counters.get(Counter::RateLimited);
     if rate_limited > 0 {
         warnings.push(format!(
             "{rate_limited} LAN frames dropped by the rate limit (an ARP/RARP flood on the LAN?)"
         ));
     }
-    let refused_entries = lan_counters.get(Counter::RefusedEntries);
+    let refused_entries = counters.get(Counter::RefusedEntries);
     if refused_entries > 0 {
         warnings.push(format!(
             "{refused_entries} table entries from peers refused: the GNDT size limit was reached"
         ));
     }
+    warnings
+}
+
+/// Frozen addresses and refused moves.
+fn move_warnings(node: &Node, now: Instant) -> Vec<String> {
+    let mut warnings = Vec::new();
     for (ip, until) in node.frozen(now) {
         warnings.push(format!(
             "{ip} is frozen (moved too often: a duplicate address?) for another {}",
@@ -292,20 +339,7 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
             ));
         }
     }
-    StatusView {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        site: node.me().clone(),
-        uptime_s: age(now, node.started()),
-        lan: LanView {
-            interface: ctx.lan_interface.clone(),
-            ip: identity.map(|i| i.ip),
-            mac: identity.map(|i| i.mac),
-        },
-        counts,
-        lan_counters,
-        ip_forward,
-        warnings,
-    }
+    warnings
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@ pub fn start(config: &Config, queries: QueryHandle) -> anyhow::Result<Vec<Task>>
             .iter()
             .filter_map(|p| p.address.map(|addr| (p.site.clone(), addr)))
             .collect(),
+        peer_relays: config
+            .peers
+            .iter()
+            .filter_map(|p| p.via.clone().map(|via| (p.site.clone(), via)))
+            .collect(),
     };
     let mut tasks: Vec<Task> = Vec::new();
     let path = config.admin.socket.clone();

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use skyvine_core::node::Counter;
 
 use super::api::{
-    GndtRow, HwdtRow, Kind, LndtOrigin, LndtView, MigrationRow, MigrationsView, OutcomeName,
-    PeersView, RouteView, StatusView, TablesView,
+    Counts, GndtRow, HwdtRow, Kind, LndtOrigin, LndtView, MigrationRow, MigrationsView,
+    OutcomeName, PeersView, RouteView, StatusView, TablesView,
 };
 
 /// Columns padded to their widest cell, two spaces apart; the last column is not padded.
@@ -268,8 +268,8 @@ pub fn route(view: &RouteView) -> String {
 pub fn peers(view: &PeersView) -> String {
     let mut out = format!("peers of site {}\n", view.site);
     let mut table = Columns::new(&[
-        "PEER", "STATE", "ADDRESS", "RTT", "SINCE", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES",
-        "LOST",
+        "PEER", "STATE", "PATH", "ADDRESS", "RTT", "SINCE", "TX PKTS", "TX BYTES", "RX PKTS",
+        "RX BYTES", "LOST",
     ]);
     for peer in &view.peers {
         let state = match (peer.connected, peer.synced) {
@@ -282,9 +282,14 @@ pub fn peers(view: &PeersView) -> String {
         } else {
             format!("{} (dialed in)", peer.site)
         };
+        let path = match &peer.via {
+            Some(relay) => format!("via {relay}"),
+            None => "direct".to_owned(),
+        };
         table.row(vec![
             name,
             state.to_owned(),
+            path,
             opt(peer.address),
             peer.rtt_ms
                 .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}ms")),
@@ -297,6 +302,22 @@ pub fn peers(view: &PeersView) -> String {
         ]);
     }
     out += &table.render("");
+    let relayed: Vec<String> = view
+        .peers
+        .iter()
+        .filter(|p| p.relayed_packets > 0)
+        .map(|p| {
+            format!(
+                "from {} {} pkts {}",
+                p.site,
+                p.relayed_packets,
+                bytes(p.relayed_bytes)
+            )
+        })
+        .collect();
+    if !relayed.is_empty() {
+        let _ = writeln!(out, "relayed for other sites: {}", relayed.join(", "));
+    }
     let drops: Vec<String> = view
         .drops
         .iter()
@@ -379,7 +400,6 @@ pub fn migrations(view: &MigrationsView) -> String {
 }
 
 pub fn status(view: &StatusView) -> String {
-    let c = &view.counts;
     let mut table = Columns::new(&["skyvine", &view.version]);
     table.row(vec!["site".into(), view.site.to_string()]);
     table.row(vec!["uptime".into(), duration(view.uptime_s)]);
@@ -391,38 +411,9 @@ pub fn status(view: &StatusView) -> String {
         ),
     };
     table.row(vec!["lan".into(), lan]);
-    table.row(vec![
-        "peers".into(),
-        format!("{} up of {} configured", c.peers_up, c.peers_configured),
-    ]);
-    table.row(vec![
-        "gndt".into(),
-        format!(
-            "{} prefix(es), {} host entr{}, {} withdrawn",
-            c.gndt_prefixes,
-            c.gndt_hosts,
-            if c.gndt_hosts == 1 { "y" } else { "ies" },
-            c.gndt_withdrawn
-        ),
-    ]);
-    table.row(vec![
-        "lndt".into(),
-        format!(
-            "{} configured range(s), {} migrated in, {} moved away",
-            c.lndt_configured, c.lndt_migrated_in, c.lndt_moved_away
-        ),
-    ]);
-    table.row(vec![
-        "hwdt".into(),
-        format!("{} binding(s)", c.hwdt_bindings),
-    ]);
-    table.row(vec![
-        "migrations".into(),
-        format!(
-            "{} applied, {} refused, {} in progress",
-            c.migrations_applied, c.migrations_refused, c.migrations_in_progress
-        ),
-    ]);
+    for (name, line) in count_lines(&view.counts) {
+        table.row(vec![name.into(), line]);
+    }
     let l = |counter| view.lan_counters.get(counter);
     table.row(vec![
         "lan frames".into(),
@@ -435,14 +426,12 @@ pub fn status(view: &StatusView) -> String {
             l(Counter::RateLimited)
         ),
     ]);
-    table.row(vec![
-        "ip_forward".into(),
-        match view.ip_forward {
-            Some(true) => "1".to_owned(),
-            Some(false) => "0".to_owned(),
-            None => "unknown".to_owned(),
-        },
-    ]);
+    let ip_forward = match view.ip_forward {
+        Some(true) => "1",
+        Some(false) => "0",
+        None => "unknown",
+    };
+    table.row(vec!["ip_forward".into(), ip_forward.to_owned()]);
     let mut out = table.render("");
     if view.warnings.is_empty() {
         out += "warnings: none\n";
@@ -453,6 +442,41 @@ pub fn status(view: &StatusView) -> String {
         }
     }
     out
+}
+
+/// The status lines of the peer, table and migration counts.
+fn count_lines(c: &Counts) -> [(&'static str, String); 5] {
+    [
+        (
+            "peers",
+            format!("{} up of {} configured", c.peers_up, c.peers_configured),
+        ),
+        (
+            "gndt",
+            format!(
+                "{} prefix(es), {} host entr{}, {} withdrawn",
+                c.gndt_prefixes,
+                c.gndt_hosts,
+                if c.gndt_hosts == 1 { "y" } else { "ies" },
+                c.gndt_withdrawn
+            ),
+        ),
+        (
+            "lndt",
+            format!(
+                "{} configured range(s), {} migrated in, {} moved away",
+                c.lndt_configured, c.lndt_migrated_in, c.lndt_moved_away
+            ),
+        ),
+        ("hwdt", format!("{} binding(s)", c.hwdt_bindings)),
+        (
+            "migrations",
+            format!(
+                "{} applied, {} refused, {} in progress",
+                c.migrations_applied, c.migrations_refused, c.migrations_in_progress
+            ),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -520,6 +544,59 @@ mod tests {
         );
         assert!(text.contains("matched host 10.77.1.1/32"), "{text}");
         assert!(text.contains("10.77.1.0/24  prefix  a"), "{text}");
+    }
+
+    #[test]
+    fn status_shows_one_line_per_part_and_every_warning() {
+        let mut counters = skyvine_core::node::Counters::default();
+        counters.add(Counter::Frames);
+        let view = StatusView {
+            version: "9.9.9".into(),
+            site: SiteId::new("a").unwrap(),
+            uptime_s: 312.0,
+            lan: crate::admin::api::LanView {
+                interface: "eth1".into(),
+                ip: None,
+                mac: None,
+            },
+            counts: Counts {
+                peers_up: 1,
+                peers_configured: 2,
+                gndt_prefixes: 2,
+                gndt_hosts: 1,
+                migrations_applied: 3,
+                ..Counts::default()
+            },
+            lan_counters: crate::admin::api::CountersView::new(&counters),
+            ip_forward: Some(false),
+            warnings: vec!["peer c is down (for 5m12s)".into()],
+        };
+        let text = status(&view);
+        let line = |name: &str| {
+            let found = text.lines().find(|l| l.split("  ").next() == Some(name));
+            found
+                .unwrap_or_else(|| panic!("no {name} line:\n{text}"))
+                .to_owned()
+        };
+        assert!(line("skyvine").ends_with("9.9.9"), "{text}");
+        assert!(line("uptime").ends_with("5m12s"), "{text}");
+        assert!(line("lan").contains("eth1 (no LAN identity"), "{text}");
+        assert!(line("peers").ends_with("1 up of 2 configured"), "{text}");
+        assert!(
+            line("gndt").ends_with("2 prefix(es), 1 host entry, 0 withdrawn"),
+            "{text}"
+        );
+        assert!(line("hwdt").ends_with("0 binding(s)"), "{text}");
+        assert!(
+            line("migrations").ends_with("3 applied, 0 refused, 0 in progress"),
+            "{text}"
+        );
+        assert!(line("lan frames").contains("1 seen, 0 forged"), "{text}");
+        assert!(line("ip_forward").ends_with('0'), "{text}");
+        assert!(
+            text.ends_with("warnings: 1\n  ! peer c is down (for 5m12s)\n"),
+            "{text}"
+        );
     }
 
     #[test]

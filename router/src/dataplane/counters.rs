@@ -218,6 +218,11 @@ fn drop_index(reason: DropReason) -> usize {
         DropReason::SpoofedSource => 5,
         DropReason::TooBig => 6,
         DropReason::QueueFull => 7,
+        DropReason::RelayNetwork => 8,
+        DropReason::RelayDisabled => 9,
+        DropReason::RelayUnlisted => 10,
+        DropReason::RelaySpoofed => 11,
+        DropReason::RelayUnexpected => 12,
     }
 }
 

@@ -4,7 +4,7 @@
 //! - [`spawn_tun_reader`]: TUN -> FIB (`outbound`: LNDT source check, GNDT owner of the
 //!   destination) -> the owning site's connection from the [`PeerTable`] -> `send_datagram`.
 //! - [`spawn_peer_reader`] (one per peer connection): `read_datagram` -> FIB (`inbound`: the
-//!   sending site must own the source) -> TUN.
+//!   sending site must own the source) -> TUN; relay datagrams go to [`crate::relay::Hub`].
 //!
 //! Everything is batched: the TUN device is opened with GSO/GRO offloads, so the kernel hands
 //! over 64 KB TCP super-segments (split here into MTU-sized packets) and takes coalesced ones
@@ -61,7 +61,8 @@ pub fn spawn_tun_reader<D: PacketDevice>(
 }
 
 /// Starts the QUIC -> TUN direction for the connection to `site`. Ends when the connection
-/// closes (or the device fails).
+/// closes (or the device fails). Relay datagrams on it are dropped (see
+/// [`spawn_peer_reader_with_relay`]).
 pub fn spawn_peer_reader<D: PacketDevice>(
     conn: quinn::Connection,
     site: SiteId,
@@ -70,7 +71,20 @@ pub fn spawn_peer_reader<D: PacketDevice>(
     peers: Arc<PeerTable>,
     counters: Arc<Counters>,
 ) -> JoinHandle<()> {
-    tokio::spawn(rx::run(conn, site, dev, fib, peers, counters))
+    tokio::spawn(rx::run(conn, site, dev, fib, peers, counters, None))
+}
+
+/// [`spawn_peer_reader`], handing relay datagrams to `hub` (pass on, or deliver to the relay
+/// socket).
+pub fn spawn_peer_reader_with_relay<D: PacketDevice>(
+    conn: quinn::Connection,
+    site: SiteId,
+    dev: Arc<D>,
+    shared: (Arc<Fib>, Arc<PeerTable>, Arc<Counters>),
+    hub: Arc<crate::relay::Hub>,
+) -> JoinHandle<()> {
+    let (fib, peers, counters) = shared;
+    tokio::spawn(rx::run(conn, site, dev, fib, peers, counters, Some(hub)))
 }
 
 /// Source and destination of an IPv4 packet, after checking that the header is whole and the

@@ -11,7 +11,9 @@ use skyvine_tables::SiteId;
 use super::counters::DropTally;
 use super::{ipv4_addrs, is_fatal, Counters, DropLog, PacketDevice, PeerTable, TxBatch};
 use crate::fib::Fib;
+use crate::relay::Hub;
 use skyvine_core::fib::{DropReason, FibSnapshot};
+use skyvine_core::relay;
 
 /// How often one batch waits a scheduler round for more datagrams before it is written.
 const MAX_YIELDS: usize = 4;
@@ -26,6 +28,7 @@ pub(super) async fn run<D: PacketDevice>(
     fib: Arc<Fib>,
     peers: Arc<PeerTable>,
     counters: Arc<Counters>,
+    hub: Option<Arc<Hub>>,
 ) {
     let peer = counters.peer(&site);
     let mut batch = TxBatch::new(dev.takes_gso());
@@ -58,6 +61,13 @@ pub(super) async fn run<D: PacketDevice>(
         while let Some(datagram) = next.take() {
             let verdict = match datagram.first() {
                 Some(&RELAY_MARKER) => relayed(&fib, &site, &datagram, now),
+                // Another site's traffic through this router (see crate::relay).
+                Some(&relay::KIND) => match &hub {
+                    Some(hub) => hub
+                        .on_datagram(&site, &datagram)
+                        .map(|()| Delivery::Relayed),
+                    None => Err(DropReason::RelayDisabled),
+                },
                 _ => ipv4_addrs(&datagram).and_then(|(src, dst)| {
                     check(src)?;
                     relay(&fib, &peers, &site, dst, &datagram, now)
@@ -106,7 +116,7 @@ pub(super) async fn run<D: PacketDevice>(
 enum Delivery<'a> {
     /// Write this packet to the TUN device.
     Local(&'a [u8]),
-    /// Sent on to a host's new site.
+    /// Sent on: to a host's new site, or through this router to another site.
     Relayed,
 }
 

@@ -13,7 +13,9 @@ use skyvine_labtools::netlink::{current_netns, enter_netns, enter_netns_file, Ro
 use skyvine_labtools::packet::{
     interface_index, wait_readable, Direction, PacketSocket, ETH_P_ALL,
 };
-use skyvine_labtools::wire::{gratuitous_arp_request, qemu_rarp_announce, ArpFrame, Mac};
+use skyvine_labtools::wire::{
+    gratuitous_arp_request, rarp_announce, ArpFrame, FrameBytes, MacAddr,
+};
 
 /// Send hypervisor migration announcements, or watch ARP/RARP traffic.
 #[derive(Debug, Parser)]
@@ -33,7 +35,7 @@ enum Command {
         iface: String,
         /// The migrated VM's MAC.
         #[arg(long)]
-        mac: Mac,
+        mac: MacAddr,
         /// Send all announcements at once (QEMU when a paused destination VM is resumed)
         /// instead of on the schedule.
         #[arg(long)]
@@ -49,7 +51,7 @@ enum Command {
         iface: String,
         /// The VM's MAC.
         #[arg(long)]
-        mac: Mac,
+        mac: MacAddr,
         /// The VM's IPv4 address.
         #[arg(long)]
         ip: Ipv4Addr,
@@ -61,36 +63,7 @@ enum Command {
     /// another bridge, then announce as the hypervisor would — all in one process, so the
     /// pause is measured to the microsecond and the first announcement leaves right after
     /// the attach. Prints `pause_ms=.. pause_min_ms=.. announced=N`.
-    Migrate {
-        /// Namespace (name under /run/netns) holding the bridges and the VM's host-side link.
-        #[arg(long)]
-        fabric_netns: String,
-        /// The VM's host-side link (a bridge port), e.g. vm-a1.
-        #[arg(long)]
-        port: String,
-        /// The bridge to attach it to, e.g. br-b.
-        #[arg(long)]
-        bridge: String,
-        /// How long the VM is off every LAN, in milliseconds.
-        #[arg(long, default_value_t = 100)]
-        pause_ms: u64,
-        /// Announcement after the attach.
-        #[arg(long, value_enum, default_value_t = Announce::Rarp)]
-        announce: Announce,
-        /// Namespace of the VM (announcements leave its interface, entering the bridge through
-        /// the VM's port as a hypervisor's tap write does).
-        #[arg(long)]
-        vm_netns: String,
-        /// The VM's interface.
-        #[arg(long, default_value = "eth0")]
-        iface: String,
-        /// The VM's MAC.
-        #[arg(long)]
-        mac: Mac,
-        /// The VM's IPv4 address (needed for --announce garp).
-        #[arg(long)]
-        ip: Option<Ipv4Addr>,
-    },
+    Migrate(Migrate),
     /// Print every ARP/RARP frame seen on an interface, one line each.
     Watch {
         #[arg(long)]
@@ -103,7 +76,7 @@ enum Command {
         timeout_ms: Option<u64>,
         /// Only count frames with this sender hardware address.
         #[arg(long)]
-        mac: Option<Mac>,
+        mac: Option<MacAddr>,
         /// Only count frames of these kinds (rarp-request, garp-request, arp-request, ...).
         #[arg(long, value_delimiter = ',')]
         kind: Vec<String>,
@@ -114,6 +87,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `skyvine-announce migrate`.
+#[derive(Debug, clap::Args)]
+struct Migrate {
+    /// Namespace (name under /run/netns) holding the bridges and the VM's host-side link.
+    #[arg(long)]
+    fabric_netns: String,
+    /// The VM's host-side link (a bridge port), e.g. vm-a1.
+    #[arg(long)]
+    port: String,
+    /// The bridge to attach it to, e.g. br-b.
+    #[arg(long)]
+    bridge: String,
+    /// How long the VM is off every LAN, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pause_ms: u64,
+    /// Announcement after the attach.
+    #[arg(long, value_enum, default_value_t = Announce::Rarp)]
+    announce: Announce,
+    /// Namespace of the VM (announcements leave its interface, entering the bridge through
+    /// the VM's port as a hypervisor's tap write does).
+    #[arg(long)]
+    vm_netns: String,
+    /// The VM's interface.
+    #[arg(long, default_value = "eth0")]
+    iface: String,
+    /// The VM's MAC.
+    #[arg(long)]
+    mac: MacAddr,
+    /// The VM's IPv4 address (needed for --announce garp).
+    #[arg(long)]
+    ip: Option<Ipv4Addr>,
 }
 
 /// What the hypervisor emits after a migration.
@@ -136,83 +142,14 @@ fn main() -> Result<()> {
             mac,
             burst,
             schedule_ms,
-        } => {
-            if schedule_ms.is_empty() || schedule_ms.len() > 100 {
-                bail!("--schedule-ms needs 1 to 100 entries");
-            }
-            let schedule: Vec<_> = if burst {
-                vec![Duration::ZERO; schedule_ms.len()]
-            } else {
-                schedule_ms
-                    .iter()
-                    .map(|&ms| Duration::from_millis(ms))
-                    .collect()
-            };
-            send_schedule(&iface, &qemu_rarp_announce(mac), &schedule, "rarp")
-        }
+        } => rarp(&iface, mac, burst, &schedule_ms),
         Command::Garp {
             iface,
             mac,
             ip,
             count,
-        } => {
-            if count == 0 || count > 100 {
-                bail!("--count must be 1 to 100");
-            }
-            let schedule: Vec<_> = (0..u64::from(count))
-                .map(|i| Duration::from_millis(100 * i))
-                .collect();
-            send_schedule(&iface, &gratuitous_arp_request(mac, ip), &schedule, "garp")
-        }
-        Command::Migrate {
-            fabric_netns,
-            port,
-            bridge,
-            pause_ms,
-            announce,
-            vm_netns,
-            iface,
-            mac,
-            ip,
-        } => {
-            let frame: Option<[u8; 60]> = match (announce, ip) {
-                (Announce::Rarp, _) => Some(qemu_rarp_announce(mac)),
-                (Announce::Garp, Some(ip)) => Some(gratuitous_arp_request(mac, ip)),
-                (Announce::Garp, None) => bail!("--announce garp needs --ip"),
-                (Announce::None, _) => None,
-            };
-            let move_ = PortMove {
-                fabric_netns: netns_path(&fabric_netns),
-                port,
-                bridge,
-                pause: Duration::from_millis(pause_ms),
-            };
-            let sender = match frame {
-                Some(frame) => Some((open_in_netns(&netns_path(&vm_netns), &iface)?, frame)),
-                None => None,
-            };
-            // The pause and the announcement schedule are timed sleeps: keep them on time.
-            skyvine_labtools::try_realtime("skyvine-announce");
-            let (pause, pause_min) = move_.run()?;
-            let mut announced = 0;
-            if let Some((socket, frame)) = sender {
-                let schedule: &[u64] = match announce {
-                    Announce::Rarp => &QEMU_SCHEDULE_MS,
-                    Announce::Garp | Announce::None => &[0],
-                };
-                let at: Vec<_> = schedule
-                    .iter()
-                    .map(|&ms| Duration::from_millis(ms))
-                    .collect();
-                announced = send_on(&socket, &iface, &frame, &at, &format!("{announce:?}"))?;
-            }
-            println!(
-                "pause_ms={:.3} pause_min_ms={:.3} announced={announced}",
-                pause.as_secs_f64() * 1000.0,
-                pause_min.as_secs_f64() * 1000.0
-            );
-            Ok(())
-        }
+        } => garp(&iface, mac, ip, count),
+        Command::Migrate(args) => migrate(args),
         Command::Watch {
             iface,
             count,
@@ -236,6 +173,78 @@ fn main() -> Result<()> {
             )
         }
     }
+}
+
+/// QEMU's RARPs for `mac` on `iface`, on the schedule or all at once.
+fn rarp(iface: &str, mac: MacAddr, burst: bool, schedule_ms: &[u64]) -> Result<()> {
+    if schedule_ms.is_empty() || schedule_ms.len() > 100 {
+        bail!("--schedule-ms needs 1 to 100 entries");
+    }
+    let schedule: Vec<_> = if burst {
+        vec![Duration::ZERO; schedule_ms.len()]
+    } else {
+        schedule_ms
+            .iter()
+            .map(|&ms| Duration::from_millis(ms))
+            .collect()
+    };
+    send_schedule(iface, &rarp_announce(mac), &schedule, "rarp")
+}
+
+/// `count` gratuitous ARP requests, 100 ms apart.
+fn garp(iface: &str, mac: MacAddr, ip: Ipv4Addr, count: u32) -> Result<()> {
+    if count == 0 || count > 100 {
+        bail!("--count must be 1 to 100");
+    }
+    let schedule: Vec<_> = (0..u64::from(count))
+        .map(|i| Duration::from_millis(100 * i))
+        .collect();
+    send_schedule(iface, &gratuitous_arp_request(mac, ip), &schedule, "garp")
+}
+
+/// Moves the VM's port to another bridge, then announces from the VM as its hypervisor would.
+fn migrate(args: Migrate) -> Result<()> {
+    let frame: Option<FrameBytes> = match (args.announce, args.ip) {
+        (Announce::Rarp, _) => Some(rarp_announce(args.mac)),
+        (Announce::Garp, Some(ip)) => Some(gratuitous_arp_request(args.mac, ip)),
+        (Announce::Garp, None) => bail!("--announce garp needs --ip"),
+        (Announce::None, _) => None,
+    };
+    let move_ = PortMove {
+        fabric_netns: netns_path(&args.fabric_netns),
+        port: args.port,
+        bridge: args.bridge,
+        pause: Duration::from_millis(args.pause_ms),
+    };
+    let sender = match frame {
+        Some(frame) => Some((
+            open_in_netns(&netns_path(&args.vm_netns), &args.iface)?,
+            frame,
+        )),
+        None => None,
+    };
+    // The pause and the announcement schedule are timed sleeps: keep them on time.
+    skyvine_labtools::try_realtime("skyvine-announce");
+    let (pause, pause_min) = move_.run()?;
+    let mut announced = 0;
+    if let Some((socket, frame)) = sender {
+        let schedule: &[u64] = match args.announce {
+            Announce::Rarp => &QEMU_SCHEDULE_MS,
+            Announce::Garp | Announce::None => &[0],
+        };
+        let at: Vec<_> = schedule
+            .iter()
+            .map(|&ms| Duration::from_millis(ms))
+            .collect();
+        let what = format!("{:?}", args.announce);
+        announced = send_on(&socket, &args.iface, &frame, &at, &what)?;
+    }
+    println!(
+        "pause_ms={:.3} pause_min_ms={:.3} announced={announced}",
+        pause.as_secs_f64() * 1000.0,
+        pause_min.as_secs_f64() * 1000.0
+    );
+    Ok(())
 }
 
 /// Sends `frame` at each offset of `schedule` (absolute, from the first send).
@@ -350,7 +359,7 @@ impl PortMove {
 }
 
 struct Filter {
-    mac: Option<Mac>,
+    mac: Option<MacAddr>,
     kinds: Vec<String>,
     outgoing: bool,
 }
@@ -358,7 +367,7 @@ struct Filter {
 impl Filter {
     fn matches(&self, frame: &ArpFrame, direction: Direction) -> bool {
         (self.outgoing || direction == Direction::Incoming)
-            && self.mac.is_none_or(|m| m == frame.sha)
+            && self.mac.is_none_or(|m| m == frame.arp.sender_mac)
             && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == frame.kind().as_str()))
     }
 }
@@ -424,17 +433,18 @@ fn print_frame(frame: &ArpFrame, direction: Direction, at: Duration, json: bool)
     };
     let ms = at.as_secs_f64() * 1000.0;
     let kind = frame.kind().as_str();
+    let ((sha, spa), (tha, tpa)) = (frame.sender(), frame.target());
     if json {
         let value = serde_json::json!({
             "t_ms": ms, "dir": dir, "kind": kind, "src": frame.src.to_string(),
-            "dst": frame.dst.to_string(), "sha": frame.sha.to_string(), "spa": frame.spa,
-            "tha": frame.tha.to_string(), "tpa": frame.tpa,
+            "dst": frame.dst.to_string(), "sha": sha.to_string(), "spa": spa,
+            "tha": tha.to_string(), "tpa": tpa,
         });
         println!("{value}");
     } else {
         println!(
-            "t_ms={ms:.1} dir={dir} kind={kind} src={} dst={} sha={} spa={} tha={} tpa={}",
-            frame.src, frame.dst, frame.sha, frame.spa, frame.tha, frame.tpa
+            "t_ms={ms:.1} dir={dir} kind={kind} src={} dst={} sha={sha} spa={spa} tha={tha} tpa={tpa}",
+            frame.src, frame.dst
         );
     }
 }

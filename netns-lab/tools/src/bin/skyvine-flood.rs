@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use skyvine_labtools::packet::PacketSocket;
-use skyvine_labtools::wire::{gratuitous_arp_request, qemu_rarp_announce, Mac};
+use skyvine_labtools::wire::{gratuitous_arp_request, rarp_announce, FrameBytes, MacAddr};
 
 /// Flood an interface with ARP/RARP frames at a fixed rate for a bounded time.
 #[derive(Debug, Parser)]
@@ -41,7 +41,7 @@ struct Args {
     kinds: Vec<Kind>,
     /// Source MAC for same-mac and random-ips (default: the interface's own MAC).
     #[arg(long)]
-    mac: Option<Mac>,
+    mac: Option<MacAddr>,
     /// Address claimed by same-mac and random-macs frames.
     #[arg(long, default_value = "10.77.3.1")]
     ip: Ipv4Addr,
@@ -113,9 +113,55 @@ fn main() -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
+    let mut frames = Frames {
+        args: &args,
+        own_mac,
+        base,
+        host_bits: 32 - u32::from(len),
+        rng: XorShift::new(args.seed),
+    };
+    let outcome = flood(&args, &socket, &mut frames);
+    if let Some(e) = &outcome.first_error {
+        eprintln!(
+            "skyvine-flood: {} sends failed; the first: {e}",
+            outcome.failed
+        );
+    }
+    let kinds: Vec<&str> = args
+        .kinds
+        .iter()
+        .map(|k| match k {
+            Kind::Arp => "arp",
+            Kind::Rarp => "rarp",
+        })
+        .collect();
+    println!(
+        "skyvine-flood mode={} kinds={} sent={} failed={} duration_s={:.3} rate_fps={:.0} target_fps={}",
+        args.mode.name(),
+        kinds.join(","),
+        outcome.sent,
+        outcome.failed,
+        outcome.took,
+        outcome.sent as f64 / outcome.took.max(1e-9),
+        args.rate
+    );
+    if outcome.sent == 0 {
+        bail!("no frame could be sent on {}", args.iface);
+    }
+    Ok(())
+}
 
-    let mut rng = XorShift::new(args.seed);
-    let host_bits = 32 - u32::from(len);
+/// What a flood did.
+struct Outcome {
+    sent: u64,
+    failed: u64,
+    first_error: Option<std::io::Error>,
+    /// Seconds it ran.
+    took: f64,
+}
+
+/// Sends `frames` at `--rate` until `--duration-s` is over or a signal stops it.
+fn flood(args: &Args, socket: &PacketSocket, frames: &mut Frames<'_>) -> Outcome {
     let duration = Duration::from_secs_f64(args.duration_s);
     let start = Instant::now();
     let (mut sent, mut failed) = (0u64, 0u64);
@@ -133,18 +179,7 @@ fn main() -> Result<()> {
             continue;
         }
         for _ in 0..behind.min(BATCH) {
-            let turn = usize::try_from(n % args.kinds.len() as u64).unwrap_or(0);
-            let kind = args.kinds.get(turn).copied().unwrap_or(Kind::Arp);
-            let (mac, ip) = match args.mode {
-                Mode::SameMac => (own_mac, args.ip),
-                Mode::RandomMacs => (rng.local_mac(), args.ip),
-                Mode::RandomIps => (own_mac, random_in(&mut rng, base, host_bits)),
-            };
-            let frame = match kind {
-                Kind::Arp => gratuitous_arp_request(mac, ip),
-                Kind::Rarp => qemu_rarp_announce(mac),
-            };
-            match socket.send(&frame) {
+            match socket.send(&frames.nth(n)) {
                 Ok(()) => sent += 1,
                 Err(e) => {
                     failed += 1;
@@ -154,33 +189,47 @@ fn main() -> Result<()> {
             n += 1;
         }
     }
-    let took = start.elapsed().as_secs_f64();
-    if let Some(e) = first_error {
-        eprintln!("skyvine-flood: {failed} sends failed; the first: {e}");
+    Outcome {
+        sent,
+        failed,
+        first_error,
+        took: start.elapsed().as_secs_f64(),
     }
-    let kinds: Vec<&str> = args
-        .kinds
-        .iter()
-        .map(|k| match k {
-            Kind::Arp => "arp",
-            Kind::Rarp => "rarp",
-        })
-        .collect();
-    println!(
-        "skyvine-flood mode={} kinds={} sent={sent} failed={failed} duration_s={took:.3} rate_fps={:.0} target_fps={}",
-        args.mode.name(),
-        kinds.join(","),
-        sent as f64 / took.max(1e-9),
-        args.rate
-    );
-    if sent == 0 {
-        bail!("no frame could be sent on {}", args.iface);
+}
+
+/// Makes the flood's frames: kinds in turn, MAC and claimed address by `--mode`.
+struct Frames<'a> {
+    args: &'a Args,
+    own_mac: MacAddr,
+    /// The `--ip-range` network and its host bits.
+    base: u32,
+    host_bits: u32,
+    rng: XorShift,
+}
+
+impl Frames<'_> {
+    /// Frame number `n` of the flood.
+    fn nth(&mut self, n: u64) -> FrameBytes {
+        let kinds = &self.args.kinds;
+        let turn = usize::try_from(n % kinds.len() as u64).unwrap_or(0);
+        let kind = kinds.get(turn).copied().unwrap_or(Kind::Arp);
+        let (mac, ip) = match self.args.mode {
+            Mode::SameMac => (self.own_mac, self.args.ip),
+            Mode::RandomMacs => (self.rng.local_mac(), self.args.ip),
+            Mode::RandomIps => (
+                self.own_mac,
+                random_in(&mut self.rng, self.base, self.host_bits),
+            ),
+        };
+        match kind {
+            Kind::Arp => gratuitous_arp_request(mac, ip),
+            Kind::Rarp => rarp_announce(mac),
+        }
     }
-    Ok(())
 }
 
 /// The MAC of `iface` from sysfs (`ip netns exec` mounts the namespace's own sysfs).
-fn interface_mac(iface: &str) -> Result<Mac> {
+fn interface_mac(iface: &str) -> Result<MacAddr> {
     let path = format!("/sys/class/net/{iface}/address");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {path} (or pass --mac)"))?;
@@ -229,9 +278,9 @@ impl XorShift {
     }
 
     /// A unicast, locally administered MAC (02:xx:..).
-    fn local_mac(&mut self) -> Mac {
+    fn local_mac(&mut self) -> MacAddr {
         let b = self.next().to_be_bytes();
-        Mac([0x02, b[0], b[1], b[2], b[3], b[4]])
+        MacAddr([0x02, b[0], b[1], b[2], b[3], b[4]])
     }
 }
 
@@ -265,7 +314,7 @@ mod tests {
         let a = rng.local_mac();
         let b = rng.local_mac();
         assert_ne!(a, b);
-        assert!(!a.is_multicast());
+        assert!(!a.is_group());
         assert_eq!(a.0[0] & 0x02, 0x02);
     }
 }

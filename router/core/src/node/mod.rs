@@ -27,6 +27,7 @@ use skyvine_tables::{
 };
 
 use crate::fib::FibSnapshot;
+use crate::link::PeerPath;
 use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
 
 pub use counters::{Counter, Counters};
@@ -108,6 +109,8 @@ pub struct PeerState {
     pub synced: bool,
     /// Configured, or connected without being named in configuration.
     pub configured: bool,
+    /// How the current connection travels; `None` while down.
+    pub path: Option<PeerPath>,
     next_digest: Instant,
 }
 
@@ -178,8 +181,14 @@ impl Node {
         self.started
     }
 
-    /// A control stream to `peer` is up: send it the whole table.
+    /// A direct control stream to `peer` is up: send it the whole table.
     pub fn handle_peer_up(&mut self, peer: SiteId, now: Instant) {
+        self.handle_link_up(peer, PeerPath::Direct, now);
+    }
+
+    /// A control stream to `peer` is up on a connection that travels `path`: send it the
+    /// whole table.
+    pub fn handle_link_up(&mut self, peer: SiteId, path: PeerPath, now: Instant) {
         let configured = self.config.peers.contains(&peer);
         let state = self
             .peers
@@ -189,7 +198,8 @@ impl Node {
         state.synced = false;
         state.since = now;
         state.next_digest = now + DIGEST_INTERVAL;
-        tracing::info!(peer = %peer, configured, "peer up");
+        tracing::info!(peer = %peer, configured, %path, "peer up");
+        state.path = Some(path);
         self.send_full_table(&peer);
     }
 
@@ -202,6 +212,7 @@ impl Node {
             state.connected = false;
             state.synced = false;
             state.since = now;
+            state.path = None;
         }
     }
 
@@ -512,6 +523,7 @@ impl PeerState {
             since: now,
             synced: false,
             configured,
+            path: None,
             next_digest: now,
         }
     }

@@ -120,6 +120,7 @@ fn reconcile_installs_repairs_and_removes_in_a_namespace() {
             (ip("10.77.2.5"), Some(mac("52:54:00:77:02:05"))),
             (ip("10.77.3.7"), None),
         ]),
+        route_mtus: BTreeMap::new(),
     };
     let expected_routes = vec![
         "10.77.1.1 dev tun0 scope link",
@@ -263,6 +264,7 @@ fn connect_names_a_missing_interface_and_apply_errors_name_the_entry() {
         let desired = Desired {
             tun_routes: BTreeSet::from([net("10.77.2.0/24")]),
             lan_hosts: BTreeMap::from([(ip("10.77.2.5"), None)]),
+            route_mtus: BTreeMap::new(),
         };
         match kernel.reconcile(&desired).await {
             Err(err @ KernelError::Apply { .. }) => {
@@ -281,5 +283,45 @@ fn connect_names_a_missing_interface_and_apply_errors_name_the_entry() {
             }
             other => panic!("expected a partial failure, got {other:?}"),
         }
+    });
+}
+
+#[test]
+fn a_relayed_site_gets_a_route_mtu_changed_in_place() {
+    if !is_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let relayed = |mtu: Option<u32>| Desired {
+        tun_routes: BTreeSet::from([net("10.77.2.0/24"), net("10.77.3.0/24")]),
+        route_mtus: mtu
+            .map(|mtu| BTreeMap::from([(net("10.77.3.0/24"), mtu)]))
+            .unwrap_or_default(),
+        ..Desired::default()
+    };
+    let ns_name = ns.0.clone();
+    ns.run(move || async move {
+        let mut kernel = Kernel::connect("tun0", "lan0").await.unwrap();
+        kernel.reconcile(&relayed(Some(1323))).await.unwrap();
+        let shown = |ns: &str| lines(&ip_cmd(&["-n", ns, "-4", "route", "show", "proto", "90"]));
+        assert_eq!(
+            shown(&ns_name),
+            [
+                "10.77.2.0/24 dev tun0 scope link",
+                "10.77.3.0/24 dev tun0 scope link mtu 1323"
+            ]
+        );
+        // The reconciler reads the MTU back: nothing to do the second time.
+        assert!(kernel
+            .reconcile(&relayed(Some(1323)))
+            .await
+            .unwrap()
+            .is_empty());
+        // A new MTU, then none: the route is replaced, never missing in between.
+        let changes = kernel.reconcile(&relayed(Some(1300))).await.unwrap();
+        assert_eq!(changes.added.len(), 1, "{changes:?}");
+        assert!(shown(&ns_name).contains(&"10.77.3.0/24 dev tun0 scope link mtu 1300".to_owned()));
+        kernel.reconcile(&relayed(None)).await.unwrap();
+        assert!(shown(&ns_name).contains(&"10.77.3.0/24 dev tun0 scope link".to_owned()));
     });
 }
