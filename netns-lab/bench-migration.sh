@@ -26,7 +26,8 @@
 #                      delay and variant; probes from the source site's second VM and c1
 #   --variants LIST    with --qemu: virtio (destination running), paused (destination
 #                      started with -S, resumed with cont, as libvirt does), e1000 (no guest
-#                      announcement, QEMU's RARPs only); default all three
+#                      announcement, QEMU's RARPs only), and each with -hint (a planned-
+#                      migration hint from the libvirt hook first); default all six
 #   --count N          migrations per series (default 20; 10 with --qemu)
 #   --wan-delays LIST  one-way WAN delays in ms, one lab each (default "0 20")
 #   --announce K       rarp (default), garp or none
@@ -58,7 +59,7 @@ PROBE_S=3
 KEEP_RAW=""
 MAX_MOVES=100000
 QEMU=0
-QEMU_VARIANTS="virtio paused e1000"
+QEMU_VARIANTS="virtio paused e1000 virtio-hint paused-hint e1000-hint"
 NAT=0
 VM_SET=0
 COUNT_SET=0

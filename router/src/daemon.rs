@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,20 +43,8 @@ mod close_code {
     pub const RELAY_DOWN: u32 = 5;
 }
 
-/// Where the daemon's kernel state goes: the real netlink reconciler, or a recording fake.
-pub trait KernelOps: Send + 'static {
-    /// Makes the kernel's routes and neighbours match the desired set.
-    ///
-    /// `route_mtus` gives some of `tun_routes` (those towards relayed sites) a route MTU.
-    fn apply(
-        &mut self,
-        tun_routes: BTreeSet<Ipv4Network>,
-        lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
-        route_mtus: BTreeMap<Ipv4Network, u32>,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
-    /// Removes everything this router installed.
-    fn clear(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
-}
+pub use crate::kernel_sync::KernelOps;
+use crate::kernel_sync::KernelSync;
 
 /// Something seen on the LAN.
 #[derive(Debug, Clone, Copy)]
@@ -76,39 +63,6 @@ pub struct LanPort {
     pub events: mpsc::Receiver<LanEvent>,
     pub frames: mpsc::Sender<FrameBytes>,
     pub foreign_macs: watch::Sender<Vec<MacAddr>>,
-}
-
-impl KernelOps for crate::kernel::Kernel {
-    async fn apply(
-        &mut self,
-        tun_routes: BTreeSet<Ipv4Network>,
-        lan_hosts: BTreeMap<Ipv4Addr, Option<MacAddr>>,
-        route_mtus: BTreeMap<Ipv4Network, u32>,
-    ) -> anyhow::Result<()> {
-        let desired = crate::kernel::Desired {
-            tun_routes,
-            lan_hosts,
-            route_mtus,
-        };
-        let changes = self.reconcile(&desired).await?;
-        log_changes(&changes);
-        Ok(())
-    }
-
-    async fn clear(&mut self) -> anyhow::Result<()> {
-        let changes = crate::kernel::Kernel::clear(self).await?;
-        log_changes(&changes);
-        Ok(())
-    }
-}
-
-fn log_changes(changes: &crate::kernel::Changes) {
-    for entry in &changes.added {
-        tracing::info!(%entry, "kernel entry installed");
-    }
-    for entry in &changes.removed {
-        tracing::info!(%entry, "kernel entry removed");
-    }
 }
 
 /// Everything the daemon runs on; the binary builds real ones, tests build fakes.
@@ -156,10 +110,29 @@ impl QueryHandle {
         self.0.send(Input::Query(query)).await.ok()?;
         rx.await.ok()
     }
+
+    /// Runs `command` on the main loop with the node to change, and returns its answer; the
+    /// effects it leaves are applied as any input's.
+    pub async fn command<T: Send + 'static>(
+        &self,
+        command: impl FnOnce(&mut Node, Instant) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let boxed: Command = Box::new(move |node, now| {
+            // The asker may have gone away; nothing to do then.
+            let _ = tx.send(command(node, now));
+        });
+        self.0.send(Input::Command(boxed)).await.ok()?;
+        rx.await.ok()
+    }
 }
+
+/// A command for the main loop that changes the node (admin `migration prepare`/`cancel`).
+pub type Command = Box<dyn FnOnce(&mut Node, Instant) + Send>;
 
 enum Input {
     Query(Query),
+    Command(Command),
     Connected {
         site: SiteId,
         link: Link,
@@ -236,13 +209,16 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         links: HashMap::new(),
         shared,
         device,
-        kernel,
-        kernel_retry: KernelRetry::default(),
+        kernel: KernelSync::new(kernel),
+        copies: lan.as_ref().map(|_| {
+            crate::lancopy::LanCopies::start(config.lan.interface.clone(), config.tun.name.clone())
+        }),
         lan: lan.map(LanChannels::from),
         connected,
         route_mtus,
         dirty: true,
     };
+    main.start().await;
     main.run(input_rx, shutdown).await;
 
     tracing::info!("shutting down");
@@ -349,56 +325,6 @@ fn open_endpoint(
     Ok((endpoint, client))
 }
 
-/// First wait before a failed kernel apply is tried again; it doubles with every failure.
-const KERNEL_RETRY_MIN: Duration = Duration::from_millis(100);
-/// Longest wait between two tries: the kernel must catch up with the tables eventually.
-const KERNEL_RETRY_MAX: Duration = Duration::from_secs(10);
-
-/// When to try a failed kernel apply again, even without a change to the tables.
-#[derive(Debug, Default)]
-struct KernelRetry {
-    failures: u32,
-    /// When the next try is due; `None` while the kernel holds the current tables.
-    at: Option<tokio::time::Instant>,
-}
-
-impl KernelRetry {
-    fn failed(&mut self, error: &anyhow::Error) {
-        self.failures += 1;
-        let backoff = KERNEL_RETRY_MIN
-            .saturating_mul(1 << self.failures.saturating_sub(1).min(16))
-            .min(KERNEL_RETRY_MAX);
-        self.at = Some(tokio::time::Instant::now() + backoff);
-        let error = format!("{error:#}");
-        let retry_in_ms = backoff.as_millis();
-        if self.failures == 1 || self.failures.is_power_of_two() {
-            tracing::warn!(
-                error,
-                failures = self.failures,
-                retry_in_ms,
-                "applying kernel routes failed; retrying with backoff"
-            );
-        } else {
-            tracing::debug!(
-                error,
-                failures = self.failures,
-                retry_in_ms,
-                "applying kernel routes failed again"
-            );
-        }
-    }
-
-    fn succeeded(&mut self) {
-        if self.failures > 0 {
-            tracing::info!(
-                failures = self.failures,
-                "kernel routes applied after failures"
-            );
-        }
-        *self = KernelRetry::default();
-    }
-}
-
 /// The LAN side's channels, as the main loop uses them.
 struct LanChannels {
     /// `None` once the capture stopped.
@@ -419,13 +345,14 @@ impl From<LanPort> for LanChannels {
 
 /// The daemon's main loop: owns the node and feeds it inputs, LAN events and timeouts, and
 /// applies its effects.
-struct MainLoop<D, K> {
+struct MainLoop<D, K: KernelOps> {
     node: Node,
     links: HashMap<SiteId, Link>,
     shared: Shared,
     device: Arc<D>,
-    kernel: K,
-    kernel_retry: KernelRetry,
+    kernel: KernelSync<K>,
+    /// Copies of LAN packets for planned migrations from here (with a LAN only).
+    copies: Option<crate::lancopy::LanCopies>,
     lan: Option<LanChannels>,
     /// The sites with a connection up, for the dialers.
     connected: watch::Sender<BTreeSet<SiteId>>,
@@ -436,13 +363,29 @@ struct MainLoop<D, K> {
 }
 
 impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
+    /// Before anything else: the kernel reconciled in full against the initial tables (what a
+    /// previous instance left behind goes), and the first FIB snapshot.
+    async fn start(&mut self) {
+        self.apply_effects();
+        let tun_routes = self.node.tun_routes();
+        let route_mtus = self.relayed_route_mtus(&tun_routes);
+        let in_step = self
+            .kernel
+            .reconcile_now(tun_routes, self.node.lan_hosts(), route_mtus)
+            .await;
+        self.publish();
+        if in_step {
+            self.node.handle_kernel_applied(Instant::now());
+        }
+        self.dirty = false;
+    }
+
     async fn run(&mut self, mut inputs: mpsc::Receiver<Input>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             self.apply_effects();
-            if self.dirty {
-                self.dirty = false;
-                self.publish().await;
+            if self.dirty || self.kernel.has_pending() {
+                self.commit().await;
                 continue;
             }
             let lan_event = async {
@@ -456,8 +399,9 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-            let retry = async {
-                match self.kernel_retry.at {
+            let next_dump = self.kernel.next_dump();
+            let reconcile = async move {
+                match next_dump {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -465,7 +409,15 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep_until(deadline) => self.node.handle_timeout(Instant::now()),
-                () = retry => self.dirty = true,
+                () = reconcile => self.kernel.start_dump(),
+                applied = self.kernel.dumped() => {
+                    let tun = self.node.tun_routes();
+                    let mtus = self.relayed_route_mtus(&tun);
+                    let lan = self.node.lan_hosts();
+                    if self.kernel.repaired(applied, tun, lan, mtus).await {
+                        self.node.handle_kernel_applied(Instant::now());
+                    }
+                }
                 event = lan_event => self.on_lan_event(event),
                 input = inputs.recv() => {
                     let Some(input) = input else { return };
@@ -476,9 +428,22 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
         }
     }
 
-    /// The tables changed: a new FIB snapshot for the data plane, the foreign MACs for the LAN
-    /// capture, and the kernel's routes and neighbours (tried again later if that fails).
-    async fn publish(&mut self) {
+    /// Applies what the tables' changes call for: the kernel's targeted changes first (a
+    /// migrated VM's /32 and neighbour entry), then a new FIB snapshot for the data plane and
+    /// the foreign MACs for the LAN capture. Migrations are applied once the kernel holds the
+    /// tables (after a failure, once a repair succeeded).
+    async fn commit(&mut self) {
+        let in_step = self.kernel.flush().await;
+        if self.dirty {
+            self.dirty = false;
+            self.publish();
+        }
+        if in_step {
+            self.node.handle_kernel_applied(Instant::now());
+        }
+    }
+
+    fn publish(&mut self) {
         self.shared.fib.store(self.node.fib_snapshot());
         if let Some(lan) = &self.lan {
             let wanted = self.node.foreign_macs();
@@ -488,19 +453,12 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
                 changed
             });
         }
-        let tun_routes = self.node.tun_routes();
-        let route_mtus = self.relayed_route_mtus(&tun_routes);
-        match self
-            .kernel
-            .apply(tun_routes, self.node.lan_hosts(), route_mtus)
-            .await
-        {
-            Ok(()) => {
-                self.kernel_retry.succeeded();
-                self.node.handle_kernel_applied(Instant::now());
-            }
-            Err(error) => self.kernel_retry.failed(&error),
-        }
+    }
+
+    /// The MTU of the route for `prefix` if it goes towards a site reached through a relay.
+    fn route_mtu(&self, prefix: Ipv4Network) -> Option<u32> {
+        let owner = self.node.gndt().get(prefix)?.entry.site();
+        self.route_mtus.get(owner).copied()
     }
 
     /// The MTU of each route towards a site reached through a relay.
@@ -534,6 +492,7 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
         let now = Instant::now();
         match input {
             Input::Query(query) => query(&self.node, &self.shared, now),
+            Input::Command(command) => command(&mut self.node, now),
             Input::Connected { site, link } => self.on_connected(site, link, now),
             Input::Disconnected { site, id } => {
                 if self.links.get(&site).is_some_and(|l| l.id == id) {
@@ -616,6 +575,15 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
         while let Some(effect) = self.node.poll_effect() {
             match effect {
                 Effect::TablesChanged => self.dirty = true,
+                Effect::Kernel(op) => {
+                    let mtu = self.route_mtu(op.dst());
+                    self.kernel.push(op, mtu);
+                }
+                Effect::LanCopies { ip, copy } => {
+                    if let Some(copies) = &self.copies {
+                        copies.set(ip, copy);
+                    }
+                }
                 Effect::Transmit { frame } => {
                     if let Some(lan) = &self.lan {
                         if lan.frames.try_send(frame).is_err() {

@@ -12,10 +12,18 @@
 //!   known, so that the kernel never has to ARP for them.
 //!
 //! Everything carries the route protocol [`RTPROT_SKYVINE`], which is how skyvine recognises
-//! its own entries. [`Kernel::reconcile`] never replays a log of changes: it dumps what the
-//! kernel holds with our protocol, diffs it against the desired set and applies only the
-//! difference. That same diff removes what a crashed previous instance left behind and repairs
-//! what an operator deleted by hand. Nothing without our protocol is ever touched.
+//! its own entries. Two ways to change them:
+//!
+//! * [`Kernel::apply_op`]: one targeted change the core asked for ([`KernelOp`]), one netlink
+//!   request per route or neighbour entry (a replace, never delete-then-add). A migration's
+//!   critical path only ever takes this way.
+//! * [`Kernel::reconcile`] (and its halves, a [`Dumper`] and [`Kernel::repair`]): dumps what
+//!   the kernel holds with our protocol, diffs it against the desired set and applies only the
+//!   difference. The daemon runs it at start, after a failed targeted change and on a timer,
+//!   with the dump on a task of its own; it removes what a crashed previous instance left
+//!   behind and repairs what an operator deleted by hand. It never replays a log of changes.
+//!
+//! Nothing without our protocol is ever touched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -33,6 +41,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
+use skyvine_core::node::{KernelOp, KernelRoute};
 use skyvine_tables::MacAddr;
 
 /// The route protocol number of every route and neighbour entry skyvine installs.
@@ -230,8 +239,35 @@ impl Kernel {
     /// "already gone" count as success. Returns what changed; if some changes fail, the others
     /// are still applied and [`KernelError::Apply`] lists both.
     pub async fn reconcile(&mut self, desired: &Desired) -> Result<Changes, KernelError> {
-        let applied = self.dump().await?;
-        let plan = plan(&desired_entries(desired), &applied);
+        let applied = self.dumper().dump().await?;
+        self.repair(applied, desired, &BTreeSet::new()).await
+    }
+
+    /// Reads the kernel's entries without borrowing this connection, e.g. on another task.
+    pub fn dumper(&self) -> Dumper {
+        Dumper {
+            handle: self.handle.clone(),
+            tun_index: self.tun_index,
+            lan_index: self.lan_index,
+        }
+    }
+
+    /// The second half of [`Kernel::reconcile`]: makes the kernel hold `desired`, given what a
+    /// dump taken earlier found (`applied`). Prefixes in `skip` (changed by targeted requests
+    /// since the dump began, so the dump may predate them) are left alone.
+    pub async fn repair(
+        &mut self,
+        applied: BTreeSet<Entry>,
+        desired: &Desired,
+        skip: &BTreeSet<Ipv4Network>,
+    ) -> Result<Changes, KernelError> {
+        let untouched = |entry: &Entry| !skip.contains(&entry.prefix());
+        let wanted: BTreeSet<Entry> = desired_entries(desired)
+            .into_iter()
+            .filter(untouched)
+            .collect();
+        let applied: BTreeSet<Entry> = applied.into_iter().filter(untouched).collect();
+        let plan = plan(&wanted, &applied);
         let mut changes = Changes::default();
         let mut failures = Vec::new();
 
@@ -267,26 +303,86 @@ impl Kernel {
                 }),
             }
         }
-        if failures.is_empty() {
-            Ok(changes)
-        } else {
-            Err(KernelError::Apply { changes, failures })
+        finish(changes, failures)
+    }
+
+    /// One targeted change: at most one neighbour request and one route request (`mtu` is the
+    /// route MTU of a route into the TUN towards a relayed site). A new route is added (a route
+    /// for the prefix that is not ours makes it fail with "exists": the caller reconciles,
+    /// which leaves such a route alone and says so); a route of ours is replaced in place, so a
+    /// host moving between the TUN and the LAN is never unrouted.
+    pub async fn apply_op(
+        &mut self,
+        op: &KernelOp,
+        mtu: Option<u32>,
+    ) -> Result<Changes, KernelError> {
+        let mut changes = Changes::default();
+        let mut failures = Vec::new();
+        let mut note = |result: Result<bool, String>, adding: bool, entry: Entry| match result {
+            Ok(true) if adding => changes.added.push(entry),
+            Ok(true) => changes.removed.push(entry),
+            Ok(false) if adding => failures.push(Failure {
+                adding,
+                entry,
+                error: "a route for this prefix already exists (not installed by skyvine?)".into(),
+            }),
+            Ok(false) => tracing::debug!(%entry, "already gone"),
+            Err(error) => failures.push(Failure {
+                adding,
+                entry,
+                error,
+            }),
+        };
+        match *op {
+            KernelOp::Set {
+                dst,
+                route,
+                previous,
+            } => {
+                let dst = normalize(dst);
+                let old_mac = lan_mac(previous);
+                let new_mac = lan_mac(Some(route));
+                // The neighbour entry before the route, so a host route never exists without
+                // its MAC; a stale one goes after the route moved.
+                if let Some(mac) = new_mac.filter(|mac| Some(*mac) != old_mac) {
+                    let entry = neighbour_entry(dst, mac);
+                    note(self.add(&entry, true).await, true, entry);
+                }
+                if previous.map(dev_of) != Some(dev_of(route)) {
+                    let mtu = mtu.filter(|_| route == KernelRoute::Tun);
+                    let entry = Entry::Route {
+                        dst,
+                        dev: dev_of(route),
+                        mtu,
+                    };
+                    let result = self.add(&entry, previous.is_some()).await;
+                    note(result, true, entry);
+                }
+                if let Some(mac) = old_mac.filter(|_| new_mac.is_none()) {
+                    let entry = neighbour_entry(dst, mac);
+                    note(self.remove(&entry).await, false, entry);
+                }
+            }
+            KernelOp::Remove { dst, previous } => {
+                let dst = normalize(dst);
+                let entry = Entry::Route {
+                    dst,
+                    dev: dev_of(previous),
+                    mtu: None,
+                };
+                note(self.remove(&entry).await, false, entry);
+                if let Some(mac) = lan_mac(Some(previous)) {
+                    let entry = neighbour_entry(dst, mac);
+                    note(self.remove(&entry).await, false, entry);
+                }
+            }
         }
+        finish(changes, failures)
     }
 
     /// Removes every route and neighbour entry with our protocol (graceful shutdown).
     pub async fn clear(&mut self) -> Result<Changes, KernelError> {
         self.reconcile(&Desired::default()).await
-    }
-
-    fn dev(&self, ifindex: u32) -> Dev {
-        if ifindex == self.tun_index {
-            Dev::Tun
-        } else if ifindex == self.lan_index {
-            Dev::Lan
-        } else {
-            Dev::Other(ifindex)
-        }
     }
 
     fn ifindex(&self, dev: Dev) -> u32 {
@@ -295,45 +391,6 @@ impl Kernel {
             Dev::Lan => self.lan_index,
             Dev::Other(index) => index,
         }
-    }
-
-    /// Every IPv4 route in the main table and every IPv4 neighbour entry with our protocol.
-    async fn dump(&self) -> Result<BTreeSet<Entry>, KernelError> {
-        let mut entries = BTreeSet::new();
-        let mut routes = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute();
-        while let Some(route) = routes.try_next().await.map_err(netlink("dumping routes"))? {
-            if let Some((dst, oif, mtu)) = our_route(&route) {
-                entries.insert(Entry::Route {
-                    dst,
-                    dev: self.dev(oif),
-                    mtu,
-                });
-            }
-        }
-        let mut neighbours = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute();
-        while let Some(neighbour) = neighbours
-            .try_next()
-            .await
-            .map_err(netlink("dumping neighbours"))?
-        {
-            if let Some((ip, mac)) = our_neighbour(&neighbour) {
-                entries.insert(Entry::Neighbour {
-                    ip,
-                    mac,
-                    dev: self.dev(neighbour.header.ifindex),
-                });
-            }
-        }
-        Ok(entries)
     }
 
     /// Installs `entry` (over an entry of ours for the same key with `replace`); `Ok(false)` if
@@ -409,6 +466,98 @@ impl Kernel {
             Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENOENT)) => Ok(false),
             Err(e) => Err(describe(&e)),
         }
+    }
+}
+
+/// Reads the kernel's routes and neighbour entries of our protocol; cheap to clone, so that a
+/// full dump can run on a task of its own while targeted changes go on.
+#[derive(Clone, Debug)]
+pub struct Dumper {
+    handle: Handle,
+    tun_index: u32,
+    lan_index: u32,
+}
+
+impl Dumper {
+    fn dev(&self, ifindex: u32) -> Dev {
+        if ifindex == self.tun_index {
+            Dev::Tun
+        } else if ifindex == self.lan_index {
+            Dev::Lan
+        } else {
+            Dev::Other(ifindex)
+        }
+    }
+
+    /// Every IPv4 route in the main table and every IPv4 neighbour entry with our protocol.
+    pub async fn dump(self) -> Result<BTreeSet<Entry>, KernelError> {
+        let mut entries = BTreeSet::new();
+        let mut routes = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(route) = routes.try_next().await.map_err(netlink("dumping routes"))? {
+            if let Some((dst, oif, mtu)) = our_route(&route) {
+                entries.insert(Entry::Route {
+                    dst,
+                    dev: self.dev(oif),
+                    mtu,
+                });
+            }
+        }
+        let mut neighbours = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        while let Some(neighbour) = neighbours
+            .try_next()
+            .await
+            .map_err(netlink("dumping neighbours"))?
+        {
+            if let Some((ip, mac)) = our_neighbour(&neighbour) {
+                entries.insert(Entry::Neighbour {
+                    ip,
+                    mac,
+                    dev: self.dev(neighbour.header.ifindex),
+                });
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// The LAN MAC a route stands for, if any.
+fn lan_mac(route: Option<KernelRoute>) -> Option<MacAddr> {
+    match route {
+        Some(KernelRoute::Lan { mac }) => mac,
+        Some(KernelRoute::Tun) | None => None,
+    }
+}
+
+fn dev_of(route: KernelRoute) -> Dev {
+    match route {
+        KernelRoute::Tun => Dev::Tun,
+        KernelRoute::Lan { .. } => Dev::Lan,
+    }
+}
+
+fn neighbour_entry(dst: Ipv4Network, mac: MacAddr) -> Entry {
+    Entry::Neighbour {
+        ip: dst.ip(),
+        mac,
+        dev: Dev::Lan,
+    }
+}
+
+/// `changes`, or an error listing the failures beside them.
+fn finish(changes: Changes, failures: Vec<Failure>) -> Result<Changes, KernelError> {
+    if failures.is_empty() {
+        Ok(changes)
+    } else {
+        Err(KernelError::Apply { changes, failures })
     }
 }
 
@@ -600,6 +749,16 @@ fn join(failures: &[Failure]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+impl Entry {
+    /// The prefix the entry is for (a neighbour entry's address as a /32).
+    pub fn prefix(&self) -> Ipv4Network {
+        match self {
+            Entry::Route { dst, .. } => *dst,
+            Entry::Neighbour { ip, .. } => host(*ip),
+        }
+    }
 }
 
 impl fmt::Display for Dev {

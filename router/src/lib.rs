@@ -4,7 +4,7 @@
 //! The decisions live in the `skyvine-core` crate (sans IO: messages, frames and timeouts in,
 //! effects out) and in `skyvine-tables`. Everything here moves bytes and applies effects: QUIC
 //! endpoints and control streams ([`pki`], [`daemon`]), the TUN data plane ([`dataplane`] with
-//! the published forwarding view, [`fib`]), paths through relay routers ([`relay`]), kernel routes and neighbours ([`kernel`]), the LAN's
+//! the published forwarding view, [`fib`]), paths through relay routers ([`relay`]), kernel routes and neighbours ([`kernel`], kept in step by [`kernel_sync`]), the LAN's
 //! packet sockets ([`lanio`]), the admin socket and metrics ([`admin`]), and reading the
 //! config file ([`config`]).
 
@@ -15,6 +15,8 @@ pub mod daemon;
 pub mod dataplane;
 pub mod fib;
 pub mod kernel;
+pub mod kernel_sync;
+pub mod lancopy;
 pub mod lanio;
 pub mod pki;
 pub mod relay;

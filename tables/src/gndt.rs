@@ -185,6 +185,14 @@ impl Gndt {
             .filter_map(|prefix| self.get_live(prefix))
     }
 
+    /// Live host (/32) entries inside `prefix`, in address order.
+    pub fn hosts_within(&self, prefix: Ipv4Network) -> impl Iterator<Item = &Stored> {
+        let prefix = normalize(prefix);
+        self.host_order
+            .range(prefix.network()..=prefix.broadcast())
+            .filter_map(|ip| self.hosts.get(ip))
+    }
+
     /// Every entry, live and withdrawn, live ones in prefix order first.
     pub fn entries(&self) -> impl Iterator<Item = &Stored> {
         self.live_entries().chain(self.withdrawn.values())
@@ -329,6 +337,27 @@ mod tests {
 
     fn net(s: &str) -> Ipv4Network {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn hosts_within_lists_the_live_hosts_of_a_prefix() {
+        let now = Instant::now();
+        let mut gndt = Gndt::new();
+        for (ip, seq) in [("10.1.0.2", 1), ("10.1.0.9", 1), ("10.1.1.2", 1)] {
+            gndt.apply(
+                GndtEntry::host(ip.parse().unwrap(), site("a"), seq, None),
+                now,
+            );
+        }
+        let mut gone = GndtEntry::host("10.1.0.9".parse().unwrap(), site("a"), 2, None);
+        gone.withdrawn = true;
+        gndt.apply(gone, now);
+        let within: Vec<String> = gndt
+            .hosts_within(net("10.1.0.0/24"))
+            .map(|s| s.entry.prefix.to_string())
+            .collect();
+        assert_eq!(within, ["10.1.0.2/32"]);
+        assert_eq!(gndt.hosts_within(net("10.0.0.0/8")).count(), 2);
     }
 
     #[test]

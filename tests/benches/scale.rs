@@ -342,7 +342,10 @@ impl Sim {
                         },
                     );
                 }
-                Effect::TablesChanged => self.nodes[i].handle_kernel_applied(self.now),
+                Effect::LanCopies { .. } => {}
+                Effect::TablesChanged | Effect::Kernel(_) => {
+                    self.nodes[i].handle_kernel_applied(self.now)
+                }
                 Effect::Transmit { frame } => {
                     self.cost.lan_frames += 1;
                     self.on_transmit(i, &frame)?;

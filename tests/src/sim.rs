@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
 use skyvine_capture::wire::{classify, ArpEvent, EventKind};
-use skyvine_core::node::{Detection, Effect, LanIdentity, Node, NodeConfig};
+use skyvine_core::node::{Detection, Effect, KernelOp, KernelRoute, LanIdentity, Node, NodeConfig};
 use skyvine_core::proto::Message;
 use skyvine_inject::wire as frames;
 use skyvine_tables::{MacAddr, SiteId};
@@ -84,6 +84,11 @@ pub struct World {
     pub wire: VecDeque<Envelope>,
     /// Frames each router sent on its LAN.
     pub transmitted: Vec<Vec<ArpEvent>>,
+    /// Each router's kernel routes, as its targeted changes ([`Effect::Kernel`]) left them
+    /// (a restart starts from a full reconcile, as the daemon does).
+    pub kernels: Vec<BTreeMap<Ipv4Network, KernelRoute>>,
+    /// Addresses each router copies its LAN's packets for (the source of a planned migration).
+    pub lan_copies: Vec<BTreeSet<Ipv4Addr>>,
     pub delivery: Delivery,
     /// Drop the next message from -> to matching this kind.
     pub drop_next: Option<(usize, usize, &'static str)>,
@@ -91,6 +96,9 @@ pub struct World {
     cut: BTreeSet<(usize, usize)>,
     /// Routers restarted since the world was built.
     restarted: BTreeSet<usize>,
+    /// VMs (by address) that answer no probe: a guest that resumes too slowly, or one that is
+    /// announced where it is not.
+    pub mute: BTreeSet<Ipv4Addr>,
 }
 
 impl World {
@@ -147,6 +155,8 @@ impl World {
             start,
             now: start,
             transmitted: vec![Vec::new(); names.len()],
+            kernels: vec![BTreeMap::new(); names.len()],
+            lan_copies: vec![BTreeSet::new(); names.len()],
             names,
             configs,
             nodes,
@@ -156,6 +166,7 @@ impl World {
             drop_next: None,
             cut: BTreeSet::new(),
             restarted: BTreeSet::new(),
+            mute: BTreeSet::new(),
         };
         for i in 0..world.nodes.len() {
             for j in 0..world.nodes.len() {
@@ -249,6 +260,17 @@ impl World {
                             }
                         }
                         Effect::TablesChanged => self.nodes[i].handle_kernel_applied(self.now),
+                        Effect::LanCopies { ip, copy } => {
+                            if copy {
+                                self.lan_copies[i].insert(ip);
+                            } else {
+                                self.lan_copies[i].remove(&ip);
+                            }
+                        }
+                        Effect::Kernel(op) => {
+                            apply_kernel_op(&mut self.kernels[i], op);
+                            self.nodes[i].handle_kernel_applied(self.now);
+                        }
                         Effect::Transmit { frame } => self.transmit(i, &frame),
                     }
                 }
@@ -369,6 +391,7 @@ impl World {
             }
         }
         self.nodes[i] = Node::new(self.configs[i].clone(), self.now);
+        self.kernels[i] = full_reconcile(&self.nodes[i]);
         self.restarted.insert(i);
         for j in 0..self.nodes.len() {
             if j != i && self.link_up(i, j) {
@@ -398,6 +421,7 @@ impl World {
                 .iter()
                 .find(|v| {
                     v.at == at
+                        && !self.mute.contains(&v.ip)
                         && v.ip == target_ip
                         && (event.eth_dst == v.mac || event.eth_dst == MacAddr::BROADCAST)
                 })
@@ -421,6 +445,18 @@ impl World {
                 }
             }
             Announce::Garp => self.lan_frame(to, &frames::gratuitous_arp_request(vm_mac, vm_ip)),
+            Announce::Silent => {}
+        }
+        self.pump_or_settle();
+    }
+
+    /// The hypervisor at site `at` announces the VM although it is not there (a failed or
+    /// duplicated migration, or a spoofer that does not answer): nothing else happens.
+    pub fn ghost_announce(&mut self, vm_ip: Ipv4Addr, at: usize, announce: Announce) {
+        let vm_mac = self.vms[self.vm(vm_ip)].mac;
+        match announce {
+            Announce::RarpBurst => self.lan_frame(at, &frames::rarp_announce(vm_mac)),
+            Announce::Garp => self.lan_frame(at, &frames::gratuitous_arp_request(vm_mac, vm_ip)),
             Announce::Silent => {}
         }
         self.pump_or_settle();
@@ -547,6 +583,14 @@ impl World {
                     node.lan_hosts()
                 ));
             }
+            if self.kernels[i] != kernel_of(&tun, &lan) {
+                return Err(format!(
+                    "router {}'s targeted kernel changes left {:?}; expected {:?}",
+                    self.names[i],
+                    self.kernels[i],
+                    kernel_of(&tun, &lan)
+                ));
+            }
         }
         self.check_digests_agree()
     }
@@ -610,6 +654,50 @@ impl World {
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
     }
+}
+
+/// Applies one targeted change to a simulated kernel. The change says what it replaces; the
+/// core's idea of that must be what the kernel holds.
+fn apply_kernel_op(kernel: &mut BTreeMap<Ipv4Network, KernelRoute>, op: KernelOp) {
+    match op {
+        KernelOp::Set {
+            dst,
+            route,
+            previous,
+        } => {
+            assert_eq!(
+                kernel.get(&dst).copied(),
+                previous,
+                "set {dst}: stale previous"
+            );
+            kernel.insert(dst, route);
+        }
+        KernelOp::Remove { dst, previous } => {
+            assert_eq!(
+                kernel.remove(&dst),
+                Some(previous),
+                "remove {dst}: stale previous"
+            );
+        }
+    }
+}
+
+/// What a full reconcile leaves in the kernel for `node`'s tables.
+fn full_reconcile(node: &Node) -> BTreeMap<Ipv4Network, KernelRoute> {
+    kernel_of(&node.tun_routes(), &node.lan_hosts())
+}
+
+/// The kernel routes for a TUN route set and LAN hosts (a LAN host wins over a TUN /32).
+fn kernel_of(
+    tun: &BTreeSet<Ipv4Network>,
+    lan: &BTreeMap<Ipv4Addr, Option<MacAddr>>,
+) -> BTreeMap<Ipv4Network, KernelRoute> {
+    let mut kernel: BTreeMap<Ipv4Network, KernelRoute> =
+        tun.iter().map(|net| (*net, KernelRoute::Tun)).collect();
+    for (ip, mac) in lan {
+        kernel.insert(Ipv4Network::from(*ip), KernelRoute::Lan { mac: *mac });
+    }
+    kernel
 }
 
 /// The number of the site at index `i` (sites are numbered from 1).

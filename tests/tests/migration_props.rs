@@ -1,5 +1,7 @@
 //! Property test of the migration logic against the simulated world (`skyvine_tests::sim`):
-//! random sequences of VM moves (announced by RARP, gratuitous ARP or not at all), control
+//! random sequences of VM moves (announced by RARP, gratuitous ARP or not at all; by guests
+//! that answer probes, or that stay mute so that an optimistic takeover is rolled back; and
+//! announcements where the VM is not), control
 //! messages delivered one at a time in any order, duplicated or lost, routers restarted with
 //! nothing learnt, and connections cut and healed. Once every link is back, time has passed
 //! and every VM has spoken on its LAN, the routers must agree with where the VMs really are:
@@ -13,7 +15,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use skyvine_core::node::DIGEST_INTERVAL;
+use skyvine_core::node::{Takeover, DIGEST_INTERVAL};
 use skyvine_tests::sim::{Announce, Delivery, World};
 
 const SITES: [&str; 4] = ["a", "b", "c", "d"];
@@ -53,6 +55,14 @@ enum Step {
     Partition { a: usize, b: usize },
     /// Every cut connection comes back.
     Heal,
+    /// VM `vm` stops (or starts again) answering probes: a guest that resumes too slowly.
+    ToggleMute { vm: usize },
+    /// Site `at`'s hypervisor announces VM `vm` although it is not there.
+    Ghost {
+        vm: usize,
+        at: usize,
+        announce: Announce,
+    },
 }
 
 fn announce() -> impl Strategy<Value = Announce> {
@@ -77,6 +87,9 @@ fn step() -> impl Strategy<Value = Step> {
         1 => site.clone().prop_map(|site| Step::Restart { site }),
         1 => (site.clone(), site).prop_map(|(a, b)| Step::Partition { a, b }),
         1 => Just(Step::Heal),
+        1 => (0..VMS).prop_map(|vm| Step::ToggleMute { vm }),
+        1 => (0..VMS, 0..SITES.len(), announce())
+            .prop_map(|(vm, at, announce)| Step::Ghost { vm, at, announce }),
     ]
 }
 
@@ -85,10 +98,15 @@ fn world() -> World {
 }
 
 fn world_of(sites: &[&str]) -> World {
+    world_with(sites, Takeover::Optimistic)
+}
+
+fn world_with(sites: &[&str], takeover: Takeover) -> World {
     let mut world = World::build(sites, &[], |config| {
         // Many moves in a short case are the point here, not move damping.
         config.damping.max_moves = 1_000;
         config.damping.freeze = FREEZE;
+        config.takeover = takeover;
     });
     world.delivery = Delivery::Manual;
     world
@@ -114,12 +132,24 @@ fn apply(world: &mut World, step: &Step) {
         Step::Restart { site } => world.restart(site),
         Step::Partition { a, b } => world.partition(a, b),
         Step::Heal => world.heal(),
+        Step::ToggleMute { vm } => {
+            let ip = world.vms[vm].ip;
+            if !world.mute.remove(&ip) {
+                world.mute.insert(ip);
+            }
+        }
+        Step::Ghost { vm, at, announce } => {
+            let ip = world.vms[vm].ip;
+            world.ghost_announce(ip, at, announce);
+        }
     }
 }
 
-/// Heals everything, delivers reliably, waits out freezes and lets every VM speak.
+/// Heals everything, lets every VM answer again, delivers reliably, waits out freezes and lets
+/// every VM speak.
 fn converge(world: &mut World) {
     world.heal();
+    world.mute.clear();
     world.delivery = Delivery::InOrder;
     world.settle();
     world.advance(FREEZE * 2);
@@ -133,7 +163,11 @@ fn converge(world: &mut World) {
 
 /// Runs `steps` from a fresh world of `sites` and checks the end state.
 fn run(sites: &[&str], steps: &[Step]) -> Result<(), String> {
-    let mut world = world_of(sites);
+    run_with(sites, Takeover::Optimistic, steps)
+}
+
+fn run_with(sites: &[&str], takeover: Takeover, steps: &[Step]) -> Result<(), String> {
+    let mut world = world_with(sites, takeover);
     for step in steps {
         apply(&mut world, step);
     }
@@ -164,6 +198,16 @@ proptest! {
         steps in proptest::collection::vec(step(), 1..60)
     ) {
         if let Err(problem) = run(&SITES, &steps) {
+            return Err(TestCaseError::fail(problem));
+        }
+    }
+
+    /// The same with `migration.takeover = "confirmed"`.
+    #[test]
+    fn with_a_confirmed_takeover_too(
+        steps in proptest::collection::vec(step(), 1..60)
+    ) {
+        if let Err(problem) = run_with(&SITES, Takeover::Confirmed, &steps) {
             return Err(TestCaseError::fail(problem));
         }
     }

@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
 use skyvine_capture::wire::EventKind;
-use skyvine_core::node::{Counter, Detection, Node, Outcome, Role, DIGEST_INTERVAL};
+use skyvine_core::node::{
+    Counter, Detection, Node, Outcome, RefusalReason, Role, DEFAULT_CONFIRM_TIMEOUT,
+    DIGEST_INTERVAL,
+};
 use skyvine_inject::wire as frames;
 use skyvine_tables::{MacAddr, SiteId};
-use skyvine_tests::sim::{ip, mac, site, Delivery, Vm, World};
+use skyvine_tests::sim::{ip, mac, site, Announce, Delivery, Vm, World};
 
 fn destination_records(node: &Node) -> Vec<&skyvine_core::node::MigrationRecord> {
     node.migrations()
@@ -237,7 +240,16 @@ fn a_claim_with_a_spoofed_mac_is_taken_back_frozen_by_the_real_hosts_site() {
         mac: mac(1, 1),
         at: b,
     });
+    // b cannot tell it from a1 arriving: it takes the address over at once ...
+    w.delivery = Delivery::Manual;
     w.lan_frame(b, &frames::gratuitous_arp_request(mac(1, 1), victim));
+    w.pump();
+    assert_eq!(
+        w.nodes[b].gndt().owner(victim).map(SiteId::as_str),
+        Some("b")
+    );
+    // ... until a, where the real a1 still answers its still-here probe, takes it back.
+    w.delivery = Delivery::InOrder;
     w.settle();
     w.advance(Duration::from_secs(1));
     // The real a1 still answers at a: a takes the address back, frozen, and everyone follows.
@@ -253,6 +265,55 @@ fn a_claim_with_a_spoofed_mac_is_taken_back_frozen_by_the_real_hosts_site() {
     w.advance(Duration::from_secs(3));
     w.assert_location(victim, "a");
     assert!(w.nodes[b].counters().get(Counter::RefusedFrozen) >= 1);
+}
+
+#[test]
+fn an_optimistic_takeover_the_vm_never_confirms_is_rolled_back_everywhere() {
+    let mut w = World::new(&["a", "b", "c"], false);
+    let vm = ip(1, 1);
+    let (a, b) = (w.index("a"), w.index("b"));
+    // a1 arrives at b but stays mute (a guest that does not resume in time).
+    w.mute.insert(vm);
+    w.arrive(vm, b, Announce::RarpBurst);
+    // Taken over on the announcement: every router follows b at once.
+    w.assert_location(vm, "b");
+    let record = destination_records(&w.nodes[b])[0].clone();
+    assert_eq!(record.outcome, Outcome::InProgress, "not confirmed yet");
+    assert!(record.advertised.is_some() && record.confirmed.is_none());
+    // No answer within the confirmation timeout: rolled back, a holds a1 again, frozen.
+    w.advance(DEFAULT_CONFIRM_TIMEOUT + Duration::from_millis(10));
+    w.assert_location(vm, "a");
+    w.assert_minimal_kernel_state();
+    for node in &w.nodes {
+        assert!(
+            node.frozen(w.now).iter().any(|(ip, _)| *ip == vm),
+            "router {} must freeze {vm}",
+            node.me()
+        );
+        let entry = &node.gndt().get(Ipv4Network::from(vm)).unwrap().entry;
+        assert_eq!(
+            (entry.site().as_str(), entry.frozen, entry.withdrawn),
+            ("a", true, false),
+            "router {} holds {entry:?}",
+            node.me()
+        );
+    }
+    assert_eq!(w.nodes[b].counters().get(Counter::RefusedUnconfirmed), 1);
+    assert_eq!(
+        destination_records(&w.nodes[b])[0].outcome,
+        Outcome::Refused(RefusalReason::Unconfirmed)
+    );
+    // The take-back is a's own entry; b only ever withdrew its own.
+    let digests: Vec<u64> = w.nodes.iter().map(|n| n.gndt().digest()).collect();
+    assert!(digests.windows(2).all(|d| d[0] == d[1]), "{digests:?}");
+    assert_eq!(w.nodes[a].counters().get(Counter::RefusedStillHere), 0);
+    // Once it answers and the freeze is over, its own traffic moves it for good.
+    w.mute.clear();
+    w.advance(skyvine_tables::DampingConfig::default().freeze + Duration::from_secs(1));
+    w.speak(vm);
+    w.advance(Duration::from_secs(1));
+    w.assert_location(vm, "b");
+    w.assert_minimal_kernel_state();
 }
 
 #[test]

@@ -24,10 +24,15 @@ use skyvine_tests::{
     Lab, Route,
 };
 
+/// How long a spoofed announcement may divert a1's traffic to the spoofer: one WAN round trip
+/// (the destination takes over at once and tells a; a's still-here probe gets a1's answer and
+/// a takes the address back) plus 5 ms. The lab of this test has no WAN delay.
+const SPOOF_WINDOW_MS: f64 = 0.0 + 5.0;
+/// What reaches a1 per ms in that test: 1 ms probes and a transfer paced at 40 Mbit/s
+/// (1500-byte frames at most).
+const PROBES_PER_MS: f64 = 1.0;
+const TRANSFER_MBIT: f64 = 40.0;
 /// Announcements of one MAC within this long are one event (the router's filter, 2 s).
-/// Packets (1 ms probes and a paced transfer) that may reach a VM spoofing a1's MAC and
-/// address before a1's own site takes the address back: one LAN probe round trip's worth.
-const SPOOFED_MAC_WINDOW_PACKETS: u64 = 5;
 const ANNOUNCEMENT_WINDOW: Duration = Duration::from_millis(2100);
 const XFER_PORT: u16 = 7810;
 const SETTLE: Duration = Duration::from_secs(20);
@@ -188,6 +193,14 @@ fn a_spoofing_vm_diverts_nothing() -> Result<()> {
         // Let a probe round trip pass over every path before reading what b1 received.
         lab.wait_ping("c1", &a1, SETTLE)?;
         let diverted_spoofed_mac = spy.read()?;
+        // Then nothing: with a1 back at a, a second of pings (beside the probes and the
+        // transfer still running) must not reach the spoofer at all.
+        spy.reset()?;
+        lab.run_in(
+            "c1",
+            &["ping", "-q", "-c", "100", "-i", "0.01", "-W", "1", &a1],
+        )?;
+        let diverted_after = spy.read()?;
         lab.run_in(
             "b1",
             &["ip", "link", "set", "dev", "eth0", "address", &b1_mac],
@@ -235,23 +248,35 @@ fn a_spoofing_vm_diverts_nothing() -> Result<()> {
         );
         let frozen_refusals = status_counter(lab, "b", "lan_counters", "refused_frozen")?;
 
+        let window_packets =
+            (SPOOF_WINDOW_MS * (PROBES_PER_MS + TRANSFER_MBIT * 1000.0 / 8.0 / 1500.0)).ceil();
         println!(
             "a_spoofing_vm_diverts_nothing: own-MAC claim: {} packets / {} bytes reached b1; \
-         spoofed-MAC claim: {} packets / {} bytes; c1 -> a1 probes lost {lost} \
-         (longest loss run {loss_run_ms} ms); router a refused_still_here={still_here}, \
-         router b refused_frozen={frozen_refusals}",
-            diverted_own_mac.0, diverted_own_mac.1, diverted_spoofed_mac.0, diverted_spoofed_mac.1
+         spoofed-MAC claim: {} packets / {} bytes (bound: {window_packets} packets, one WAN \
+         round trip + {SPOOF_WINDOW_MS} ms of traffic), then {} packets in 1 s of pings after \
+         the take-back; c1 -> a1 probes lost {lost} (longest loss run {loss_run_ms} ms); \
+         router a refused_still_here={still_here}, router b refused_frozen={frozen_refusals}",
+            diverted_own_mac.0,
+            diverted_own_mac.1,
+            diverted_spoofed_mac.0,
+            diverted_spoofed_mac.1,
+            diverted_after.0
         );
         // A VM that spoofs a1's MAC and address and answers probes is, at b, indistinguishable
-        // from a1 arriving by live migration: b takes over, and a (where the real a1 still
-        // answers) takes the address back, frozen, one probe round trip later. What reaches the
-        // spoofer is what is in flight in that window: at 1 ms probes, a few packets at most.
+        // from a1 arriving by live migration: b takes over at once, and a (where the real a1
+        // still answers) takes the address back, frozen, one WAN round trip later. What reaches
+        // the spoofer is what is in flight in that window, then nothing.
         ensure!(
-            diverted_spoofed_mac.0 <= SPOOFED_MAC_WINDOW_PACKETS,
-            "the spoofed-MAC claim diverted {} packets ({} bytes) to b1: more than the window \
-             of one probe round trip at site a explains",
+            diverted_spoofed_mac.0 as f64 <= window_packets,
+            "the spoofed-MAC claim diverted {} packets ({} bytes) to b1: more than one WAN \
+             round trip + {SPOOF_WINDOW_MS} ms of traffic ({window_packets} packets)",
             diverted_spoofed_mac.0,
             diverted_spoofed_mac.1
+        );
+        ensure!(
+            diverted_after.0 == 0,
+            "{} packets for a1 still reached the spoofer after a took the address back",
+            diverted_after.0
         );
         ensure!(
             diverted_own_mac.0 == 0,

@@ -120,6 +120,119 @@ fn migration_under_tcp_load(announce: &str, detection: &str) -> Result<()> {
     )
 }
 
+/// A planned migration: the libvirt hook (deploy/libvirt-hook-qemu, run as libvirt runs it on
+/// the destination host, domain XML on stdin) asks router b, which forwards the hint to a, the
+/// owner of a1; every router opens the window, c1's packets reach b as copies that b drops
+/// (counted) until a1 is there, a copies its LAN's packets with an nftables rule; the move
+/// commits the window everywhere and the rule goes; a checked transfer from c1 survives.
+#[test]
+fn a_prepared_migration_commits_on_the_first_announcement() -> Result<()> {
+    lab_test(
+        "a_prepared_migration_commits_on_the_first_announcement",
+        &[],
+        |lab| {
+            let (a1, a1_mac) = (vm_ip("a1")?, vm_mac("a1")?);
+            let target = format!("{a1}:{XFER_PORT}");
+            let server = lab.xfer_server("a1", XFER_PORT, 1)?;
+            let bytes = XFER_BYTES.to_string();
+            let client = lab.xfer_client("c1", &target, &bytes, Some(XFER_RATE_MBPS), 5)?;
+            wait_until_ok(
+                "the transfer to a1 is under way",
+                Duration::from_secs(20),
+                || {
+                    Ok(lab
+                        .tcp_bytes_received("a1", XFER_PORT)?
+                        .iter()
+                        .any(|n| *n >= 64 * 1024))
+                },
+            )?;
+            let early_before = lab.drop_count("b", "not_arrived")?;
+            let hook = lab
+                .bins()
+                .lab_sh
+                .parent()
+                .context("no netns-lab dir")?
+                .join("../deploy/libvirt-hook-qemu");
+            let domain = format!(
+                "<domain type='kvm'><name>a1</name><devices><interface type='bridge'>\
+             <mac address='{a1_mac}'/></interface></devices></domain>"
+            );
+            let socket = lab.state_dir().join("b").join("skyvine.sock");
+            let mut run = std::process::Command::new(&hook);
+            run.args(["a1", "migrate", "begin", "-"])
+                .env("SKYVINE_HOOK_CONF", "/dev/null")
+                .env("SKYVINE_HOOK_SITE", "b")
+                .env("SKYVINE_HOOK_COMMAND", &lab.bins().skyvine)
+                .env("SKYVINE_HOOK_SOCKET", &socket)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = run
+                .spawn()
+                .with_context(|| format!("running {}", hook.display()))?;
+            std::io::Write::write_all(
+                &mut child.stdin.take().context("no stdin")?,
+                domain.as_bytes(),
+            )?;
+            let hooked = child.wait_with_output()?;
+            ensure!(hooked.status.success(), "the hook failed: {hooked:?}");
+            ensure!(
+                hooked.stdout.is_empty(),
+                "the hook wrote to stdout (libvirt would take it for the domain XML): {:?}",
+                String::from_utf8_lossy(&hooked.stdout)
+            );
+            println!("hook: {}", String::from_utf8_lossy(&hooked.stderr).trim());
+            let prepared = |site: &str| -> Result<bool> {
+                let view = lab.admin_json(site, "migrations")?;
+                Ok(view
+                    .get("prepared")
+                    .and_then(serde_json::Value::as_array)
+                    .is_some_and(|all| {
+                        all.iter().any(|w| {
+                            w.get("ip").and_then(|v| v.as_str()) == Some(a1.as_str())
+                                && w.get("from").and_then(|v| v.as_str()) == Some("a")
+                                && w.get("to").and_then(|v| v.as_str()) == Some("b")
+                        })
+                    }))
+            };
+            wait_until_ok("every router has the window open", CONVERGE, || {
+                Ok(prepared("a")? && prepared("b")? && prepared("c")?)
+            })?;
+            // c1's packets reach b as copies, dropped there while a1 is still at a.
+            wait_until_ok("router b drops copies sent ahead of a1", CONVERGE, || {
+                Ok(lab.drop_count("b", "not_arrived")? > early_before)
+            })?;
+            let rules = lab.run_in("r-a", &["nft", "list", "table", "ip", "skyvine_copies"]);
+            let rules = rules.unwrap_or_else(|e| format!("{e:#}"));
+            ensure!(
+                rules.contains(&format!("dup to {a1}")),
+                "router a copies no LAN packets for a1: {rules}"
+            );
+
+            println!("{}", lab.migrate("a1", "b", "rarp")?);
+            wait_until_ok("every window closes once a1 is at b", CONVERGE, || {
+                Ok(!prepared("a")? && !prepared("b")? && !prepared("c")?)
+            })?;
+            expect_location(lab, "a1", "b")?;
+            wait_until("router a removes its copy rules", CONVERGE, || {
+                lab.run_in("r-a", &["nft", "list", "table", "ip", "skyvine_copies"])
+                    .is_err()
+            })?;
+            let client = client.wait(Duration::from_secs(240))?;
+            let server = server.wait(Duration::from_secs(30))?;
+            check_transfer(&client, &server.stdout, XFER_BYTES)?;
+            server.success()?;
+            lab.wait_ping("a2", &a1, CONVERGE)?;
+            lab.wait_ping("c1", &a1, CONVERGE)?;
+            println!(
+            "a_prepared_migration_commits_on_the_first_announcement: router b dropped {} early copies",
+            lab.drop_count("b", "not_arrived")? - early_before
+        );
+            Ok(())
+        },
+    )
+}
+
 #[test]
 fn back_and_onward() -> Result<()> {
     lab_test("back_and_onward", &[], |lab| {

@@ -12,7 +12,7 @@ use ipnetwork::Ipv4Network;
 use serde::Deserialize;
 use skyvine_tables::{DampingConfig, SiteId};
 
-use crate::node::{LanIdentity, NodeConfig};
+use crate::node::{LanIdentity, NodeConfig, Takeover};
 use crate::relay;
 
 /// Why a configuration was rejected.
@@ -145,13 +145,45 @@ impl Default for AdminConfig {
     }
 }
 
+/// The longest `migration.confirm_timeout_ms` accepted.
+pub const MAX_CONFIRM_TIMEOUT_MS: u64 = 30_000;
+
+/// When the destination takes a migrated VM's address over (`migration.takeover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TakeoverMode {
+    /// At once on the announcement; the VM is probed afterwards and an unconfirmed move is
+    /// rolled back.
+    #[default]
+    Optimistic,
+    /// Only once the VM answered the destination's probe.
+    Confirmed,
+}
+
 /// Live-migration settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrationConfig {
-    /// How long the destination waits for the migrated VM to answer its ARP probe.
-    #[serde(default = "default_probe_timeout_ms")]
-    pub probe_timeout_ms: u64,
+    /// "optimistic" (default): the destination takes a migrated VM's address over on its
+    /// announcement and confirms it afterwards; "confirmed": only after the VM answered.
+    #[serde(default)]
+    pub takeover: TakeoverMode,
+    /// How long the destination probes for a migrated VM before giving up: the move is rolled
+    /// back (optimistic) or refused (confirmed).
+    #[serde(default = "default_confirm_timeout_ms")]
+    pub confirm_timeout_ms: u64,
+    /// How long the old site probes for a host that moved away; an answer means the move was a
+    /// duplicate or a hijack, and the old site takes the address back.
+    #[serde(default = "default_still_here_timeout_ms")]
+    pub still_here_timeout_ms: u64,
+    /// Replaced by `confirm_timeout_ms` and `still_here_timeout_ms`: refused with a message
+    /// that says so.
+    #[serde(default)]
+    pub probe_timeout_ms: Option<u64>,
+    /// How long a planned-migration hint (`skyvine migration prepare`) stays open without an
+    /// announcement at the destination, in seconds.
+    #[serde(default = "default_prepare_window_s")]
+    pub prepare_window_s: u64,
     /// More than this many moves of one address within `damping_window_s` freeze it.
     #[serde(default = "default_max_moves")]
     pub max_moves: u32,
@@ -169,7 +201,11 @@ pub struct MigrationConfig {
 impl Default for MigrationConfig {
     fn default() -> Self {
         MigrationConfig {
-            probe_timeout_ms: default_probe_timeout_ms(),
+            takeover: TakeoverMode::default(),
+            confirm_timeout_ms: default_confirm_timeout_ms(),
+            still_here_timeout_ms: default_still_here_timeout_ms(),
+            probe_timeout_ms: None,
+            prepare_window_s: default_prepare_window_s(),
             max_moves: default_max_moves(),
             damping_window_s: default_damping_s(),
             freeze_s: default_damping_s(),
@@ -179,8 +215,23 @@ impl Default for MigrationConfig {
 }
 
 impl MigrationConfig {
-    pub fn probe_timeout(&self) -> Duration {
-        Duration::from_millis(self.probe_timeout_ms)
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_millis(self.confirm_timeout_ms)
+    }
+
+    pub fn still_here_timeout(&self) -> Duration {
+        Duration::from_millis(self.still_here_timeout_ms)
+    }
+
+    pub fn takeover(&self) -> Takeover {
+        match self.takeover {
+            TakeoverMode::Optimistic => Takeover::Optimistic,
+            TakeoverMode::Confirmed => Takeover::Confirmed,
+        }
+    }
+
+    pub fn prepare_window(&self) -> Duration {
+        Duration::from_secs(self.prepare_window_s)
     }
 
     /// Move damping as configured (EVPN's defaults for what is not).
@@ -219,8 +270,14 @@ fn default_tun_mtu() -> u16 {
 fn default_admin_socket() -> PathBuf {
     PathBuf::from("/run/skyvine/skyvine.sock")
 }
-fn default_probe_timeout_ms() -> u64 {
-    300
+fn default_confirm_timeout_ms() -> u64 {
+    u64::try_from(crate::node::DEFAULT_CONFIRM_TIMEOUT.as_millis()).unwrap_or(3000)
+}
+fn default_still_here_timeout_ms() -> u64 {
+    u64::try_from(crate::node::DEFAULT_STILL_HERE_TIMEOUT.as_millis()).unwrap_or(1000)
+}
+fn default_prepare_window_s() -> u64 {
+    60
 }
 fn default_max_moves() -> u32 {
     5
@@ -271,7 +328,10 @@ impl Config {
         );
         node.lan = lan;
         node.virtual_network = self.lan.virtual_network;
-        node.probe_timeout = self.migration.probe_timeout();
+        node.takeover = self.migration.takeover();
+        node.confirm_timeout = self.migration.confirm_timeout();
+        node.still_here_timeout = self.migration.still_here_timeout();
+        node.prepare_window = self.migration.prepare_window();
         node.damping = self.migration.damping();
         node.pinned = self.migration.pinned.clone();
         node
@@ -427,10 +487,31 @@ fn validate_relayed(me: &SiteId, peers: &[PeerConfig], tun_mtu: u16) -> Result<(
 
 /// Migration settings within their ranges.
 fn validate_migration(migration: &MigrationConfig) -> Result<(), Invalid> {
-    if migration.probe_timeout_ms == 0 || migration.probe_timeout_ms > 10_000 {
+    if migration.probe_timeout_ms.is_some() {
         return Err((
             "migration.probe_timeout_ms",
+            "was split in two: `confirm_timeout_ms` (how long the destination probes for a \
+             migrated VM, default 3000) and `still_here_timeout_ms` (how long the old site \
+             probes for a host that left, default 1000); see README.md"
+                .into(),
+        ));
+    }
+    if migration.confirm_timeout_ms == 0 || migration.confirm_timeout_ms > MAX_CONFIRM_TIMEOUT_MS {
+        return Err((
+            "migration.confirm_timeout_ms",
+            format!("must be between 1 and {MAX_CONFIRM_TIMEOUT_MS}"),
+        ));
+    }
+    if migration.still_here_timeout_ms == 0 || migration.still_here_timeout_ms > 10_000 {
+        return Err((
+            "migration.still_here_timeout_ms",
             "must be between 1 and 10000".into(),
+        ));
+    }
+    if migration.prepare_window_s == 0 || migration.prepare_window_s > 3600 {
+        return Err((
+            "migration.prepare_window_s",
+            "must be between 1 and 3600".into(),
         ));
     }
     if migration.max_moves == 0 {
@@ -503,7 +584,8 @@ site = "c"
     fn the_core_gets_the_sites_prefixes_hosts_peers_and_migration_settings() {
         let text = GOOD.replace(
             "[[peers]]\nsite = \"b\"",
-            "[migration]\nprobe_timeout_ms = 120\nmax_moves = 3\nfreeze_s = 60\n\
+            "[migration]\ntakeover = \"confirmed\"\nconfirm_timeout_ms = 120\n\
+             still_here_timeout_ms = 80\nprepare_window_s = 30\nmax_moves = 3\nfreeze_s = 60\n\
              pinned = [\"10.77.1.9\"]\n[[peers]]\nsite = \"b\"",
         );
         let config = parse(&text).unwrap();
@@ -519,11 +601,33 @@ site = "c"
         assert_eq!(peers, ["b", "c"]);
         assert_eq!(node.lan, Some(lan));
         assert_eq!(node.virtual_network, None);
-        assert_eq!(node.probe_timeout, Duration::from_millis(120));
+        assert_eq!(node.takeover, Takeover::Confirmed);
+        assert_eq!(node.confirm_timeout, Duration::from_millis(120));
+        assert_eq!(node.still_here_timeout, Duration::from_millis(80));
+        assert_eq!(node.prepare_window, Duration::from_secs(30));
         assert_eq!(node.damping.max_moves, 3);
         assert_eq!(node.damping.window, Duration::from_secs(180));
         assert_eq!(node.damping.freeze, Duration::from_secs(60));
         assert_eq!(node.pinned, ["10.77.1.9".parse::<Ipv4Addr>().unwrap()]);
+    }
+
+    #[test]
+    fn the_old_probe_timeout_is_refused_with_what_replaced_it() {
+        let text = GOOD.replace(
+            "[[peers]]\nsite = \"b\"",
+            "[migration]\nprobe_timeout_ms = 300\n[[peers]]\nsite = \"b\"",
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("migration.probe_timeout_ms"), "{err}");
+        assert!(
+            err.contains("confirm_timeout_ms") && err.contains("still_here_timeout_ms"),
+            "{err}"
+        );
+        let defaults = parse(GOOD).unwrap().node_config(None);
+        assert_eq!(defaults.takeover, Takeover::Optimistic);
+        assert_eq!(defaults.confirm_timeout, Duration::from_secs(3));
+        assert_eq!(defaults.still_here_timeout, Duration::from_secs(1));
+        assert_eq!(defaults.prepare_window, Duration::from_secs(60));
     }
 
     #[test]
@@ -639,9 +743,30 @@ site = "c"
             (
                 GOOD.replace(
                     "[[peers]]\nsite = \"b\"",
-                    "[migration]\nprobe_timeout_ms = 0\n[[peers]]\nsite = \"b\"",
+                    "[migration]\nconfirm_timeout_ms = 0\n[[peers]]\nsite = \"b\"",
                 ),
-                "migration.probe_timeout_ms",
+                "migration.confirm_timeout_ms",
+            ),
+            (
+                GOOD.replace(
+                    "[[peers]]\nsite = \"b\"",
+                    "[migration]\nstill_here_timeout_ms = 20000\n[[peers]]\nsite = \"b\"",
+                ),
+                "migration.still_here_timeout_ms",
+            ),
+            (
+                GOOD.replace(
+                    "[[peers]]\nsite = \"b\"",
+                    "[migration]\nprepare_window_s = 0\n[[peers]]\nsite = \"b\"",
+                ),
+                "migration.prepare_window_s",
+            ),
+            (
+                GOOD.replace(
+                    "[[peers]]\nsite = \"b\"",
+                    "[migration]\ntakeover = \"eventually\"\n[[peers]]\nsite = \"b\"",
+                ),
+                "takeover",
             ),
         ];
         for (text, key) in cases {

@@ -4,7 +4,7 @@
 //! ([`crate::node::Node::fib_snapshot`]); the daemon publishes it to its packet tasks, which
 //! consult it without waiting for the control plane.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
@@ -43,10 +43,12 @@ pub enum DropReason {
     /// A relay datagram for this router from a source that is not configured `via` the peer
     /// that relayed it.
     RelayUnexpected,
+    /// Inbound: a copy for a VM whose planned migration to this site has not happened yet.
+    NotArrived,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::SourceNotLocal,
         DropReason::NoRoute,
@@ -60,6 +62,7 @@ impl DropReason {
         DropReason::RelayUnlisted,
         DropReason::RelaySpoofed,
         DropReason::RelayUnexpected,
+        DropReason::NotArrived,
     ];
 
     /// A stable snake_case name for logs, metrics and the admin CLI.
@@ -78,6 +81,7 @@ impl DropReason {
             DropReason::RelayUnlisted => "relay_unlisted",
             DropReason::RelaySpoofed => "relay_spoofed",
             DropReason::RelayUnexpected => "relay_unexpected",
+            DropReason::NotArrived => "not_arrived",
         }
     }
 }
@@ -102,6 +106,10 @@ pub struct FibSnapshot {
     local_exceptions: Vec<Ipv4Addr>,
     local_extra: Vec<Ipv4Addr>,
     relays: Relays,
+    /// Planned migrations elsewhere: hosts whose packets also go to this site.
+    copy_to: HashMap<Ipv4Addr, SiteId>,
+    /// Planned migrations here: hosts whose copies are dropped until they arrive.
+    arriving: HashSet<Ipv4Addr>,
 }
 
 impl FibSnapshot {
@@ -129,7 +137,38 @@ impl FibSnapshot {
             local_exceptions,
             local_extra,
             relays: Relays::default(),
+            copy_to: HashMap::new(),
+            arriving: HashSet::new(),
         }
+    }
+
+    /// The same view, with the planned migrations in their window.
+    pub fn with_prepared(
+        mut self,
+        copy_to: HashMap<Ipv4Addr, SiteId>,
+        arriving: HashSet<Ipv4Addr>,
+    ) -> Self {
+        self.copy_to = copy_to;
+        self.arriving = arriving;
+        self
+    }
+
+    /// For a packet to `dst` sent to its owner: the other site that gets a copy (a planned
+    /// migration of `dst` to it is in its window), if any.
+    pub fn copy_to(&self, dst: Ipv4Addr) -> Option<&SiteId> {
+        let site = self.copy_to.get(&dst)?;
+        let owner = self.owners.get_lpm(&Ipv4Network::from(dst)).map(|(_, s)| s);
+        (owner != Some(site) && site != &self.me).then_some(site)
+    }
+
+    /// Whether a packet from the overlay for `dst` is a copy sent ahead of a planned migration
+    /// here that has not happened yet (dropped: the VM is not here).
+    pub fn arriving_early(&self, dst: Ipv4Addr) -> bool {
+        self.arriving.contains(&dst)
+            && self
+                .owners
+                .get_lpm(&Ipv4Network::from(dst))
+                .is_none_or(|(_, owner)| *owner != self.me)
     }
 
     /// The same view, with recent moves to relay for.
@@ -174,7 +213,11 @@ impl FibSnapshot {
             return Err(DropReason::SourceNotLocal);
         }
         match self.owners.get_lpm(&Ipv4Network::from(dst)) {
-            Some((_, site)) if *site == self.me => Err(DropReason::DestinationLocal),
+            // A host of ours in a planned migration's window: the kernel sent a copy here (the
+            // host itself still gets the original on the LAN).
+            Some((_, site)) if *site == self.me => {
+                self.copy_to.get(&dst).ok_or(DropReason::DestinationLocal)
+            }
             Some((_, site)) => Ok(site),
             None => Err(DropReason::NoRoute),
         }

@@ -12,8 +12,8 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use skyvine_tables::{GndtEntry, MacAddr, SiteId};
 
-/// The version of this protocol. Peers must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The version of this protocol. Peers must agree exactly. 2: planned-migration hints.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest encoded message accepted (and produced).
 pub const MAX_MESSAGE_LEN: usize = 1 << 20;
@@ -44,6 +44,25 @@ pub enum Message {
         mac: MacAddr,
         ip: Option<Ipv4Addr>,
     },
+    /// From the owner of `ip`: the VM at `mac` is about to move to `to`; for `window_ms` send
+    /// its packets to both sites.
+    Prepare {
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        to: SiteId,
+        window_ms: u64,
+    },
+    /// From the owner of a prepared window: it ended without a move (cancelled, or expired).
+    PrepareEnd { ip: Ipv4Addr, mac: MacAddr },
+    /// From a destination to the owner: please announce a planned move of the VM at `mac`
+    /// (address `ip`, or the one the owner has for `mac`) to the sender.
+    PrepareRequest {
+        ip: Option<Ipv4Addr>,
+        mac: MacAddr,
+        window_ms: u64,
+    },
+    /// From a window's destination to its owner: the move will not happen; end the window.
+    PrepareCancel { ip: Ipv4Addr, mac: MacAddr },
 }
 
 impl Message {
@@ -57,6 +76,10 @@ impl Message {
             Message::TableRequest {} => "table_request",
             Message::WhoHas { .. } => "who_has",
             Message::IsAt { .. } => "is_at",
+            Message::Prepare { .. } => "prepare",
+            Message::PrepareEnd { .. } => "prepare_end",
+            Message::PrepareRequest { .. } => "prepare_request",
+            Message::PrepareCancel { .. } => "prepare_cancel",
         }
     }
 }
@@ -166,6 +189,17 @@ mod tests {
             Message::WhoHas {
                 query: 9,
                 mac: "52:54:00:77:01:02".parse().unwrap(),
+            },
+            Message::Prepare {
+                ip: "10.77.1.2".parse().unwrap(),
+                mac: "52:54:00:77:01:02".parse().unwrap(),
+                to: site("b"),
+                window_ms: 60_000,
+            },
+            Message::PrepareRequest {
+                ip: None,
+                mac: "52:54:00:77:01:02".parse().unwrap(),
+                window_ms: 60_000,
             },
         ];
         let mut stream = Vec::new();

@@ -33,6 +33,23 @@ pub enum Request {
     Peers {},
     /// Recent migrations seen by this router.
     Migrations {},
+    /// A planned migration: the VM at `mac` (address `ip`, or the one advertised for `mac`) is
+    /// about to move to site `to`. Changes the router's state (root only, like every request).
+    Prepare {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<Ipv4Addr>,
+        mac: MacAddr,
+        to: SiteId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window_s: Option<u64>,
+    },
+    /// Ends the planned migration of `ip` (or of the VM at `mac`).
+    Cancel {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<Ipv4Addr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<MacAddr>,
+    },
 }
 
 /// The router's tables.
@@ -64,6 +81,36 @@ pub enum Reply {
     Route(RouteView),
     Peers(PeersView),
     Migrations(MigrationsView),
+    Hint(HintView),
+}
+
+/// What `skyvine migration prepare` or `cancel` did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HintView {
+    /// The router that answered.
+    pub site: SiteId,
+    /// announced (this router owns the address and told every router), forwarded (asked
+    /// the owner, which alone may announce it), or cancelled.
+    pub outcome: String,
+    pub ip: Ipv4Addr,
+    /// The address's owner (the move's source).
+    pub owner: SiteId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<SiteId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<f64>,
+}
+
+/// One planned migration in its window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreparedRow {
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub from: SiteId,
+    pub to: SiteId,
+    /// Seconds since the window opened, and until it closes without an announcement.
+    pub age_s: f64,
+    pub left_s: f64,
 }
 
 /// Whether a GNDT entry is a site prefix or a single host.
@@ -245,6 +292,9 @@ pub struct MigrationRow {
 pub struct MigrationsView {
     pub site: SiteId,
     pub migrations: Vec<MigrationRow>,
+    /// Planned migrations in their window (`skyvine migration prepare`).
+    #[serde(default)]
+    pub prepared: Vec<PreparedRow>,
 }
 
 /// The router's LAN address.

@@ -58,6 +58,52 @@ pub enum AdminCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Planned migrations: tell the routers that a VM is about to move (`prepare`), or that it
+    /// will not after all (`cancel`).
+    #[command(subcommand)]
+    Migration(MigrationCommand),
+}
+
+/// `skyvine migration ...`: planned-migration hints (root only, like every admin command).
+#[derive(Debug, clap::Subcommand)]
+pub enum MigrationCommand {
+    /// A VM is about to move to site --to: for a window (default `migration.prepare_window_s`,
+    /// 60 s) every router sends its packets to both sites, so that its first announcement at
+    /// the destination commits the move with no WAN round trip in the outage.
+    ///
+    /// Run it on the VM's current router (which announces it to every router) or on the
+    /// destination's (which asks the current router to; the libvirt hook does this, since
+    /// libvirt runs its migration hook on the destination host). The window ends when the VM
+    /// is announced at the destination, on `skyvine migration cancel`, or at its end (logged).
+    /// Without it a migration works as well, with one more WAN delay of outage.
+    Prepare {
+        /// The VM's address; without it, the address a router advertised for --mac.
+        #[arg(long, value_name = "IP")]
+        ip: Option<Ipv4Addr>,
+        /// The VM's MAC address (as its current router advertised it).
+        #[arg(long, value_name = "MAC")]
+        mac: skyvine_tables::MacAddr,
+        /// The destination site.
+        #[arg(long, value_name = "SITE")]
+        to: skyvine_tables::SiteId,
+        /// How long the window stays open without an announcement, in seconds (1-3600).
+        #[arg(long, value_name = "S")]
+        window_s: Option<u64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The prepared migration of a VM will not happen (e.g. libvirt aborted it): end its window
+    /// everywhere. Run it on the VM's current router or on the destination's.
+    Cancel {
+        /// The VM's address.
+        #[arg(long, value_name = "IP", required_unless_present = "mac")]
+        ip: Option<Ipv4Addr>,
+        /// The VM's MAC address (instead of, or beside, --ip).
+        #[arg(long, value_name = "MAC")]
+        mac: Option<skyvine_tables::MacAddr>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// Where the router is and how to print its answer.
@@ -168,6 +214,24 @@ pub fn run(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Peers { admin } => (Request::Peers {}, admin),
         AdminCommand::Migrations { admin } => (Request::Migrations {}, admin),
         AdminCommand::Status { admin } => (Request::Status {}, admin),
+        AdminCommand::Migration(MigrationCommand::Prepare {
+            ip,
+            mac,
+            to,
+            window_s,
+            admin,
+        }) => (
+            Request::Prepare {
+                ip,
+                mac,
+                to,
+                window_s,
+            },
+            admin,
+        ),
+        AdminCommand::Migration(MigrationCommand::Cancel { ip, mac, admin }) => {
+            (Request::Cancel { ip, mac }, admin)
+        }
     };
     let path = admin.socket_path()?;
     let reply = ask(&path, &request)?;
@@ -178,6 +242,7 @@ pub fn run(command: AdminCommand) -> anyhow::Result<()> {
             Reply::Route(view) => serde_json::to_string_pretty(view),
             Reply::Peers(view) => serde_json::to_string_pretty(view),
             Reply::Migrations(view) => serde_json::to_string_pretty(view),
+            Reply::Hint(view) => serde_json::to_string_pretty(view),
         }
         .context("encoding the answer as JSON")?;
         json.push('\n');
@@ -189,6 +254,7 @@ pub fn run(command: AdminCommand) -> anyhow::Result<()> {
             Reply::Route(view) => render::route(view),
             Reply::Peers(view) => render::peers(view),
             Reply::Migrations(view) => render::migrations(view),
+            Reply::Hint(view) => render::hint(view),
         }
     };
     let mut stdout = std::io::stdout().lock();

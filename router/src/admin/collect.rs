@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use skyvine_tables::{BindingSource, EntryKind, LndtSource, SiteId, Stored};
 
 use super::api::{
-    BindingOrigin, CountersView, Counts, GndtRow, HwdtRow, Kind, LanView, LndtOrigin, LndtRow,
-    LndtView, MigrationRow, MigrationsView, OutcomeName, PeerRow, PeersView, RouteView, StatusView,
-    TableName, TablesView,
+    BindingOrigin, CountersView, Counts, GndtRow, HintView, HwdtRow, Kind, LanView, LndtOrigin,
+    LndtRow, LndtView, MigrationRow, MigrationsView, OutcomeName, PeerRow, PeersView, PreparedRow,
+    RouteView, StatusView, TableName, TablesView,
 };
 use crate::daemon::Shared;
-use skyvine_core::node::{Counter, MigrationRecord, Node, Outcome};
+use skyvine_core::node::{Counter, HintOutcome, MigrationRecord, Node, Outcome};
 
 /// What the views need from the configuration.
 #[derive(Clone, Debug, Default)]
@@ -208,6 +208,48 @@ pub fn migrations(node: &Node, now: Instant) -> MigrationsView {
     MigrationsView {
         site: node.me().clone(),
         migrations: node.migrations().map(|r| migration_row(r, now)).collect(),
+        prepared: node
+            .prepared()
+            .map(|w| PreparedRow {
+                ip: w.ip,
+                mac: w.mac,
+                from: w.from.clone(),
+                to: w.to.clone(),
+                age_s: age(now, w.since),
+                left_s: w.until.saturating_duration_since(now).as_secs_f64(),
+            })
+            .collect(),
+    }
+}
+
+/// What a prepare or cancel command did, as the admin CLI shows it.
+pub fn hint(node: &Node, outcome: &HintOutcome) -> HintView {
+    let site = node.me().clone();
+    match outcome {
+        HintOutcome::Announced(w) => HintView {
+            site,
+            outcome: "announced".into(),
+            ip: w.ip,
+            owner: w.from.clone(),
+            to: Some(w.to.clone()),
+            window_s: Some(w.until.saturating_duration_since(w.since).as_secs_f64()),
+        },
+        HintOutcome::Forwarded { owner, ip } => HintView {
+            site,
+            outcome: "forwarded".into(),
+            ip: *ip,
+            owner: owner.clone(),
+            to: None,
+            window_s: None,
+        },
+        HintOutcome::Cancelled { ip } => HintView {
+            site: site.clone(),
+            outcome: "cancelled".into(),
+            ip: *ip,
+            owner: site,
+            to: None,
+            window_s: None,
+        },
     }
 }
 

@@ -1,9 +1,10 @@
 //! The admin interface: a Unix socket answering the admin CLI (`skyvine tables`, `route`,
 //! `peers`, `migrations`, `status`), and optional Prometheus metrics over HTTP.
 //!
-//! It never changes the router's state: every answer is copied out of the main loop through
-//! [`QueryHandle::ask`] ([`collect`]), then encoded ([`api`]) or rendered for people
-//! ([`render`]). Failing to open the socket or the metrics port is logged and does not stop the
+//! It changes the router's state only for planned-migration hints (`skyvine migration prepare`
+//! and `cancel`, handed to the core through [`QueryHandle::command`]); every other answer is
+//! copied out of the main loop through [`QueryHandle::ask`] ([`collect`]), then encoded
+//! ([`api`]) or rendered for people ([`render`]). Failing to open the socket or the metrics port is logged and does not stop the
 //! router: forwarding matters more than observing it.
 
 pub mod api;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use skyvine_core::node::Counter;
 
 use super::api::{
-    Counts, GndtRow, HwdtRow, Kind, LndtOrigin, LndtView, MigrationRow, MigrationsView,
+    Counts, GndtRow, HintView, HwdtRow, Kind, LndtOrigin, LndtView, MigrationRow, MigrationsView,
     OutcomeName, PeersView, RouteView, StatusView, TablesView,
 };
 
@@ -355,9 +355,46 @@ pub fn steps(row: &MigrationRow) -> String {
     }
 }
 
+/// What `skyvine migration prepare` or `cancel` did, in one line.
+pub fn hint(view: &HintView) -> String {
+    match view.outcome.as_str() {
+        "announced" => format!(
+            "{}: planned migration of {} to {} announced to every router (window {:.0} s)\n",
+            view.site,
+            view.ip,
+            view.to.as_ref().map_or("?", |s| s.as_str()),
+            view.window_s.unwrap_or(0.0)
+        ),
+        "forwarded" => format!(
+            "{}: asked {}, the owner of {}, to announce it (its log says if it refused)\n",
+            view.site, view.owner, view.ip
+        ),
+        _ => format!(
+            "{}: planned migration of {} {}\n",
+            view.site, view.ip, view.outcome
+        ),
+    }
+}
+
+/// Planned migrations in their window, if any, as lines after the migrations table.
+fn prepared(view: &MigrationsView) -> String {
+    let mut out = String::new();
+    for w in &view.prepared {
+        out += &format!(
+            "prepared: {} ({}) {} -> {}, open {:.1} s, {:.1} s left\n",
+            w.ip, w.mac, w.from, w.to, w.age_s, w.left_s
+        );
+    }
+    out
+}
+
 pub fn migrations(view: &MigrationsView) -> String {
     if view.migrations.is_empty() {
-        return format!("no migrations seen at site {}\n", view.site);
+        return format!(
+            "no migrations seen at site {}\n{}",
+            view.site,
+            prepared(view)
+        );
     }
     let mut out = format!(
         "migrations seen at site {} (oldest first; steps are offsets from detection)\n",
@@ -396,6 +433,7 @@ pub fn migrations(view: &MigrationsView) -> String {
         ]);
     }
     out += &table.render("");
+    out += &prepared(view);
     out
 }
 

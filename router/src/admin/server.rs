@@ -15,6 +15,8 @@ use tokio::task::JoinSet;
 use super::api::{Reply, Request, Response, MAX_LINE};
 use super::collect::{self, Context};
 use crate::daemon::QueryHandle;
+use skyvine_core::node::{HintError, HintOutcome, Node};
+use std::time::Instant;
 
 /// Creates the socket: parent directory (0755) if missing, a stale socket file replaced, mode
 /// 0600. A socket some other router still answers on is left alone (an error).
@@ -181,9 +183,47 @@ impl Server {
                     .ask(move |node, _, now| Reply::Migrations(collect::migrations(node, now)))
                     .await
             }
+            Request::Prepare {
+                ip,
+                mac,
+                to,
+                window_s,
+            } => {
+                let window = window_s.map(std::time::Duration::from_secs);
+                tracing::info!(?ip, %mac, %to, ?window_s, "admin: migration prepare");
+                return self
+                    .hint(move |node, now| node.prepare(ip, mac, to, window, now))
+                    .await;
+            }
+            Request::Cancel { ip, mac } => {
+                tracing::info!(?ip, ?mac, "admin: migration cancel");
+                return self
+                    .hint(move |node, now| node.cancel_prepared(ip, mac, now))
+                    .await;
+            }
         };
         match reply {
             Some(reply) => Response::Ok(Box::new(reply)),
+            None => Response::Error("the router is shutting down".into()),
+        }
+    }
+}
+
+impl Server {
+    /// Runs a hint command on the core; its refusal is the answer's error.
+    async fn hint(
+        &self,
+        command: impl FnOnce(&mut Node, Instant) -> Result<HintOutcome, HintError> + Send + 'static,
+    ) -> Response {
+        let answer = self
+            .queries
+            .command(move |node, now| {
+                command(node, now).map(|outcome| collect::hint(node, &outcome))
+            })
+            .await;
+        match answer {
+            Some(Ok(view)) => Response::Ok(Box::new(Reply::Hint(view))),
+            Some(Err(error)) => Response::Error(error.to_string()),
             None => Response::Error("the router is shutting down".into()),
         }
     }
@@ -201,7 +241,7 @@ pub fn parse(line: &[u8]) -> Result<Request, String> {
         .map_err(|_| "bad request: not UTF-8 text".to_owned())?;
     serde_json::from_str(text).map_err(|error| {
         format!(
-            "bad request: {error} (expected e.g. {{\"request\":\"status\"}}; requests: status, tables, route, peers, migrations)"
+            "bad request: {error} (expected e.g. {{\"request\":\"status\"}}; requests: status, tables, route, peers, migrations, prepare, cancel)"
         )
     })
 }

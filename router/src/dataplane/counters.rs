@@ -223,6 +223,7 @@ fn drop_index(reason: DropReason) -> usize {
         DropReason::RelayUnlisted => 10,
         DropReason::RelaySpoofed => 11,
         DropReason::RelayUnexpected => 12,
+        DropReason::NotArrived => 13,
     }
 }
 

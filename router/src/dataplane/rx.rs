@@ -130,6 +130,10 @@ fn relay<'a>(
     datagram: &'a [u8],
     now: Instant,
 ) -> Result<Delivery<'a>, DropReason> {
+    if fib.arriving_early(dst) {
+        // A copy sent ahead of a planned migration here: the VM is not here yet.
+        return Err(DropReason::NotArrived);
+    }
     let Some(target) = fib.relay_target(dst, now) else {
         return Ok(Delivery::Local(datagram));
     };

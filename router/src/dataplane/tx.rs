@@ -88,7 +88,8 @@ impl Sender {
         let total = batch.packets().map(<[u8]>::len).sum();
         let mut arena = self.take_arena(total);
         // Packets of one super-segment share their addresses: route once per flow change.
-        let mut last: Option<((Ipv4Addr, Ipv4Addr), Result<usize, DropReason>)> = None;
+        type Route = Result<(usize, Option<usize>), DropReason>;
+        let mut last: Option<((Ipv4Addr, Ipv4Addr), Route)> = None;
         for packet in batch.packets() {
             let addrs = match ipv4_addrs(packet) {
                 Ok(addrs) => addrs,
@@ -105,39 +106,51 @@ impl Sender {
                     route
                 }
             };
-            let Ok(index) = route else {
-                if let Err(reason) = route {
+            let (index, copy) = match route {
+                Ok(route) => route,
+                Err(reason) => {
                     tracing::trace!(src = %addrs.0, dst = %addrs.1, reason = reason.name(), "drop");
                     self.tally.add(reason);
+                    continue;
                 }
-                continue;
-            };
-            let Some(peer) = self.out.get_mut(index) else {
-                continue;
             };
             arena.extend_from_slice(packet);
             let datagram = arena.split().freeze();
-            tracing::trace!(src = %addrs.0, dst = %addrs.1, len = packet.len(), site = %peer.site, "to peer");
-            match peer.conn.send_datagram(datagram) {
-                Ok(()) => {
-                    peer.packets += 1;
-                    peer.bytes += packet.len() as u64;
-                    // quinn makes room by dropping its oldest queued datagram: count that.
-                    let cost = packet.len() + DATAGRAM_BOOKKEEPING;
-                    match peer.space.checked_sub(cost) {
-                        Some(left) => peer.space = left,
-                        None => self.tally.add(DropReason::QueueFull),
-                    }
-                }
-                Err(quinn::SendDatagramError::TooLarge) => self.tally.add(DropReason::TooBig),
-                Err(
-                    quinn::SendDatagramError::ConnectionLost(_)
-                    | quinn::SendDatagramError::Disabled
-                    | quinn::SendDatagramError::UnsupportedByPeer,
-                ) => self.tally.add(DropReason::PeerDown),
+            if let Some(copy) = copy {
+                // A planned migration of the destination is in its window: its new site gets
+                // a copy, so the VM's packets are there the moment it resumes.
+                self.send_one(copy, datagram.clone(), addrs);
             }
+            self.send_one(index, datagram, addrs);
         }
         self.arena = arena;
+    }
+
+    /// Sends one datagram on the connection at `index` of `self.out`, counting it.
+    fn send_one(&mut self, index: usize, datagram: bytes::Bytes, addrs: (Ipv4Addr, Ipv4Addr)) {
+        let len = datagram.len();
+        let Some(peer) = self.out.get_mut(index) else {
+            return;
+        };
+        tracing::trace!(src = %addrs.0, dst = %addrs.1, len, site = %peer.site, "to peer");
+        match peer.conn.send_datagram(datagram) {
+            Ok(()) => {
+                peer.packets += 1;
+                peer.bytes += len as u64;
+                // quinn makes room by dropping its oldest queued datagram: count that.
+                let cost = len + DATAGRAM_BOOKKEEPING;
+                match peer.space.checked_sub(cost) {
+                    Some(left) => peer.space = left,
+                    None => self.tally.add(DropReason::QueueFull),
+                }
+            }
+            Err(quinn::SendDatagramError::TooLarge) => self.tally.add(DropReason::TooBig),
+            Err(
+                quinn::SendDatagramError::ConnectionLost(_)
+                | quinn::SendDatagramError::Disabled
+                | quinn::SendDatagramError::UnsupportedByPeer,
+            ) => self.tally.add(DropReason::PeerDown),
+        }
     }
 
     /// A buffer with room for `total` bytes of payload: every datagram of a batch is a slice
@@ -154,14 +167,29 @@ impl Sender {
         arena
     }
 
-    /// The index in `self.out` of the peer that gets packets from `src` to `dst`.
+    /// The index in `self.out` of the peer that gets packets from `src` to `dst`, and of the
+    /// one that gets a copy (a planned migration of `dst` in its window), if any.
     fn route(
         &mut self,
         fib: &FibSnapshot,
         peers: &HashMap<SiteId, quinn::Connection>,
         (src, dst): (Ipv4Addr, Ipv4Addr),
-    ) -> Result<usize, DropReason> {
+    ) -> Result<(usize, Option<usize>), DropReason> {
         let site = fib.outbound(src, dst)?;
+        let index = self.connection(peers, site)?;
+        // A copy that cannot go (its site is down) does not stop the original.
+        let copy = fib
+            .copy_to(dst)
+            .and_then(|site| self.connection(peers, site).ok());
+        Ok((index, copy))
+    }
+
+    /// The index in `self.out` of `site`'s connection, added for this batch if needed.
+    fn connection(
+        &mut self,
+        peers: &HashMap<SiteId, quinn::Connection>,
+        site: &SiteId,
+    ) -> Result<usize, DropReason> {
         if let Some(index) = self.out.iter().position(|o| o.site == *site) {
             return Ok(index);
         }

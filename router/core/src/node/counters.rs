@@ -64,6 +64,15 @@ counters! {
     /// GNDT entries from peers refused because a size limit was reached.
     RefusedEntries => "refused_entries", "skyvine_gndt_refused_entries_total",
         "GNDT entries from peers refused because a size limit was reached.";
+    /// Planned-migration windows opened (hints announced by an address's owner).
+    Hints => "hints", "skyvine_migration_hints_total",
+        "Planned-migration hints accepted (windows opened).";
+    /// Hints and hint requests refused (not from the owner, wrong MAC, unknown site, frozen...).
+    HintsRefused => "hints_refused", "skyvine_migration_hints_refused_total",
+        "Planned-migration hints or requests refused.";
+    /// Windows that saw no announcement in time.
+    HintsExpired => "hints_expired", "skyvine_migration_hints_expired_total",
+        "Planned-migration windows that expired without an announcement.";
     RefusedFrozen => "refused_frozen", "skyvine_lan_refused_moves_total" [reason = Frozen], REFUSED_MOVES;
     RefusedPinned => "refused_pinned", "skyvine_lan_refused_moves_total" [reason = Pinned], REFUSED_MOVES;
     RefusedUnconfirmed => "refused_unconfirmed", "skyvine_lan_refused_moves_total" [reason = Unconfirmed], REFUSED_MOVES;

@@ -20,7 +20,7 @@ use super::counters::Counter;
 use super::lan::spoken_for;
 use super::prober::{Prober, Tick};
 use super::records::{Detection, RefusalReason, Role, Start};
-use super::Node;
+use super::{Node, Outcome, Takeover};
 use crate::proto::Message;
 
 /// How long a query by MAC waits for the other routers.
@@ -39,10 +39,10 @@ pub(super) struct Pending {
 
 /// Where a pending migration stands.
 ///
-/// Today a migration is confirmed, then taken over, and leaves `pending` at the takeover. An
-/// optimistic takeover (take over at once when the binding is known, confirm in the
-/// background) adds a phase after the takeover that keeps its [`Prober`] (say `TakenOver {
-/// prober }`): a reply completes it, expiry rolls the move back instead of refusing it.
+/// With a confirmed takeover a migration is resolved, confirmed, then taken over, and leaves
+/// `pending` at the takeover. With an optimistic one it is taken over as soon as it is
+/// resolved and stays pending, [`Phase::TakenOver`], until the VM answers (done) or the
+/// confirmation timeout passes (the move is rolled back).
 #[derive(Debug)]
 enum Phase {
     /// No advertised binding for the MAC: the owning site (or every site, for a bare MAC) was
@@ -54,6 +54,8 @@ enum Phase {
     },
     /// Resolved: probing the VM on this LAN before taking its address over.
     Confirming { prober: Prober },
+    /// Taken over on the announcement: probing the VM on this LAN to confirm the move.
+    TakenOver { prober: Prober },
 }
 
 impl Pending {
@@ -61,7 +63,7 @@ impl Pending {
     pub(super) fn ip(&self) -> Option<Ipv4Addr> {
         match &self.phase {
             Phase::Resolving { claimed, .. } => *claimed,
-            Phase::Confirming { prober } => Some(prober.ip()),
+            Phase::Confirming { prober } | Phase::TakenOver { prober } => Some(prober.ip()),
         }
     }
 
@@ -69,8 +71,13 @@ impl Pending {
     pub(super) fn next_at(&self) -> Instant {
         match &self.phase {
             Phase::Resolving { deadline, .. } => *deadline,
-            Phase::Confirming { prober } => prober.next_at(),
+            Phase::Confirming { prober } | Phase::TakenOver { prober } => prober.next_at(),
         }
+    }
+
+    /// Whether the address was already taken over (and is only being confirmed).
+    pub(super) fn taken_over(&self) -> bool {
+        matches!(self.phase, Phase::TakenOver { .. })
     }
 }
 
@@ -185,14 +192,15 @@ impl Node {
         }
     }
 
-    /// The address another site advertised for `mac` (the claimed one, if given).
+    /// The address another site advertised for `mac` (the claimed one, if given). For a
+    /// claimed address, a withdrawn claim counts too (ours included): a rolled-back takeover
+    /// withdraws the entry that carried the binding, not the binding itself.
     fn binding_elsewhere(&self, mac: MacAddr, claimed: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
         let elsewhere = |stored: &&Stored| {
             let e = &stored.entry;
-            !e.withdrawn
-                && e.kind == EntryKind::Host
+            e.kind == EntryKind::Host
                 && e.mac == Some(mac)
-                && e.site() != &self.config.me
+                && (e.withdrawn || e.site() != &self.config.me)
         };
         match claimed {
             Some(ip) => self
@@ -203,6 +211,7 @@ impl Node {
             None => self
                 .gndt
                 .hosts_by_mac(mac)
+                .filter(|stored| !stored.entry.withdrawn)
                 .find(elsewhere)
                 .map(|stored| stored.entry.prefix.ip()),
         }
@@ -241,52 +250,134 @@ impl Node {
         }
     }
 
-    /// `mac` resolved to `ip`: probe for it here, unless damping forbids the move.
+    /// `mac` resolved to `ip`: unless damping forbids the move, take over at once and probe
+    /// for it here (optimistic), or probe first (confirmed).
     fn start_confirming(&mut self, record: u64, mac: MacAddr, ip: Ipv4Addr, now: Instant) {
         if let Some((reason, detail)) = refusal(self.lan.damping.check(ip, now), now) {
             self.lan.pending.remove(&mac);
             self.refuse(record, mac, reason, &detail);
             return;
         }
-        let prober = Prober::new(ip, mac, self.lan.probe_timeout, now);
-        let phase = Phase::Confirming { prober };
+        let prober = Prober::new(ip, mac, self.lan.confirm_timeout, now);
+        let phase = match self.lan.takeover {
+            Takeover::Confirmed => Phase::Confirming { prober },
+            Takeover::Optimistic => {
+                if !self.take_over(record, mac, ip, now) {
+                    self.lan.pending.remove(&mac);
+                    return;
+                }
+                Phase::TakenOver { prober }
+            }
+        };
         self.lan.pending.insert(mac, Pending { record, phase });
         self.advance_pending(now);
     }
 
-    /// `(ip, mac)` answered a probe: if it is a VM being confirmed here, take over.
+    /// `(ip, mac)` answered a probe: a VM being confirmed here is taken over, one taken over
+    /// already is confirmed.
     pub(super) fn on_confirmation_reply(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
-        let confirming = self.lan.pending.get(&mac).is_some_and(
-            |p| matches!(&p.phase, Phase::Confirming { prober } if prober.answered_by(ip, mac)),
-        );
-        if confirming {
-            self.take_over(mac, ip, now);
+        let answered = self.lan.pending.get(&mac).is_some_and(|p| match &p.phase {
+            Phase::Confirming { prober } | Phase::TakenOver { prober } => {
+                prober.answered_by(ip, mac)
+            }
+            Phase::Resolving { .. } => false,
+        });
+        if !answered {
+            return;
         }
-    }
-
-    /// Steps 4 and 6 of the migration at the destination.
-    fn take_over(&mut self, mac: MacAddr, ip: Ipv4Addr, now: Instant) {
         let Some(pending) = self.lan.pending.remove(&mac) else {
             return;
         };
         let record = pending.record;
+        match pending.phase {
+            Phase::Confirming { .. } => {
+                self.update_record(record, |r| r.confirmed = Some(now));
+                if self.take_over(record, mac, ip, now) {
+                    tracing::info!(%ip, %mac, "migrated VM confirmed here; took over its address");
+                }
+            }
+            Phase::TakenOver { .. } => {
+                tracing::info!(%ip, %mac, "migrated VM answered here; takeover confirmed");
+                self.lan.records.confirm(record, now);
+            }
+            Phase::Resolving { .. } => {}
+        }
+    }
+
+    /// Steps 4 and 6 of the migration at the destination: the address is ours, advertised,
+    /// and the VM's view fixed. Returns false when move damping refuses the move.
+    fn take_over(&mut self, record: u64, mac: MacAddr, ip: Ipv4Addr, now: Instant) -> bool {
         if let Some((reason, detail)) = refusal(self.lan.damping.record_move(ip, now), now) {
             self.refuse(record, mac, reason, &detail);
-            return;
+            return false;
         }
         let previous = self
             .gndt
             .get(Ipv4Network::from(ip))
             .map(|s| s.entry.clone());
-        let seq = previous.as_ref().map_or(1, |e| e.version.seq + 1);
+        let seq = previous
+            .as_ref()
+            .map_or(1, |e| e.version.seq.saturating_add(1));
         let entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
-        self.update_record(record, |r| r.confirmed = Some(now));
         self.lndt.add(ip, Some(mac), now);
         self.hwdt.learn(ip, mac, BindingSource::Lan, now);
         self.originate(entry, now);
         self.update_record(record, |r| r.advertised = Some(now));
-        tracing::info!(%ip, %mac, seq, "migrated VM confirmed here; taking over its address");
+        tracing::info!(%ip, %mac, seq, takeover = self.lan.takeover.name(), "taking over a migrated VM's address");
         self.fix_migrated_view(ip, mac, now);
+        true
+    }
+
+    /// An optimistic takeover that the VM never confirmed: the move is rolled back. This site
+    /// withdraws its own claim (a newer version of its entry, withdrawn) and freezes the
+    /// address; the site the VM came from, the last where it was confirmed, takes it back,
+    /// frozen ([`Node::on_withdrawn_host`]). Nobody writes an entry in another site's name.
+    fn roll_back(&mut self, record: u64, mac: MacAddr, ip: Ipv4Addr, now: Instant) {
+        let timeout_ms = self.lan.confirm_timeout.as_millis();
+        tracing::warn!(%ip, %mac, reason = RefusalReason::Unconfirmed.name(), timeout_ms, "migrated VM never answered here; rolling the move back");
+        self.finish_refused(record, RefusalReason::Unconfirmed);
+        self.lan.damping.freeze(ip, now);
+        self.lndt.remove(ip);
+        let ours = self
+            .gndt
+            .get(Ipv4Network::from(ip))
+            .map(|s| s.entry.clone())
+            .filter(|e| !e.withdrawn && e.site() == &self.config.me);
+        if let Some(mut withdrawal) = ours {
+            withdrawal.version.seq = withdrawal.version.seq.saturating_add(1);
+            withdrawal.withdrawn = true;
+            withdrawal.frozen = false;
+            self.originate(withdrawal, now);
+        }
+        // Rolled back to our own prefix (the VM's home is here): ours as configured.
+        self.adopt_if_ours_by_prefix(ip, Some(mac), now);
+        if let Some(identity) = self.lan.identity {
+            // Hosts here that learnt the VM's MAC for the address send to us again.
+            self.schedule_repeated(frames::gratuitous_arp_request(identity.mac, ip), now);
+        }
+    }
+
+    /// Another site took `ip` over while a migration of it was pending here: drop it. One
+    /// already taken over here lost to a newer claim (typically the old site's take-back: the
+    /// VM still answered there).
+    pub(super) fn abandon_pending(&mut self, ip: Ipv4Addr) {
+        let abandoned: Vec<MacAddr> = self
+            .lan
+            .pending
+            .iter()
+            .filter(|(_, p)| p.ip() == Some(ip))
+            .map(|(mac, _)| *mac)
+            .collect();
+        for mac in abandoned {
+            if let Some(pending) = self.lan.pending.remove(&mac) {
+                if pending.taken_over() {
+                    tracing::warn!(%ip, %mac, "our unconfirmed takeover was superseded by another site's claim");
+                    self.update_record(pending.record, |r| {
+                        r.outcome = Outcome::Refused(RefusalReason::StillHere);
+                    });
+                }
+            }
+        }
     }
 
     /// Step 6: repoint the migrated VM's cache entries for every host it may have cached (its
@@ -326,11 +417,13 @@ impl Node {
         }
     }
 
-    /// Sends the probes that are due and refuses the migrations whose time ran out.
+    /// Sends the probes that are due; refuses the migrations whose time ran out, and rolls
+    /// back the takeovers that were never confirmed.
     pub(super) fn advance_pending(&mut self, now: Instant) {
-        let timeout = self.lan.probe_timeout;
+        let timeout = self.lan.confirm_timeout;
         let our_mac = self.lan.identity.map(|i| i.mac);
         let mut expired = Vec::new();
+        let mut unconfirmed = Vec::new();
         let mut probes = Vec::new();
         for (mac, pending) in self.lan.pending.iter_mut() {
             match &mut pending.phase {
@@ -350,12 +443,21 @@ impl Node {
                         expired.push((*mac, RefusalReason::Unconfirmed, detail));
                     }
                 },
+                Phase::TakenOver { prober } => match prober.tick(now) {
+                    Tick::Probe(due) => probes.extend(prober.frames(due, our_mac)),
+                    Tick::Expired => unconfirmed.push((*mac, prober.ip())),
+                },
             }
         }
         self.transmit_all(probes);
         for (mac, reason, detail) in expired {
             if let Some(pending) = self.lan.pending.remove(&mac) {
                 self.refuse(pending.record, mac, reason, &detail);
+            }
+        }
+        for (mac, ip) in unconfirmed {
+            if let Some(pending) = self.lan.pending.remove(&mac) {
+                self.roll_back(pending.record, mac, ip, now);
             }
         }
     }
@@ -388,9 +490,9 @@ mod tests {
     use skyvine_tables::DampingConfig;
 
     use super::super::testing::{
-        from_peer, ip, lan_node, mac, sent, site, site_entries, transmitted,
+        from_peer, ip, lan_node, lan_node_with, mac, sent, site, site_entries, transmitted,
     };
-    use super::super::{Counter, Outcome};
+    use super::super::{Counter, Effect, Outcome, DEFAULT_CONFIRM_TIMEOUT};
     use super::*;
 
     /// Router b, connected to a, with a's prefix and VM bindings; effects drained.
@@ -423,12 +525,123 @@ mod tests {
         node.migrations().last().unwrap().outcome
     }
 
+    /// Router b knowing a, with a confirmed takeover and a 300 ms confirmation timeout.
+    fn confirming_b(now: Instant) -> Node {
+        let mut b = lan_node_with("b", 2, now, |config| {
+            config.takeover = Takeover::Confirmed;
+            config.confirm_timeout = Duration::from_millis(300);
+        });
+        from_peer(&mut b, "a", site_entries("a", 1), now);
+        while b.poll_effect().is_some() {}
+        b
+    }
+
+    fn owner_of(node: &Node, vm_ip: Ipv4Addr) -> (SiteId, u64, bool) {
+        let entry = &node.gndt().get(Ipv4Network::from(vm_ip)).unwrap().entry;
+        (entry.site().clone(), entry.version.seq, entry.withdrawn)
+    }
+
     #[test]
-    fn an_advertised_binding_is_confirmed_by_a_probe_reply_then_taken_over() {
+    fn an_advertised_binding_is_taken_over_at_once_then_confirmed() {
         let now = Instant::now();
         let mut b = b_knowing_a(now);
         rarp(&mut b, mac(1, 1), now);
+        // Taken over on the announcement: b's entry, advertised, before any reply.
+        assert_eq!(owner_of(&b, ip(1, 1)), (site("b"), 2, false));
+        assert!(b.lndt().contains(ip(1, 1)));
+        assert_eq!(b.lan_hosts().get(&ip(1, 1)), Some(&Some(mac(1, 1))));
+        let pending = &b.lan.pending[&mac(1, 1)];
+        assert!(pending.taken_over());
+        let effects: Vec<Effect> = std::iter::from_fn(|| b.poll_effect()).collect();
+        let claimed = effects.iter().any(|e| matches!(e, Effect::Send { to, message: Message::Entries { entries } }
+            if to == &site("a") && entries.iter().any(|x| x.prefix == Ipv4Network::from(ip(1, 1)) && x.site() == &site("b"))));
+        assert!(claimed, "the claim goes to a at once: {effects:?}");
+        let frames: Vec<_> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Transmit { frame } => classify(frame).ok(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(probes_to(&frames, ip(1, 1)), 1, "the first probe at once");
+        // The kernel catches up: applied, but not done until the VM answers.
+        let applied = now + Duration::from_millis(1);
+        b.handle_kernel_applied(applied);
+        let record = b.migrations().last().unwrap().clone();
+        assert_eq!((record.applied, record.confirmed), (Some(applied), None));
+        assert_eq!(record.outcome, Outcome::InProgress);
+        // A reply from another MAC confirms nothing; the VM's does.
+        probe_reply(&mut b, ip(1, 1), mac(2, 0x66), now);
+        assert!(b.lan.pending.contains_key(&mac(1, 1)));
+        let later = now + Duration::from_millis(40);
+        probe_reply(&mut b, ip(1, 1), mac(1, 1), later);
+        assert!(b.lan.pending.is_empty());
+        let record = b.migrations().last().unwrap();
+        assert_eq!(record.confirmed, Some(later));
+        assert_eq!(record.outcome, Outcome::Applied);
+        // Nothing left to time out: no rollback later.
+        b.handle_timeout(now + Duration::from_secs(10));
+        assert_eq!(owner_of(&b, ip(1, 1)).0, site("b"));
+        assert_eq!(b.counters().get(Counter::RefusedUnconfirmed), 0);
+    }
+
+    #[test]
+    fn an_unconfirmed_optimistic_takeover_is_rolled_back_and_frozen() {
+        let now = Instant::now();
+        let mut b = b_knowing_a(now);
+        rarp(&mut b, mac(1, 1), now);
+        assert_eq!(owner_of(&b, ip(1, 1)), (site("b"), 2, false));
+        while b.poll_effect().is_some() {}
+        // The VM never answers: probes keep going until the confirmation timeout.
+        let deadline = now + DEFAULT_CONFIRM_TIMEOUT;
+        b.handle_timeout(deadline - Duration::from_millis(1));
+        assert!(b.lan.pending.contains_key(&mac(1, 1)));
+        assert!(
+            probes_to(&transmitted(&mut b), ip(1, 1)) > 6,
+            "a slow guest is probed longer"
+        );
+        b.handle_timeout(deadline);
+        // Rolled back: b withdraws its own claim with a newer version, and freezes the address.
+        assert_eq!(owner_of(&b, ip(1, 1)), (site("b"), 3, true));
+        assert_eq!(
+            b.gndt().owner(ip(1, 1)),
+            Some(&site("a")),
+            "back to a's prefix"
+        );
+        assert!(!b.lndt().contains(ip(1, 1)));
+        assert!(b.lan_hosts().is_empty());
+        assert_eq!(b.frozen(deadline).len(), 1);
+        assert_eq!(
+            last_outcome(&b),
+            Outcome::Refused(RefusalReason::Unconfirmed)
+        );
+        assert_eq!(b.counters().get(Counter::RefusedUnconfirmed), 1);
+        let effects: Vec<Effect> = std::iter::from_fn(|| b.poll_effect()).collect();
+        let withdrawn = effects.iter().any(|e| matches!(e, Effect::Send { to, message: Message::Entries { entries } }
+            if to == &site("a") && entries.iter().any(|x| x.withdrawn && x.site() == &site("b") && x.version.seq == 3)));
+        assert!(withdrawn, "the withdrawal goes to a: {effects:?}");
+        // Never an entry in a's name.
+        assert!(!effects.iter().any(
+            |e| matches!(e, Effect::Send { message: Message::Entries { entries }, .. }
+            if entries.iter().any(|x| x.site() != &site("b")))
+        ));
+        // a takes the address back (frozen), as its departure memory tells it to; the next
+        // announcement (past the repeat window) is refused outright.
+        let mut back = GndtEntry::host(ip(1, 1), site("a"), 4, Some(mac(1, 1)));
+        back.frozen = true;
+        from_peer(&mut b, "a", vec![back], deadline);
+        assert_eq!(owner_of(&b, ip(1, 1)), (site("a"), 4, false));
+        rarp(&mut b, mac(1, 1), deadline + Duration::from_secs(3));
+        assert_eq!(last_outcome(&b), Outcome::Refused(RefusalReason::Frozen));
+    }
+
+    #[test]
+    fn with_a_confirmed_takeover_the_reply_comes_before_the_takeover() {
+        let now = Instant::now();
+        let mut b = confirming_b(now);
+        rarp(&mut b, mac(1, 1), now);
         assert_eq!(b.lan.pending[&mac(1, 1)].ip(), Some(ip(1, 1)));
+        assert_eq!(owner_of(&b, ip(1, 1)), (site("a"), 1, false), "not yet");
         let probes = transmitted(&mut b);
         assert_eq!(probes_to(&probes, ip(1, 1)), 1, "the first probe at once");
         assert_eq!(probes[0].eth_dst, mac(1, 1), "unicast to the VM");
@@ -439,8 +652,7 @@ mod tests {
         probe_reply(&mut b, ip(1, 1), mac(1, 1), later);
         assert!(!b.lan.pending.contains_key(&mac(1, 1)));
         assert!(b.lndt().contains(ip(1, 1)));
-        let entry = &b.gndt().get(Ipv4Network::from(ip(1, 1))).unwrap().entry;
-        assert_eq!((entry.site(), entry.version.seq), (&site("b"), 2));
+        assert_eq!(owner_of(&b, ip(1, 1)), (site("b"), 2, false));
         let record = b.migrations().find(|r| r.mac == Some(mac(1, 1))).unwrap();
         assert_eq!(record.confirmed, Some(later));
         b.handle_kernel_applied(later);
@@ -455,9 +667,9 @@ mod tests {
     }
 
     #[test]
-    fn an_unanswered_probe_refuses_the_move_at_the_timeout() {
+    fn an_unanswered_probe_refuses_a_confirmed_move_at_the_timeout() {
         let now = Instant::now();
-        let mut b = b_knowing_a(now);
+        let mut b = confirming_b(now);
         rarp(&mut b, mac(1, 1), now);
         let mut probes = probes_to(&transmitted(&mut b), ip(1, 1));
         while let Some(at) = b
@@ -475,6 +687,11 @@ mod tests {
         );
         assert_eq!(b.counters().get(Counter::RefusedUnconfirmed), 1);
         assert!(!b.lndt().contains(ip(1, 1)));
+        assert_eq!(
+            owner_of(&b, ip(1, 1)),
+            (site("a"), 1, false),
+            "nothing ever moved"
+        );
     }
 
     #[test]
@@ -507,8 +724,13 @@ mod tests {
         b.on_is_at(&site("a"), query, mac(1, 1), Some(ip(1, 1)), now);
         assert!(matches!(
             b.lan.pending[&mac(1, 1)].phase,
-            Phase::Confirming { .. }
+            Phase::TakenOver { .. }
         ));
+        assert_eq!(
+            b.gndt().owner(ip(1, 1)),
+            Some(&site("b")),
+            "vouched for: taken over"
+        );
         assert!(b.migrations().last().unwrap().resolved.is_some());
     }
 

@@ -23,8 +23,8 @@ use super::counters::Counter;
 use super::destination::Pending;
 use super::limits::LanLimiter;
 use super::records::{Detection, MigrationRecord, Records, RefusalReason, Role, Start};
-use super::source::Verifying;
-use super::{Effect, Node, NodeConfig};
+use super::source::{Departures, Verifying};
+use super::{Effect, Node, NodeConfig, Takeover};
 use crate::fib::Relays;
 
 /// Gratuitous ARPs are repeated at these offsets, in case the first is lost.
@@ -42,11 +42,16 @@ pub(super) struct LanState {
     pub(super) identity: Option<LanIdentity>,
     pub(super) filter: AnnouncementFilter,
     pub(super) damping: MoveDamping,
-    pub(super) probe_timeout: Duration,
+    pub(super) takeover: Takeover,
+    pub(super) confirm_timeout: Duration,
+    pub(super) still_here_timeout: Duration,
     /// Migrations to this site being resolved or confirmed, by MAC.
     pub(super) pending: BTreeMap<MacAddr, Pending>,
     /// Hosts that moved away, being checked for a reply at this site (hijack detection).
     pub(super) verifying: BTreeMap<Ipv4Addr, Verifying>,
+    /// Hosts that moved away recently, with the site that claimed them: if that site withdraws
+    /// its claim unconfirmed, this site takes the address back.
+    pub(super) departed: Departures,
     /// Frames to send later, in time order.
     scheduled: Vec<(Instant, FrameBytes)>,
     pub(super) records: Records,
@@ -64,9 +69,12 @@ impl LanState {
             identity: config.lan,
             filter: AnnouncementFilter::default(),
             damping,
-            probe_timeout: config.probe_timeout,
+            takeover: config.takeover,
+            confirm_timeout: config.confirm_timeout,
+            still_here_timeout: config.still_here_timeout,
             pending: BTreeMap::new(),
             verifying: BTreeMap::new(),
+            departed: Departures::default(),
             scheduled: Vec::new(),
             records: Records::default(),
             next_query: 1,
@@ -186,6 +194,7 @@ impl Node {
         self.lan.filter.handle_timeout(now);
         self.lan.damping.handle_timeout(now);
         self.lan.limiter.handle_timeout(now);
+        self.lan.departed.handle_timeout(now);
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lan.scheduled)
             .into_iter()
             .partition(|(at, _)| *at <= now);
@@ -260,7 +269,10 @@ impl Node {
 
     /// Applies an entry we originate and advertises it to every connected peer.
     pub(super) fn originate(&mut self, entry: GndtEntry, now: Instant) {
-        if self.gndt.apply(entry.clone(), now).changed() {
+        if self.apply_entry(entry.clone(), now).changed() {
+            if entry.kind == EntryKind::Host {
+                self.on_owner_change(entry.prefix.ip(), now);
+            }
             self.effects.push_back(Effect::TablesChanged);
             self.broadcast_except(None, &[entry]);
         }

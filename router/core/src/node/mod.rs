@@ -6,9 +6,11 @@
 
 mod counters;
 mod destination;
+mod kernel;
 mod lan;
 mod learning;
 mod limits;
+mod prepare;
 mod prober;
 mod proxy;
 mod records;
@@ -31,7 +33,9 @@ use crate::link::PeerPath;
 use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
 
 pub use counters::{Counter, Counters};
+pub use kernel::{KernelOp, KernelRoute};
 pub use lan::LanIdentity;
+pub use prepare::{HintError, HintOutcome, Prepared, MAX_PREPARED, MAX_PREPARE_WINDOW};
 pub use records::{Detection, MigrationRecord, Outcome, RefusalReason, Role, RELAY_WINDOW};
 
 /// How often a digest goes to each connected peer.
@@ -42,6 +46,42 @@ pub const HWDT_CAPACITY: usize = 65_536;
 pub const MAX_ENTRIES_PER_SITE: usize = 65_536;
 /// Most GNDT entries in all; beyond this new prefixes are refused (changes to known ones pass).
 pub const MAX_GNDT_ENTRIES: usize = 500_000;
+
+/// The destination's default confirmation timeout. With an optimistic takeover a long one costs
+/// little: a spoofed claim of a VM still running at its old site is caught by the old site's
+/// still-here probe (about one WAN round trip), whatever this timeout; a claim for a VM that is
+/// nowhere only diverts packets nobody would receive. A short one rolls back (and freezes) a
+/// real guest that resumes slowly: a loaded TCG guest was measured answering after 300 ms.
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+/// The old site's default still-here timeout. A host still running there answers within
+/// milliseconds; waiting longer only catches slow ones too (the check diverts nothing).
+pub const DEFAULT_STILL_HERE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a planned-migration hint stays open by default.
+pub const DEFAULT_PREPARE_WINDOW: Duration = Duration::from_secs(60);
+
+/// When the destination takes a migrated VM's address over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Takeover {
+    /// On the announcement, when the announced MAC matches the binding the owning site
+    /// advertised (or vouched for); the VM is probed afterwards, and a move it does not confirm
+    /// is rolled back.
+    #[default]
+    Optimistic,
+    /// Only once the VM answered the destination's probe (nothing leaks before, at the cost of
+    /// the guest's reply time in the outage).
+    Confirmed,
+}
+
+impl Takeover {
+    /// Its name in the configuration (`migration.takeover`) and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Takeover::Optimistic => "optimistic",
+            Takeover::Confirmed => "confirmed",
+        }
+    }
+}
 
 /// What the core needs to know about its own site.
 #[derive(Clone, Debug)]
@@ -57,8 +97,16 @@ pub struct NodeConfig {
     pub lan: Option<LanIdentity>,
     /// Routing-optimization mode: the subnet every VM is configured with.
     pub virtual_network: Option<Ipv4Network>,
-    /// How long the destination waits for a migrated VM to answer its probe.
-    pub probe_timeout: Duration,
+    /// When the destination takes a migrated VM's address over: at once on the announcement
+    /// (confirming in the background), or only once the VM answered its probe.
+    pub takeover: Takeover,
+    /// How long the destination probes for a migrated VM before it gives up: it refuses the
+    /// move (confirmed takeover) or rolls it back (optimistic takeover).
+    pub confirm_timeout: Duration,
+    /// How long the old site probes for a host that moved away before it lets it go.
+    pub still_here_timeout: Duration,
+    /// How long a planned-migration hint stays open without an announcement.
+    pub prepare_window: Duration,
     /// Duplicate-address detection for moves.
     pub damping: DampingConfig,
     /// Addresses that never move.
@@ -80,7 +128,10 @@ impl NodeConfig {
             peers,
             lan: None,
             virtual_network: None,
-            probe_timeout: Duration::from_millis(300),
+            takeover: Takeover::Optimistic,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
+            still_here_timeout: DEFAULT_STILL_HERE_TIMEOUT,
+            prepare_window: DEFAULT_PREPARE_WINDOW,
             damping: DampingConfig::default(),
             pinned: Vec::new(),
         }
@@ -92,10 +143,16 @@ impl NodeConfig {
 pub enum Effect {
     /// Send a control message to a connected peer.
     Send { to: SiteId, message: Message },
-    /// The GNDT or LNDT changed: publish a new FIB snapshot and reconcile kernel state.
+    /// The GNDT or LNDT changed: publish a new FIB snapshot.
     TablesChanged,
+    /// Change one kernel route (and its neighbour entry): the precise consequence of a GNDT
+    /// change. See [`KernelOp`].
+    Kernel(KernelOp),
     /// Send an Ethernet frame on the LAN.
     Transmit { frame: FrameBytes },
+    /// At the source of a planned migration: copy (or stop copying) the packets that LAN hosts
+    /// send to `ip` into the TUN device, so that they also reach the destination.
+    LanCopies { ip: Ipv4Addr, copy: bool },
 }
 
 /// What this router knows about one peer.
@@ -126,6 +183,10 @@ pub struct Node {
     started: Instant,
     lan: lan::LanState,
     counters: Counters,
+    /// What this router asked the kernel to hold, by prefix (see [`KernelOp`]).
+    kernel: BTreeMap<Ipv4Network, KernelRoute>,
+    /// Planned migrations in their window.
+    windows: prepare::Windows,
 }
 
 impl Node {
@@ -147,16 +208,18 @@ impl Node {
             started: now,
             lan,
             counters: Counters::default(),
+            kernel: BTreeMap::new(),
+            windows: prepare::Windows::default(),
         };
         for prefix in node.config.prefixes.clone() {
             let entry = GndtEntry::site_prefix(prefix, node.config.me.clone(), 1);
-            node.gndt.apply(entry, now);
+            node.apply_entry(entry, now);
         }
         if let Some(identity) = node.config.lan {
             // Our own LAN binding: a migrated VM's stale entry for its old gateway is repointed
             // with it, and peers resolve our address like any host's.
             let entry = GndtEntry::host(identity.ip, node.config.me.clone(), 1, Some(identity.mac));
-            node.gndt.apply(entry, now);
+            node.apply_entry(entry, now);
         }
         node.effects.push_back(Effect::TablesChanged);
         node
@@ -253,6 +316,18 @@ impl Node {
                 self.send(from, Message::IsAt { query, mac, ip });
             }
             Message::IsAt { query, mac, ip } => self.on_is_at(from, query, mac, ip, now),
+            Message::Prepare {
+                ip,
+                mac,
+                to,
+                window_ms,
+            } => self.on_prepare(from, (ip, mac, to), window_ms, now),
+            Message::PrepareEnd { ip, mac } | Message::PrepareCancel { ip, mac } => {
+                self.on_prepare_end(from, ip, mac, now)
+            }
+            Message::PrepareRequest { ip, mac, window_ms } => {
+                self.on_prepare_request(from, ip, mac, window_ms, now)
+            }
         }
     }
 
@@ -263,6 +338,7 @@ impl Node {
     /// its table is complete, a digest comparison with it means nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.lan_timeout(now);
+        self.expire_windows(now);
         let digest = self.gndt.digest();
         let count = u64::try_from(self.gndt.len()).unwrap_or(u64::MAX);
         let due: Vec<(SiteId, bool)> = self
@@ -292,7 +368,11 @@ impl Node {
             .filter(|p| p.connected)
             .map(|p| p.next_digest)
             .min();
-        digests.into_iter().chain(self.lan_poll_timeout()).min()
+        digests
+            .into_iter()
+            .chain(self.lan_poll_timeout())
+            .chain(self.windows.next_at())
+            .min()
     }
 
     /// The next effect to apply.
@@ -302,7 +382,10 @@ impl Node {
 
     /// The forwarding view for the data plane.
     pub fn fib_snapshot(&self) -> FibSnapshot {
-        FibSnapshot::build(&self.config.me, &self.gndt, &self.lndt).with_relays(self.relays())
+        let (copy_to, arriving) = self.prepared_view();
+        FibSnapshot::build(&self.config.me, &self.gndt, &self.lndt)
+            .with_relays(self.relays())
+            .with_prepared(copy_to, arriving)
     }
 
     /// Prefixes the kernel must route into the TUN device: every live entry owned by another
@@ -346,7 +429,7 @@ impl Node {
                 }
                 continue;
             }
-            let applied = self.gndt.apply(entry.clone(), now);
+            let applied = self.apply_entry(entry.clone(), now);
             if let Applied::Stale { current } = &applied {
                 tracing::trace!(peer = %from, prefix = %entry.prefix, ?current, "stale entry ignored");
             }
@@ -401,7 +484,12 @@ impl Node {
 
     /// Keeps the LNDT (and the LAN) in step with a changed host entry.
     fn after_change(&mut self, entry: &GndtEntry, previous: Option<GndtEntry>, now: Instant) {
-        if entry.kind != EntryKind::Host || entry.withdrawn {
+        if entry.kind != EntryKind::Host {
+            return;
+        }
+        self.on_owner_change(entry.prefix.ip(), now);
+        if entry.withdrawn {
+            self.after_withdrawal(entry, previous, now);
             return;
         }
         let ip = entry.prefix.ip();
@@ -416,7 +504,9 @@ impl Node {
                     .map(|c| c.entry.site().clone())
             });
         let moved = previous_owner.as_ref().is_some_and(|p| p != entry.site());
-        if moved {
+        // A frozen take-back freezes the address even where it does not look like a move (it
+        // followed a withdrawal, and the address already fell back to the same site).
+        if moved || entry.frozen {
             self.note_move(entry, now);
         }
         if entry.site() == &self.config.me {
@@ -431,6 +521,28 @@ impl Node {
             self.on_moved_away(ip, known_mac, entry, now);
         } else if moved {
             self.on_remote_move(entry, previous_owner, now);
+        }
+    }
+
+    /// A host entry was withdrawn. A claimant withdrawing its own live claim may call for a
+    /// take-back by the site the host came from. A withdrawal that beat a live entry of ours
+    /// for a host we still hold (two sites chose the same sequence number concurrently, e.g. a
+    /// rollback crossing our own take-back) is answered by re-originating ours, newer.
+    fn after_withdrawal(&mut self, entry: &GndtEntry, previous: Option<GndtEntry>, now: Instant) {
+        if entry.site() == &self.config.me {
+            return;
+        }
+        let Some(previous) = previous.filter(|p| !p.withdrawn) else {
+            return;
+        };
+        let ip = entry.prefix.ip();
+        if previous.site() == &self.config.me && self.lndt.contains(ip) {
+            let mut ours = previous;
+            ours.version.seq = entry.version.seq.saturating_add(1);
+            tracing::info!(%ip, by = %entry.site(), seq = ours.version.seq, "another site's withdrawal superseded our host entry; re-advertising it");
+            self.originate(ours, now);
+        } else if previous.site() == entry.site() {
+            self.on_withdrawn_host(entry, now);
         }
     }
 
@@ -464,9 +576,19 @@ impl Node {
             out.push(entry);
         }
         for entry in &out {
-            self.gndt.apply(entry.clone(), now);
+            self.apply_entry(entry.clone(), now);
         }
         out
+    }
+
+    /// Merges one entry into the GNDT and, if it changed anything, emits the kernel changes.
+    pub(super) fn apply_entry(&mut self, entry: GndtEntry, now: Instant) -> Applied {
+        let prefix = entry.prefix;
+        let applied = self.gndt.apply(entry, now);
+        if applied.changed() {
+            self.sync_kernel(Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix));
+        }
+        applied
     }
 
     fn send_full_table(&mut self, peer: &SiteId) {

@@ -13,6 +13,8 @@ use skyvine_tables::MacAddr;
 /// Probes go out at these offsets from the start (until the deadline): a guest that resumes
 /// a few ms after its announcement is caught early, and a lost probe is repeated.
 const PROBE_SCHEDULE_MS: [u64; 6] = [0, 5, 15, 40, 100, 200];
+/// After the schedule, one probe every this long until the deadline (a slow guest).
+const PROBE_REPEAT: Duration = Duration::from_millis(250);
 
 /// What a [`Prober`] wants at a given time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,10 +58,16 @@ impl Prober {
 
     /// When [`Prober::tick`] has something to do next: the next probe, or the deadline.
     pub(super) fn next_at(&self) -> Instant {
-        let probe = PROBE_SCHEDULE_MS
-            .get(self.sent)
-            .map(|offset| self.since + Duration::from_millis(*offset));
-        probe.map_or(self.deadline(), |at| at.min(self.deadline()))
+        let offset = match PROBE_SCHEDULE_MS.get(self.sent) {
+            Some(ms) => Duration::from_millis(*ms),
+            None => {
+                let last = PROBE_SCHEDULE_MS.last().copied().unwrap_or(0);
+                let beyond =
+                    u32::try_from(self.sent + 1 - PROBE_SCHEDULE_MS.len()).unwrap_or(u32::MAX);
+                Duration::from_millis(last).saturating_add(PROBE_REPEAT.saturating_mul(beyond))
+            }
+        };
+        (self.since + offset).min(self.deadline())
     }
 
     /// What is due at `now`; the probes counted as due are taken as sent.
@@ -138,9 +146,26 @@ mod tests {
         // Late: every overdue probe goes out at once.
         assert_eq!(p.tick(at(50)), Tick::Probe(3));
         assert_eq!(p.tick(at(250)), Tick::Probe(2));
-        assert_eq!(p.next_at(), at(300), "schedule done: the deadline is next");
+        assert_eq!(p.next_at(), at(300), "the next repeat is past the deadline");
         assert_eq!(p.tick(at(299)), Tick::Probe(0));
         assert_eq!(p.tick(at(300)), Tick::Expired);
+    }
+
+    #[test]
+    fn a_long_timeout_keeps_probing_a_slow_guest() {
+        let start = Instant::now();
+        let mut p = Prober::new(
+            Ipv4Addr::new(10, 77, 1, 1),
+            VM,
+            Duration::from_secs(3),
+            start,
+        );
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(p.tick(at(200)), Tick::Probe(6));
+        assert_eq!(p.next_at(), at(450));
+        assert_eq!(p.tick(at(2999)), Tick::Probe(11), "every 250 ms until 2950");
+        assert_eq!(p.next_at(), at(3000));
+        assert_eq!(p.tick(at(3000)), Tick::Expired);
     }
 
     #[test]

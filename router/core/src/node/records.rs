@@ -140,6 +140,30 @@ pub struct MigrationRecord {
     pub outcome: Outcome,
 }
 
+/// Marks an in-progress record applied once every step it needs is done: the kernel step, and
+/// at the destination the VM's confirmation. Logs it.
+fn finish_if_done(record: &mut MigrationRecord) {
+    let Some(applied) = record.applied else {
+        return;
+    };
+    if record.role == Role::Destination && record.confirmed.is_none() {
+        return;
+    }
+    record.outcome = Outcome::Applied;
+    let since =
+        |at: Option<Instant>| at.map(|t| t.saturating_duration_since(record.detected).as_micros());
+    tracing::info!(
+        ip = ?record.ip,
+        from = ?record.from.as_ref().map(SiteId::as_str),
+        to = %record.to,
+        role = record.role.name(),
+        detection = record.detection.name(),
+        took_us = applied.saturating_duration_since(record.detected).as_micros(),
+        confirmed_us = since(record.confirmed),
+        "migration applied"
+    );
+}
+
 /// How a record starts: who moved, where, and how this router learnt of it.
 #[derive(Clone, Debug)]
 pub(super) struct Start {
@@ -203,23 +227,28 @@ impl Records {
         self.list.iter()
     }
 
-    /// The kernel holds the current tables: every advertised migration is now applied.
+    /// The kernel holds the current tables: every advertised migration is now applied, and
+    /// done unless it still waits for its confirmation (an optimistic takeover here).
     pub(super) fn complete(&mut self, now: Instant) {
         for record in self.list.iter_mut() {
-            if record.outcome == Outcome::InProgress && record.advertised.is_some() {
+            if record.outcome == Outcome::InProgress
+                && record.advertised.is_some()
+                && record.applied.is_none()
+            {
                 record.applied = Some(now);
-                record.outcome = Outcome::Applied;
-                tracing::info!(
-                    ip = ?record.ip,
-                    from = ?record.from.as_ref().map(SiteId::as_str),
-                    to = %record.to,
-                    role = record.role.name(),
-                    detection = record.detection.name(),
-                    took_us = now.saturating_duration_since(record.detected).as_micros(),
-                    "migration applied"
-                );
+                finish_if_done(record);
             }
         }
+    }
+
+    /// The VM answered at the destination after an optimistic takeover.
+    pub(super) fn confirm(&mut self, id: u64, now: Instant) {
+        self.update(id, |record| {
+            record.confirmed = Some(now);
+            if record.outcome == Outcome::InProgress {
+                finish_if_done(record);
+            }
+        });
     }
 
     /// Hosts that moved to or from here within [`RELAY_WINDOW`], for relaying packets in

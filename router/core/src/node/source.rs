@@ -2,9 +2,16 @@
 //! its LAN's caches to itself (gratuitous ARP), then checks with probes at the MAC it knew that
 //! the host really left: if it still answers here, the move was a duplicate or a hijack, and
 //! the router takes the address back, frozen.
+//!
+//! It also remembers for a while where each host went ([`Departures`]): a destination that took
+//! a host over optimistically and then never heard from it withdraws its own claim (a newer
+//! version of its entry, withdrawn), and this site, the last one where the host was confirmed,
+//! takes the address back, frozen. Every entry stays originated by the site it names: nobody
+//! ever writes an entry in another site's name.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
 use skyvine_inject::wire as frames;
@@ -12,7 +19,7 @@ use skyvine_tables::{GndtEntry, MacAddr, SiteId};
 
 use super::lan::spoken_for;
 use super::prober::{Prober, Tick};
-use super::records::{Detection, RefusalReason, Role, Start};
+use super::records::{Detection, Outcome, RefusalReason, Role, Start};
 use super::Node;
 
 /// A host that moved away, being checked for a reply at this site.
@@ -27,6 +34,79 @@ impl Verifying {
     /// When this check needs [`Node::handle_timeout`] next.
     pub(super) fn next_at(&self) -> Instant {
         self.prober.next_at()
+    }
+}
+
+/// How long a departure is remembered: longer than any destination's confirmation timeout
+/// (at most [`crate::config::MAX_CONFIRM_TIMEOUT_MS`]), with room for the withdrawal to travel.
+pub(super) const DEPARTURE_MEMORY: Duration = Duration::from_secs(90);
+/// Departures remembered at once; the oldest is forgotten first.
+const MAX_DEPARTURES: usize = 4096;
+
+/// Where a host that left this site went, and until when that is remembered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Departure {
+    pub(super) to: SiteId,
+    pub(super) mac: Option<MacAddr>,
+    /// The migration record of the move away.
+    pub(super) record: u64,
+    until: Instant,
+}
+
+/// Recent departures by address, bounded.
+#[derive(Debug, Default)]
+pub(super) struct Departures(BTreeMap<Ipv4Addr, Departure>);
+
+impl Departures {
+    fn insert(
+        &mut self,
+        ip: Ipv4Addr,
+        to: SiteId,
+        mac: Option<MacAddr>,
+        record: u64,
+        now: Instant,
+    ) {
+        if !self.0.contains_key(&ip) && self.0.len() >= MAX_DEPARTURES {
+            let oldest = self
+                .0
+                .iter()
+                .min_by_key(|(_, d)| d.until)
+                .map(|(ip, _)| *ip);
+            if let Some(oldest) = oldest {
+                self.0.remove(&oldest);
+            }
+        }
+        let until = now + DEPARTURE_MEMORY;
+        self.0.insert(
+            ip,
+            Departure {
+                to,
+                mac,
+                record,
+                until,
+            },
+        );
+    }
+
+    /// The departure of `ip` to `to`, if remembered and not expired; it is forgotten.
+    fn take(&mut self, ip: Ipv4Addr, to: &SiteId, now: Instant) -> Option<Departure> {
+        let found = self
+            .0
+            .get(&ip)
+            .is_some_and(|d| &d.to == to && now < d.until);
+        if found {
+            self.0.remove(&ip)
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn forget(&mut self, ip: Ipv4Addr) {
+        self.0.remove(&ip);
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
+        self.0.retain(|_, d| now < d.until);
     }
 }
 
@@ -50,7 +130,14 @@ impl Node {
         };
         let record = self.lan.records.start(start, now);
         self.update_record(record, |r| r.advertised = Some(now));
-        self.lan.pending.retain(|_, p| p.ip() != Some(ip));
+        self.abandon_pending(ip);
+        self.lan.departed.insert(
+            ip,
+            entry.site().clone(),
+            known_mac.or(entry.mac),
+            record,
+            now,
+        );
         let Some(identity) = self.lan.identity else {
             return;
         };
@@ -58,7 +145,7 @@ impl Node {
         // once even within Linux's 1 s locktime), then make sure the VM is really gone.
         self.schedule_repeated(frames::gratuitous_arp_request(identity.mac, ip), now);
         if let (Some(mac), false) = (known_mac, entry.frozen) {
-            let prober = Prober::new(ip, mac, self.lan.probe_timeout, now);
+            let prober = Prober::new(ip, mac, self.lan.still_here_timeout, now);
             self.lan.verifying.insert(ip, Verifying { record, prober });
             self.advance_verifying(now);
         }
@@ -81,16 +168,57 @@ impl Node {
         let claimed_by = self.gndt.owner(ip).cloned();
         tracing::warn!(%ip, %mac, claimed_by = ?claimed_by.as_ref().map(SiteId::as_str), "host still answers here; refusing its move (duplicate or hijack)");
         self.finish_refused(verify.record, RefusalReason::StillHere);
+        self.lan.departed.forget(ip);
+        self.take_back(ip, Some(mac), now);
+    }
+
+    /// A host entry was withdrawn by the site that had claimed it. If that site took the host
+    /// over from here (a remembered departure), the move was never confirmed there: this site,
+    /// the last where the host was confirmed, takes the address back, frozen.
+    pub(super) fn on_withdrawn_host(&mut self, entry: &GndtEntry, now: Instant) {
+        let ip = entry.prefix.ip();
+        if let Some(departure) = self.lan.departed.take(ip, entry.site(), now) {
+            tracing::warn!(%ip, by = %entry.site(), "the destination withdrew its unconfirmed claim; taking the address back, frozen");
+            self.lan.verifying.remove(&ip);
+            self.update_record(departure.record, |r| {
+                r.outcome = Outcome::Refused(RefusalReason::Unconfirmed);
+            });
+            self.take_back(ip, departure.mac.or(entry.mac), now);
+            return;
+        }
+        // Nobody took it back (yet): the address falls back to the prefix covering it.
+        self.adopt_if_ours_by_prefix(ip, entry.mac, now);
+    }
+
+    /// A host entry of `ip` was withdrawn: if the address now falls back to a prefix of ours
+    /// that the configuration gives us, the host is ours again, as configured.
+    pub(super) fn adopt_if_ours_by_prefix(
+        &mut self,
+        ip: Ipv4Addr,
+        mac: Option<MacAddr>,
+        now: Instant,
+    ) {
+        if self.gndt.owner(ip) == Some(&self.config.me)
+            && self.lndt.is_configured(ip)
+            && self.lndt.add(ip, mac, now)
+        {
+            tracing::info!(%ip, "host entry withdrawn; the address is ours again by our prefix");
+        }
+    }
+
+    /// Takes the address of a host at `mac` back to this site, frozen (the host is, or was
+    /// last confirmed, here), and tells the LAN where the host is.
+    fn take_back(&mut self, ip: Ipv4Addr, mac: Option<MacAddr>, now: Instant) {
         let seq = self
             .gndt
             .get(Ipv4Network::from(ip))
-            .map_or(1, |s| s.entry.version.seq + 1);
-        self.lndt.add(ip, Some(mac), now);
+            .map_or(1, |s| s.entry.version.seq.saturating_add(1));
+        self.lndt.add(ip, mac, now);
         self.lan.damping.freeze(ip, now);
-        let mut entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
+        let mut entry = GndtEntry::host(ip, self.config.me.clone(), seq, mac);
         entry.frozen = true;
         self.originate(entry, now);
-        if let Some(identity) = self.lan.identity {
+        if let (Some(identity), Some(mac)) = (self.lan.identity, mac) {
             self.schedule_repeated(spoken_for(identity.mac, MacAddr::BROADCAST, ip, mac), now);
         }
     }
@@ -144,9 +272,12 @@ mod tests {
             EventKind::GratuitousRequest { ip: i, mac: m } if i == ip(1, 1) && m == mac(1, 0xfe))));
         assert!(sent.iter().any(|e| e.eth_dst == mac(1, 1)
             && matches!(e.kind, EventKind::Probe { target_ip, .. } if target_ip == ip(1, 1))));
-        a.handle_timeout(now + Duration::from_millis(300));
+        let timeout = super::super::DEFAULT_STILL_HERE_TIMEOUT;
+        a.handle_timeout(now + timeout - Duration::from_millis(1));
+        assert!(!a.lan.verifying.is_empty(), "still probing");
+        a.handle_timeout(now + timeout);
         assert!(a.lan.verifying.is_empty(), "no answer: gone");
-        a.handle_kernel_applied(now + Duration::from_millis(300));
+        a.handle_kernel_applied(now + timeout);
         let record = a.migrations().last().unwrap();
         assert_eq!(
             (record.role, record.outcome),
@@ -180,6 +311,69 @@ mod tests {
         // The LAN learns where the host really is.
         assert!(transmitted(&mut a).iter().any(|e| e.eth_dst == MacAddr::BROADCAST
             && matches!(e.kind, EventKind::GratuitousRequest { ip: i, mac: m } if i == ip(1, 1) && m == mac(1, 1))));
+    }
+
+    /// b's withdrawal of its own claim on a1 (seq 3, after its claim at seq 2).
+    fn withdrawal_by(claimant: &str) -> GndtEntry {
+        let mut withdrawn = GndtEntry::host(ip(1, 1), site(claimant), 3, Some(mac(1, 1)));
+        withdrawn.withdrawn = true;
+        withdrawn
+    }
+
+    #[test]
+    fn a_withdrawn_unconfirmed_claim_is_taken_back_frozen_by_the_old_site() {
+        let now = Instant::now();
+        let mut a = a_after_move(false, now);
+        // a1 did not answer at a: let go.
+        a.handle_timeout(now + Duration::from_secs(2));
+        assert!(a.lan.verifying.is_empty() && !a.lndt().contains(ip(1, 1)));
+        while a.poll_effect().is_some() {}
+        // b never heard from a1 either and withdraws its own claim.
+        let later = now + Duration::from_secs(3);
+        from_peer(&mut a, "b", vec![withdrawal_by("b")], later);
+        let entry = &a.gndt().get(Ipv4Network::from(ip(1, 1))).unwrap().entry;
+        assert_eq!(
+            (
+                entry.site(),
+                entry.version.seq,
+                entry.frozen,
+                entry.withdrawn,
+                entry.mac
+            ),
+            (&site("a"), 4, true, false, Some(mac(1, 1)))
+        );
+        assert!(a.lndt().contains(ip(1, 1)));
+        assert_eq!(a.frozen(later).len(), 1);
+        let record = a.migrations().find(|r| r.role == Role::Source).unwrap();
+        assert_eq!(record.outcome, Outcome::Refused(RefusalReason::Unconfirmed));
+        // The take-back goes to every peer, in a's own name only.
+        let sent = super::super::testing::advertised(&mut a);
+        assert!(sent
+            .iter()
+            .any(|e| e.site() == &site("a") && e.version.seq == 4 && e.frozen));
+        assert!(sent.iter().all(|e| e.site() == &site("a")));
+    }
+
+    #[test]
+    fn only_the_claimant_withdrawing_its_own_claim_triggers_a_take_back() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(3);
+        // A withdrawal in c's name of b's claim changes nothing at a (the merge makes it the
+        // current entry, but it is not b withdrawing what it claimed).
+        let mut a = a_after_move(false, now);
+        from_peer(&mut a, "c", vec![withdrawal_by("c")], later);
+        assert!(!a.lndt().contains(ip(1, 1)));
+        assert!(a.frozen(later).is_empty());
+        // Past the departure memory, b's withdrawal only lets the address fall back to a's
+        // prefix (a's host again as configured), with no take-back and no freeze.
+        let mut a = a_after_move(false, now);
+        let much_later = now + DEPARTURE_MEMORY + Duration::from_secs(1);
+        a.handle_timeout(much_later);
+        from_peer(&mut a, "b", vec![withdrawal_by("b")], much_later);
+        assert!(a.lndt().contains(ip(1, 1)));
+        assert!(a.frozen(much_later).is_empty());
+        let entry = &a.gndt().get(Ipv4Network::from(ip(1, 1))).unwrap().entry;
+        assert!(entry.withdrawn && entry.site() == &site("b"));
     }
 
     #[test]

@@ -26,6 +26,16 @@ pub(super) fn ip(site_no: u8, host: u8) -> Ipv4Addr {
 /// Router `me` of site number `n`, with its LAN; its peers are the other of a, b, c (none
 /// connected yet).
 pub(super) fn lan_node(me: &str, n: u8, now: Instant) -> Node {
+    lan_node_with(me, n, now, |_| {})
+}
+
+/// [`lan_node`] with its configuration adjusted by `configure`.
+pub(super) fn lan_node_with(
+    me: &str,
+    n: u8,
+    now: Instant,
+    configure: impl FnOnce(&mut NodeConfig),
+) -> Node {
     let prefix: Ipv4Network = format!("10.77.{n}.0/24").parse().unwrap();
     let lndt = vec![Ipv4Network::from(ip(n, 1)), Ipv4Network::from(ip(n, 2))];
     let peers = ["a", "b", "c"]
@@ -38,6 +48,7 @@ pub(super) fn lan_node(me: &str, n: u8, now: Instant) -> Node {
         mac: mac(n, 0xfe),
         ip: ip(n, 254),
     });
+    configure(&mut config);
     Node::new(config, now)
 }
 
@@ -65,7 +76,10 @@ pub(super) fn transmitted(node: &mut Node) -> Vec<ArpEvent> {
     std::iter::from_fn(|| node.poll_effect())
         .filter_map(|e| match e {
             Effect::Transmit { frame } => Some(classify(&frame).unwrap()),
-            Effect::Send { .. } | Effect::TablesChanged => None,
+            Effect::Send { .. }
+            | Effect::TablesChanged
+            | Effect::Kernel(_)
+            | Effect::LanCopies { .. } => None,
         })
         .collect()
 }
@@ -75,7 +89,10 @@ pub(super) fn sent(node: &mut Node) -> Vec<(SiteId, Message)> {
     std::iter::from_fn(|| node.poll_effect())
         .filter_map(|e| match e {
             Effect::Send { to, message } => Some((to, message)),
-            Effect::Transmit { .. } | Effect::TablesChanged => None,
+            Effect::Transmit { .. }
+            | Effect::TablesChanged
+            | Effect::Kernel(_)
+            | Effect::LanCopies { .. } => None,
         })
         .collect()
 }

@@ -1,10 +1,13 @@
 //! Root-only tests of [`Kernel`] against a real kernel, in a throw-away network namespace.
-//! Without root they print that they were skipped and pass.
+//! Without root they print that they were skipped and pass, unless
+//! `SKYVINE_REQUIRE_ROOT_TESTS=1` (CI sets it) makes them fail instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use skyvine_core::node::{KernelOp, KernelRoute};
 
 use super::super::{Desired, Dev, Kernel, KernelError};
 use super::{ip, mac, net, route};
@@ -98,9 +101,100 @@ fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
+        let required = std::env::var("SKYVINE_REQUIRE_ROOT_TESTS").is_ok_and(|v| v.trim() == "1");
+        assert!(
+            !required,
+            "this test needs root (a network namespace) and SKYVINE_REQUIRE_ROOT_TESTS=1 forbids \
+             skipping it"
+        );
         println!("skipped: needs root to create a network namespace");
     }
     root
+}
+
+#[test]
+fn targeted_changes_replace_in_place_and_repairs_skip_what_they_touched() {
+    if !is_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let host = net("10.77.1.1/32");
+    let m = mac("52:54:00:77:01:01");
+    let lan = KernelRoute::Lan { mac: Some(m) };
+    ns.run(move || async move {
+        let mut kernel = Kernel::connect("tun0", "lan0").await.unwrap();
+        // The VM migrated away: one route into the TUN.
+        let set = |route, previous| KernelOp::Set {
+            dst: host,
+            route,
+            previous,
+        };
+        let changes = kernel
+            .apply_op(&set(KernelRoute::Tun, None), None)
+            .await
+            .unwrap();
+        assert_eq!(changes.added.len(), 1, "{changes:?}");
+        // It comes back migrated in elsewhere... here: neighbour, then the route replaced.
+        let changes = kernel
+            .apply_op(&set(lan, Some(KernelRoute::Tun)), None)
+            .await
+            .unwrap();
+        let added: Vec<String> = changes.added.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            added,
+            [
+                "neighbour 10.77.1.1 lladdr 52:54:00:77:01:01 dev lan",
+                "route 10.77.1.1/32 dev lan"
+            ]
+        );
+    });
+    assert_eq!(ns.our_routes(), ["10.77.1.1 dev lan0 scope link"]);
+    assert_eq!(
+        ns.permanent_neighbours(),
+        ["10.77.1.1 lladdr 52:54:00:77:01:01 PERMANENT proto 90"]
+    );
+    // A route for a prefix that is not ours: the targeted add fails (a repair will say why)
+    // and leaves it alone.
+    ns.ip(&["route", "add", "10.77.9.0/24", "dev", "lan0"]);
+    ns.run(move || async move {
+        let mut kernel = Kernel::connect("tun0", "lan0").await.unwrap();
+        let foreign = KernelOp::Set {
+            dst: net("10.77.9.0/24"),
+            route: KernelRoute::Tun,
+            previous: None,
+        };
+        let err = kernel.apply_op(&foreign, None).await.unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        // A repair from a dump taken before the move back: the touched host is skipped, the
+        // rest is made to match.
+        let dump = kernel.dumper().dump().await.unwrap();
+        let desired = Desired {
+            tun_routes: BTreeSet::from([net("10.77.2.0/24")]),
+            lan_hosts: BTreeMap::new(),
+            route_mtus: BTreeMap::new(),
+        };
+        let changes = kernel
+            .repair(dump, &desired, &BTreeSet::from([host]))
+            .await
+            .unwrap();
+        assert_eq!(changes.added.len(), 1, "{changes:?}");
+        assert!(changes.removed.is_empty(), "{changes:?}");
+        // Home: the /32 and its neighbour entry go.
+        let remove = KernelOp::Remove {
+            dst: host,
+            previous: lan,
+        };
+        assert_eq!(
+            kernel.apply_op(&remove, None).await.unwrap().removed.len(),
+            2
+        );
+    });
+    assert_eq!(ns.our_routes(), ["10.77.2.0/24 dev tun0 scope link"]);
+    assert!(ns.permanent_neighbours().is_empty());
+    assert_eq!(
+        lines(&ns.ip(&["-4", "route", "show", "10.77.9.0/24"])),
+        ["10.77.9.0/24 dev lan0 scope link"]
+    );
 }
 
 #[test]
