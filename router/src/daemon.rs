@@ -170,7 +170,7 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         lan,
     } = parts;
     let (endpoint, client) = open_endpoint(&config, &identity, socket)?;
-    let node = Node::new(
+    let mut node = Node::new(
         config.node_config(lan.as_ref().map(|l| l.identity)),
         Instant::now(),
     );

@@ -218,6 +218,21 @@ impl Gndt {
         })
     }
 
+    /// Live host (/32) entries, in no particular order.
+    pub fn live_hosts(&self) -> impl Iterator<Item = &Stored> {
+        self.hosts.values()
+    }
+
+    /// The live host entry for `ip`, if any.
+    pub fn live_host(&self, ip: Ipv4Addr) -> Option<&Stored> {
+        self.hosts.get(&ip)
+    }
+
+    /// Live entries shorter than /32, in prefix order.
+    pub fn live_prefixes(&self) -> impl Iterator<Item = &Stored> {
+        self.prefixes.values()
+    }
+
     /// Number of entries, live and withdrawn, that `site` originated.
     pub fn count_of(&self, site: &SiteId) -> usize {
         self.per_origin.get(site).copied().unwrap_or(0)

@@ -319,7 +319,7 @@ impl Node {
             .as_ref()
             .map_or(1, |e| e.version.seq.saturating_add(1));
         let entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
-        self.lndt.add(ip, Some(mac), now);
+        self.lndt_add(ip, Some(mac), now);
         self.hwdt.learn(ip, mac, BindingSource::Lan, now);
         self.originate(entry, now);
         self.update_record(record, |r| r.advertised = Some(now));
@@ -337,7 +337,7 @@ impl Node {
         tracing::warn!(%ip, %mac, reason = RefusalReason::Unconfirmed.name(), timeout_ms, "migrated VM never answered here; rolling the move back");
         self.finish_refused(record, RefusalReason::Unconfirmed);
         self.lan.damping.freeze(ip, now);
-        self.lndt.remove(ip);
+        self.lndt_remove(ip);
         let ours = self
             .gndt
             .get(Ipv4Network::from(ip))
