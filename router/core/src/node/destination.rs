@@ -394,12 +394,17 @@ impl Node {
             .map(|s| s.entry.prefix);
         let optimize = self.config.virtual_network;
         let mut frames = Vec::new();
-        for stored in self.gndt.live_entries() {
+        // The host entries of the home prefix and of the virtual network (each host once):
+        // ranges of the GNDT's ordered hosts, never a walk over the whole table.
+        let in_home = home.into_iter().flat_map(|h| self.gndt.hosts_within(h));
+        let in_network = optimize
+            .into_iter()
+            .flat_map(|v| self.gndt.hosts_within(v))
+            .filter(|s| !home.is_some_and(|h| h.contains(s.entry.prefix.ip())));
+        for stored in in_home.chain(in_network) {
             let e = &stored.entry;
             let host = e.prefix.ip();
-            let relevant = home.is_some_and(|h| h.contains(host))
-                || optimize.is_some_and(|v| v.contains(host));
-            if e.kind != EntryKind::Host || host == ip || !relevant {
+            if e.kind != EntryKind::Host || host == ip {
                 continue;
             }
             if e.site() != &self.config.me {
