@@ -255,16 +255,16 @@ impl Sim {
                 Ipv4Network::from(host_ip(i, 1)),
                 Ipv4Network::from(host_ip(i, 2)),
             ];
-            Ok((prefix, lndt, router_ip(i)))
+            Ok((vec![prefix], lndt, router_ip(i)))
         })
     }
 
-    /// `layout(i)`: site i's prefix, LNDT ranges and router address.
+    /// `layout(i)`: site i's prefixes, LNDT ranges and router address.
     fn with_layout(
         sites: usize,
         delay: Duration,
         vm: Vm,
-        layout: impl Fn(usize) -> Result<(Ipv4Network, Vec<Ipv4Network>, Ipv4Addr)>,
+        layout: impl Fn(usize) -> Result<(Vec<Ipv4Network>, Vec<Ipv4Network>, Ipv4Addr)>,
     ) -> Result<Sim> {
         let now = Instant::now();
         let names: Vec<SiteId> = (0..sites)
@@ -272,9 +272,9 @@ impl Sim {
             .collect::<Result<_, _>>()?;
         let mut nodes = Vec::with_capacity(sites);
         for (i, me) in names.iter().enumerate() {
-            let (prefix, lndt, ip) = layout(i)?;
+            let (prefixes, lndt, ip) = layout(i)?;
             let peers = names.iter().filter(|p| *p != me).cloned().collect();
-            let mut config = NodeConfig::new(me.clone(), vec![prefix], lndt, peers);
+            let mut config = NodeConfig::new(me.clone(), prefixes, lndt, peers);
             config.lan = Some(LanIdentity {
                 mac: router_mac(i),
                 ip,
@@ -369,7 +369,7 @@ impl Sim {
             }
         }
         self.now = until;
-        let mut cost = std::mem::take(&mut self.cost);
+        let mut cost = std::mem::replace(&mut self.cost, Cost::new(self.nodes.len()));
         cost.cpu = thread_cpu().saturating_sub(cpu0);
         cost.converged = converged;
         Ok(cost)

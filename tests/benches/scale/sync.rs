@@ -70,7 +70,7 @@ pub(crate) fn series(sites: usize, entries: usize) -> Result<()> {
     };
     let mut sim = Sim::with_layout(sites, delay, nobody, |i| {
         let prefix = Ipv4Network::new(site_ip(i, 0), 16)?;
-        Ok((prefix, vec![prefix], site_ip(i, 255 * 250 + 3)))
+        Ok((vec![prefix], vec![prefix], site_ip(i, 255 * 250 + 3)))
     })?;
     // Each router's own hosts (as learned on its LAN; handed over as its own entries coming
     // back, untimed), before any peer is up.

@@ -1,8 +1,9 @@
 //! What one move costs as the GNDT grows: 1k, 10k and 100k entries on three routers.
 //!
-//! Each site owns a /16. Two thirds of its hosts live inside it (their /32 agrees with the
-//! prefix: no kernel route), one third migrated in long ago from outside any prefix (a /32
-//! route into the TUN at the other routers, a LAN route and a permanent neighbour at their
+//! Each site owns /24s (as many as its hosts need, 250 hosts each: the table grows by
+//! subnets, a LAN's size stays). Two thirds of its hosts live in them (their /32 agrees with
+//! the prefix: no kernel route), one third migrated in long ago from outside any prefix (a
+//! /32 route into the TUN at the other routers, a LAN route and a permanent neighbour at their
 //! own). The tables are loaded untimed (entries messages handed to each core), then VMs of
 //! site 0 move to site 2 one after the other, each with QEMU's RARP schedule and the
 //! destination's confirmation probe answered. Per move and per router: the CPU time in the
@@ -39,7 +40,8 @@ pub(crate) fn series(sizes: &[usize]) -> Result<Vec<SizeRun>> {
     Ok(runs)
 }
 
-/// Site i's prefix 10.(100+i).0.0/16; its hosts that moved in from elsewhere in 10.(200+i)/16.
+/// Site i's hosts in its /24s of 10.(100+i).0.0/16; those that moved in from elsewhere in
+/// 10.(200+i)/16.
 fn home(i: usize, k: usize) -> Ipv4Addr {
     table_ip(100, i, k)
 }
@@ -70,9 +72,15 @@ fn run(entries: usize) -> Result<SizeRun> {
         mac: MacAddr([0x52, 0x54, 0xff, 0, 0, 1]),
         at: usize::MAX,
     };
+    let per_site = entries / SITES;
     let mut sim = Sim::with_layout(SITES, delay, nobody, |i| {
-        let prefix = Ipv4Network::new(home(i, 0), 16)?;
-        Ok((prefix, vec![prefix], table_ip(100, i, 255 * 250 + 3)))
+        // The /24s of its hosts, and the router's own (10.(100+i).255.0/24).
+        let mut prefixes = (0..per_site.div_ceil(250))
+            .map(|k| Ipv4Network::new(home(i, 250 * k), 24))
+            .collect::<Result<Vec<_>, _>>()?;
+        let router = table_ip(100, i, 255 * 250 + 3);
+        prefixes.push(Ipv4Network::new(router, 24)?);
+        Ok((prefixes, vec![Ipv4Network::new(home(i, 0), 16)?], router))
     })?;
     let t0 = sim.now;
     for i in 0..SITES {
@@ -83,9 +91,11 @@ fn run(entries: usize) -> Result<SizeRun> {
             }
         }
     }
-    sim.phase(t0 + PHASE, |node| node.gndt().len() >= 2 * SITES)?;
+    let prefixes = per_site.div_ceil(250) + 1;
+    sim.phase(t0 + PHASE, |node| {
+        node.gndt().len() >= SITES * (prefixes + 1)
+    })?;
     // Load the tables: every router gets every site's hosts.
-    let per_site = entries / SITES;
     for i in 0..SITES {
         let owner = sim.names[i].clone();
         let hosts: Vec<GndtEntry> = (0..per_site)
@@ -107,7 +117,7 @@ fn run(entries: usize) -> Result<SizeRun> {
     }
     let loaded = sim.now + PHASE;
     sim.phase(loaded, |_| true)?;
-    let expected = SITES * (per_site + 2);
+    let expected = SITES * (per_site + prefixes + 1);
     if let Some(short) = sim.nodes.iter().find(|n| n.gndt().len() < expected) {
         bail!(
             "{} holds {} entries, not {expected}",
