@@ -217,6 +217,7 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         connected,
         route_mtus,
         dirty: true,
+        foreign_generation: None,
     };
     main.start().await;
     main.run(input_rx, shutdown).await;
@@ -360,6 +361,8 @@ struct MainLoop<D, K: KernelOps> {
     route_mtus: BTreeMap<SiteId, u32>,
     /// The tables changed since they were last published.
     dirty: bool,
+    /// The generation of the foreign MACs last handed to the LAN capture.
+    foreign_generation: Option<u64>,
 }
 
 impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
@@ -445,13 +448,12 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
 
     fn publish(&mut self) {
         self.shared.fib.store(self.node.fib_snapshot());
+        let generation = self.node.foreign_macs_generation();
         if let Some(lan) = &self.lan {
-            let wanted = self.node.foreign_macs();
-            lan.foreign_macs.send_if_modified(|current| {
-                let changed = *current != wanted;
-                *current = wanted;
-                changed
-            });
+            if self.foreign_generation != Some(generation) {
+                self.foreign_generation = Some(generation);
+                lan.foreign_macs.send_replace(self.node.foreign_macs());
+            }
         }
     }
 

@@ -20,7 +20,7 @@ use skyvine_core::fib::FibSnapshot;
 use skyvine_core::node::{Detection, Effect, KernelOp, KernelRoute, LanIdentity, Node, NodeConfig};
 use skyvine_core::proto::Message;
 use skyvine_inject::wire as frames;
-use skyvine_tables::{MacAddr, SiteId};
+use skyvine_tables::{EntryKind, MacAddr, SiteId};
 
 pub fn site(s: &str) -> SiteId {
     SiteId::new(s).unwrap()
@@ -599,6 +599,21 @@ impl World {
                     self.names[i],
                     self.kernels[i],
                     kernel_of(&tun, &lan)
+                ));
+            }
+            let mut foreign: Vec<MacAddr> = node
+                .gndt()
+                .live_entries()
+                .filter(|s| s.entry.kind == EntryKind::Host && s.entry.site() != node.me())
+                .filter_map(|s| s.entry.mac)
+                .collect();
+            foreign.sort_unstable();
+            foreign.dedup();
+            if node.foreign_macs() != foreign {
+                return Err(format!(
+                    "router {}'s kept foreign MACs {:?} are not its table's {foreign:?}",
+                    self.names[i],
+                    node.foreign_macs()
                 ));
             }
             let full = FibSnapshot::build(node.me(), node.gndt(), node.lndt());

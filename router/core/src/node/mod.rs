@@ -190,6 +190,36 @@ pub struct Node {
     windows: prepare::Windows,
     /// Makes the data plane's snapshots from the GNDT's changes.
     fib: FibWriter,
+    /// The MACs of other sites' live host entries, kept on every change.
+    foreign: ForeignMacs,
+}
+
+/// The MACs of other sites' live host entries, with how many entries carry each.
+#[derive(Debug, Default)]
+struct ForeignMacs {
+    macs: BTreeMap<MacAddr, usize>,
+    /// Bumped whenever a MAC joins or leaves the set.
+    generation: u64,
+}
+
+impl ForeignMacs {
+    fn add(&mut self, mac: MacAddr) {
+        let count = self.macs.entry(mac).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.generation += 1;
+        }
+    }
+
+    fn remove(&mut self, mac: MacAddr) {
+        if let Some(count) = self.macs.get_mut(&mac) {
+            *count -= 1;
+            if *count == 0 {
+                self.macs.remove(&mac);
+                self.generation += 1;
+            }
+        }
+    }
 }
 
 impl Node {
@@ -214,6 +244,7 @@ impl Node {
             kernel: BTreeMap::new(),
             windows: prepare::Windows::default(),
             fib: FibWriter::default(),
+            foreign: ForeignMacs::default(),
         };
         for prefix in node.config.prefixes.clone() {
             let entry = GndtEntry::site_prefix(prefix, node.config.me.clone(), 1);
@@ -597,6 +628,13 @@ impl Node {
         out
     }
 
+    /// The MAC of a live host entry of another site (see [`Node::foreign_macs`]).
+    fn foreign_mac(&self, entry: &GndtEntry) -> Option<MacAddr> {
+        let foreign =
+            entry.kind == EntryKind::Host && !entry.withdrawn && entry.site() != &self.config.me;
+        entry.mac.filter(|_| foreign)
+    }
+
     /// [`Lndt::add`], noted for the next forwarding snapshot.
     pub(super) fn lndt_add(&mut self, ip: Ipv4Addr, mac: Option<MacAddr>, now: Instant) -> bool {
         self.fib.local_changed(ip);
@@ -612,8 +650,18 @@ impl Node {
     /// Merges one entry into the GNDT and, if it changed anything, emits the kernel changes.
     pub(super) fn apply_entry(&mut self, entry: GndtEntry, now: Instant) -> Applied {
         let prefix = entry.prefix;
+        let foreign = self.foreign_mac(&entry);
         let applied = self.gndt.apply(entry, now);
         if applied.changed() {
+            if let Some(mac) = foreign {
+                self.foreign.add(mac);
+            }
+            if let Some(mac) = match &applied {
+                Applied::Replaced { previous } => self.foreign_mac(previous),
+                _ => None,
+            } {
+                self.foreign.remove(mac);
+            }
             let prefix = Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix);
             self.fib.changed(prefix);
             self.sync_kernel(prefix);
