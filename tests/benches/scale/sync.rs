@@ -119,7 +119,7 @@ pub(crate) fn series(sites: usize, entries: usize) -> Result<()> {
         converged.as_secs_f64() * 1e3
     );
     println!(
-        "  CPU: {:.2} s in all (core {:.2} s, codec {:.2} s), busiest router's core {:.3} s; {:.2} s wall for the simulation",
+        "  CPU: {:.2} s in all (core {:.2} s; codec {:.2} s wall), busiest router's core {:.3} s; {:.2} s wall for the simulation",
         cost.cpu.as_secs_f64(),
         cost.core.iter().sum::<Duration>().as_secs_f64(),
         cost.codec.as_secs_f64(),
