@@ -447,7 +447,15 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
     }
 
     fn publish(&mut self) {
+        let copies = self.node.fib_copies();
         self.shared.fib.store(self.node.fib_snapshot());
+        if self.node.fib_copies() > copies {
+            // A packet task still held the older snapshot: this one was copied whole.
+            tracing::debug!(
+                copies = self.node.fib_copies(),
+                "forwarding snapshot copied (the data plane held the spare)"
+            );
+        }
         let generation = self.node.foreign_macs_generation();
         if let Some(lan) = &self.lan {
             if self.foreign_generation != Some(generation) {
