@@ -172,7 +172,7 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         lan,
     } = parts;
     let (endpoint, client) = open_endpoint(&config, &identity, socket)?;
-    let node = Node::new(
+    let mut node = Node::new(
         config.node_config(lan.as_ref().map(|l| l.identity)),
         Instant::now(),
     );
@@ -219,6 +219,7 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         connected,
         route_mtus,
         dirty: true,
+        foreign_generation: None,
     };
     main.start().await;
     main.run(input_rx, shutdown).await;
@@ -367,6 +368,8 @@ struct MainLoop<D, K: KernelOps> {
     route_mtus: BTreeMap<SiteId, u32>,
     /// The tables changed since they were last published.
     dirty: bool,
+    /// The generation of the foreign MACs last handed to the LAN capture.
+    foreign_generation: Option<u64>,
 }
 
 impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
@@ -451,14 +454,21 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
     }
 
     fn publish(&mut self) {
+        let copies = self.node.fib_copies();
         self.shared.fib.store(self.node.fib_snapshot());
+        if self.node.fib_copies() > copies {
+            // A packet task still held the older snapshot: this one was copied whole.
+            tracing::debug!(
+                copies = self.node.fib_copies(),
+                "forwarding snapshot copied (the data plane held the spare)"
+            );
+        }
+        let generation = self.node.foreign_macs_generation();
         if let Some(lan) = &self.lan {
-            let wanted = self.node.foreign_macs();
-            lan.foreign_macs.send_if_modified(|current| {
-                let changed = *current != wanted;
-                *current = wanted;
-                changed
-            });
+            if self.foreign_generation != Some(generation) {
+                self.foreign_generation = Some(generation);
+                lan.foreign_macs.send_replace(self.node.foreign_macs());
+            }
         }
     }
 

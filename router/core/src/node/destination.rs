@@ -319,7 +319,7 @@ impl Node {
             .as_ref()
             .map_or(1, |e| e.version.seq.saturating_add(1));
         let entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
-        self.lndt.add(ip, Some(mac), now);
+        self.lndt_add(ip, Some(mac), now);
         self.hwdt.learn(ip, mac, BindingSource::Lan, now);
         self.originate(entry, now);
         self.update_record(record, |r| r.advertised = Some(now));
@@ -337,7 +337,7 @@ impl Node {
         tracing::warn!(%ip, %mac, reason = RefusalReason::Unconfirmed.name(), timeout_ms, "migrated VM never answered here; rolling the move back");
         self.finish_refused(record, RefusalReason::Unconfirmed);
         self.lan.damping.freeze(ip, now);
-        self.lndt.remove(ip);
+        self.lndt_remove(ip);
         let ours = self
             .gndt
             .get(Ipv4Network::from(ip))
@@ -394,12 +394,17 @@ impl Node {
             .map(|s| s.entry.prefix);
         let optimize = self.config.virtual_network;
         let mut frames = Vec::new();
-        for stored in self.gndt.live_entries() {
+        // The host entries of the home prefix and of the virtual network (each host once):
+        // ranges of the GNDT's ordered hosts, never a walk over the whole table.
+        let in_home = home.into_iter().flat_map(|h| self.gndt.hosts_within(h));
+        let in_network = optimize
+            .into_iter()
+            .flat_map(|v| self.gndt.hosts_within(v))
+            .filter(|s| !home.is_some_and(|h| h.contains(s.entry.prefix.ip())));
+        for stored in in_home.chain(in_network) {
             let e = &stored.entry;
             let host = e.prefix.ip();
-            let relevant = home.is_some_and(|h| h.contains(host))
-                || optimize.is_some_and(|v| v.contains(host));
-            if e.kind != EntryKind::Host || host == ip || !relevant {
+            if e.kind != EntryKind::Host || host == ip {
                 continue;
             }
             if e.site() != &self.config.me {

@@ -158,15 +158,13 @@ impl Node {
     /// MACs that live at other sites (their hosts' advertised bindings, including the other
     /// routers' LAN addresses): frames to them on this LAN come from a migrated VM.
     pub fn foreign_macs(&self) -> Vec<MacAddr> {
-        let mut macs: Vec<MacAddr> = self
-            .gndt
-            .live_entries()
-            .filter(|s| s.entry.kind == EntryKind::Host && s.entry.site() != &self.config.me)
-            .filter_map(|s| s.entry.mac)
-            .collect();
-        macs.sort_unstable();
-        macs.dedup();
-        macs
+        self.foreign.macs.keys().copied().collect()
+    }
+
+    /// Changes whenever [`Node::foreign_macs`] does: the set is only worth asking for (a walk
+    /// over every foreign MAC) when this moved.
+    pub fn foreign_macs_generation(&self) -> u64 {
+        self.foreign.generation
     }
 
     /// The kernel now holds the routes for the current tables: completes migrations.

@@ -21,6 +21,7 @@ mod testing;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
@@ -29,7 +30,7 @@ use skyvine_tables::{
     Applied, DampingConfig, EntryKind, Gndt, GndtEntry, Hwdt, Lndt, MacAddr, SiteId, Stored,
 };
 
-use crate::fib::FibSnapshot;
+use crate::fib::{FibExtras, FibSnapshot, FibWriter};
 use crate::link::PeerPath;
 use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
 
@@ -188,6 +189,38 @@ pub struct Node {
     kernel: BTreeMap<Ipv4Network, KernelRoute>,
     /// Planned migrations in their window.
     windows: prepare::Windows,
+    /// Makes the data plane's snapshots from the GNDT's changes.
+    fib: FibWriter,
+    /// The MACs of other sites' live host entries, kept on every change.
+    foreign: ForeignMacs,
+}
+
+/// The MACs of other sites' live host entries, with how many entries carry each.
+#[derive(Debug, Default)]
+struct ForeignMacs {
+    macs: BTreeMap<MacAddr, usize>,
+    /// Bumped whenever a MAC joins or leaves the set.
+    generation: u64,
+}
+
+impl ForeignMacs {
+    fn add(&mut self, mac: MacAddr) {
+        let count = self.macs.entry(mac).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.generation += 1;
+        }
+    }
+
+    fn remove(&mut self, mac: MacAddr) {
+        if let Some(count) = self.macs.get_mut(&mac) {
+            *count -= 1;
+            if *count == 0 {
+                self.macs.remove(&mac);
+                self.generation += 1;
+            }
+        }
+    }
 }
 
 impl Node {
@@ -211,6 +244,8 @@ impl Node {
             counters: Counters::default(),
             kernel: BTreeMap::new(),
             windows: prepare::Windows::default(),
+            fib: FibWriter::default(),
+            foreign: ForeignMacs::default(),
         };
         for prefix in node.config.prefixes.clone() {
             let entry = GndtEntry::site_prefix(prefix, node.config.me.clone(), 1);
@@ -382,12 +417,23 @@ impl Node {
         self.effects.pop_front()
     }
 
-    /// The forwarding view for the data plane.
-    pub fn fib_snapshot(&self) -> FibSnapshot {
+    /// The forwarding view for the data plane, made from the changes since the last one (see
+    /// [`FibWriter`]): its cost does not grow with the table.
+    pub fn fib_snapshot(&mut self) -> Arc<FibSnapshot> {
         let (copy_to, arriving) = self.prepared_view();
-        FibSnapshot::build(&self.config.me, &self.gndt, &self.lndt)
-            .with_relays(self.relays())
-            .with_prepared(copy_to, arriving)
+        let extras = FibExtras {
+            relays: self.relays(),
+            copy_to,
+            arriving,
+        };
+        self.fib
+            .publish(&self.config.me, &self.gndt, &self.lndt, extras)
+    }
+
+    /// How many forwarding snapshots were copied whole because the data plane still held the
+    /// older one (see [`FibWriter::copies`]).
+    pub fn fib_copies(&self) -> u64 {
+        self.fib.copies()
     }
 
     /// Prefixes the kernel must route into the TUN device: every live entry owned by another
@@ -457,7 +503,7 @@ impl Node {
             .iter()
             .any(|e| e.site() == &self.config.me || self.config.prefixes.contains(&e.prefix));
         let reasserted = if ours_touched {
-            self.reassert_own(now)
+            self.reassert_own(&changed, now)
         } else {
             Vec::new()
         };
@@ -517,11 +563,11 @@ impl Node {
             // with an older MAC): no host to adopt; reassert_own re-advertises ours.
         } else if entry.site() == &self.config.me {
             // Our own host entry came back from the network (we restarted): adopt it.
-            if self.lndt.add(ip, entry.mac, now) {
+            if self.lndt_add(ip, entry.mac, now) {
                 tracing::info!(%ip, "host entry of ours learned from peers; back in the LNDT");
                 self.after_adopting(ip, entry.mac, now);
             }
-        } else if self.lndt.remove(ip) {
+        } else if self.lndt_remove(ip) {
             tracing::info!(%ip, to = %entry.site(), "host moved away; removed from the LNDT");
             // Verify with the MAC we knew: a claim with another MAC must not pass unchecked.
             let known_mac = previous_mac.or_else(|| self.hwdt.by_ip(ip).map(|b| b.mac));
@@ -559,8 +605,10 @@ impl Node {
     }
 
     /// Re-originates our own prefixes when the network holds a different version of them
-    /// (e.g. withdrawn by a previous incarnation), and withdraws stale prefixes of ours.
-    fn reassert_own(&mut self, now: Instant) -> Vec<GndtEntry> {
+    /// (e.g. withdrawn by a previous incarnation), and withdraws stale prefixes of ours among
+    /// the `changed` entries (a prefix of ours that is no longer configured only ever comes
+    /// back from the network, as a change: no need to scan the table).
+    fn reassert_own(&mut self, changed: &[GndtEntry], now: Instant) -> Vec<GndtEntry> {
         let me = self.config.me.clone();
         let mut out = Vec::new();
         for prefix in self.config.prefixes.clone() {
@@ -574,15 +622,14 @@ impl Node {
             }
         }
         out.extend(self.reassert_lan_identity(now));
-        let stale: Vec<GndtEntry> = self
-            .gndt
-            .live_entries()
-            .map(|s| &s.entry)
-            .filter(|e| e.site() == &me && e.kind == EntryKind::SitePrefix)
+        let stale: BTreeMap<Ipv4Network, GndtEntry> = changed
+            .iter()
+            .filter_map(|e| self.gndt.get(e.prefix).map(|s| &s.entry))
+            .filter(|e| !e.withdrawn && e.site() == &me && e.kind == EntryKind::SitePrefix)
             .filter(|e| !self.config.prefixes.contains(&e.prefix))
-            .cloned()
+            .map(|e| (e.prefix, e.clone()))
             .collect();
-        for mut entry in stale {
+        for mut entry in stale.into_values() {
             tracing::info!(prefix = %entry.prefix, "withdrawing a prefix no longer configured");
             entry.version.seq += 1;
             entry.withdrawn = true;
@@ -594,12 +641,43 @@ impl Node {
         out
     }
 
+    /// The MAC of a live host entry of another site (see [`Node::foreign_macs`]).
+    fn foreign_mac(&self, entry: &GndtEntry) -> Option<MacAddr> {
+        let foreign =
+            entry.kind == EntryKind::Host && !entry.withdrawn && entry.site() != &self.config.me;
+        entry.mac.filter(|_| foreign)
+    }
+
+    /// [`Lndt::add`], noted for the next forwarding snapshot.
+    pub(super) fn lndt_add(&mut self, ip: Ipv4Addr, mac: Option<MacAddr>, now: Instant) -> bool {
+        self.fib.local_changed(ip);
+        self.lndt.add(ip, mac, now)
+    }
+
+    /// [`Lndt::remove`], noted for the next forwarding snapshot.
+    pub(super) fn lndt_remove(&mut self, ip: Ipv4Addr) -> bool {
+        self.fib.local_changed(ip);
+        self.lndt.remove(ip)
+    }
+
     /// Merges one entry into the GNDT and, if it changed anything, emits the kernel changes.
     pub(super) fn apply_entry(&mut self, entry: GndtEntry, now: Instant) -> Applied {
         let prefix = entry.prefix;
+        let foreign = self.foreign_mac(&entry);
         let applied = self.gndt.apply(entry, now);
         if applied.changed() {
-            self.sync_kernel(Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix));
+            if let Some(mac) = foreign {
+                self.foreign.add(mac);
+            }
+            if let Some(mac) = match &applied {
+                Applied::Replaced { previous } => self.foreign_mac(previous),
+                _ => None,
+            } {
+                self.foreign.remove(mac);
+            }
+            let prefix = Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix);
+            self.fib.changed(prefix);
+            self.sync_kernel(prefix);
         }
         applied
     }

@@ -200,7 +200,7 @@ impl Node {
     ) {
         if self.gndt.owner(ip) == Some(&self.config.me)
             && self.lndt.is_configured(ip)
-            && self.lndt.add(ip, mac, now)
+            && self.lndt_add(ip, mac, now)
         {
             tracing::info!(%ip, "host entry withdrawn; the address is ours again by our prefix");
         }
@@ -213,7 +213,7 @@ impl Node {
             .gndt
             .get(Ipv4Network::from(ip))
             .map_or(1, |s| s.entry.version.seq.saturating_add(1));
-        self.lndt.add(ip, mac, now);
+        self.lndt_add(ip, mac, now);
         self.lan.damping.freeze(ip, now);
         let mut entry = GndtEntry::host(ip, self.config.me.clone(), seq, mac);
         entry.frozen = true;
