@@ -123,9 +123,11 @@ qemu_one_migration() {
     qemu_variant "$variant"
     last_id=$(qemu_last_migration_id "$p" "$to") || die "cannot read router $to's migrations"
     out=$WORK/qemu-probe-$delay-$variant-$n.json
+    # The hint first (it may take a while on a busy machine), so that the probes span the
+    # move itself and not the wait for every router's window.
+    qemu_before_move "$variant" "$p" "$from" "$to"
     start_probes "$p" "$QEMU_GUEST" "$src" "$third" "$out" "$n"
     probe_pid=$PROBE_PID
-    qemu_before_move "$variant" "$p" "$from" "$to"
     line0=$(wc -l <"/tmp/skyvine-lab-$p/$to/router.log")
     if ! mig=$("$LAB" migrate "$QEMU_GUEST" "$to" --prefix "$p" "${QV_MIGRATE[@]}"); then
         wait "$probe_pid" || true

@@ -128,6 +128,14 @@ cleanup() {
     local rc=$?
     trap - EXIT
     if [[ -n $LAB_UP ]]; then
+        # A series that failed half-way: keep what explains it (router logs, guest logs).
+        if [[ -n $KEEP_RAW ]]; then
+            local s
+            for s in a b c; do
+                cp "/tmp/skyvine-lab-$LAB_UP/$s/router.log" "$WORK/router-$LAB_UP-$s.log" 2>/dev/null || true
+            done
+            cp -r "/tmp/skyvine-lab-$LAB_UP/guest" "$WORK/guest-$LAB_UP" 2>/dev/null || true
+        fi
         "$LAB" down --prefix "$LAB_UP" >/dev/null 2>&1 || log "could not bring lab $LAB_UP down"
     fi
     if [[ -n $KEEP_RAW ]]; then

@@ -22,6 +22,8 @@
 #                         mapping: new connections from the WAN are dropped. Such a router
 #                         dials out and is never dialed; two NATed sites reach each other via
 #                         site a (public, `relay = true`).
+#   namespaces  P-r-S, P-r-S-2  with `up --ha S`: site S's two routers, with keepalived holding
+#                         the virtual IPs 10.77.N.254 (lan0) and 100.64.0.N (wan0); see ha.sh.
 #   QEMU guest  g1        with `up --qemu [S]`: a real Linux VM (TCG) whose tap tap-g1-I sits in
 #                         P-lan on br-S; eth0 = 10.77.N.10/24, MAC 52:54:00:77:0N:10 (guest.sh).
 #
@@ -59,19 +61,22 @@ usage() {
 usage: lab.sh COMMAND [OPTIONS]
 
   up [--prefix P] [--sites 2|3] [--wan-delay-ms N] [--no-routers] [--optimize] [--wait-s 20]
-     [--qemu [SITE]] [--nic virtio|e1000] [--nat SITE,...]
+     [--qemu [SITE]] [--nic virtio|e1000] [--nat SITE,...] [--ha SITE]
         build the lab, start the routers (or install static kernel routes with --no-routers)
         and wait until every cross-site VM pair pings. --nat b,c puts each listed site's router
         behind its own NAT (nftables masquerade, no inbound mapping): it dials out and is never
         dialed, and two NATed sites talk through site a, which stays public and relays. --qemu also builds (cached) and boots
         guest g1, a real QEMU VM (TCG) on SITE's bridge (default a) in SITE's LNDT, running
-        the prober echo and the checked-transfer server; --nic picks its NIC (virtio)
+        the prober echo and the checked-transfer server; --nic picks its NIC (virtio). --ha a
+        gives site a two routers, a (active first) and a-2 (standby), with keepalived in each
+        holding the site's virtual IPs (gateway 10.77.1.254, WAN 100.64.0.1) by VRRP; see ha.sh
   down [--prefix P] [--keep-logs]
         stop the lab's processes (recorded PIDs and anything left inside its namespaces) and
         delete its namespaces
   status                        namespaces, routers (alive?), TUN routes per router
   exec NAME CMD...              run CMD in a lab namespace (NAME: a1, r-b, wan, lan)
-  logs SITE|wan|GUEST           print a router's log (or the WAN relay's, or a guest's console)
+  logs SITE|S-2|wan|GUEST       print a router's log (S-2: a --ha site's second router; or the
+                                WAN relay's, or a guest's console)
   ping-all [--wait-s N]         ping all cross-site VM pairs (and every guest from the VMs of
                                 the other sites); matrix and OK count
   start-routers [--wait-s 20]   turn a --no-routers lab into a routed one (drop the static
@@ -81,7 +86,8 @@ usage: lab.sh COMMAND [OPTIONS]
                                 (192.168.N.2 <-> .3): its NAT maps its packets to a new public
                                 port, a NAT rebinding and an own-address change at once; the
                                 peers see the same QUIC connection move (connection migration)
-  kill-router SITE [-9]         stop one router (SIGTERM, or SIGKILL with -9)
+  kill-router SITE [-9]         stop one router (SIGTERM, or SIGKILL with -9); at a --ha site the
+                                active one, by its PID: keepalived then fails the site over
   migrate VM SITE [--announce rarp|garp|none] [--pause-ms 100]
         move VM's link to SITE's LAN (VM keeps IP, MAC, ARP cache, sockets), then emit the
         hypervisor's announcement; prints the pause actually imposed
@@ -194,6 +200,8 @@ need() {
 
 # shellcheck source=guest.sh
 source "$LAB_DIR/guest.sh"
+# shellcheck source=ha.sh
+source "$LAB_DIR/ha.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Processes: every background process is recorded as STATE/pids/NAME = "PID MARKER"; it is
@@ -249,7 +257,7 @@ on_up_exit() {
 }
 
 cmd_up() {
-    local sites=3 delay=0 routers=1 optimize=0 wait_s=20 qemu="" nic=virtio nat=""
+    local sites=3 delay=0 routers=1 optimize=0 wait_s=20 qemu="" nic=virtio nat="" ha=""
     PREFIX=""
     while (($#)); do
         case "$1" in
@@ -266,6 +274,7 @@ cmd_up() {
                 ;;
             --nic) nic=${2:?--nic needs virtio or e1000}; shift 2 ;;
             --nat) nat=${2:?--nat needs sites, e.g. b,c}; shift 2 ;;
+            --ha) ha=${2:?--ha needs a site, e.g. a}; shift 2 ;;
             *) die "up: unknown option '$1'" ;;
         esac
     done
@@ -287,6 +296,12 @@ cmd_up() {
             [[ " $nat_sites " == *" $t "* ]] || nat_sites+=" $t"
         done
     fi
+    if [[ -n $ha ]]; then
+        ((routers)) || die "--ha needs routers (drop --no-routers)"
+        [[ $ha =~ ^[abc]$ ]] && { [[ $ha != c ]] || ((sites == 3)); } ||
+            die "--ha $ha: no site $ha in a $sites-site lab"
+        [[ " $nat_sites " != *" $ha "* ]] || die "--ha $ha: site $ha cannot be both behind NAT and have two routers"
+    fi
     [[ -n $PREFIX ]] || PREFIX=sv$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
     [[ $PREFIX =~ ^[a-z0-9]{1,10}$ ]] || die "prefix must be 1-10 characters of a-z, 0-9"
     if ip netns list | awk '{print $1}' | grep -q "^$PREFIX-"; then
@@ -307,12 +322,14 @@ cmd_up() {
     echo "$delay" >"$STATE/wan_delay_ms"
     echo "$optimize" >"$STATE/optimize"
     echo "$nat_sites" | xargs >"$STATE/nat"
+    echo "$ha" >"$STATE/ha"
     if ((routers)); then echo routers >"$STATE/mode"; else echo no-routers >"$STATE/mode"; fi
     local what
     what="sites $(lab_sites), wan delay ${delay} ms, $(cat "$STATE/mode")"
     ((optimize)) && what+=", routing optimization"
     [[ -n $qemu ]] && what+=", QEMU guest g1 ($nic) on site $qemu"
     [[ -n $nat_sites ]] && what+=", behind NAT:$nat_sites"
+    [[ -n $ha ]] && what+=", two routers at site $ha (keepalived)"
     log "building lab $PREFIX: $what"
 
     if [[ -n $qemu ]]; then
@@ -327,6 +344,7 @@ cmd_up() {
         guest_define g1 "$qemu" "$nic"
     fi
     [[ -n $nat_sites ]] && need nft nftables
+    [[ -n $ha ]] && need keepalived keepalived
     build_fabric
     local s
     for s in $(lab_sites); do build_site "$s" "$optimize"; done
@@ -336,7 +354,9 @@ cmd_up() {
     build_wan "$delay"
     if ((routers)); then
         make_pki_and_configs "$optimize"
-        for s in $(lab_sites); do start_router "$s"; done
+        for s in $(lab_sites); do
+            if is_ha "$s"; then ha_start "$s"; else start_router "$s"; fi
+        done
     else
         static_routes "$optimize"
     fi
@@ -370,9 +390,16 @@ build_fabric() {
     done
 }
 
-# build_site S OPTIMIZE: router namespace with lan0/wan0 and the site's two VMs.
+# build_site S OPTIMIZE: router namespace(s) with lan0/wan0 and the site's two VMs.
 build_site() {
-    local s=$1 optimize=$2 n v vm
+    local s=$1 optimize=$2
+    if is_ha "$s"; then ha_build_routers "$s"; else build_router "$s"; fi
+    build_vms "$s" "$optimize"
+}
+
+# build_router S: site S's one router namespace, r-S.
+build_router() {
+    local s=$1 n
     n=$(site_num "$s")
     new_ns "r-$s"
     in_ns "r-$s" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
@@ -397,6 +424,12 @@ build_site() {
     in_ns "r-$s" ip link set wan0 up
     if is_nat "$s"; then in_ns "r-$s" ip route add default via "192.168.$n.1"; fi
     in_ns lan ip link set "r-$s" master "br-$s" up
+}
+
+# build_vms S OPTIMIZE: the site's two VMs on its bridge.
+build_vms() {
+    local s=$1 optimize=$2 n v vm
+    n=$(site_num "$s")
     for v in 1 2; do
         vm=$s$v
         new_ns "$vm"
@@ -413,6 +446,9 @@ build_site() {
         echo "$s" >"$STATE/vm/$vm"
     done
 }
+
+# Whether site S has two routers (up --ha S).
+is_ha() { [[ $(cat "$STATE/ha" 2>/dev/null) == "$1" ]]; }
 
 # Whether site S's router is behind a NAT in this lab.
 is_nat() { [[ " $(cat "$STATE/nat" 2>/dev/null) " == *" $1 "* ]]; }
@@ -458,21 +494,24 @@ build_wan() {
     if [[ $delay == 0 || $delay =~ ^0+(\.0+)?$ ]]; then
         in_ns wan ip link add br0 type bridge stp_state 0 forward_delay 0
         in_ns wan ip link set br0 up
-        for s in $(lab_sites); do in_ns wan ip link set "r-$s" master br0 up; done
+        for s in $(wan_ports); do in_ns wan ip link set "$s" master br0 up; done
         return
     fi
     need ethtool ethtool
     local relay
     relay=$(tool skyvine-delay)
-    for s in $(lab_sites); do
+    for s in $(wan_ports); do
         # Packet sockets see frames as the kernel holds them: turn off checksum and
         # segmentation offloads so each relayed frame is complete and fits the MTU.
-        in_ns "$(wan_side "$s")" ethtool -K wan0 tx off tso off gso off gro off >/dev/null 2>&1 ||
-            die "ethtool -K wan0 failed in $(wan_side "$s")"
-        in_ns wan ethtool -K "r-$s" tx off tso off gso off gro off >/dev/null 2>&1 ||
-            die "ethtool -K r-$s failed in wan"
-        in_ns wan ip link set "r-$s" promisc on up
-        ifaces+=(--iface "r-$s")
+        # (Port r-X faces namespace r-X, or nat-S for a NATed site S.)
+        local side=$s
+        [[ $s =~ ^r-([abc])$ ]] && side=$(wan_side "${BASH_REMATCH[1]}")
+        in_ns "$side" ethtool -K wan0 tx off tso off gso off gro off >/dev/null 2>&1 ||
+            die "ethtool -K wan0 failed in $side"
+        in_ns wan ethtool -K "$s" tx off tso off gso off gro off >/dev/null 2>&1 ||
+            die "ethtool -K $s failed in wan"
+        in_ns wan ip link set "$s" promisc on up
+        ifaces+=(--iface "$s")
     done
     ip netns exec "$(ns_name wan)" "$relay" "${ifaces[@]}" --delay-ms "$delay" --stats-interval-s 60 \
         >"$STATE/wan-delay.log" 2>&1 </dev/null &
@@ -483,6 +522,15 @@ build_wan() {
         ((SECONDS < deadline)) || die "skyvine-delay did not start within 5 s"
         sleep 0.05
     done
+}
+
+# The WAN namespace's ports: r-S per site, and r-S-2 for a site with two routers.
+wan_ports() {
+    local s
+    for s in $(lab_sites); do
+        echo "r-$s"
+        if is_ha "$s"; then echo "r-$s-2"; fi
+    done | xargs
 }
 
 # Plain kernel forwarding between the routers (no tunnel): the benchmark's baseline.
@@ -512,60 +560,87 @@ peer_lines() {
 }
 
 make_pki_and_configs() {
-    local optimize=$1 s t n hosts h listen
+    local optimize=$1 s
     mkdir -p "$STATE/pki"
     "$SKYVINE_BIN" cert ca --dir "$STATE/pki" >"$STATE/pki/cert.log" 2>&1 ||
         { cat "$STATE/pki/cert.log" >&2; die "skyvine cert ca failed"; }
     for s in $(lab_sites); do
-        n=$(site_num "$s")
-        # The certificate certifies the site's prefix: peers accept nothing else from it.
-        "$SKYVINE_BIN" cert issue --dir "$STATE/pki" --site "$s" --prefix "10.77.$n.0/24" \
-            >>"$STATE/pki/cert.log" 2>&1 ||
-            { cat "$STATE/pki/cert.log" >&2; die "skyvine cert issue --site $s failed"; }
-        mkdir -p "$STATE/$s"
-        # The LNDT: the site's two VMs and the guests whose home it is.
-        hosts="\"10.77.$n.1/32\", \"10.77.$n.2/32\""
-        for h in $(guest_lndt_hosts "$s"); do hosts+=", \"$h\""; done
-        # Behind NAT: any local address, so that a new one (nat-rebind) keeps working.
-        listen="100.64.0.$n:$WAN_PORT"
-        is_nat "$s" && listen="0.0.0.0:$WAN_PORT"
-        {
-            echo "# skyvine lab $PREFIX, site $s (generated by netns-lab/lab.sh)"
-            echo "site = \"$s\""
-            # Site a relays between two NATed sites.
-            [[ $s == a && $(wc -w <"$STATE/nat") -ge 2 ]] && echo "relay = true"
-            echo
-            echo "[lan]"
-            echo "interface = \"lan0\""
-            echo "prefixes = [\"10.77.$n.0/24\"]"
-            echo "hosts = [$hosts]"
-            ((optimize)) && echo "virtual_network = \"10.77.0.0/16\""
-            echo
-            echo "[wan]"
-            echo "listen = \"$listen\""
-            echo
-            echo "[tls]"
-            echo "ca = \"$STATE/pki/ca.pem\""
-            echo "cert = \"$STATE/pki/$s.pem\""
-            echo "key = \"$STATE/pki/$s.key\""
-            echo
-            echo "[tun]"
-            echo "name = \"skyvine0\""
-            echo "mtu = 1380"
-            echo
-            echo "[admin]"
-            echo "socket = \"$STATE/$s/skyvine.sock\""
-            for t in $(lab_sites); do
-                [[ $s == "$t" ]] && continue
-                echo
-                echo "[[peers]]"
-                echo "site = \"$t\""
-                peer_lines "$s" "$t"
-            done
-        } >"$STATE/$s/router.toml"
-        "$SKYVINE_BIN" check-config "$STATE/$s/router.toml" >"$STATE/$s/check-config.log" 2>&1 ||
-            { cat "$STATE/$s/check-config.log" >&2; die "generated config for site $s rejected"; }
+        issue_cert "$s"
+        if is_ha "$s"; then
+            # Each router of the site has its own key and certificate for the site: issue
+            # the second one and name its files after the router.
+            mv "$STATE/pki/$s.pem" "$STATE/pki/$s-1.pem"
+            mv "$STATE/pki/$s.key" "$STATE/pki/$s-1.key"
+            issue_cert "$s"
+            mv "$STATE/pki/$s.pem" "$STATE/pki/$s-2.pem"
+            mv "$STATE/pki/$s.key" "$STATE/pki/$s-2.key"
+            write_config "$s" "$s" "$s-1" "$optimize"
+            write_config "$s-2" "$s" "$s-2" "$optimize"
+        else
+            write_config "$s" "$s" "$s" "$optimize"
+        fi
     done
+}
+
+issue_cert() {
+    # The certificate certifies the site's prefix: peers accept nothing else from it.
+    "$SKYVINE_BIN" cert issue --dir "$STATE/pki" --site "$1" --prefix "10.77.$(site_num "$1").0/24" \
+        >>"$STATE/pki/cert.log" 2>&1 ||
+        { cat "$STATE/pki/cert.log" >&2; die "skyvine cert issue --site $1 failed"; }
+}
+
+# write_config ROUTER SITE CERT OPTIMIZE: STATE/ROUTER/router.toml for router ROUTER of site
+# SITE (ROUTER is the site id, or S-2 for the second router of a site with two), with the
+# certificate STATE/pki/CERT.pem; checked with `skyvine check-config`.
+write_config() {
+    local r=$1 s=$2 cert=$3 optimize=$4 n hosts h listen t
+    n=$(site_num "$s")
+    mkdir -p "$STATE/$r"
+    # The LNDT: the site's two VMs and the guests whose home it is.
+    hosts="\"10.77.$n.1/32\", \"10.77.$n.2/32\""
+    for h in $(guest_lndt_hosts "$s"); do hosts+=", \"$h\""; done
+    # Behind NAT: any local address, so that a new one (nat-rebind) keeps working. With two
+    # routers: any, so that the WAN virtual IP is bound whenever keepalived adds it.
+    listen="100.64.0.$n:$WAN_PORT"
+    if is_nat "$s" || is_ha "$s"; then listen="0.0.0.0:$WAN_PORT"; fi
+    {
+        echo "# skyvine lab $PREFIX, site $s, router $r (generated by netns-lab/lab.sh)"
+        echo "site = \"$s\""
+        # Site a relays between two NATed sites.
+        [[ $s == a && $(wc -w <"$STATE/nat") -ge 2 ]] && echo "relay = true"
+        echo
+        echo "[lan]"
+        echo "interface = \"lan0\""
+        echo "prefixes = [\"10.77.$n.0/24\"]"
+        echo "hosts = [$hosts]"
+        ((optimize)) && echo "virtual_network = \"10.77.0.0/16\""
+        # The gateway address is the site's VRRP virtual IP, not this router's own.
+        is_ha "$s" && echo "address = \"10.77.$n.254\""
+        echo
+        echo "[wan]"
+        echo "listen = \"$listen\""
+        echo
+        echo "[tls]"
+        echo "ca = \"$STATE/pki/ca.pem\""
+        echo "cert = \"$STATE/pki/$cert.pem\""
+        echo "key = \"$STATE/pki/$cert.key\""
+        echo
+        echo "[tun]"
+        echo "name = \"skyvine0\""
+        echo "mtu = 1380"
+        echo
+        echo "[admin]"
+        echo "socket = \"$STATE/$r/skyvine.sock\""
+        for t in $(lab_sites); do
+            [[ $s == "$t" ]] && continue
+            echo
+            echo "[[peers]]"
+            echo "site = \"$t\""
+            peer_lines "$s" "$t"
+        done
+    } >"$STATE/$r/router.toml"
+    "$SKYVINE_BIN" check-config "$STATE/$r/router.toml" >"$STATE/$r/check-config.log" 2>&1 ||
+        { cat "$STATE/$r/check-config.log" >&2; die "generated config for router $r rejected"; }
 }
 
 start_router() {
@@ -655,7 +730,9 @@ cmd_status() {
         if pid=$(pid_of delay); then echo "wan relay: running (pid $pid)"; else echo "wan relay: DEAD"; fi
     fi
     for s in $(lab_sites); do
-        if [[ $(cat "$STATE/mode") == routers ]]; then
+        if is_ha "$s"; then
+            ha_status "$s"
+        elif [[ $(cat "$STATE/mode") == routers ]]; then
             if pid=$(pid_of "router-$s"); then echo "router $s: running (pid $pid)"; else echo "router $s: NOT RUNNING"; fi
             echo "  routes via skyvine0:"
             in_ns "r-$s" ip route show dev skyvine0 2>/dev/null | sed 's/^/    /' || echo "    (no skyvine0)"
@@ -683,6 +760,10 @@ cmd_logs() {
     fi
     if valid_guest_name "$1"; then
         cat "$(guest_dir "$1")/console.log" 2>/dev/null || die "no guest $1 in this lab"
+        return
+    fi
+    if [[ $1 =~ ^([abc])-2$ ]] && is_ha "${BASH_REMATCH[1]}"; then
+        cat "$STATE/$1/router.log" 2>/dev/null || echo "(router $1 has not run yet)"
         return
     fi
     valid_site "$1"
@@ -802,6 +883,7 @@ cmd_restart_router() {
     (($# == 1)) || die "usage: lab.sh restart-router SITE"
     valid_site "$1"
     [[ $(cat "$STATE/mode") == routers ]] || die "lab $PREFIX runs without routers"
+    is_ha "$1" && die "site $1 has two routers: keepalived starts and stops them (kill-router $1 fails the active one over)"
     stop_recorded "router-$1" TERM
     start_router "$1"
     echo "router $1 restarted (pid $(pid_of "router-$1"))"
@@ -828,6 +910,10 @@ cmd_kill_router() {
     valid_site "$site"
     [[ ${2:-} == -9 ]] && signal=KILL
     [[ -n ${2:-} && ${2:-} != -9 ]] && die "kill-router: unknown option '$2'"
+    if is_ha "$site"; then
+        ha_kill_router "$site" "$signal"
+        return
+    fi
     pid_of "router-$site" >/dev/null || die "router $site is not running"
     stop_recorded "router-$site" "$signal"
     echo "router $site stopped (SIG$signal)"

@@ -29,6 +29,8 @@ command -v depmod >/dev/null || need+=(kmod)
 command -v flock >/dev/null || need+=(util-linux)
 # The BGP test (netns_bgp) runs real BIRD 2 daemons next to the lab routers.
 [[ -x /usr/sbin/bird && -x /usr/sbin/birdc ]] || need+=(bird2)
+# The two-routers-per-site test (netns_ha) runs real keepalived (VRRP) in each router namespace.
+[[ -x /usr/sbin/keepalived ]] || need+=(keepalived)
 if ((${#need[@]})); then
     if ((EUID == 0)) && command -v apt-get >/dev/null; then
         echo "tests/run.sh: installing ${need[*]}" >&2

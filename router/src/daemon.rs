@@ -15,7 +15,7 @@ use skyvine_tables::{MacAddr, SiteId};
 use tokio::sync::{mpsc, watch};
 
 use skyvine_core::config::Config;
-use skyvine_core::link::{self, Direction, Keep, PeerPath};
+use skyvine_core::link::{self, Direction, Keep, PeerPath, PeerRouter};
 use skyvine_core::node::{Effect, LanIdentity, Node};
 use skyvine_core::proto::{self, Message, ProtoError};
 
@@ -183,7 +183,7 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
     let revoked = Arc::new(std::sync::RwLock::new(crate::revoked::Revoked::load(
         config.tls.revoked.as_deref(),
     )?));
-    let node = Node::new(
+    let mut node = Node::new(
         trust::node_config(&config, &identity, lan.as_ref()),
         Instant::now(),
     );
@@ -236,6 +236,7 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         dirty: true,
         revoked,
         revoked_path: config.tls.revoked.clone(),
+        foreign_generation: None,
     };
     main.start().await;
     main.run(input_rx, shutdown).await;
@@ -327,6 +328,11 @@ fn open_endpoint(
 ) -> anyhow::Result<(quinn::Endpoint, quinn::ClientConfig)> {
     let mut transport = pki::transport_config();
     dataplane::tune_transport(&mut transport, config.tun.mtu);
+    let idle = quinn::IdleTimeout::try_from(config.wan.idle_timeout())
+        .context("wan.idle_timeout_ms does not fit a QUIC idle timeout")?;
+    transport
+        .keep_alive_interval(Some(config.wan.keep_alive()))
+        .max_idle_timeout(Some(idle));
     let transport = Arc::new(transport);
     let server = identity.server_config(transport.clone())?;
     let client = identity.client_config(transport)?;
@@ -382,6 +388,8 @@ struct MainLoop<D, K: KernelOps> {
     /// The revocation list, shared with the connection tasks.
     revoked: Arc<std::sync::RwLock<crate::revoked::Revoked>>,
     revoked_path: Option<std::path::PathBuf>,
+    /// The generation of the foreign MACs last handed to the LAN capture.
+    foreign_generation: Option<u64>,
 }
 
 impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
@@ -466,14 +474,21 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
     }
 
     fn publish(&mut self) {
+        let copies = self.node.fib_copies();
         self.shared.fib.store(self.node.fib_snapshot());
+        if self.node.fib_copies() > copies {
+            // A packet task still held the older snapshot: this one was copied whole.
+            tracing::debug!(
+                copies = self.node.fib_copies(),
+                "forwarding snapshot copied (the data plane held the spare)"
+            );
+        }
+        let generation = self.node.foreign_macs_generation();
         if let Some(lan) = &self.lan {
-            let wanted = self.node.foreign_macs();
-            lan.foreign_macs.send_if_modified(|current| {
-                let changed = *current != wanted;
-                *current = wanted;
-                changed
-            });
+            if self.foreign_generation != Some(generation) {
+                self.foreign_generation = Some(generation);
+                lan.foreign_macs.send_replace(self.node.foreign_macs());
+            }
         }
     }
 
@@ -555,17 +570,28 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
             return;
         }
         if let Some(existing) = self.links.get(&site) {
-            let keep = link::tie_break_paths(
+            // The certificate's fingerprint tells a site's two routers apart.
+            let router = if existing.certificate.id == link.certificate.id {
+                PeerRouter::Same
+            } else {
+                PeerRouter::Other
+            };
+            let keep = link::tie_break_link(
                 self.node.me(),
                 &site,
                 (existing.direction, &existing.path),
                 (link.direction, &link.path),
+                router,
             );
             let (closing, reason) = match keep {
                 Keep::New => (&existing.conn, "duplicate, replaced"),
                 Keep::Existing => (&link.conn, "duplicate"),
             };
-            tracing::debug!(peer = %site, reason, "closing duplicate connection");
+            if router == PeerRouter::Other {
+                tracing::info!(peer = %site, old = %existing.conn.remote_address(), new = %link.conn.remote_address(), "the site's other router took over; replacing its connection");
+            } else {
+                tracing::debug!(peer = %site, reason, "closing duplicate connection");
+            }
             closing.close(quinn::VarInt::from_u32(close_code::DUPLICATE), b"duplicate");
             if keep == Keep::Existing {
                 return;

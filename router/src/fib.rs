@@ -15,9 +15,9 @@ pub struct Fib {
 }
 
 impl Fib {
-    pub fn new(snapshot: FibSnapshot) -> Self {
+    pub fn new(snapshot: impl Into<Arc<FibSnapshot>>) -> Self {
         Fib {
-            current: RwLock::new(Arc::new(snapshot)),
+            current: RwLock::new(snapshot.into()),
         }
     }
 
@@ -29,9 +29,9 @@ impl Fib {
         }
     }
 
-    /// Publishes a new snapshot.
-    pub fn store(&self, snapshot: FibSnapshot) {
-        let snapshot = Arc::new(snapshot);
+    /// Publishes a new snapshot. The old one is dropped here: packet tasks hold theirs only
+    /// for a batch, so the core can reuse it for the next snapshot (see `FibWriter`).
+    pub fn store(&self, snapshot: Arc<FibSnapshot>) {
         match self.current.write() {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,

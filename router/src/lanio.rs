@@ -22,15 +22,20 @@ const EVENT_QUEUE: usize = 4096;
 /// Frames queued towards the injector.
 const FRAME_QUEUE: usize = 4096;
 
-/// Opens capture and injection on `ifname` and starts their tasks.
-pub fn open_lan(ifname: &str) -> anyhow::Result<LanPort> {
+/// Opens capture and injection on `ifname` and starts their tasks. The router's LAN address is
+/// `address` (`lan.address`, e.g. a virtual IP shared with a standby router), else the
+/// interface's first IPv4 address.
+pub fn open_lan(ifname: &str, address: Option<Ipv4Addr>) -> anyhow::Result<LanPort> {
     let injector = Injector::open(ifname)
         .with_context(|| format!("opening a packet socket to send on {ifname}"))?;
     let capture = ArpCapture::open(ifname)
         .with_context(|| format!("opening the ARP/RARP capture on {ifname}"))?;
     let foreign = ForeignFrames::open(ifname)
         .with_context(|| format!("opening the capture of frames to foreign MACs on {ifname}"))?;
-    let ip = interface_ipv4(ifname)?;
+    let ip = match address {
+        Some(ip) => ip,
+        None => interface_ipv4(ifname)?,
+    };
     let identity = LanIdentity {
         mac: injector.mac(),
         ip,

@@ -32,7 +32,9 @@ enum Command {
     /// Run the router daemon (needs root: TUN device, routes, packet sockets).
     ///
     /// Logs go to stderr; filter them with RUST_LOG (e.g. RUST_LOG=skyvine=debug). SIGTERM or
-    /// SIGINT stops the router and removes the kernel routes it installed.
+    /// SIGINT stops the router and removes the kernel routes it installed. The router runs on
+    /// one thread (the fastest layout for its QUIC data plane); SKYVINE_WORKER_THREADS=N runs it
+    /// on N worker threads instead.
     Router {
         /// The configuration file (TOML); see README.md for every key.
         #[arg(long, short, value_name = "FILE", env = "SKYVINE_CONFIG")]
@@ -124,10 +126,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Router { config } => {
             let config = skyvine_router::config::load(&config)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            dataplane::tune_allocator();
+            let runtime = dataplane::runtime().context("starting the async runtime")?;
             runtime.block_on(run_router(config))
         }
         Command::CheckConfig { config, host } => check_config(&config, host),
@@ -250,7 +250,7 @@ async fn run_router(config: Config) -> anyhow::Result<()> {
     let kernel = kernel::Kernel::connect(&config.tun.name, &config.lan.interface)
         .await
         .context("connecting to the kernel's routing netlink")?;
-    let lan = skyvine_router::lanio::open_lan(&config.lan.interface)?;
+    let lan = skyvine_router::lanio::open_lan(&config.lan.interface, config.lan.address)?;
     let parts = daemon::Parts {
         config,
         identity,

@@ -66,6 +66,9 @@ pub struct Gndt {
     /// Entries (live and withdrawn) per origin site, to bound what one site can make us store,
     /// with the digest of that site's entries (see [`Gndt::digest_of`]).
     per_origin: HashMap<SiteId, OriginTally>,
+    /// The wrapping sum of every stored entry's hash (live and withdrawn): [`Gndt::digest`],
+    /// kept up to date by each change instead of recomputed over the table.
+    digest: u64,
 }
 
 /// How many entries one origin has in the table, and their digest.
@@ -128,7 +131,9 @@ impl Gndt {
         }
         let tally = self.per_origin.entry(entry.site().clone()).or_default();
         tally.count += 1;
-        tally.digest = tally.digest.wrapping_add(entry_hash(&entry));
+        let hash = entry_hash(&entry);
+        tally.digest = tally.digest.wrapping_add(hash);
+        self.digest = self.digest.wrapping_add(hash);
         let stored = Stored {
             entry,
             updated_at: now,
@@ -269,6 +274,21 @@ impl Gndt {
             .filter(move |stored| stored.entry.site() == site)
     }
 
+    /// Live host (/32) entries, in no particular order.
+    pub fn live_hosts(&self) -> impl Iterator<Item = &Stored> {
+        self.hosts.values()
+    }
+
+    /// The live host entry for `ip`, if any.
+    pub fn live_host(&self, ip: Ipv4Addr) -> Option<&Stored> {
+        self.hosts.get(&ip)
+    }
+
+    /// Live entries shorter than /32, in prefix order.
+    pub fn live_prefixes(&self) -> impl Iterator<Item = &Stored> {
+        self.prefixes.values()
+    }
+
     /// Number of entries, live and withdrawn, that `site` originated.
     pub fn count_of(&self, site: &SiteId) -> usize {
         self.per_origin.get(site).map_or(0, |t| t.count)
@@ -295,17 +315,26 @@ impl Gndt {
     }
 
     /// An order-independent fingerprint of the table's content, to detect divergence between
-    /// routers cheaply (periodic digests).
+    /// routers cheaply (periodic digests): the wrapping sum of the entries' hashes, maintained
+    /// on every change, so reading it costs nothing whatever the table's size.
     pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// The digest computed over the whole table, as [`Gndt::digest`] keeps it (for tests).
+    pub fn digest_recomputed(&self) -> u64 {
         self.entries()
             .map(|stored| entry_hash(&stored.entry))
             .fold(0u64, |acc, h| acc.wrapping_add(h))
     }
 
+    /// Takes a stored entry out of the per-origin tallies and the table's digest.
     fn uncount(&mut self, entry: &GndtEntry) {
+        let hash = entry_hash(entry);
+        self.digest = self.digest.wrapping_sub(hash);
         if let Some(tally) = self.per_origin.get_mut(entry.site()) {
             tally.count = tally.count.saturating_sub(1);
-            tally.digest = tally.digest.wrapping_sub(entry_hash(entry));
+            tally.digest = tally.digest.wrapping_sub(hash);
             if tally.count == 0 {
                 self.per_origin.remove(entry.site());
             }
@@ -539,6 +568,40 @@ mod tests {
     }
 
     #[test]
+    fn the_kept_digest_is_the_digest_of_the_table() {
+        let now = Instant::now();
+        let mut gndt = Gndt::new();
+        let ip: Ipv4Addr = "10.1.0.2".parse().unwrap();
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        let mut steps = vec![
+            GndtEntry::site_prefix(net("10.1.0.0/24"), site("a"), 1),
+            GndtEntry::host(ip, site("a"), 1, Some(mac)),
+            // Replaced, stale, duplicate, same-version conflict, withdrawn, revived.
+            GndtEntry::host(ip, site("b"), 2, Some(mac)),
+            GndtEntry::host(ip, site("c"), 1, None),
+            GndtEntry::host(ip, site("b"), 2, Some(mac)),
+            GndtEntry::host(ip, site("b"), 2, None),
+        ];
+        let mut gone = GndtEntry::host(ip, site("b"), 3, None);
+        gone.withdrawn = true;
+        steps.push(gone);
+        steps.push(GndtEntry::host(ip, site("a"), 4, Some(mac)));
+        assert_eq!(gndt.digest(), 0);
+        for entry in steps {
+            gndt.apply(entry, now);
+            assert_eq!(gndt.digest(), gndt.digest_recomputed());
+        }
+        // The same content reached in another order has the same digest.
+        let mut other = Gndt::new();
+        other.apply(GndtEntry::host(ip, site("a"), 4, Some(mac)), now);
+        other.apply(
+            GndtEntry::site_prefix(net("10.1.0.0/24"), site("a"), 1),
+            now,
+        );
+        assert_eq!(other.digest(), gndt.digest());
+    }
+
+    #[test]
     fn entries_are_counted_per_origin() {
         let now = Instant::now();
         let mut gndt = Gndt::new();
@@ -583,6 +646,7 @@ mod tests {
             (0, 0)
         );
         assert_eq!(gndt.digest(), sum(&[&prefix]));
+        assert_eq!(gndt.digest(), gndt.digest_recomputed());
     }
 
     #[test]
@@ -617,5 +681,7 @@ mod tests {
         assert_eq!(gndt.collect_tombstones(now), vec![net("10.1.0.0/24")]);
         assert_eq!(gndt.len(), 1);
         assert_eq!(gndt.count_of(&site("a")), 1);
+        assert_eq!(gndt.digest(), gndt.digest_recomputed());
+        assert_eq!(gndt.digest(), gndt.digest_of(&site("a")));
     }
 }

@@ -101,6 +101,21 @@ impl Lndt {
         configured.chain(self.migrated_in.values().cloned())
     }
 
+    /// Configured ranges.
+    pub fn configured(&self) -> impl Iterator<Item = Ipv4Network> + '_ {
+        self.configured.iter().map(|(net, _)| *net)
+    }
+
+    /// Whether `ip` migrated in (outside the configured ranges).
+    pub fn is_migrated_in(&self, ip: Ipv4Addr) -> bool {
+        self.migrated_in.contains_key(&ip)
+    }
+
+    /// Whether `ip`, in a configured range, migrated away.
+    pub fn is_moved_away(&self, ip: Ipv4Addr) -> bool {
+        self.moved_away.contains(&ip)
+    }
+
     /// Configured addresses whose host migrated away.
     pub fn moved_away(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         self.moved_away.iter().copied()

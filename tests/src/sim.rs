@@ -11,14 +11,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
 use skyvine_capture::wire::{classify, ArpEvent, EventKind};
+use skyvine_core::fib::FibSnapshot;
 use skyvine_core::node::{Detection, Effect, KernelOp, KernelRoute, LanIdentity, Node, NodeConfig};
 use skyvine_core::proto::Message;
 use skyvine_inject::wire as frames;
-use skyvine_tables::{MacAddr, SiteId};
+use skyvine_tables::{EntryKind, MacAddr, SiteId};
 
 pub fn site(s: &str) -> SiteId {
     SiteId::new(s).unwrap()
@@ -87,6 +89,9 @@ pub struct World {
     /// Each router's kernel routes, as its targeted changes ([`Effect::Kernel`]) left them
     /// (a restart starts from a full reconcile, as the daemon does).
     pub kernels: Vec<BTreeMap<Ipv4Network, KernelRoute>>,
+    /// Each router's forwarding snapshot, made from its changes after each batch of effects
+    /// that changed the tables (as the daemon does; checked against a full build).
+    pub fibs: Vec<Option<Arc<FibSnapshot>>>,
     /// Addresses each router copies its LAN's packets for (the source of a planned migration).
     pub lan_copies: Vec<BTreeSet<Ipv4Addr>>,
     pub delivery: Delivery,
@@ -156,6 +161,7 @@ impl World {
             now: start,
             transmitted: vec![Vec::new(); names.len()],
             kernels: vec![BTreeMap::new(); names.len()],
+            fibs: vec![None; names.len()],
             lan_copies: vec![BTreeSet::new(); names.len()],
             names,
             configs,
@@ -260,7 +266,10 @@ impl World {
                                 });
                             }
                         }
-                        Effect::TablesChanged => self.nodes[i].handle_kernel_applied(self.now),
+                        Effect::TablesChanged => {
+                            self.nodes[i].handle_kernel_applied(self.now);
+                            self.fibs[i] = Some(self.nodes[i].fib_snapshot());
+                        }
                         Effect::LanCopies { ip, copy } => {
                             if copy {
                                 self.lan_copies[i].insert(ip);
@@ -393,6 +402,7 @@ impl World {
         }
         self.nodes[i] = Node::new(self.configs[i].clone(), self.now);
         self.kernels[i] = full_reconcile(&self.nodes[i]);
+        self.fibs[i] = None;
         self.restarted.insert(i);
         for j in 0..self.nodes.len() {
             if j != i && self.link_up(i, j) {
@@ -596,6 +606,30 @@ impl World {
                     kernel_of(&tun, &lan)
                 ));
             }
+            let mut foreign: Vec<MacAddr> = node
+                .gndt()
+                .live_entries()
+                .filter(|s| s.entry.kind == EntryKind::Host && s.entry.site() != node.me())
+                .filter_map(|s| s.entry.mac)
+                .collect();
+            foreign.sort_unstable();
+            foreign.dedup();
+            if node.foreign_macs() != foreign {
+                return Err(format!(
+                    "router {}'s kept foreign MACs {:?} are not its table's {foreign:?}",
+                    self.names[i],
+                    node.foreign_macs()
+                ));
+            }
+            let full = FibSnapshot::build(node.me(), node.gndt(), node.lndt());
+            if let Some(fib) = &self.fibs[i] {
+                if !fib.same_tables(&full) {
+                    return Err(format!(
+                        "router {}'s incremental forwarding snapshot differs from a full build",
+                        self.names[i]
+                    ));
+                }
+            }
         }
         self.check_digests_agree()
     }
@@ -603,6 +637,11 @@ impl World {
     /// Every router holds the same GNDT (one digest everywhere).
     pub fn check_digests_agree(&self) -> Result<(), String> {
         let digests: Vec<u64> = self.nodes.iter().map(|n| n.gndt().digest()).collect();
+        for (node, digest) in self.nodes.iter().zip(&digests) {
+            if *digest != node.gndt().digest_recomputed() {
+                return Err(format!("{}'s kept digest is not its table's", node.me()));
+            }
+        }
         if !digests.windows(2).all(|d| d[0] == d[1]) {
             return Err(format!("table digests differ: {digests:?}"));
         }

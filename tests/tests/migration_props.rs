@@ -319,3 +319,41 @@ fn regression_a_vm_every_router_forgot_stays_at_home() {
         "placed at its home b"
     );
 }
+
+/// Shrunk from a failure: a muted VM (its optimistic moves are never confirmed) moved a -> b,
+/// then b -> c; b restarted while c's takeover was in flight; then the VM went home to a
+/// without a word. Once it speaks at a, a must hold it again in its LNDT.
+#[test]
+fn regression_a_muted_vm_home_again_after_a_restart_is_local() {
+    let steps = [
+        Step::Move {
+            vm: 1,
+            to: 1,
+            announce: Announce::RarpBurst,
+        },
+        Step::ToggleMute { vm: 1 },
+        Step::Settle,
+        Step::Move {
+            vm: 1,
+            to: 2,
+            announce: Announce::RarpBurst,
+        },
+        Step::Wait { ms: 502 },
+        Step::Wait { ms: 746 },
+        Step::Lose {
+            pick: 4101832851234393729,
+        },
+        Step::Deliver { pick: 0 },
+        Step::Deliver { pick: 0 },
+        Step::Restart { site: 1 },
+        Step::Deliver {
+            pick: 1481136036498190736,
+        },
+        Step::Move {
+            vm: 1,
+            to: 0,
+            announce: Announce::Silent,
+        },
+    ];
+    run(&SITES, &steps).unwrap();
+}

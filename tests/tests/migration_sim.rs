@@ -443,3 +443,35 @@ fn the_old_site_relays_packets_in_flight_for_a_short_while() {
         Some(&site("a"))
     );
 }
+
+#[test]
+fn at_100_sites_a_move_reaches_every_router_in_one_one_way_delay() {
+    let names: Vec<String> = (0..100).map(|i| format!("s{i:03}")).collect();
+    let sites: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut w = World::new(&sites, false);
+    w.delivery = Delivery::Manual;
+    let vm = ip(1, 1);
+    let dest = w.index("s050");
+    w.arrive(vm, dest, Announce::RarpBurst);
+    // What is in flight now crosses the network once (one one-way delay): the destination's
+    // update, sent straight to every other router, and nothing relayed.
+    let first_hop = w.wire.len();
+    assert_eq!(first_hop, 99, "one update per peer: {:?}", w.wire);
+    assert!(w.wire.iter().all(|e| e.from == dest));
+    for _ in 0..first_hop {
+        // The oldest in flight; what its delivery makes goes behind the first hop.
+        w.deliver(0);
+    }
+    for (i, node) in w.nodes.iter().enumerate() {
+        assert_eq!(
+            node.gndt().owner(vm),
+            Some(&site("s050")),
+            "router {} after one hop",
+            w.names[i]
+        );
+    }
+    w.delivery = Delivery::InOrder;
+    w.advance(Duration::from_secs(5));
+    w.assert_location(vm, "s050");
+    w.check_converged().unwrap();
+}

@@ -460,8 +460,10 @@ async fn a_peer_with_another_protocol_version_or_an_oversized_message_is_refused
     assert!(reason.contains("handshake"), "{reason}");
 
     // A well-formed hello followed by a frame announcing 16 MiB.
-    let version = skyvine_core::proto::PROTOCOL_VERSION;
-    let hello = format!(r#"{{"type":"hello","version":{version},"site":"b"}}"#);
+    let hello = format!(
+        r#"{{"type":"hello","version":{},"site":"b"}}"#,
+        skyvine_core::proto::PROTOCOL_VERSION
+    );
     let mut frame = u32::try_from(hello.len()).unwrap().to_be_bytes().to_vec();
     frame.extend_from_slice(hello.as_bytes());
     frame.extend_from_slice(&(16u32 << 20).to_be_bytes());

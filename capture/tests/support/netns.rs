@@ -40,7 +40,30 @@ impl VethNetns {
         ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
         ns.ip(&["link", "set", "va", "up"]);
         ns.ip(&["link", "set", "vb", "up"]);
+        // The kernel's link watcher turns carrier on and attaches the real queueing discipline
+        // later (deferred work, up to a second or more on a busy machine); until then frames
+        // sent are dropped. Operational state UP on both ends means it has run.
+        for dev in ["va", "vb"] {
+            ns.wait_operstate_up(dev);
+        }
         Some(ns)
+    }
+
+    /// Waits (10 s at most) until `dev` reports operational state UP.
+    fn wait_operstate_up(&self, dev: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let out = self.ip(&["-o", "link", "show", "dev", dev]);
+            if out.contains("state UP") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{dev} in {} is not operationally up after 10 s: {out}",
+                self.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// `ip -n <ns> args...`, panicking with its stderr on failure.

@@ -81,6 +81,11 @@ pub struct LanConfig {
     /// 10.77.0.0/16). The router then answers ARP on its LAN for addresses of other sites.
     #[serde(default)]
     pub virtual_network: Option<Ipv4Network>,
+    /// The gateway address this router advertises as its own on the LAN, inside `prefixes`.
+    /// Default: the first IPv4 address of `interface`. A site with two routers sets the virtual
+    /// IP they carry in turn (keepalived's VRRP address), which its VMs use as their gateway.
+    #[serde(default)]
+    pub address: Option<Ipv4Addr>,
 }
 
 /// The WAN endpoint.
@@ -89,6 +94,36 @@ pub struct LanConfig {
 pub struct WanConfig {
     /// UDP address the QUIC endpoint binds (e.g. "0.0.0.0:7400").
     pub listen: SocketAddr,
+    /// How often an idle connection to a peer sends a QUIC keep-alive, in milliseconds: it
+    /// holds NAT mappings open and lets the peer tell a live router from a dead one.
+    #[serde(default = "default_keep_alive_ms")]
+    pub keep_alive_ms: u64,
+    /// How long a connection may go without hearing from the peer before it is declared dead,
+    /// in milliseconds (at least twice `keep_alive_ms`; each end uses the smaller of the two
+    /// ends' values). A peer whose router failed is redialed after it; a site's standby router
+    /// that dials in replaces the old connection at once, without waiting for it.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_keep_alive_ms() -> u64 {
+    1_000
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    3_000
+}
+
+impl WanConfig {
+    /// The keep-alive interval.
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_ms)
+    }
+
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
 }
 
 /// Certificate files; relative paths are relative to the configuration file.
@@ -364,6 +399,7 @@ impl Config {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         validate_lan(&self.lan)
+            .and_then(|()| validate_wan(&self.wan))
             .and_then(|()| validate_tun(&self.tun, &self.lan.interface))
             .and_then(|()| validate_peers(&self.site, &self.peers))
             .and_then(|()| validate_relayed(&self.site, &self.peers, self.tun.mtu))
@@ -408,6 +444,14 @@ fn validate_lan(lan: &LanConfig) -> Result<(), Invalid> {
             ));
         }
     }
+    if let Some(address) = lan.address {
+        if !lan.prefixes.iter().any(|p| p.contains(address)) {
+            return Err((
+                "lan.address",
+                format!("{address} is not inside any of lan.prefixes"),
+            ));
+        }
+    }
     if let Some(vnet) = &lan.virtual_network {
         check_canonical(vnet).map_err(|m| ("lan.virtual_network", m))?;
         if let Some(p) = lan.prefixes.iter().find(|p| !within(p, vnet)) {
@@ -416,6 +460,33 @@ fn validate_lan(lan: &LanConfig) -> Result<(), Invalid> {
                 format!("{vnet} must contain every site prefix, but not {p}"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The WAN section's timers: a keep-alive of 100 ms to 10 s, and an idle timeout of 1 s to
+/// 60 s that leaves room for two keep-alives.
+fn validate_wan(wan: &WanConfig) -> Result<(), Invalid> {
+    if !(100..=10_000).contains(&wan.keep_alive_ms) {
+        return Err((
+            "wan.keep_alive_ms",
+            format!("{} is outside 100..=10000", wan.keep_alive_ms),
+        ));
+    }
+    if !(1_000..=60_000).contains(&wan.idle_timeout_ms) {
+        return Err((
+            "wan.idle_timeout_ms",
+            format!("{} is outside 1000..=60000", wan.idle_timeout_ms),
+        ));
+    }
+    if wan.idle_timeout_ms < 2 * wan.keep_alive_ms {
+        return Err((
+            "wan.idle_timeout_ms",
+            format!(
+                "{} ms leaves no room for two keep-alives of {} ms: lost one, the connection would drop",
+                wan.idle_timeout_ms, wan.keep_alive_ms
+            ),
+        ));
     }
     Ok(())
 }
@@ -559,234 +630,4 @@ fn check_canonical(net: &Ipv4Network) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-site = "a"
-[lan]
-interface = "lan0"
-prefixes = ["10.77.1.0/24"]
-[wan]
-listen = "0.0.0.0:7400"
-[tls]
-ca = "ca.pem"
-cert = "a.pem"
-key = "a.key"
-[[peers]]
-site = "b"
-address = "100.64.0.2:7400"
-[[peers]]
-site = "c"
-"#;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("/etc/skyvine/a.toml"))
-    }
-
-    #[test]
-    fn good_config_gets_defaults_and_absolute_paths() {
-        let config = parse(GOOD).unwrap();
-        assert_eq!(config.tun.name, "skyvine0");
-        assert_eq!(config.tun.mtu, 1380);
-        assert_eq!(config.tls.ca, PathBuf::from("/etc/skyvine/ca.pem"));
-        assert_eq!(config.lndt_ranges(), config.lan.prefixes);
-        assert_eq!(config.peers.len(), 2);
-        assert!(config.peers[1].address.is_none());
-    }
-
-    #[test]
-    fn the_core_gets_the_sites_prefixes_hosts_peers_and_migration_settings() {
-        let text = GOOD.replace(
-            "[[peers]]\nsite = \"b\"",
-            "[migration]\ntakeover = \"confirmed\"\nconfirm_timeout_ms = 120\n\
-             still_here_timeout_ms = 80\nprepare_window_s = 30\nmax_moves = 3\nfreeze_s = 60\n\
-             pinned = [\"10.77.1.9\"]\n[[peers]]\nsite = \"b\"",
-        );
-        let config = parse(&text).unwrap();
-        let lan = LanIdentity {
-            mac: "52:54:00:00:00:01".parse().unwrap(),
-            ip: "10.77.1.254".parse().unwrap(),
-        };
-        let node = config.node_config(Some(lan));
-        assert_eq!(node.me, config.site);
-        assert_eq!(node.prefixes, config.lan.prefixes);
-        assert_eq!(node.lndt_ranges, config.lan.prefixes);
-        let peers: Vec<&str> = node.peers.iter().map(SiteId::as_str).collect();
-        assert_eq!(peers, ["b", "c"]);
-        assert_eq!(node.lan, Some(lan));
-        assert_eq!(node.virtual_network, None);
-        assert_eq!(node.takeover, Takeover::Confirmed);
-        assert_eq!(node.confirm_timeout, Duration::from_millis(120));
-        assert_eq!(node.still_here_timeout, Duration::from_millis(80));
-        assert_eq!(node.prepare_window, Duration::from_secs(30));
-        assert_eq!(node.damping.max_moves, 3);
-        assert_eq!(node.damping.window, Duration::from_secs(180));
-        assert_eq!(node.damping.freeze, Duration::from_secs(60));
-        assert_eq!(node.pinned, ["10.77.1.9".parse::<Ipv4Addr>().unwrap()]);
-    }
-
-    #[test]
-    fn the_old_probe_timeout_is_refused_with_what_replaced_it() {
-        let text = GOOD.replace(
-            "[[peers]]\nsite = \"b\"",
-            "[migration]\nprobe_timeout_ms = 300\n[[peers]]\nsite = \"b\"",
-        );
-        let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains("migration.probe_timeout_ms"), "{err}");
-        assert!(
-            err.contains("confirm_timeout_ms") && err.contains("still_here_timeout_ms"),
-            "{err}"
-        );
-        let defaults = parse(GOOD).unwrap().node_config(None);
-        assert_eq!(defaults.takeover, Takeover::Optimistic);
-        assert_eq!(defaults.confirm_timeout, Duration::from_secs(3));
-        assert_eq!(defaults.still_here_timeout, Duration::from_secs(1));
-        assert_eq!(defaults.prepare_window, Duration::from_secs(60));
-    }
-
-    #[test]
-    fn relay_and_via_reach_the_relay_policy() {
-        let text = GOOD
-            .replace("site = \"a\"\n", "site = \"a\"\nrelay = true\n")
-            .replace("site = \"c\"", "site = \"c\"\nvia = \"b\"");
-        let config = parse(&text).unwrap();
-        assert!(config.relay);
-        let policy = config.relay_policy();
-        assert!(policy.relays());
-        let (b, c) = (SiteId::new("b").unwrap(), SiteId::new("c").unwrap());
-        assert_eq!(policy.via(&c), Some(&b));
-        assert_eq!(policy.via(&b), None);
-        assert!(!parse(GOOD).unwrap().relay_policy().relays());
-    }
-
-    #[test]
-    fn nonsense_relaying_is_refused_with_the_reason() {
-        let via = |peer_c: &str| GOOD.replace("site = \"c\"", peer_c);
-        let cases = [
-            (via("site = \"c\"\nvia = \"a\""), "via this router itself"),
-            (
-                via("site = \"c\"\nvia = \"c\""),
-                "cannot be relayed via itself",
-            ),
-            (
-                via("site = \"c\"\nvia = \"x\""),
-                "x, which is not a listed peer",
-            ),
-            (
-                via("site = \"c\"\nvia = \"b\"\naddress = \"100.64.0.3:7400\""),
-                "both address and via",
-            ),
-            (
-                GOOD.replace("site = \"c\"", "site = \"c\"\nvia = \"b\"")
-                    .replace(
-                        "address = \"100.64.0.2:7400\"",
-                        "via = \"d\"\n[[peers]]\nsite = \"d\"",
-                    ),
-                "itself relayed via d",
-            ),
-            (
-                via("site = \"c\"\nvia = \"b\"").replace(
-                    "[[peers]]\nsite = \"b\"",
-                    "[tun]\nmtu = 1100\n[[peers]]\nsite = \"b\"",
-                ),
-                "1100 is too small for peer c relayed via b",
-            ),
-        ];
-        for (text, reason) in cases {
-            let err = parse(&text).unwrap_err().to_string();
-            assert!(err.contains(reason), "expected {reason:?} in: {err}");
-        }
-    }
-
-    #[test]
-    fn unknown_key_is_named_with_its_line() {
-        let text = GOOD.replace("[wan]", "colour = \"blue\"\n[wan]");
-        let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains("colour"), "{err}");
-        assert!(err.contains("line"), "{err}");
-    }
-
-    #[test]
-    fn invalid_values_name_their_key() {
-        let cases = [
-            (GOOD.replace("10.77.1.0/24", "10.77.1.5/24"), "lan.prefixes"),
-            (GOOD.replace("site = \"b\"", "site = \"a\""), "peers"),
-            (GOOD.replace("site = \"a\"", "site = \"a b\""), "site"),
-            (
-                GOOD.replace("[wan]", "hosts = [\"10.9.0.1/32\"]\n[wan]"),
-                "lan.hosts",
-            ),
-            (
-                GOOD.replace(
-                    "[[peers]]\nsite = \"b\"",
-                    "[tun]\nmtu = 9000\n[[peers]]\nsite = \"b\"",
-                ),
-                "tun.mtu",
-            ),
-            (GOOD.replace("0.0.0.0:7400", "nowhere"), "listen"),
-            (
-                GOOD.replace("\"lan0\"", "\"a-very-long-name0\""),
-                "lan.interface",
-            ),
-            (
-                GOOD.replace(
-                    "[\"10.77.1.0/24\"]",
-                    "[\"10.77.1.0/24\", \"10.77.1.128/25\"]",
-                ),
-                "lan.prefixes",
-            ),
-            (
-                GOOD.replace("[wan]", "virtual_network = \"10.78.0.0/16\"\n[wan]"),
-                "lan.virtual_network",
-            ),
-            (
-                GOOD.replace(
-                    "[[peers]]\nsite = \"b\"",
-                    "[tun]\nname = \"lan0\"\n[[peers]]\nsite = \"b\"",
-                ),
-                "tun.name",
-            ),
-            (GOOD.replace("site = \"c\"", "site = \"b\""), "peers"),
-            (
-                GOOD.replace(
-                    "[[peers]]\nsite = \"b\"",
-                    "[migration]\nmax_moves = 0\n[[peers]]\nsite = \"b\"",
-                ),
-                "migration.max_moves",
-            ),
-            (
-                GOOD.replace(
-                    "[[peers]]\nsite = \"b\"",
-                    "[migration]\nconfirm_timeout_ms = 0\n[[peers]]\nsite = \"b\"",
-                ),
-                "migration.confirm_timeout_ms",
-            ),
-            (
-                GOOD.replace(
-                    "[[peers]]\nsite = \"b\"",
-                    "[migration]\nstill_here_timeout_ms = 20000\n[[peers]]\nsite = \"b\"",
-                ),
-                "migration.still_here_timeout_ms",
-            ),
-            (
-                GOOD.replace(
-                    "[[peers]]\nsite = \"b\"",
-                    "[migration]\nprepare_window_s = 0\n[[peers]]\nsite = \"b\"",
-                ),
-                "migration.prepare_window_s",
-            ),
-            (
-                GOOD.replace(
-                    "[[peers]]\nsite = \"b\"",
-                    "[migration]\ntakeover = \"eventually\"\n[[peers]]\nsite = \"b\"",
-                ),
-                "takeover",
-            ),
-        ];
-        for (text, key) in cases {
-            let err = parse(&text).unwrap_err().to_string();
-            assert!(err.contains(key), "expected {key} in: {err}");
-        }
-    }
-}
+mod tests;

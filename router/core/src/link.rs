@@ -1,6 +1,7 @@
 //! Decisions about a control connection to a peer router that the IO layer must not make on
 //! its own: whether the peer's hello is acceptable, and which of two connections to the same
-//! peer to keep (a direct one beats one through a relay). The daemon authenticates the connection (TLS against the site CA) and then
+//! peer to keep (a direct one beats one through a relay; one from the site's other router
+//! beats both). The daemon authenticates the connection (TLS against the site CA) and then
 //! asks these.
 
 use skyvine_tables::SiteId;
@@ -152,6 +153,37 @@ pub fn tie_break_paths(
     }
 }
 
+/// Whether a new connection reaches the same router of the peer's site as the one already up.
+/// A site may run two routers (active and standby): each has its own certificate for the site,
+/// and only the active one connects. The daemon tells them apart by the certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerRouter {
+    /// The same certificate as the existing connection's.
+    Same,
+    /// Another certificate of the same site: its other router took over.
+    Other,
+}
+
+/// [`tie_break_paths`] between connections that may come from different routers of the peer's
+/// site. A connection from the site's other router always replaces the existing one: that
+/// router became the site's active router (its predecessor failed, or handed over), and the
+/// existing connection is to a router that is gone or about to be. Waiting for the old
+/// connection's idle timeout instead would add that timeout to every failover, and when the
+/// peer's id is lower and the old connection was dialed by this router, the plain tie-break
+/// would refuse the new router until then.
+pub fn tie_break_link(
+    me: &SiteId,
+    peer: &SiteId,
+    existing: (Direction, &PeerPath),
+    new: (Direction, &PeerPath),
+    router: PeerRouter,
+) -> Keep {
+    match router {
+        PeerRouter::Other => Keep::New,
+        PeerRouter::Same => tie_break_paths(me, peer, existing, new),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +291,44 @@ mod tests {
         assert_eq!(relayed.to_string(), "via r");
         assert_eq!(relayed.relay(), Some(&site("r")));
         assert_eq!(direct.relay(), None);
+    }
+
+    #[test]
+    fn a_connection_from_the_sites_other_router_replaces_the_existing_one() {
+        let (a, c) = (site("a"), site("c"));
+        let direct = PeerPath::Direct;
+        let relayed = PeerPath::Via(site("r"));
+        // At a (lower id), the kept connection to c's first router is the one a dialed: the
+        // plain tie-break refuses a connection that c's standby dials, until the old one times
+        // out. From the other router it is taken at once, whatever the paths and directions.
+        assert_eq!(
+            tie_break_link(
+                &a,
+                &c,
+                (Direction::Dialed, &direct),
+                (Direction::Accepted, &direct),
+                PeerRouter::Same
+            ),
+            Keep::Existing
+        );
+        for (d1, d2) in [
+            (Direction::Dialed, Direction::Accepted),
+            (Direction::Accepted, Direction::Dialed),
+            (Direction::Accepted, Direction::Accepted),
+        ] {
+            for (existing, new) in [(&direct, &direct), (&direct, &relayed), (&relayed, &direct)] {
+                for (me, peer) in [(&a, &c), (&c, &a)] {
+                    assert_eq!(
+                        tie_break_link(me, peer, (d1, existing), (d2, new), PeerRouter::Other),
+                        Keep::New
+                    );
+                    assert_eq!(
+                        tie_break_link(me, peer, (d1, existing), (d2, new), PeerRouter::Same),
+                        tie_break_paths(me, peer, (d1, existing), (d2, new))
+                    );
+                }
+            }
+        }
     }
 
     #[test]

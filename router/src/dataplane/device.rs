@@ -10,12 +10,19 @@ use std::io;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Mutex};
-use tun_rs::{AsyncDevice, DeviceBuilder, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::{
+    checksum, gso_split, AsyncDevice, DeviceBuilder, VirtioNetHdr, IDEAL_BATCH_SIZE,
+    VIRTIO_NET_HDR_LEN,
+};
 
-use super::gro::{self, Head, Segment};
+use super::gro::{self, Head, Segment, NEEDS_CSUM};
 
-/// Packets per batch; tun-rs' choice, enough for one 64 KB super-segment at any MTU >= 576.
+/// Packets per batch; tun-rs' choice. A receive batch stops taking more reads once it holds
+/// this many packets (it has room for [`RX_SLOTS`]).
 pub const BATCH: usize = IDEAL_BATCH_SIZE;
+/// Packet slots of a receive batch: one 64 KB super-segment always fits an empty batch when its
+/// segments carry at least 256 bytes (65535 / 256), whatever TCP options shrink the MSS to.
+const RX_SLOTS: usize = 2 * BATCH;
 /// Headroom left in front of every packet to write (the virtio-net header with offloads).
 const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 /// Room for one packet in a receive slot; the TUN MTU never exceeds this.
@@ -25,6 +32,8 @@ const SLOT_LEN: usize = 1 << 14;
 const TX_BUF_CAPACITY: usize = 2 * VIRTIO_NET_HDR_LEN + 65535;
 /// A raw read with offloads: the virtio-net header and a super-segment of up to 64 KB.
 const RAW_LEN: usize = VIRTIO_NET_HDR_LEN + 65535;
+/// virtio-net `gso_type` of a packet that is not a super-segment.
+const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
 
 /// A device that reads and writes IPv4 packets in batches.
 pub trait PacketDevice: Send + Sync + 'static {
@@ -44,10 +53,18 @@ pub trait PacketDevice: Send + Sync + 'static {
     fn send(&self, batch: &mut TxBatch) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-/// Reusable receive buffers: up to [`BATCH`] packets.
+/// Reusable receive buffers: up to [`RX_SLOTS`] packets.
+///
+/// With offloads, a raw read (virtio-net header + up to 64 KB) is split into the slots only
+/// when all its segments fit the free slots; otherwise it stays in `raw` (`pending`) and
+/// starts the next batch. So no read is ever lost for want of room, however small the MSS of
+/// the super-segment (TCP timestamps alone make 50 segments of a 64 KB read at MTU 1380,
+/// more than the 48 slots a "65535 / MTU" estimate leaves room for).
 #[derive(Debug)]
 pub struct RxBatch {
     raw: Vec<u8>,
+    /// Length of a raw read in `raw` that did not fit the previous batch (0: none).
+    pending: usize,
     slots: Vec<Vec<u8>>,
     sizes: Vec<usize>,
     len: usize,
@@ -59,8 +76,9 @@ impl RxBatch {
         let slot = usize::from(mtu).clamp(576, SLOT_LEN);
         RxBatch {
             raw: vec![0; RAW_LEN],
-            slots: vec![vec![0; slot]; BATCH],
-            sizes: vec![0; BATCH],
+            pending: 0,
+            slots: vec![vec![0; slot]; RX_SLOTS],
+            sizes: vec![0; RX_SLOTS],
             len: 0,
         }
     }
@@ -82,6 +100,14 @@ impl RxBatch {
     /// Whether the last `recv` returned nothing.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Accounts for a packet of `size` bytes read into the next free slot.
+    fn push_size(&mut self, size: usize) {
+        if let Some(slot) = self.sizes.get_mut(self.len) {
+            *slot = size;
+            self.len += 1;
+        }
     }
 
     /// Copies `packet` into the next free slot (for devices without their own splitting).
@@ -286,6 +312,26 @@ impl std::fmt::Debug for TunDevice {
 }
 
 impl TunDevice {
+    /// A device without offloads: one packet per read, straight into the slots.
+    async fn recv_plain(&self, batch: &mut RxBatch) -> io::Result<()> {
+        let Some(first) = batch.slots.first_mut() else {
+            return Ok(());
+        };
+        let n = self.dev.recv(first).await?;
+        batch.push_size(n);
+        while batch.len < BATCH {
+            let Some(slot) = batch.slots.get_mut(batch.len) else {
+                break;
+            };
+            match self.dev.try_recv(slot) {
+                Ok(n) => batch.push_size(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     pub fn offload(&self) -> Offload {
         self.offload
     }
@@ -306,27 +352,33 @@ impl PacketDevice for TunDevice {
 
     async fn recv(&self, batch: &mut RxBatch) -> io::Result<()> {
         batch.len = 0;
-        let n = self
-            .dev
-            .recv_multiple(&mut batch.raw, &mut batch.slots, &mut batch.sizes, 0)
-            .await?;
-        batch.len = n;
-        // Drain what else is ready while a whole super-segment still fits.
-        let need = RAW_LEN / batch.slots.first().map_or(RAW_LEN, |s| s.len().max(1)) + 1;
-        while BATCH - batch.len >= need {
-            let (Some(slots), Some(sizes)) = (
-                batch.slots.get_mut(batch.len..),
-                batch.sizes.get_mut(batch.len..),
-            ) else {
-                break;
-            };
-            match self.dev.try_recv_multiple(&mut batch.raw, slots, sizes, 0) {
-                Ok(n) => batch.len += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+        if !self.takes_gso() {
+            return self.recv_plain(batch).await;
+        }
+        if batch.pending == 0 {
+            batch.pending = self.dev.recv(&mut batch.raw).await?;
+        }
+        // Split what was read, then drain what else is ready, up to a batch.
+        loop {
+            match split_raw(batch) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()), // kept for the next batch
+                Err(error) if batch.len > 0 => {
+                    // Deliver what the batch holds; the bad read is already discarded.
+                    tracing::debug!(%error, "TUN read dropped");
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            }
+            if batch.len >= BATCH {
+                return Ok(());
+            }
+            match self.dev.try_recv(&mut batch.raw) {
+                Ok(n) => batch.pending = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     async fn send(&self, batch: &mut TxBatch) -> io::Result<()> {
@@ -345,6 +397,81 @@ impl PacketDevice for TunDevice {
         }
         result
     }
+}
+
+/// Splits the raw read pending in `batch` into its free slots. Returns false (keeping the read
+/// pending) when its segments do not all fit; an error discards the read.
+fn split_raw(batch: &mut RxBatch) -> io::Result<bool> {
+    let len = std::mem::take(&mut batch.pending);
+    let Some((header, packet)) = batch
+        .raw
+        .get_mut(..len)
+        .filter(|raw| raw.len() > VIRTIO_NET_HDR_LEN)
+        .map(|raw| raw.split_at_mut(VIRTIO_NET_HDR_LEN))
+    else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("TUN read of {len} bytes is shorter than its virtio-net header"),
+        ));
+    };
+    let header = VirtioNetHdr::decode(&*header)?;
+    let (Some(slots), Some(sizes)) = (
+        batch.slots.get_mut(batch.len..),
+        batch.sizes.get_mut(batch.len..),
+    ) else {
+        return Ok(false);
+    };
+    if header.gso_type == VIRTIO_NET_HDR_GSO_NONE {
+        let (Some(slot), Some(size)) = (slots.first_mut(), sizes.first_mut()) else {
+            batch.pending = len;
+            return Ok(false);
+        };
+        if header.flags & NEEDS_CSUM != 0 {
+            complete_checksum(packet, header.csum_start, header.csum_offset)?;
+        }
+        let dst = slot.get_mut(..packet.len()).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "TUN packet larger than the MTU")
+        })?;
+        dst.copy_from_slice(packet);
+        *size = packet.len();
+        batch.len += 1;
+        return Ok(true);
+    }
+    let segments = packet
+        .len()
+        .checked_sub(usize::from(header.hdr_len))
+        .map(|payload| payload.div_ceil(usize::from(header.gso_size.max(1))));
+    if segments.is_some_and(|n| n > slots.len()) && batch.len > 0 {
+        batch.pending = len;
+        return Ok(false);
+    }
+    let n = gso_split(packet, header, slots, sizes, 0, false)?;
+    batch.len += n;
+    Ok(true)
+}
+
+/// Finishes a partial (CHECKSUM_PARTIAL) checksum: the field at `start + offset` holds the
+/// pseudo-header sum; the sum from `start` to the end goes there.
+fn complete_checksum(packet: &mut [u8], start: u16, offset: u16) -> io::Result<()> {
+    let start = usize::from(start);
+    let at = start + usize::from(offset);
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "checksum offset outside the packet",
+        )
+    };
+    let field: &mut [u8; 2] = packet
+        .get_mut(at..at + 2)
+        .and_then(|f| f.try_into().ok())
+        .ok_or_else(bad)?;
+    let initial = u16::from_be_bytes(*field);
+    *field = [0, 0];
+    let sum = checksum(packet.get(start..).ok_or_else(bad)?, u64::from(initial));
+    if let Some(field) = packet.get_mut(at..at + 2) {
+        field.copy_from_slice(&(!sum).to_be_bytes());
+    }
+    Ok(())
 }
 
 /// An in-memory device: packets written by the data plane come out of [`FakeHandle::sent`],
@@ -544,5 +671,105 @@ mod tests {
         tx.push(&tcp_segment(1000, 1000, false));
         tx.push(&tcp_segment(2000, 1000, false));
         assert_eq!(tx.len(), 2);
+    }
+
+    /// A raw TUN read as the kernel hands it over: a TCP/IPv4 super-segment with timestamps
+    /// (MSS = 1380 - 20 - 32 = 1328) and a partial checksum, behind its virtio-net header.
+    fn super_segment(payload: usize) -> Vec<u8> {
+        let builder = etherparse::PacketBuilder::ipv4([10, 77, 1, 1], [10, 77, 2, 1], 64)
+            .tcp(5000, 6000, 1, 64000)
+            .ack(1)
+            .options(&[etherparse::TcpOptionElement::Timestamp(1, 2)])
+            .unwrap();
+        let mut packet = Vec::new();
+        builder.write(&mut packet, &vec![7u8; payload]).unwrap();
+        let header = tun_rs::VirtioNetHdr {
+            flags: NEEDS_CSUM,
+            gso_type: tun_rs::VIRTIO_NET_HDR_GSO_TCPV4,
+            hdr_len: 52,
+            gso_size: 1328,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        let mut raw = vec![0u8; HEADROOM];
+        header.encode(&mut raw).unwrap();
+        raw.extend_from_slice(&packet);
+        raw
+    }
+
+    fn load(batch: &mut RxBatch, raw: &[u8]) {
+        batch.raw[..raw.len()].copy_from_slice(raw);
+        batch.pending = raw.len();
+    }
+
+    #[test]
+    fn a_read_that_does_not_fit_waits_for_the_next_batch() {
+        let mut batch = RxBatch::new(1380);
+        // 64 KB of payload in 1328-byte segments: 50 segments, more than 65535 / 1380 + 1.
+        let raw = super_segment(65535 - 52);
+        batch.len = RX_SLOTS - 49;
+        load(&mut batch, &raw);
+        assert!(
+            !split_raw(&mut batch).unwrap(),
+            "49 free slots cannot take 50 segments"
+        );
+        assert_eq!((batch.len, batch.pending), (RX_SLOTS - 49, raw.len()));
+
+        batch.len = 0;
+        assert!(split_raw(&mut batch).unwrap());
+        assert_eq!((batch.len, batch.pending), (50, 0));
+        let mut payload = 0;
+        for packet in batch.packets() {
+            let (ip, rest) = etherparse::Ipv4Slice::from_slice(packet)
+                .map(|s| (s.header().to_header(), s.payload().payload.to_vec()))
+                .unwrap();
+            let tcp = etherparse::TcpSlice::from_slice(&rest).unwrap();
+            assert_eq!(
+                tcp.to_header()
+                    .calc_checksum_ipv4(&ip, tcp.payload())
+                    .unwrap(),
+                tcp.checksum(),
+                "every segment leaves with a complete checksum"
+            );
+            payload += tcp.payload().len();
+        }
+        assert_eq!(payload, 65535 - 52);
+    }
+
+    #[test]
+    fn a_partial_checksum_of_a_single_packet_is_completed() {
+        let mut batch = RxBatch::new(1380);
+        let mut raw = super_segment(100);
+        // gso_type NONE: one packet with a partial checksum (the pseudo-header sum).
+        raw[1] = 0;
+        let packet = raw[HEADROOM..].to_vec();
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(&packet).unwrap();
+        let pseudo = checksum_no_fold_pseudo(&ip, packet.len() - 20);
+        raw[HEADROOM + 36..HEADROOM + 38].copy_from_slice(&pseudo.to_be_bytes());
+        load(&mut batch, &raw);
+        assert!(split_raw(&mut batch).unwrap());
+        let out = batch.packets().next().unwrap().to_vec();
+        assert_eq!(
+            out, packet,
+            "completing the partial sum restores the real checksum"
+        );
+
+        // A checksum offset past the end is refused, not trusted.
+        raw[HEADROOM - 2..HEADROOM].copy_from_slice(&400u16.to_le_bytes());
+        batch.len = 0;
+        load(&mut batch, &raw);
+        assert!(split_raw(&mut batch).is_err());
+        assert_eq!(batch.pending, 0, "a bad read is discarded");
+    }
+
+    /// The folded (not complemented) TCP pseudo-header sum, as the kernel leaves it in the
+    /// checksum field of a CHECKSUM_PARTIAL packet.
+    fn checksum_no_fold_pseudo(ip: &etherparse::Ipv4HeaderSlice<'_>, tcp_len: usize) -> u16 {
+        let mut pseudo = [0u8; 12];
+        pseudo[..4].copy_from_slice(&ip.source());
+        pseudo[4..8].copy_from_slice(&ip.destination());
+        pseudo[9] = 6;
+        pseudo[10..12].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+        tun_rs::checksum(&pseudo, 0)
     }
 }

@@ -16,7 +16,7 @@ pub const SOCKET_BUFFER: usize = 8 << 20;
 
 /// Outgoing datagrams quinn may queue: enough for a few 64 KB super-segments, so a send
 /// burst fills whole GSO batches without dropping the oldest datagrams.
-const DATAGRAM_SEND_BUFFER: usize = 2 << 20;
+pub const DATAGRAM_SEND_BUFFER: usize = 2 << 20;
 /// Incoming datagrams quinn may queue before the peer reader drains them.
 const DATAGRAM_RECEIVE_BUFFER: usize = 4 << 20;
 /// Upper bound for path-MTU discovery: the largest UDP payload of IPv4 on a 1500-byte link.

@@ -57,6 +57,9 @@ pub(super) struct LanState {
     pub(super) records: Records,
     pub(super) next_query: u64,
     limiter: LanLimiter,
+    /// Another router of this site held the LAN before this one (its binding of our LAN
+    /// address had another MAC): the LAN's caches still name that router's MAC.
+    pub(super) succeeded: bool,
 }
 
 impl LanState {
@@ -79,6 +82,7 @@ impl LanState {
             records: Records::default(),
             next_query: 1,
             limiter: LanLimiter::new(now),
+            succeeded: false,
         }
     }
 }
@@ -154,15 +158,13 @@ impl Node {
     /// MACs that live at other sites (their hosts' advertised bindings, including the other
     /// routers' LAN addresses): frames to them on this LAN come from a migrated VM.
     pub fn foreign_macs(&self) -> Vec<MacAddr> {
-        let mut macs: Vec<MacAddr> = self
-            .gndt
-            .live_entries()
-            .filter(|s| s.entry.kind == EntryKind::Host && s.entry.site() != &self.config.me)
-            .filter_map(|s| s.entry.mac)
-            .collect();
-        macs.sort_unstable();
-        macs.dedup();
-        macs
+        self.foreign.macs.keys().copied().collect()
+    }
+
+    /// Changes whenever [`Node::foreign_macs`] does: the set is only worth asking for (a walk
+    /// over every foreign MAC) when this moved.
+    pub fn foreign_macs_generation(&self) -> u64 {
+        self.foreign.generation
     }
 
     /// The kernel now holds the routes for the current tables: completes migrations.

@@ -15,6 +15,7 @@ mod prober;
 mod proxy;
 mod records;
 mod source;
+mod succession;
 #[cfg(test)]
 mod testing;
 mod trust;
@@ -23,6 +24,7 @@ mod trust_tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
@@ -31,7 +33,7 @@ use skyvine_tables::{
     Applied, DampingConfig, EntryKind, Gndt, GndtEntry, Hwdt, Lndt, MacAddr, SiteId, Stored,
 };
 
-use crate::fib::FibSnapshot;
+use crate::fib::{FibExtras, FibSnapshot, FibWriter};
 use crate::link::PeerPath;
 use crate::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
 
@@ -201,6 +203,38 @@ pub struct Node {
     windows: prepare::Windows,
     /// Certificates, what each peer said, previous owners (see [`trust`]).
     trust: trust::Trust,
+    /// Makes the data plane's snapshots from the GNDT's changes.
+    fib: FibWriter,
+    /// The MACs of other sites' live host entries, kept on every change.
+    foreign: ForeignMacs,
+}
+
+/// The MACs of other sites' live host entries, with how many entries carry each.
+#[derive(Debug, Default)]
+struct ForeignMacs {
+    macs: BTreeMap<MacAddr, usize>,
+    /// Bumped whenever a MAC joins or leaves the set.
+    generation: u64,
+}
+
+impl ForeignMacs {
+    fn add(&mut self, mac: MacAddr) {
+        let count = self.macs.entry(mac).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.generation += 1;
+        }
+    }
+
+    fn remove(&mut self, mac: MacAddr) {
+        if let Some(count) = self.macs.get_mut(&mac) {
+            *count -= 1;
+            if *count == 0 {
+                self.macs.remove(&mac);
+                self.generation += 1;
+            }
+        }
+    }
 }
 
 impl Node {
@@ -226,6 +260,8 @@ impl Node {
             counters: Counters::default(),
             kernel: BTreeMap::new(),
             windows: prepare::Windows::default(),
+            fib: FibWriter::default(),
+            foreign: ForeignMacs::default(),
         };
         for prefix in node.config.prefixes.clone() {
             let entry = GndtEntry::site_prefix(prefix, node.config.me.clone(), 1);
@@ -337,6 +373,7 @@ impl Node {
                     state.synced = true;
                 }
                 let heard = self.end_of_table(from, now);
+                self.after_full_table(from, now);
                 tracing::info!(
                     peer = %from,
                     peer_entries = count,
@@ -430,32 +467,35 @@ impl Node {
         self.effects.pop_front()
     }
 
-    /// The forwarding view for the data plane.
+    /// The forwarding view for the data plane, made from the changes since the last one (see
+    /// [`FibWriter`]): its cost does not grow with the table.
     ///
     /// A configured prefix of ours outside our certificate is advertised (peers refuse it,
     /// and count and log that: the operator sees the mistake on both sides) but not routed as
     /// ours here.
-    pub fn fib_snapshot(&self) -> FibSnapshot {
+    pub fn fib_snapshot(&mut self) -> Arc<FibSnapshot> {
         let (copy_to, arriving) = self.prepared_view();
+        let extras = FibExtras {
+            relays: self.relays(),
+            copy_to,
+            arriving,
+        };
+        let me = &self.config.me;
         let uncertified: Vec<Ipv4Network> = self
             .config
             .prefixes
             .iter()
-            .filter(|p| !self.trust.certificates.covers(&self.config.me, **p))
+            .filter(|p| !self.trust.certificates.covers(me, **p))
             .copied()
             .collect();
-        let gndt = if uncertified.is_empty() {
-            std::borrow::Cow::Borrowed(&self.gndt)
-        } else {
-            let mut gndt = self.gndt.clone();
-            for prefix in uncertified {
-                gndt.remove(prefix);
-            }
-            std::borrow::Cow::Owned(gndt)
-        };
-        FibSnapshot::build(&self.config.me, &gndt, &self.lndt)
-            .with_relays(self.relays())
-            .with_prepared(copy_to, arriving)
+        self.fib.unroute(uncertified);
+        self.fib.publish(me, &self.gndt, &self.lndt, extras)
+    }
+
+    /// How many forwarding snapshots were copied whole because the data plane still held the
+    /// older one (see [`FibWriter::copies`]).
+    pub fn fib_copies(&self) -> u64 {
+        self.fib.copies()
     }
 
     /// Prefixes the kernel must route into the TUN device: every live entry owned by another
@@ -553,7 +593,7 @@ impl Node {
         let current = self.gndt.get(entry.prefix).map(|s| s.entry.clone());
         match current {
             Some(current) if current.site() == entry.site() && current.version > entry.version => {
-                self.gndt.remove(current.prefix);
+                self.gndt_remove(current.prefix);
                 match self.apply_entry_ranked(entry, false, now) {
                     Applied::Inserted => Applied::Replaced { previous: current },
                     other => other,
@@ -600,8 +640,8 @@ impl Node {
             self.note_move(entry, now);
         }
         // Entries of ours are never taken from peers (a restarted router relearns its hosts on
-        // its LAN), so this entry is another site's.
-        if self.lndt.remove(ip) {
+        // its LAN, see [`trust`]), so this entry is another site's.
+        if self.lndt_remove(ip) {
             tracing::info!(%ip, to = %entry.site(), "host moved away; removed from the LNDT");
             // Verify with the MAC we knew: a claim with another MAC must not pass unchecked.
             let known_mac = previous_mac.or_else(|| self.hwdt.by_ip(ip).map(|b| b.mac));
@@ -630,7 +670,42 @@ impl Node {
             self.originate(ours, now);
         } else if previous.site() == entry.site() {
             self.on_withdrawn_host(entry, now);
+        } else {
+            // We missed the withdrawing site's claim (its message was lost, or came in a full
+            // table we never got): the claim we knew is superseded all the same, and the
+            // address may now fall back to a prefix of ours.
+            self.adopt_if_ours_by_prefix(ip, entry.mac, now);
         }
+    }
+
+    /// The MAC of a live host entry of another site (see [`Node::foreign_macs`]).
+    fn foreign_mac(&self, entry: &GndtEntry) -> Option<MacAddr> {
+        let foreign =
+            entry.kind == EntryKind::Host && !entry.withdrawn && entry.site() != &self.config.me;
+        entry.mac.filter(|_| foreign)
+    }
+
+    /// [`Lndt::add`], noted for the next forwarding snapshot.
+    pub(super) fn lndt_add(&mut self, ip: Ipv4Addr, mac: Option<MacAddr>, now: Instant) -> bool {
+        self.fib.local_changed(ip);
+        self.lndt.add(ip, mac, now)
+    }
+
+    /// [`Gndt::remove`], kept in step with the foreign MACs and noted for the next forwarding
+    /// snapshot (the caller syncs the kernel).
+    pub(super) fn gndt_remove(&mut self, prefix: Ipv4Network) -> Option<GndtEntry> {
+        let removed = self.gndt.remove(prefix)?;
+        if let Some(mac) = self.foreign_mac(&removed) {
+            self.foreign.remove(mac);
+        }
+        self.fib.changed(removed.prefix);
+        Some(removed)
+    }
+
+    /// [`Lndt::remove`], noted for the next forwarding snapshot.
+    pub(super) fn lndt_remove(&mut self, ip: Ipv4Addr) -> bool {
+        self.fib.local_changed(ip);
+        self.lndt.remove(ip)
     }
 
     /// Merges one entry into the GNDT and, if it changed anything, emits the kernel changes.
@@ -648,6 +723,7 @@ impl Node {
                 let before = self.gndt.owner(prefix.ip()).cloned();
                 (entry.site().clone(), before)
             });
+        let foreign = self.foreign_mac(&entry);
         let applied = self.gndt.apply_ranked(entry, now, wins_tie);
         if let Some((owner, Some(before))) = host.filter(|_| applied.changed()) {
             // Remembered for freeze marks: only the site an address moved away from may
@@ -657,7 +733,18 @@ impl Node {
             }
         }
         if applied.changed() {
-            self.sync_kernel(Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix));
+            if let Some(mac) = foreign {
+                self.foreign.add(mac);
+            }
+            if let Some(mac) = match &applied {
+                Applied::Replaced { previous } => self.foreign_mac(previous),
+                _ => None,
+            } {
+                self.foreign.remove(mac);
+            }
+            let prefix = Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix);
+            self.fib.changed(prefix);
+            self.sync_kernel(prefix);
         }
         applied
     }
@@ -725,205 +812,4 @@ impl PeerState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn site(s: &str) -> SiteId {
-        SiteId::new(s).unwrap()
-    }
-
-    fn node(me: &str, prefix: &str, peers: &[&str], now: Instant) -> Node {
-        let prefix: Ipv4Network = prefix.parse().unwrap();
-        Node::new(
-            NodeConfig::new(
-                site(me),
-                vec![prefix],
-                vec![prefix],
-                peers.iter().map(|p| site(p)).collect(),
-            ),
-            now,
-        )
-    }
-
-    /// Delivers every queued message between the nodes until nothing moves.
-    fn settle(nodes: &mut [Node], now: Instant) {
-        loop {
-            let mut moved = false;
-            for i in 0..nodes.len() {
-                while let Some(effect) = nodes[i].poll_effect() {
-                    if let Effect::Send { to, message } = effect {
-                        let from = nodes[i].me().clone();
-                        if let Some(target) = nodes.iter_mut().find(|n| n.me() == &to) {
-                            target.handle_message(&from, message, now);
-                            moved = true;
-                        }
-                    }
-                }
-            }
-            if !moved {
-                break;
-            }
-        }
-    }
-
-    #[test]
-    fn peers_learn_each_others_prefixes_and_route_them_into_the_tun() {
-        let now = Instant::now();
-        let mut nodes = vec![
-            node("a", "10.77.1.0/24", &["b"], now),
-            node("b", "10.77.2.0/24", &["a"], now),
-        ];
-        nodes[0].handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
-        nodes[1].handle_peer_up(site("a"), crate::node::testing::certified("a"), now);
-        settle(&mut nodes, now);
-        let routes: Vec<String> = nodes[0]
-            .tun_routes()
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
-        assert_eq!(routes, vec!["10.77.2.0/24"]);
-        assert_eq!(nodes[1].gndt().digest(), nodes[0].gndt().digest());
-        assert!(nodes[0].peers()[&site("b")].synced);
-    }
-
-    #[test]
-    fn a_moved_host_leaves_the_lndt_and_gets_a_tun_route() {
-        let now = Instant::now();
-        let mut a = node("a", "10.77.1.0/24", &["b"], now);
-        a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
-        let vm: Ipv4Addr = "10.77.1.2".parse().unwrap();
-        assert!(a.lndt().contains(vm));
-        a.handle_message(
-            &site("b"),
-            Message::Entries {
-                entries: vec![GndtEntry::host(vm, site("b"), 1, None)],
-            },
-            now,
-        );
-        assert!(!a.lndt().contains(vm));
-        assert!(a.tun_routes().contains(&Ipv4Network::from(vm)));
-        assert!(a.lan_hosts().is_empty());
-    }
-
-    #[test]
-    fn a_restarted_peer_is_believed_about_its_own_entries_and_nothing_else() {
-        let now = Instant::now();
-        let mut a = node("a", "10.77.1.0/24", &["b"], now);
-        let certified = crate::node::testing::certified("b");
-        a.handle_peer_up(site("b"), certified.clone(), now);
-        let prefix: Ipv4Network = "10.77.2.0/24".parse().unwrap();
-        // One of our VMs that had migrated to b, and one of b's own.
-        let old_host = GndtEntry::host("10.77.1.9".parse().unwrap(), site("b"), 4, None);
-        let home_host = GndtEntry::host("10.77.2.9".parse().unwrap(), site("b"), 4, None);
-        let entries = vec![
-            GndtEntry::site_prefix(prefix, site("b"), 7),
-            old_host.clone(),
-            home_host.clone(),
-        ];
-        a.handle_message(&site("b"), Message::Entries { entries }, now);
-        a.handle_message(
-            &site("b"),
-            Message::TableEnd {
-                digest: 0,
-                count: 2,
-            },
-            now,
-        );
-        // b restarts: it counts from 1 again and no longer has the host.
-        a.handle_peer_down(&site("b"), now);
-        a.handle_peer_up(site("b"), certified, now);
-        // Our own full table goes out, with nothing of b's in it.
-        let sent: Vec<GndtEntry> = std::iter::from_fn(|| a.poll_effect())
-            .filter_map(|e| match e {
-                Effect::Send {
-                    message: Message::Entries { entries },
-                    ..
-                } => Some(entries),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        assert!(!sent.is_empty());
-        assert!(sent.iter().all(|e| e.site() == &site("a")), "{sent:?}");
-        let fresh = vec![GndtEntry::site_prefix(prefix, site("b"), 1)];
-        a.handle_message(&site("b"), Message::Entries { entries: fresh }, now);
-        a.handle_message(
-            &site("b"),
-            Message::TableEnd {
-                digest: 0,
-                count: 1,
-            },
-            now,
-        );
-        let stored = a.gndt().get(prefix).unwrap();
-        assert_eq!(stored.entry.version.seq, 1);
-        // Our VM that was at b is no longer b's (we take it back, as after a withdrawal).
-        assert_ne!(
-            a.gndt().get(old_host.prefix).map(|s| s.entry.site()),
-            Some(&site("b"))
-        );
-        // b's own host binding stays until b speaks about it again.
-        assert!(a.gndt().get(home_host.prefix).is_some());
-    }
-
-    #[test]
-    fn a_full_table_that_never_ended_is_asked_for_again() {
-        let now = Instant::now();
-        let mut a = node("a", "10.77.1.0/24", &["b"], now);
-        a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
-        while a.poll_effect().is_some() {}
-        // b's entries arrive, its TableEnd is lost: a cannot compare digests with b.
-        let entries = vec![GndtEntry::site_prefix(
-            "10.77.2.0/24".parse().unwrap(),
-            site("b"),
-            1,
-        )];
-        a.handle_message(&site("b"), Message::Entries { entries }, now);
-        while a.poll_effect().is_some() {}
-        let due = a.poll_timeout().unwrap();
-        assert_eq!(due, now + DIGEST_INTERVAL);
-        a.handle_timeout(due);
-        let asked: Vec<Effect> = std::iter::from_fn(|| a.poll_effect()).collect();
-        assert_eq!(
-            asked,
-            [Effect::Send {
-                to: site("b"),
-                message: Message::TableRequest {}
-            }]
-        );
-        // Once the table is complete, digests go out instead.
-        let digest = a.gndt().digest();
-        a.handle_message(&site("b"), Message::TableEnd { digest, count: 3 }, due);
-        a.handle_timeout(due + DIGEST_INTERVAL);
-        assert!(matches!(
-            a.poll_effect(),
-            Some(Effect::Send {
-                message: Message::Digest { .. },
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn digest_mismatch_requests_the_table() {
-        let now = Instant::now();
-        let mut a = node("a", "10.77.1.0/24", &["b"], now);
-        a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
-        while a.poll_effect().is_some() {}
-        a.handle_message(
-            &site("b"),
-            Message::Digest {
-                digest: 1,
-                count: 1,
-            },
-            now,
-        );
-        assert_eq!(
-            a.poll_effect(),
-            Some(Effect::Send {
-                to: site("b"),
-                message: Message::TableRequest {}
-            })
-        );
-    }
-}
+mod tests;

@@ -200,7 +200,7 @@ impl Node {
     ) {
         if self.gndt.owner(ip) == Some(&self.config.me)
             && self.lndt.is_configured(ip)
-            && self.lndt.add(ip, mac, now)
+            && self.lndt_add(ip, mac, now)
         {
             tracing::info!(%ip, "host entry withdrawn; the address is ours again by our prefix");
         }
@@ -227,7 +227,7 @@ impl Node {
             .map_or(0, |s| s.entry.version.seq)
             .max(floor)
             .saturating_add(1);
-        self.lndt.add(ip, mac, now);
+        self.lndt_add(ip, mac, now);
         self.lan.damping.freeze(ip, now);
         let mut entry = GndtEntry::host(ip, self.config.me.clone(), seq, mac);
         entry.frozen = true;
@@ -372,12 +372,18 @@ mod tests {
     fn only_the_claimant_withdrawing_its_own_claim_triggers_a_take_back() {
         let now = Instant::now();
         let later = now + Duration::from_secs(3);
-        // A withdrawal in c's name of b's claim changes nothing at a (the merge makes it the
-        // current entry, but it is not b withdrawing what it claimed).
+        // A withdrawal in c's name of b's claim (a missed c's own claim) is no take-back at a:
+        // it is not b withdrawing what it claimed. The merge makes it the current entry, so
+        // the address falls back to a's prefix, and a holds it again as configured, unfrozen.
         let mut a = a_after_move(false, now);
         from_peer(&mut a, "c", vec![withdrawal_by("c")], later);
-        assert!(!a.lndt().contains(ip(1, 1)));
+        assert!(a.lndt().contains(ip(1, 1)));
         assert!(a.frozen(later).is_empty());
+        let entry = &a.gndt().get(Ipv4Network::from(ip(1, 1))).unwrap().entry;
+        assert!(
+            entry.withdrawn && entry.site() == &site("c"),
+            "no take-back: {entry:?}"
+        );
         // Past the departure memory, b's withdrawal only lets the address fall back to a's
         // prefix (a's host again as configured), with no take-back and no freeze.
         let mut a = a_after_move(false, now);

@@ -487,6 +487,10 @@ impl Node {
                 tracing::debug!(peer = %from, prefix = %entry.prefix, "echo of an entry not ours; ignored");
                 continue;
             };
+            if self.config.lan.is_some_and(|l| l.ip == ip) {
+                self.on_echoed_lan_binding(entry.mac, now);
+                continue;
+            }
             let home = self.config.prefixes.iter().any(|p| p.contains(ip));
             if home && self.lndt.is_configured(ip) && self.hwdt.by_ip(ip).is_none() {
                 // Our own host, before the restart: we may vouch for its MAC (who it is, not
@@ -543,7 +547,7 @@ impl Node {
     fn drop_entries(&mut self, prefixes: Vec<Ipv4Network>, now: Instant) {
         let mut changed = false;
         for prefix in prefixes {
-            let Some(previous) = self.gndt.remove(prefix) else {
+            let Some(previous) = self.gndt_remove(prefix) else {
                 continue;
             };
             changed = true;

@@ -1,5 +1,8 @@
 //! Convergence at scale: how long a live migration takes to reach every router, and what it
-//! costs in control messages, bytes and CPU, at 3, 50 and 100 sites in a full mesh.
+//! costs in control messages, bytes and CPU, at 3, 50 and 100 sites in a full mesh; what one
+//! move costs at 1k, 10k and 100k GNDT entries (`tables.rs`: core CPU, forwarding snapshot,
+//! and the kernel programming in a network namespace, `kernel.rs`); the initial sync of 100
+//! sites with 100k entries (`sync.rs`: messages, bytes, seconds, memory per router).
 //!
 //! Every router is the real sans-IO core (`skyvine_core::node::Node`), all in this process.
 //! The network is simulated and event driven: each control message is encoded with
@@ -13,21 +16,28 @@
 //! another site, driven at the destination with QEMU's RARP schedule and an answer to the
 //! destination's confirmation probe, as in `tests/tests/migration_sim.rs`.
 //!
-//! Run: `cargo bench -p skyvine-tests --bench scale`. Prints figures; asserts nothing about
-//! speed.
+//! Run: `cargo bench -p skyvine-tests --bench scale` (everything; the kernel series needs
+//! root, and says so without it), or `-- --quick` (1k and 10k entries, 3 and 50 sites, the
+//! sync at 20 sites x 10k entries: what CI runs). Prints figures; asserts nothing about speed.
 
 // Indices are node numbers this simulator assigns itself (0..sites), never input.
 #![allow(clippy::indexing_slicing)]
 
+mod kernel;
+mod sync;
+mod tables;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ipnetwork::Ipv4Network;
 use skyvine_capture::wire::{classify, EventKind};
-use skyvine_core::node::{Effect, LanIdentity, Node, NodeConfig, DIGEST_INTERVAL};
+use skyvine_core::fib::FibSnapshot;
+use skyvine_core::node::{Effect, KernelOp, LanIdentity, Node, NodeConfig, DIGEST_INTERVAL};
 use skyvine_core::proto::{encode, Decoder};
 use skyvine_inject::wire as frames;
 use skyvine_tables::{MacAddr, SiteId};
@@ -39,31 +49,58 @@ const RARP_SCHEDULE_MS: [u64; 5] = [0, 50, 200, 450, 800];
 /// the first periodic digest.
 const PHASE: Duration = Duration::from_millis(1500);
 
+/// Counts the heap this process holds (for memory per router).
+#[global_allocator]
+static ALLOC: sync::Counting = sync::Counting;
+
 fn main() -> Result<()> {
     let started = Instant::now();
+    // `cargo bench` passes --bench; anything else but --quick is a mistake.
+    let mut quick = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--bench" => {}
+            other => bail!("unknown argument '{other}' (only --quick)"),
+        }
+    }
     println!(
-        "scale: full mesh, sans-IO routers in one process, virtual network delay, real CPU time"
+        "scale: full mesh, sans-IO routers in one process, virtual network delay, real CPU time{}",
+        if quick { " (--quick)" } else { "" }
     );
     println!("       bytes = framed control-protocol bytes (4-byte length + JSON), no QUIC/UDP/IP overhead");
+    let site_counts: &[usize] = if quick { &[3, 50] } else { &[3, 50, 100] };
     for delay_ms in [20u64, 0] {
         let delay = Duration::from_millis(delay_ms);
         let mut runs = Vec::new();
-        for sites in [3usize, 50, 100] {
+        for &sites in site_counts {
             runs.push(run(sites, delay).with_context(|| format!("{sites} sites, {delay_ms} ms"))?);
         }
         print_series(delay_ms, &runs);
+    }
+    let sizes: &[usize] = if quick {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 10_000, 100_000]
+    };
+    let moves = tables::series(sizes)?;
+    kernel::series(&moves)?;
+    if quick {
+        sync::series(20, 10_000)?;
+    } else {
+        sync::series(100, 100_000)?;
     }
     println!(
         "\nscale: done in {:.1} s wall",
         started.elapsed().as_secs_f64()
     );
-    println!("Reproduce: cargo bench -p skyvine-tests --bench scale");
+    println!("Reproduce: cargo bench -p skyvine-tests --bench scale [-- --quick]");
     Ok(())
 }
 
 /// What one phase cost.
 #[derive(Clone, Debug, Default)]
-struct Cost {
+pub(crate) struct Cost {
     messages: u64,
     bytes: u64,
     by_kind: BTreeMap<&'static str, (u64, u64)>,
@@ -74,6 +111,27 @@ struct Cost {
     converged: Option<Duration>,
     /// Virtual time from the trigger to the last message delivered in the phase.
     quiet: Duration,
+    /// Per router: CPU time in the core's handle_* calls (codec excluded).
+    core: Vec<Duration>,
+    /// Per router: wall time making forwarding snapshots (once per batch of changes, as the
+    /// daemon does after each input).
+    snapshot: Vec<Duration>,
+    /// Per router: how many snapshots it made.
+    snapshots: Vec<u32>,
+    /// Per router: the targeted kernel changes it asked for.
+    kernel: Vec<Vec<KernelOp>>,
+}
+
+impl Cost {
+    fn new(sites: usize) -> Cost {
+        Cost {
+            core: vec![Duration::ZERO; sites],
+            snapshot: vec![Duration::ZERO; sites],
+            snapshots: vec![0; sites],
+            kernel: vec![Vec::new(); sites],
+            ..Cost::default()
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -169,6 +227,8 @@ enum Event {
 
 struct Sim {
     now: Instant,
+    /// Per router: the snapshot the data plane would hold.
+    fibs: Vec<Option<Arc<FibSnapshot>>>,
     delay: Duration,
     names: Vec<SiteId>,
     index: HashMap<SiteId, usize>,
@@ -185,22 +245,40 @@ struct Sim {
 
 impl Sim {
     fn new(sites: usize, delay: Duration) -> Result<Sim> {
+        let vm = Vm {
+            ip: host_ip(0, 1),
+            mac: vm_mac(0, 1),
+            at: 0,
+        };
+        Sim::with_layout(sites, delay, vm, |i| {
+            let prefix = Ipv4Network::new(host_ip(i, 0), 24)?;
+            let lndt = vec![
+                Ipv4Network::from(host_ip(i, 1)),
+                Ipv4Network::from(host_ip(i, 2)),
+            ];
+            Ok((vec![prefix], lndt, router_ip(i)))
+        })
+    }
+
+    /// `layout(i)`: site i's prefixes, LNDT ranges and router address.
+    fn with_layout(
+        sites: usize,
+        delay: Duration,
+        vm: Vm,
+        layout: impl Fn(usize) -> Result<(Vec<Ipv4Network>, Vec<Ipv4Network>, Ipv4Addr)>,
+    ) -> Result<Sim> {
         let now = Instant::now();
         let names: Vec<SiteId> = (0..sites)
             .map(|i| SiteId::new(&format!("s{i:03}")))
             .collect::<Result<_, _>>()?;
         let mut nodes = Vec::with_capacity(sites);
         for (i, me) in names.iter().enumerate() {
-            let prefix = Ipv4Network::new(host_ip(i, 0), 24)?;
-            let lndt = vec![
-                Ipv4Network::from(host_ip(i, 1)),
-                Ipv4Network::from(host_ip(i, 2)),
-            ];
+            let (prefixes, lndt, ip) = layout(i)?;
             let peers = names.iter().filter(|p| *p != me).cloned().collect();
-            let mut config = NodeConfig::new(me.clone(), vec![prefix], lndt, peers);
+            let mut config = NodeConfig::new(me.clone(), prefixes, lndt, peers);
             config.lan = Some(LanIdentity {
                 mac: router_mac(i),
-                ip: router_ip(i),
+                ip,
             });
             nodes.push(Node::new(config, now));
         }
@@ -215,26 +293,31 @@ impl Sim {
             delay,
             index,
             timer_at: vec![None; sites],
+            fibs: vec![None; sites],
             names,
             nodes,
             decoders: HashMap::new(),
             queue: BinaryHeap::new(),
             events: HashMap::new(),
             next_seq: 0,
-            vm: Vm {
-                ip: host_ip(0, 1),
-                mac: vm_mac(0, 1),
-                at: 0,
-            },
-            cost: Cost::default(),
+            vm,
+            cost: Cost::new(sites),
         })
+    }
+
+    /// Runs `f` on node `i`, charging its CPU time to the node.
+    fn on_node<R>(&mut self, i: usize, f: impl FnOnce(&mut Node, Instant) -> R) -> R {
+        let t = thread_cpu();
+        let result = f(&mut self.nodes[i], self.now);
+        self.cost.core[i] += thread_cpu().saturating_sub(t);
+        result
     }
 
     /// Runs every event up to `until` and reports the phase's cost; `goal` is checked on each
     /// node an event touched, and `converged` is when it first held at all of them.
     fn phase(&mut self, until: Instant, goal: impl Fn(&Node) -> bool) -> Result<Cost> {
         let start = self.now;
-        self.cost = Cost::default();
+        self.cost = Cost::new(self.nodes.len());
         let mut done: Vec<bool> = self.nodes.iter().map(&goal).collect();
         let mut left = done.iter().filter(|d| !**d).count();
         let mut converged = (left == 0).then_some(Duration::ZERO);
@@ -273,7 +356,7 @@ impl Sim {
                         continue;
                     }
                     self.timer_at[node] = None;
-                    self.nodes[node].handle_timeout(self.now);
+                    self.on_node(node, Node::handle_timeout);
                     node
                 }
             };
@@ -287,7 +370,7 @@ impl Sim {
             }
         }
         self.now = until;
-        let mut cost = std::mem::take(&mut self.cost);
+        let mut cost = std::mem::replace(&mut self.cost, Cost::new(self.nodes.len()));
         cost.cpu = thread_cpu().saturating_sub(cpu0);
         cost.converged = converged;
         Ok(cost)
@@ -296,7 +379,7 @@ impl Sim {
     /// A frame appears on node `at`'s LAN.
     fn lan_frame(&mut self, at: usize, frame: &[u8]) -> Result<()> {
         let event = classify(frame).map_err(|e| anyhow!("frame does not classify: {e:?}"))?;
-        self.nodes[at].handle_lan_event(event, self.now);
+        self.on_node(at, |node, now| node.handle_lan_event(event, now));
         self.drain(at)
     }
 
@@ -311,7 +394,7 @@ impl Sim {
         self.cost.codec += t.elapsed();
         let name = self.names[from].clone();
         for message in messages {
-            self.nodes[to].handle_message(&name, message, self.now);
+            self.on_node(to, |node, now| node.handle_message(&name, message, now));
         }
         Ok(())
     }
@@ -319,6 +402,7 @@ impl Sim {
     /// Applies node `i`'s effects: messages go on the wire, the kernel is "applied" at once,
     /// LAN frames reach the VM (which answers probes for its address).
     fn drain(&mut self, i: usize) -> Result<()> {
+        let mut tables_changed = false;
         while let Some(effect) = self.nodes[i].poll_effect() {
             match effect {
                 Effect::Send { to, message } => {
@@ -344,14 +428,28 @@ impl Sim {
                     );
                 }
                 Effect::LanCopies { .. } => {}
-                Effect::TablesChanged | Effect::Kernel(_) => {
-                    self.nodes[i].handle_kernel_applied(self.now)
+                Effect::TablesChanged => {
+                    tables_changed = true;
+                    self.on_node(i, Node::handle_kernel_applied);
+                }
+                Effect::Kernel(op) => {
+                    self.cost.kernel[i].push(op);
+                    self.on_node(i, Node::handle_kernel_applied);
                 }
                 Effect::Transmit { frame } => {
                     self.cost.lan_frames += 1;
                     self.on_transmit(i, &frame)?;
                 }
             }
+        }
+        if tables_changed {
+            // As the daemon: one new snapshot for the data plane per batch of changes, the old
+            // one dropped by the data plane right away.
+            let t = Instant::now();
+            let snapshot = self.nodes[i].fib_snapshot();
+            self.cost.snapshot[i] += t.elapsed();
+            self.cost.snapshots[i] += 1;
+            self.fibs[i] = Some(snapshot);
         }
         let next = self.nodes[i].poll_timeout();
         if next != self.timer_at[i] {
@@ -380,7 +478,7 @@ impl Sim {
                 let reply = frames::proxy_arp_reply(vm.mac, vm.ip, router, Ipv4Addr::UNSPECIFIED);
                 let event =
                     classify(&reply).map_err(|e| anyhow!("reply does not classify: {e:?}"))?;
-                self.nodes[at].handle_lan_event(event, self.now);
+                self.on_node(at, |node, now| node.handle_lan_event(event, now));
             }
         }
         Ok(())

@@ -1,0 +1,200 @@
+use super::*;
+
+fn site(s: &str) -> SiteId {
+    SiteId::new(s).unwrap()
+}
+
+fn node(me: &str, prefix: &str, peers: &[&str], now: Instant) -> Node {
+    let prefix: Ipv4Network = prefix.parse().unwrap();
+    Node::new(
+        NodeConfig::new(
+            site(me),
+            vec![prefix],
+            vec![prefix],
+            peers.iter().map(|p| site(p)).collect(),
+        ),
+        now,
+    )
+}
+
+/// Delivers every queued message between the nodes until nothing moves.
+fn settle(nodes: &mut [Node], now: Instant) {
+    loop {
+        let mut moved = false;
+        for i in 0..nodes.len() {
+            while let Some(effect) = nodes[i].poll_effect() {
+                if let Effect::Send { to, message } = effect {
+                    let from = nodes[i].me().clone();
+                    if let Some(target) = nodes.iter_mut().find(|n| n.me() == &to) {
+                        target.handle_message(&from, message, now);
+                        moved = true;
+                    }
+                }
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+}
+
+#[test]
+fn peers_learn_each_others_prefixes_and_route_them_into_the_tun() {
+    let now = Instant::now();
+    let mut nodes = vec![
+        node("a", "10.77.1.0/24", &["b"], now),
+        node("b", "10.77.2.0/24", &["a"], now),
+    ];
+    nodes[0].handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
+    nodes[1].handle_peer_up(site("a"), crate::node::testing::certified("a"), now);
+    settle(&mut nodes, now);
+    let routes: Vec<String> = nodes[0]
+        .tun_routes()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(routes, vec!["10.77.2.0/24"]);
+    assert_eq!(nodes[1].gndt().digest(), nodes[0].gndt().digest());
+    assert!(nodes[0].peers()[&site("b")].synced);
+}
+
+#[test]
+fn a_moved_host_leaves_the_lndt_and_gets_a_tun_route() {
+    let now = Instant::now();
+    let mut a = node("a", "10.77.1.0/24", &["b"], now);
+    a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
+    let vm: Ipv4Addr = "10.77.1.2".parse().unwrap();
+    assert!(a.lndt().contains(vm));
+    a.handle_message(
+        &site("b"),
+        Message::Entries {
+            entries: vec![GndtEntry::host(vm, site("b"), 1, None)],
+        },
+        now,
+    );
+    assert!(!a.lndt().contains(vm));
+    assert!(a.tun_routes().contains(&Ipv4Network::from(vm)));
+    assert!(a.lan_hosts().is_empty());
+}
+
+#[test]
+fn a_restarted_peer_is_believed_about_its_own_entries_and_nothing_else() {
+    let now = Instant::now();
+    let mut a = node("a", "10.77.1.0/24", &["b"], now);
+    let certified = crate::node::testing::certified("b");
+    a.handle_peer_up(site("b"), certified.clone(), now);
+    let prefix: Ipv4Network = "10.77.2.0/24".parse().unwrap();
+    // One of our VMs that had migrated to b, and one of b's own.
+    let old_host = GndtEntry::host("10.77.1.9".parse().unwrap(), site("b"), 4, None);
+    let home_host = GndtEntry::host("10.77.2.9".parse().unwrap(), site("b"), 4, None);
+    let entries = vec![
+        GndtEntry::site_prefix(prefix, site("b"), 7),
+        old_host.clone(),
+        home_host.clone(),
+    ];
+    a.handle_message(&site("b"), Message::Entries { entries }, now);
+    a.handle_message(
+        &site("b"),
+        Message::TableEnd {
+            digest: 0,
+            count: 2,
+        },
+        now,
+    );
+    // b restarts: it counts from 1 again and no longer has the host.
+    a.handle_peer_down(&site("b"), now);
+    a.handle_peer_up(site("b"), certified, now);
+    // Our own full table goes out, with nothing of b's in it.
+    let sent: Vec<GndtEntry> = std::iter::from_fn(|| a.poll_effect())
+        .filter_map(|e| match e {
+            Effect::Send {
+                message: Message::Entries { entries },
+                ..
+            } => Some(entries),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(!sent.is_empty());
+    assert!(sent.iter().all(|e| e.site() == &site("a")), "{sent:?}");
+    let fresh = vec![GndtEntry::site_prefix(prefix, site("b"), 1)];
+    a.handle_message(&site("b"), Message::Entries { entries: fresh }, now);
+    a.handle_message(
+        &site("b"),
+        Message::TableEnd {
+            digest: 0,
+            count: 1,
+        },
+        now,
+    );
+    let stored = a.gndt().get(prefix).unwrap();
+    assert_eq!(stored.entry.version.seq, 1);
+    // Our VM that was at b is no longer b's (we take it back, as after a withdrawal).
+    assert_ne!(
+        a.gndt().get(old_host.prefix).map(|s| s.entry.site()),
+        Some(&site("b"))
+    );
+    // b's own host binding stays until b speaks about it again.
+    assert!(a.gndt().get(home_host.prefix).is_some());
+}
+
+#[test]
+fn a_full_table_that_never_ended_is_asked_for_again() {
+    let now = Instant::now();
+    let mut a = node("a", "10.77.1.0/24", &["b"], now);
+    a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
+    while a.poll_effect().is_some() {}
+    // b's entries arrive, its TableEnd is lost: a cannot compare digests with b.
+    let entries = vec![GndtEntry::site_prefix(
+        "10.77.2.0/24".parse().unwrap(),
+        site("b"),
+        1,
+    )];
+    a.handle_message(&site("b"), Message::Entries { entries }, now);
+    while a.poll_effect().is_some() {}
+    let due = a.poll_timeout().unwrap();
+    assert_eq!(due, now + DIGEST_INTERVAL);
+    a.handle_timeout(due);
+    let asked: Vec<Effect> = std::iter::from_fn(|| a.poll_effect()).collect();
+    assert_eq!(
+        asked,
+        [Effect::Send {
+            to: site("b"),
+            message: Message::TableRequest {}
+        }]
+    );
+    // Once the table is complete, digests go out instead.
+    let digest = a.gndt().digest();
+    a.handle_message(&site("b"), Message::TableEnd { digest, count: 3 }, due);
+    a.handle_timeout(due + DIGEST_INTERVAL);
+    assert!(matches!(
+        a.poll_effect(),
+        Some(Effect::Send {
+            message: Message::Digest { .. },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn digest_mismatch_requests_the_table() {
+    let now = Instant::now();
+    let mut a = node("a", "10.77.1.0/24", &["b"], now);
+    a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
+    while a.poll_effect().is_some() {}
+    a.handle_message(
+        &site("b"),
+        Message::Digest {
+            digest: 1,
+            count: 1,
+        },
+        now,
+    );
+    assert_eq!(
+        a.poll_effect(),
+        Some(Effect::Send {
+            to: site("b"),
+            message: Message::TableRequest {}
+        })
+    );
+}
