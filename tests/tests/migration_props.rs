@@ -357,3 +357,107 @@ fn regression_a_muted_vm_home_again_after_a_restart_is_local() {
     ];
     run(&SITES, &steps).unwrap();
 }
+
+/// Shrunk from a failure: c's VM moved to a, then a restarted (its claim lost with its
+/// connections), then c (which never heard of the move). b and d keep c's binding of the VM,
+/// seq 1, until c speaks of it again; a, knowing no entry for it, claims it at 1 once it
+/// speaks at a, and b and d refuse a claim not above the home's. Fixed in the core: a router
+/// refusing a claim as not newer tells the claimant the number it holds
+/// (`Message::Outranked`), and the claimant re-advertises its entry above it.
+#[test]
+fn regression_a_claim_after_two_restarts_outranks_the_homes_stale_binding() {
+    let steps = [
+        Step::Move {
+            vm: 4,
+            to: 0,
+            announce: Announce::RarpBurst,
+        },
+        Step::Restart { site: 0 },
+        Step::Restart { site: 2 },
+    ];
+    run(&SITES, &steps).unwrap();
+    run_with(&SITES, Takeover::Confirmed, &steps).unwrap();
+}
+
+/// Shrunk from a failure (the same refusal, with a ghost announcement at b and more moves to a
+/// before the restarts of a and c).
+#[test]
+fn regression_a_ghost_then_two_restarts_still_converge() {
+    let to_a = |vm| Step::Move {
+        vm,
+        to: 0,
+        announce: Announce::RarpBurst,
+    };
+    let steps = [
+        Step::Ghost {
+            vm: 0,
+            at: 1,
+            announce: Announce::RarpBurst,
+        },
+        to_a(4),
+        Step::Deliver {
+            pick: 6562599581738002939,
+        },
+        to_a(6),
+        to_a(0),
+        Step::Restart { site: 0 },
+        Step::Restart { site: 2 },
+    ];
+    run(&SITES, &steps).unwrap();
+    run_with(&SITES, Takeover::Confirmed, &steps).unwrap();
+}
+
+/// Shrunk from a failure: b's VM moved to c (c's claim reached a alone), then home to b
+/// (which never heard of c's claim), then c restarted. a dropped c's claim, which c no longer
+/// made, and with it the only entry it had for the address: b's binding, which c's claim had
+/// replaced, was gone, and the digests (what each peer said) agreed. Fixed in the core: a
+/// router that drops a host entry away from its home asks the home for its table again.
+#[test]
+fn regression_a_dropped_claim_brings_the_homes_binding_back() {
+    let steps = [
+        Step::Move {
+            vm: 3,
+            to: 2,
+            announce: Announce::RarpBurst,
+        },
+        Step::Deliver {
+            pick: 3730325961944112102,
+        },
+        Step::Move {
+            vm: 3,
+            to: 1,
+            announce: Announce::RarpBurst,
+        },
+        Step::Wait { ms: 1 },
+        Step::Restart { site: 2 },
+    ];
+    run(&SITES, &steps).unwrap();
+}
+
+/// Shrunk from a failure: a's VM moved to d, then b (both claims at 2, in flight), then home.
+/// b lost the tie to d everywhere, so its claim, made frozen later, came from no owner the
+/// others knew; and two sites that both took the address back frozen answered each other's
+/// claims for as long as their freezes lasted. Fixed in the core: a freeze mark that is not
+/// honoured makes a plain claim where the address may move, and a refused frozen claim is
+/// answered with ours only for a pinned address.
+#[test]
+fn regression_two_claims_and_a_return_home_settle() {
+    let move_to = |vm, to| Step::Move {
+        vm,
+        to,
+        announce: Announce::RarpBurst,
+    };
+    let steps = [
+        Step::Deliver { pick: 0 },
+        move_to(0, 3),
+        Step::Wait { ms: 1 },
+        move_to(0, 1),
+        move_to(1, 0),
+        move_to(0, 0),
+        move_to(0, 0),
+        Step::Partition { a: 0, b: 0 },
+        move_to(1, 0),
+    ];
+    run(&SITES, &steps).unwrap();
+    run_with(&SITES, Takeover::Confirmed, &steps).unwrap();
+}

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use skyvine_tables::{GndtEntry, MacAddr, SiteId};
 
 /// The version of this protocol. Peers must agree exactly. 2: planned-migration hints. 3: a
-/// router speaks only for itself (full tables carry the sender's own entries), echoes.
+/// router speaks only for itself (full tables carry the sender's own entries), echoes,
+/// outranked claims.
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest encoded message accepted (and produced).
@@ -36,6 +37,11 @@ pub enum Message {
     /// holds them, so that a restarted router can look for those VMs on its LAN. Never
     /// installed as such: the receiver probes for each and claims only one that answers.
     Echo { entries: Vec<GndtEntry> },
+    /// Answers a host claim the sender refused because the entry it holds for `ip` (another
+    /// site's, the address's home) has sequence number `seq`, not lower. A hint, never an
+    /// entry: the claimant re-claims above it only a host it holds itself. (A claimant that
+    /// restarted cannot know the number its peers hold.)
+    Outranked { ip: Ipv4Addr, seq: u64 },
     /// Marks the end of a full-table transfer; the receiver now knows everything the sender did.
     TableEnd { digest: u64, count: u64 },
     /// The sender's table fingerprint, sent periodically to catch divergence.
@@ -78,6 +84,7 @@ impl Message {
             Message::Hello { .. } => "hello",
             Message::Entries { .. } => "entries",
             Message::Echo { .. } => "echo",
+            Message::Outranked { .. } => "outranked",
             Message::TableEnd { .. } => "table_end",
             Message::Digest { .. } => "digest",
             Message::TableRequest {} => "table_request",

@@ -368,6 +368,7 @@ impl Node {
             }
             Message::Entries { entries } => self.merge_entries(from, entries, now),
             Message::Echo { entries } => self.on_echo(from, entries, now),
+            Message::Outranked { ip, seq } => self.on_outranked(from, ip, seq, now),
             Message::TableEnd { digest, count } => {
                 if let Some(state) = self.peers.get_mut(from) {
                     state.synced = true;
@@ -554,7 +555,7 @@ impl Node {
             let mut entry = entry;
             if entry.frozen && !accepted.honour_freeze && applied.changed() {
                 self.counters.add(Counter::RefusedForgedFrozen);
-                tracing::warn!(peer = %from, prefix = %entry.prefix, reason = EntryRefusal::ForgedFrozen.describe(), "freeze mark not honoured; checking the host is still here");
+                tracing::warn!(peer = %from, prefix = %entry.prefix, reason = EntryRefusal::ForgedFrozen.describe(), "freeze mark not honoured; taken as a plain claim");
                 entry.frozen = false;
             }
             if let Applied::Stale { current } = &applied {

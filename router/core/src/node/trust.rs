@@ -336,9 +336,9 @@ impl Node {
     /// only from the last confirmed owner: the site the address last moved away from here.
     /// The current owner repeating its own frozen entry is no move.
     ///
-    /// At the current owner a claim with a freeze mark it does not honour is taken as a plain
-    /// claim (`Ok(false)`): its still-here check runs, and the VM, if it is still here, is
-    /// taken back. Elsewhere such a claim is refused.
+    /// A claim with a freeze mark this router does not honour is taken as a plain claim
+    /// (`Ok(false)`): at the current owner its still-here check runs, and the VM, if it is
+    /// still here, is taken back. Where the address may not move now, it is refused.
     fn check_move(
         &self,
         from: &SiteId,
@@ -359,7 +359,13 @@ impl Node {
             };
         let forged = entry.frozen && moves && !take_back;
         if forged && !ours {
-            return Err(EntryRefusal::ForgedFrozen);
+            // Not honoured: taken as a plain claim where the address may move (the claimant
+            // may be right and merely unknown here as an owner: its claim lost a tie here),
+            // refused where it may not.
+            return match self.lan.damping.check(ip, now) {
+                MoveVerdict::Allowed => Ok(false),
+                MoveVerdict::Frozen { .. } | MoveVerdict::Pinned => Err(EntryRefusal::ForgedFrozen),
+            };
         }
         if !moves {
             return Ok(true);
@@ -409,7 +415,19 @@ impl Node {
             tracing::debug!(peer = %from, prefix = %entry.prefix, reason = refusal.describe(), "refused an entry from a peer");
         }
         let ip = entry.prefix.ip();
+        if refusal == EntryRefusal::NotNewer && !entry.withdrawn {
+            // The claimant may have restarted and not know the number we hold: tell it.
+            if let Some(current) = self.gndt.get(entry.prefix) {
+                let seq = current.entry.version.seq;
+                self.send(from, Message::Outranked { ip, seq });
+            }
+        }
+        // Two sites that both took the address back frozen would answer each other for as long
+        // as their freezes last: a frozen claim is answered only for a pinned address (the
+        // freeze ends, and the host's next word settles it).
+        let pinned = matches!(self.lan.damping.check(ip, now), MoveVerdict::Pinned);
         if refusal == EntryRefusal::PinnedOrFrozen
+            && (pinned || !entry.frozen)
             && entry.kind == EntryKind::Host
             && self.gndt.owner(ip) == Some(&self.config.me)
             && self.lndt.contains(ip)
@@ -450,6 +468,29 @@ impl Node {
                 self.send(&site, Message::TableRequest {});
             }
         }
+    }
+
+    /// `from` refused our claim of `ip`: it holds an entry numbered `seq`. If the host is ours
+    /// (we hold it and advertise it), our entry is re-advertised above that number; a number
+    /// further ahead than [`MAX_SEQ_JUMP`] is ignored (peers would refuse the jump).
+    pub(super) fn on_outranked(&mut self, from: &SiteId, ip: Ipv4Addr, seq: u64, now: Instant) {
+        let me = &self.config.me;
+        let ours = self
+            .gndt
+            .get(Ipv4Network::from(ip))
+            .map(|s| s.entry.clone())
+            .filter(|e| !e.withdrawn && e.site() == me && self.lndt.contains(ip));
+        let Some(mut entry) = ours else {
+            tracing::debug!(peer = %from, %ip, seq, "outranked claim of a host not ours; ignored");
+            return;
+        };
+        if seq < entry.version.seq || seq >= entry.version.seq.saturating_add(MAX_SEQ_JUMP) {
+            tracing::debug!(peer = %from, %ip, seq, ours = entry.version.seq, "outranked hint out of range; ignored");
+            return;
+        }
+        entry.version.seq = seq.saturating_add(1);
+        tracing::info!(peer = %from, %ip, seq = entry.version.seq, "a peer holds a newer entry for a host of ours; re-advertising ours above it");
+        self.originate(entry, now);
     }
 
     /// Sends `peer` its own entries for VMs that had migrated to it (see [`Message::Echo`]).
@@ -544,8 +585,13 @@ impl Node {
     }
 
     /// Removes entries whose origin no longer vouches for them, as if withdrawn.
+    ///
+    /// A dropped host entry away from its home may have replaced the home's own binding of
+    /// the address: the home (if connected) is asked for its table again, so that what it
+    /// still says comes back.
     fn drop_entries(&mut self, prefixes: Vec<Ipv4Network>, now: Instant) {
         let mut changed = false;
+        let mut homes = std::collections::BTreeSet::new();
         for prefix in prefixes {
             let Some(previous) = self.gndt_remove(prefix) else {
                 continue;
@@ -553,9 +599,18 @@ impl Node {
             changed = true;
             self.sync_kernel(prefix);
             if previous.kind == EntryKind::Host && !previous.withdrawn {
+                let ip = prefix.ip();
+                if let Some(home) = self.trust.certificates.home_of(ip, previous.site()) {
+                    homes.insert(home.clone());
+                }
                 let mut gone = previous.clone();
                 gone.withdrawn = true;
                 self.after_change(&gone, Some(previous), now);
+            }
+        }
+        for home in homes {
+            if home != self.config.me && self.peers.get(&home).is_some_and(|p| p.connected) {
+                self.send(&home, Message::TableRequest {});
             }
         }
         if changed {
