@@ -57,6 +57,16 @@ fn an_entry_naming_the_receiver_is_never_adopted() {
     assert!(a.lan_hosts().is_empty());
     assert!(held(&a, "10.77.1.77/32").is_none());
     assert_eq!(a.counters().get(Counter::RefusedForgedOrigin), 1);
+    // Nor from a peer with our own id: the core refuses such a connection (see
+    // `our_own_id_and_unlisted_sites_cannot_connect`), and its entries all the same.
+    assert_eq!(
+        a.check_entry(
+            &site("a"),
+            &GndtEntry::host(stranger, site("a"), 5, None),
+            now
+        ),
+        Err(super::EntryRefusal::ForgedOrigin)
+    );
 }
 
 #[test]
