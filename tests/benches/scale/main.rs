@@ -152,8 +152,7 @@ fn run(sites: usize, delay: Duration) -> Result<RunResult> {
     for i in 0..sites {
         for j in 0..sites {
             if i != j {
-                let peer = sim.names[j].clone();
-                let certified = vec![Ipv4Network::new(host_ip(j, 0), 24)?];
+                let (peer, certified) = (sim.names[j].clone(), sim.certified[j].clone());
                 sim.nodes[i].handle_peer_up(peer, certified, sim.now);
             }
         }
@@ -231,6 +230,8 @@ struct Sim {
     fibs: Vec<Option<Arc<FibSnapshot>>>,
     delay: Duration,
     names: Vec<SiteId>,
+    /// Per router: the prefixes its certificate certifies (its configured ones).
+    certified: Vec<Vec<Ipv4Network>>,
     index: HashMap<SiteId, usize>,
     nodes: Vec<Node>,
     decoders: HashMap<(usize, usize), Decoder>,
@@ -272,8 +273,10 @@ impl Sim {
             .map(|i| SiteId::new(&format!("s{i:03}")))
             .collect::<Result<_, _>>()?;
         let mut nodes = Vec::with_capacity(sites);
+        let mut certified = Vec::with_capacity(sites);
         for (i, me) in names.iter().enumerate() {
             let (prefixes, lndt, ip) = layout(i)?;
+            certified.push(prefixes.clone());
             let peers = names.iter().filter(|p| *p != me).cloned().collect();
             let mut config = NodeConfig::new(me.clone(), prefixes, lndt, peers);
             config.lan = Some(LanIdentity {
@@ -295,6 +298,7 @@ impl Sim {
             timer_at: vec![None; sites],
             fibs: vec![None; sites],
             names,
+            certified,
             nodes,
             decoders: HashMap::new(),
             queue: BinaryHeap::new(),

@@ -94,8 +94,8 @@ pub(crate) fn series(sites: usize, entries: usize) -> Result<()> {
     for i in 0..sites {
         for j in 0..sites {
             if i != j {
-                let peer = sim.names[j].clone();
-                sim.nodes[i].handle_peer_up(peer, sim.now);
+                let (peer, certified) = (sim.names[j].clone(), sim.certified[j].clone());
+                sim.nodes[i].handle_peer_up(peer, certified, sim.now);
             }
         }
     }

@@ -86,8 +86,8 @@ fn run(entries: usize) -> Result<SizeRun> {
     for i in 0..SITES {
         for j in 0..SITES {
             if i != j {
-                let peer = sim.names[j].clone();
-                sim.nodes[i].handle_peer_up(peer, sim.now);
+                let (peer, certified) = (sim.names[j].clone(), sim.certified[j].clone());
+                sim.nodes[i].handle_peer_up(peer, certified, sim.now);
             }
         }
     }
