@@ -204,20 +204,10 @@ fn a_router_with_a_foreign_certificate_is_refused() -> Result<()> {
                 !lab.ping("a1", &vm_ip("b1")?),
                 "a1 reached b1 through the impostor"
             );
-            let peers = lab.admin_json("a", "peers")?;
-            let b_connected = peers
-                .get("peers")
-                .and_then(|p| p.as_array())
-                .and_then(|peers| {
-                    peers
-                        .iter()
-                        .find(|p| p.get("site").and_then(|s| s.as_str()) == Some("b"))
-                })
-                .and_then(|b| b.get("connected"))
-                .and_then(|c| c.as_bool());
+            let b_connected = lab.peer_connected("a", "b")?;
             ensure!(
                 b_connected == Some(false),
-                "router a's peers show b as {b_connected:?}: {peers}"
+                "router a's peers show b as {b_connected:?}"
             );
             println!("b's prefix absent from a's and c's kernels in {samples} samples");
             for (site, mark) in [("a", marks.0), ("c", marks.1)] {
@@ -404,6 +394,78 @@ fn a_lying_router_is_refused_and_changes_nothing() -> Result<()> {
                 );
             }
             lab.expect_all_pairs_ping(10)?;
+            Ok(())
+        },
+    )
+}
+
+/// Revocation through the daemon (issue 9 point 3): router a's `tls.revoked` list gains b's
+/// certificate (`skyvine cert revoke`) and a gets SIGHUP. a cuts b off at once: b is no longer
+/// connected at a, a routes nothing of b's, counts and logs it, and refuses b's certificate
+/// when b dials again; a and c still reach each other.
+#[test]
+fn a_router_revoked_on_sighup_is_cut_off_and_withdrawn() -> Result<()> {
+    lab_test(
+        "a_router_revoked_on_sighup_is_cut_off_and_withdrawn",
+        &[],
+        |lab| {
+            // Router a names a revocation list, empty for now.
+            let list = lab.state_dir().join("a/revoked");
+            std::fs::write(&list, "")?;
+            let config_path = lab.state_dir().join("a/router.toml");
+            let config = std::fs::read_to_string(&config_path)?;
+            ensure!(
+                config.contains("[tls]\n"),
+                "no [tls] in a's config:\n{config}"
+            );
+            let line = format!("[tls]\nrevoked = \"{}\"\n", list.display());
+            std::fs::write(&config_path, config.replacen("[tls]\n", &line, 1))?;
+            lab.lab_sh(&["restart-router", "a"])?;
+            lab.expect_all_pairs_ping(30)?;
+            ensure!(
+                lab.peer_connected("a", "b")? == Some(true),
+                "b is not connected at a"
+            );
+
+            let mark = lab.log_mark("a");
+            let b_cert = lab.state_dir().join("pki/b.pem");
+            let out = Command::new(&lab.bins().skyvine)
+                .args(["cert", "revoke"])
+                .arg(&b_cert)
+                .arg("--list")
+                .arg(&list)
+                .output()?;
+            ensure!(out.status.success(), "skyvine cert revoke failed: {out:?}");
+            let pid = lab.router_pid("a")?;
+            let hup = Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()?;
+            ensure!(hup.success(), "kill -HUP {pid} failed");
+
+            wait_until_ok("router a cuts b off", CONVERGE, || {
+                let status = lab.admin_json("a", "status")?;
+                let revoked = status["lan_counters"]["revoked_peers"].as_u64();
+                let routes = lab.routes_text("a");
+                Ok(revoked == Some(1)
+                    && lab.peer_connected("a", "b")? == Some(false)
+                    && !routes.contains(&site_prefix("b")?))
+            })?;
+            // b dials again (its own list is empty): a refuses its certificate each time.
+            wait_until_ok("router a refuses b's certificate", CONVERGE, || {
+                let log = lab.log_since("a", mark);
+                Ok(log.contains("refused a revoked certificate"))
+            })?;
+            let log = lab.log_since("a", mark);
+            ensure!(
+                log.contains("peer certificate revoked"),
+                "router a did not log the revocation:\n{log}"
+            );
+            ensure!(
+                lab.peer_connected("a", "b")? == Some(false),
+                "b came back at a"
+            );
+            ensure!(!lab.ping("a1", &vm_ip("b1")?), "a1 still reaches b1");
+            lab.wait_ping("a1", &vm_ip("c1")?, CONVERGE)?;
             Ok(())
         },
     )
