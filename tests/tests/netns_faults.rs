@@ -39,6 +39,21 @@ const SITES: [&str; 3] = ["a", "b", "c"];
 /// An address of site a's prefix that no VM uses.
 const UNUSED_A: &str = "10.77.1.77";
 
+/// Waits until the checked transfer to `vm` (its server on XFER_PORT) has delivered bytes.
+fn wait_transfer_started(lab: &Lab, vm: &str) -> Result<()> {
+    wait_until_ok(
+        &format!("the transfer to {vm} is under way"),
+        SETTLE,
+        || {
+            Ok(lab
+                .tcp_bytes_received(vm, XFER_PORT)?
+                .iter()
+                .any(|b| *b > 0))
+        },
+    )?;
+    Ok(())
+}
+
 #[test]
 fn a_spoofing_vm_diverts_nothing() -> Result<()> {
     lab_test("a_spoofing_vm_diverts_nothing", &[], |lab| {
@@ -53,12 +68,7 @@ fn a_spoofing_vm_diverts_nothing() -> Result<()> {
         let server = lab.xfer_server("a1", XFER_PORT, 1)?;
         let client = lab.xfer_client("c1", &format!("{a1}:{XFER_PORT}"), "30M", Some(40.0), 11)?;
         let probe = lab.probe("c1", "a1", "8")?;
-        wait_until_ok("the transfer to a1 is under way", SETTLE, || {
-            Ok(lab
-                .tcp_bytes_received("a1", XFER_PORT)?
-                .iter()
-                .any(|b| *b > 0))
-        })?;
+        wait_transfer_started(lab, "a1")?;
 
         // Attack 0: b1 claims a free address of site a twice, without ever answering for it
         // (the confirmation probe must be what confirms, not the claim repeated).
@@ -273,12 +283,7 @@ fn a_flood_neither_starves_nor_grows() -> Result<()> {
         let b2 = vm_ip("b2")?;
         let server = lab.xfer_server("b2", XFER_PORT, 1)?;
         let client = lab.xfer_client("a2", &format!("{b2}:{XFER_PORT}"), "72M", Some(50.0), 21)?;
-        wait_until_ok("the transfer to b2 is under way", SETTLE, || {
-            Ok(lab
-                .tcp_bytes_received("b2", XFER_PORT)?
-                .iter()
-                .any(|b| *b > 0))
-        })?;
+        wait_transfer_started(lab, "b2")?;
 
         // 100k frames/s from b1 for ~10 s: one MAC, then a fresh MAC per frame claiming c1's
         // address, then b1's MAC claiming random addresses of site a (a2 lives there).
@@ -410,12 +415,7 @@ fn crash_and_restart_reconciles() -> Result<()> {
         let c1 = vm_ip("c1")?;
         let server = lab.xfer_server("c1", XFER_PORT, 1)?;
         let client = lab.xfer_client("a1", &format!("{c1}:{XFER_PORT}"), "30M", Some(30.0), 31)?;
-        wait_until_ok("the transfer to c1 is under way", SETTLE, || {
-            Ok(lab
-                .tcp_bytes_received("c1", XFER_PORT)?
-                .iter()
-                .any(|b| *b > 0))
-        })?;
+        wait_transfer_started(lab, "c1")?;
 
         lab.lab_sh(&["kill-router", "b", "-9"])?;
         let (left, _) = faults_support::kernel_neighbours(lab, "b")?;
