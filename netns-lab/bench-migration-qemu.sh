@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # The QEMU series of netns-lab/bench-migration.sh (sourced by it for --qemu; uses its LAB,
 # WORK, COUNT, PROBE_S, WAN_DELAYS, MAX_MOVES, LAB_UP, PREFIX, SKYVINE, die, log,
-# wait_prober, loss_runs and relax_damping).
+# wait_prober, loss_runs and relax_damping; its report imports migration_report.py).
 #
 # The lab's QEMU guest g1 (home site a, 10.77.1.10) is live-migrated over QMP COUNT times per
 # series, alternating a -> b and b -> a, under 1 ms probes from the source site's second VM
@@ -195,8 +195,9 @@ qemu_series() {
 }
 
 qemu_report() {
-    python3 - "$1" <<'PY'
+    PYTHONPATH=$LAB_DIR python3 -B - "$1" <<'PY'
 import csv, statistics, sys
+from migration_report import outage_lines, stuck_warning
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 series = {}
 for r in rows:
@@ -224,21 +225,14 @@ for (delay, variant), rs in series.items():
     target = 5.0 if variant.endswith("-hint") else delay + 5.0
     print()
     print(f"== WAN one-way delay {delay} ms, {names.get(variant, variant)}: {len(rs)} live migrations")
-    stuck = sum(1 for r in rs if r["recovered"] != "yes")
-    if stuck:
-        print(f"  !! {stuck} migration(s) where probes were still lost when probing ended: "
-              f"the outage below is cut off by the probe's end, not a recovery")
+    stuck_warning(rs)
     refused = [r for r in rs if r["outcome"] != "applied"]
     if refused:
         print(f"  !! {len(refused)} migration(s) whose destination record is not 'applied': "
               + ", ".join(f'#{r["n"]} {r["outcome"]}' for r in refused))
     print(f"  guest off time       : {figures([num(r['off_ms']) for r in rs])}"
           f"   (QEMU's own downtime {figures([num(r['qemu_downtime_ms']) for r in rs])})")
-    for col, name in (("src_site_loss_ms", "source site"), ("third_site_loss_ms", "third site ")):
-        out = [max(float(r[col]) - float(r["off_ms"]), 0.0) for r in rs]
-        med, mx = statistics.median(out), max(out)
-        print(f"  outage from {name}: median {med:8.2f} ms  max {mx:8.2f} ms   "
-              f"target <= {target:.0f} ms: median/target {med / target:5.2f}, max/target {mx / target:5.2f}")
+    outage_lines(rs, "off_ms", target)
     print(f"  destination router   : detection - RESUME         {figures([num(r['detected_ms']) for r in rs])}")
     print(f"                         confirmed (from detection) {figures([num(r['confirmed_ms']) for r in rs])}")
     print(f"                         applied (from detection)   {figures([num(r['applied_ms']) for r in rs])}")

@@ -322,8 +322,9 @@ for delay in $WAN_DELAYS; do
     LAB_UP=""
 done
 
-python3 - "$RESULTS" "$PAUSE_MS" "$HOPS" "$SITE_X" "$SITE_Y" <<'PY'
+PYTHONPATH=$LAB_DIR python3 -B - "$RESULTS" "$PAUSE_MS" "$HOPS" "$SITE_X" "$SITE_Y" <<'PY'
 import csv, statistics, sys
+from migration_report import outage_lines, stuck_warning
 hops, pair = int(sys.argv[3]), f"{sys.argv[4]} <-> {sys.argv[5]}"
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 series = {}  # insertion order = the order the series ran
@@ -341,19 +342,11 @@ for (delay, kind), rs in series.items():
     # The path between the two sites: one WAN hop, or two through the relay.
     target_outage = hops * delay + 5.0
     print()
-    stuck = sum(1 for r in rs if r["recovered"] != "yes")
     path = "direct" if hops == 1 else f"both behind NAT, through relay a: one-way {hops * delay} ms"
     print(f"== {pair} ({path}), WAN one-way delay {delay} ms, announce {kind}: {len(rs)} migrations "
           f"(imposed pause median {statistics.median(pauses):.2f} ms, max {max(pauses):.2f} ms)")
-    if stuck:
-        print(f"  !! {stuck} migration(s) where probes were still lost when probing ended: "
-              f"the outage below is cut off by the probe's end, not a recovery")
-    for col, name in (("src_site_loss_ms", "source site"), ("third_site_loss_ms", "third site ")):
-        out = [max(float(r[col]) - float(r["pause_ms"]), 0.0) for r in rs]
-        med, mx = statistics.median(out), max(out)
-        print(f"  outage from {name}: median {fmt(med, 'ms')}  max {fmt(mx, 'ms')}   "
-              f"target <= {target_outage:.0f} ms: median/target {med / target_outage:5.2f}, "
-              f"max/target {mx / target_outage:5.2f}")
+    stuck_warning(rs)
+    outage_lines(rs, "pause_ms", target_outage)
     took = [int(r["took_us"]) / 1000.0 for r in rs if r["took_us"] != "NA"]
     missing = len(rs) - len(took)
     if took:

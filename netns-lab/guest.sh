@@ -346,7 +346,12 @@ guest_migrate() {
     from=$(guest_site "$g")
     i=$(cat "$dir/instance")
     j=$((i + 1))
-    pid_of "qemu-$g-$i" >/dev/null || die "guest $g's QEMU (instance $i) is not running"
+    if ! pid_of "qemu-$g-$i" >/dev/null; then
+        # Whatever QEMU said before it went, and the guest's last words.
+        tail -n 20 "$dir/qemu-$i.log" >&2 2>/dev/null || true
+        tail -n 20 "$dir/console.log" >&2 2>/dev/null || true
+        die "guest $g's QEMU (instance $i) is not running"
+    fi
     uri="unix:$dir/migrate-$j.sock"
     ((paused)) && mode=paused
     guest_qemu_start "$g" "$to" "$j" "$uri" "$mode"

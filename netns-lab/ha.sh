@@ -36,12 +36,7 @@ ha_build_routers() {
 # ha_build_router ROUTER N LAN_HOST LAN_MAC_LAST WAN_HOST WAN_MAC
 ha_build_router() {
     local r=$1 n=$2 lan_host=$3 mac_last=$4 wan_host=$5 wan_mac=$6
-    new_ns "r-$r"
-    in_ns "r-$r" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
-        net.ipv4.conf.default.rp_filter=0
-    ip link add lan0 netns "$(ns_name "r-$r")" address "52:54:00:77:0$n:$mac_last" type veth \
-        peer "r-$r" netns "$(ns_name lan)"
-    in_ns "r-$r" ip addr add "10.77.$n.$lan_host/24" dev lan0
+    new_router_ns "$r" "$n" "$mac_last" "$lan_host"
     ip link add wan0 netns "$(ns_name "r-$r")" address "$wan_mac" type veth \
         peer "r-$r" netns "$(ns_name wan)"
     in_ns "r-$r" ip addr add "100.64.0.$wan_host/24" dev wan0

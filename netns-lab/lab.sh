@@ -397,16 +397,24 @@ build_site() {
     build_vms "$s" "$optimize"
 }
 
+# new_router_ns R N LAN_MAC_LAST LAN_HOST: router namespace r-R of site N, forwarding, with its
+# LAN link lan0 (52:54:00:77:0N:LAN_MAC_LAST, 10.77.N.LAN_HOST/24) to port r-R of the LAN
+# namespace (not yet up, nor on a bridge).
+new_router_ns() {
+    local r=$1 n=$2 mac_last=$3 lan_host=$4
+    new_ns "r-$r"
+    in_ns "r-$r" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
+        net.ipv4.conf.default.rp_filter=0
+    ip link add lan0 netns "$(ns_name "r-$r")" address "52:54:00:77:0$n:$mac_last" type veth \
+        peer "r-$r" netns "$(ns_name lan)"
+    in_ns "r-$r" ip addr add "10.77.$n.$lan_host/24" dev lan0
+}
+
 # build_router S: site S's one router namespace, r-S.
 build_router() {
     local s=$1 n
     n=$(site_num "$s")
-    new_ns "r-$s"
-    in_ns "r-$s" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
-        net.ipv4.conf.default.rp_filter=0
-    ip link add lan0 netns "$(ns_name "r-$s")" address "52:54:00:77:0$n:fe" type veth \
-        peer "r-$s" netns "$(ns_name lan)"
-    in_ns "r-$s" ip addr add "10.77.$n.254/24" dev lan0
+    new_router_ns "$s" "$n" fe 254
     if is_nat "$s"; then
         # The WAN link is the NAT's (build_nat); the router's wan0 faces the NAT.
         new_ns "nat-$s"
@@ -838,15 +846,24 @@ ping_all() {
     ((ok == total))
 }
 
-cmd_ping_all() {
-    local wait_s=0
+# wait_s_option CMD DEFAULT ARGS...: the value of --wait-s, the one option of command CMD
+# (DEFAULT without it), checked to be whole seconds; dies on any other argument.
+wait_s_option() {
+    local cmd=$1 wait_s=$2
+    shift 2
     while (($#)); do
         case "$1" in
             --wait-s) wait_s=${2:?--wait-s needs a value}; shift 2 ;;
-            *) die "ping-all: unknown option '$1'" ;;
+            *) die "$cmd: unknown option '$1'" ;;
         esac
     done
     [[ $wait_s =~ ^[0-9]+$ ]] || die "--wait-s must be whole seconds"
+    echo "$wait_s"
+}
+
+cmd_ping_all() {
+    local wait_s
+    wait_s=$(wait_s_option ping-all 0 "$@") || exit 1
     need ping iputils-ping
     ping_all "$wait_s" || die "not every cross-site VM pair pings"
 }
@@ -855,14 +872,8 @@ cmd_ping_all() {
 # Routers
 
 cmd_start_routers() {
-    local wait_s=20 s t optimize
-    while (($#)); do
-        case "$1" in
-            --wait-s) wait_s=${2:?--wait-s needs a value}; shift 2 ;;
-            *) die "start-routers: unknown option '$1'" ;;
-        esac
-    done
-    [[ $wait_s =~ ^[0-9]+$ ]] || die "--wait-s must be whole seconds"
+    local wait_s s t optimize
+    wait_s=$(wait_s_option start-routers 20 "$@") || exit 1
     [[ $(cat "$STATE/mode") == no-routers ]] || die "lab $PREFIX already runs routers"
     [[ -x $SKYVINE_BIN ]] || die "router binary $SKYVINE_BIN not found: run 'netns-lab/lab.sh build' or set SKYVINE_BIN"
     optimize=$(cat "$STATE/optimize")

@@ -68,8 +68,18 @@ ip netns exec "$PREFIX-a1" iperf3 -c 10.77.2.1 -p 5201 -t $((SECONDS_TO_RECORD +
 CLIENT=$!
 sleep 2
 for s in a b; do T0[$s]=$(ticks "${PID[$s]}"); done
+SYSCALLS=(read write sendmsg recvmmsg epoll_wait)
+events=$(printf 'syscalls:sys_enter_%s,' "${SYSCALLS[@]}")
+STATS=()
+for s in a b; do
+    # Tracepoints may be missing (no tracefs): the profile still runs, without these counts.
+    perf stat -x , -e "${events%,}" -p "${PID[$s]}" -o "$OUT/syscalls-$s.csv" \
+        -- sleep "$SECONDS_TO_RECORD" >/dev/null 2>"$OUT/perf-stat-$s.log" &
+    STATS+=($!)
+done
 perf record -F 499 --call-graph dwarf,16384 -p "${PID[a]},${PID[b]}" -o "$OUT/perf.data" \
     -- sleep "$SECONDS_TO_RECORD" >/dev/null 2>"$OUT/perf-record.log"
+for pid in "${STATS[@]}"; do wait "$pid" || true; done
 for s in a b; do T1[$s]=$(ticks "${PID[$s]}"); done
 wait "$CLIENT" || die "iperf3 failed: $(tail -n 3 "$OUT/iperf3.txt")"
 CLIENT=""
@@ -82,9 +92,19 @@ for s in a b; do
         'BEGIN {printf "router %s: %.0f%% of one core while recorded\n", s, 100 * t / hz / d}'
 done
 for s in a b; do
+    if [[ -s $OUT/syscalls-$s.csv ]]; then
+        awk -F, -v d="$SECONDS_TO_RECORD" -v s="$s" '$3 ~ /sys_enter_/ {
+            sub(/.*sys_enter_/, "", $3); line = line sprintf(" %s %.0f/s", $3, $1 / d) }
+            END { if (line != "") print "router " s " system calls:" line }' "$OUT/syscalls-$s.csv"
+    fi
+done
+for s in a b; do
     echo "== router $s (pid ${PID[$s]}): top $TOP by self time"
     # Shares of this router's own samples; `head` closing the pipe early is expected.
     perf report -i "$OUT/perf.data" --pid "${PID[$s]}" --percentage relative --no-children \
+        --sort sym -g none --stdio 2>/dev/null | grep '%' | head -n "$TOP" || true
+    echo "== router $s: top $TOP by children (self + callees; columns: children, self)"
+    perf report -i "$OUT/perf.data" --pid "${PID[$s]}" --percentage relative --children \
         --sort sym -g none --stdio 2>/dev/null | grep '%' | head -n "$TOP" || true
     if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
         perf script -i "$OUT/perf.data" --pid "${PID[$s]}" 2>/dev/null | inferno-collapse-perf \

@@ -509,6 +509,22 @@ impl Lab {
         Background::spawn(format!("xfer client {vm} -> {to}"), cmd)
     }
 
+    /// Starts `lab.sh probe --to TO --from FROM --duration-s SECONDS --json` in the background:
+    /// 1 ms probes from `from` to `to` for `duration_s` seconds, the JSON report on its stdout.
+    pub fn probe(&self, from: &str, to: &str, duration_s: &str) -> Result<Background> {
+        let args = [
+            "probe",
+            "--to",
+            to,
+            "--from",
+            from,
+            "--duration-s",
+            duration_s,
+            "--json",
+        ];
+        Background::spawn(format!("probe {from} -> {to}"), self.lab_sh_command(&args))
+    }
+
     /// Bytes the peer acknowledged so far on each established TCP connection from `vm` to
     /// `to` (ip:port): the sender's view, for a receiver (a guest) that runs no commands.
     pub fn tcp_bytes_acked(&self, vm: &str, to: &str) -> Result<Vec<u64>> {

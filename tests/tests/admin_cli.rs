@@ -42,12 +42,7 @@ impl Lab {
     fn up() -> Lab {
         let prefix = format!("svadm{}", std::process::id() % 100_000);
         let lab = Lab { prefix };
-        let out = lab.lab(&["up", "--sites", "3"]);
-        assert!(
-            out.status.success(),
-            "lab up failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lab.lab_ok(&["up", "--sites", "3"]);
         lab
     }
 
@@ -58,6 +53,16 @@ impl Lab {
             .env("SKYVINE_BIN", skyvine_bin())
             .output()
             .expect("running netns-lab/lab.sh")
+    }
+
+    /// Runs `lab.sh ARGS…` and fails the test, with its stderr, unless it succeeds.
+    fn lab_ok(&self, args: &[&str]) {
+        let out = self.lab(args);
+        assert!(
+            out.status.success(),
+            "lab.sh {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn state(&self) -> PathBuf {
@@ -150,12 +155,7 @@ fn admin_cli_against_lab_routers() {
         1,
     );
     std::fs::write(&config, text).unwrap();
-    let out = lab.lab(&["restart-router", "c"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.lab_ok(&["restart-router", "c"]);
     poll(
         "router c back with both peers",
         Duration::from_secs(20),
@@ -176,12 +176,7 @@ fn admin_cli_against_lab_routers() {
     assert!(gndt_only.get("lndt").is_none() && gndt_only.get("hwdt").is_none());
 
     // Migrate a1 (10.77.1.1) to b with a QEMU-style RARP announcement.
-    let out = lab.lab(&["migrate", "a1", "b", "--announce", "rarp"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.lab_ok(&["migrate", "a1", "b", "--announce", "rarp"]);
     poll(
         "10.77.1.1/32 -> b at router c",
         Duration::from_secs(10),

@@ -20,8 +20,7 @@ use faults_support::{
     Spy,
 };
 use skyvine_tests::{
-    check_transfer, serial, skip_unless_root, vm_ip, vm_mac, wait_until, wait_until_ok, Background,
-    Lab, Route,
+    check_transfer, lab_test, vm_ip, vm_mac, wait_until, wait_until_ok, Lab, Route,
 };
 
 /// How long a spoofed announcement may divert a1's traffic to the spoofer: one WAN round trip
@@ -40,23 +39,24 @@ const SITES: [&str; 3] = ["a", "b", "c"];
 /// An address of site a's prefix that no VM uses.
 const UNUSED_A: &str = "10.77.1.77";
 
-/// Runs `body` on a fresh lab (root only, one at a time), then prints the runtime.
-fn lab_test(name: &str, body: impl FnOnce(&mut Lab) -> Result<()>) -> Result<()> {
-    if skip_unless_root() {
-        return Ok(());
-    }
-    let _serial = serial();
-    let start = Instant::now();
-    let mut lab = Lab::up(&[])?;
-    body(&mut lab)?;
-    lab.pass();
-    println!("{name}: {:.1} s", start.elapsed().as_secs_f64());
+/// Waits until the checked transfer to `vm` (its server on XFER_PORT) has delivered bytes.
+fn wait_transfer_started(lab: &Lab, vm: &str) -> Result<()> {
+    wait_until_ok(
+        &format!("the transfer to {vm} is under way"),
+        SETTLE,
+        || {
+            Ok(lab
+                .tcp_bytes_received(vm, XFER_PORT)?
+                .iter()
+                .any(|b| *b > 0))
+        },
+    )?;
     Ok(())
 }
 
 #[test]
 fn a_spoofing_vm_diverts_nothing() -> Result<()> {
-    lab_test("a_spoofing_vm_diverts_nothing", |lab| {
+    lab_test("a_spoofing_vm_diverts_nothing", &[], |lab| {
         let (a1, b1_mac, a1_mac) = (vm_ip("a1")?, vm_mac("b1")?, vm_mac("a1")?);
         let host = format!("{a1}/32");
         let announce = lab.bins().tool("skyvine-announce");
@@ -67,25 +67,8 @@ fn a_spoofing_vm_diverts_nothing() -> Result<()> {
         // A checked transfer c1 -> a1 (paced to span both attacks) and 1 ms probes c1 -> a1.
         let server = lab.xfer_server("a1", XFER_PORT, 1)?;
         let client = lab.xfer_client("c1", &format!("{a1}:{XFER_PORT}"), "30M", Some(40.0), 11)?;
-        let probe = Background::spawn(
-            "probe c1 -> a1",
-            lab.lab_sh_command(&[
-                "probe",
-                "--to",
-                "a1",
-                "--from",
-                "c1",
-                "--duration-s",
-                "8",
-                "--json",
-            ]),
-        )?;
-        wait_until_ok("the transfer to a1 is under way", SETTLE, || {
-            Ok(lab
-                .tcp_bytes_received("a1", XFER_PORT)?
-                .iter()
-                .any(|b| *b > 0))
-        })?;
+        let probe = lab.probe("c1", "a1", "8")?;
+        wait_transfer_started(lab, "a1")?;
 
         // Attack 0: b1 claims a free address of site a twice, without ever answering for it
         // (the confirmation probe must be what confirms, not the claim repeated).
@@ -291,7 +274,7 @@ fn a_spoofing_vm_diverts_nothing() -> Result<()> {
 
 #[test]
 fn a_flood_neither_starves_nor_grows() -> Result<()> {
-    lab_test("a_flood_neither_starves_nor_grows", |lab| {
+    lab_test("a_flood_neither_starves_nor_grows", &[], |lab| {
         let pid = router_pid(lab, "b")?;
         let before_kib = proc_kib(pid, "VmRSS")?;
         let frames_before = status_counter(lab, "b", "lan_counters", "frames")?;
@@ -300,12 +283,7 @@ fn a_flood_neither_starves_nor_grows() -> Result<()> {
         let b2 = vm_ip("b2")?;
         let server = lab.xfer_server("b2", XFER_PORT, 1)?;
         let client = lab.xfer_client("a2", &format!("{b2}:{XFER_PORT}"), "72M", Some(50.0), 21)?;
-        wait_until_ok("the transfer to b2 is under way", SETTLE, || {
-            Ok(lab
-                .tcp_bytes_received("b2", XFER_PORT)?
-                .iter()
-                .any(|b| *b > 0))
-        })?;
+        wait_transfer_started(lab, "b2")?;
 
         // 100k frames/s from b1 for ~10 s: one MAC, then a fresh MAC per frame claiming c1's
         // address, then b1's MAC claiming random addresses of site a (a2 lives there).
@@ -423,7 +401,7 @@ fn a_flood_neither_starves_nor_grows() -> Result<()> {
 
 #[test]
 fn crash_and_restart_reconciles() -> Result<()> {
-    lab_test("crash_and_restart_reconciles", |lab| {
+    lab_test("crash_and_restart_reconciles", &[], |lab| {
         let (a2, c2) = (vm_ip("a2")?, vm_ip("c2")?);
         let (a2_host, c2_host) = (format!("{a2}/32"), format!("{c2}/32"));
 
@@ -437,12 +415,7 @@ fn crash_and_restart_reconciles() -> Result<()> {
         let c1 = vm_ip("c1")?;
         let server = lab.xfer_server("c1", XFER_PORT, 1)?;
         let client = lab.xfer_client("a1", &format!("{c1}:{XFER_PORT}"), "30M", Some(30.0), 31)?;
-        wait_until_ok("the transfer to c1 is under way", SETTLE, || {
-            Ok(lab
-                .tcp_bytes_received("c1", XFER_PORT)?
-                .iter()
-                .any(|b| *b > 0))
-        })?;
+        wait_transfer_started(lab, "c1")?;
 
         lab.lab_sh(&["kill-router", "b", "-9"])?;
         let (left, _) = faults_support::kernel_neighbours(lab, "b")?;
@@ -537,7 +510,7 @@ fn crash_and_restart_reconciles() -> Result<()> {
 
 #[test]
 fn partition_and_heal_converge() -> Result<()> {
-    lab_test("partition_and_heal_converge", |lab| {
+    lab_test("partition_and_heal_converge", &[], |lab| {
         let a1 = vm_ip("a1")?;
         let host = format!("{a1}/32");
 

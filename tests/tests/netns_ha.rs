@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
-use skyvine_tests::{check_transfer, lab_test, vm_ip, vm_mac, wait_until_ok, Background, Lab};
+use skyvine_tests::{check_transfer, lab_test, vm_ip, vm_mac, wait_until_ok, Lab};
 
 const XFER_PORT: u16 = 7800;
 /// A paced transfer across the failover: 4 MiB at 3 Mbit/s lasts about 11 s.
@@ -66,19 +66,7 @@ fn a_transfer_survives_the_failure_of_its_sites_active_router() -> Result<()> {
             let received = lab.tcp_bytes_received("a1", XFER_PORT)?;
             Ok(received.len() == 1 && received.iter().all(|n| *n >= 256 * 1024))
         })?;
-        let probe = Background::spawn(
-            "probe c1 -> a1",
-            lab.lab_sh_command(&[
-                "probe",
-                "--to",
-                "a1",
-                "--from",
-                "c1",
-                "--duration-s",
-                PROBE_S,
-                "--json",
-            ]),
-        )?;
+        let probe = lab.probe("c1", "a1", PROBE_S)?;
         std::thread::sleep(Duration::from_secs(2));
         println!("{}", lab.lab_sh(&["kill-router", "a", "-9"])?.trim());
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
 use skyvine_core::node::{KernelOp, KernelRoute};
-use skyvine_router::admin::api::{PeersView, Reply, Request};
+use skyvine_router::admin::api::{PeerRow, PeersView, Reply, Request};
 use skyvine_router::config::Config;
 use skyvine_router::daemon::{self, KernelOps, Parts};
 use skyvine_router::dataplane::{FakeDevice, FakeHandle};
@@ -385,9 +385,7 @@ async fn a_restarted_router_relearns_the_whole_table_from_its_peers() {
         a.view().tun_routes.contains(&net("10.77.3.0/24"))
     })
     .await;
-    for router in [a, b, c] {
-        router.stop().await;
-    }
+    stop_all([a, b, c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,9 +407,7 @@ async fn a_failed_kernel_apply_is_retried_without_a_new_change() {
         },
     )
     .await;
-    for router in [a, b] {
-        router.stop().await;
-    }
+    stop_all([a, b]).await;
 }
 
 /// Connects to router `to` as site `me` (a valid certificate from the lab CA) and sends raw
@@ -528,13 +524,53 @@ async fn wait_for_peers(
     }
 }
 
+/// Starts one router per config, each with a fresh recording kernel.
+fn start_all<const N: usize>(lab: &Lab, configs: &[Config; N]) -> [Running; N] {
+    configs
+        .each_ref()
+        .map(|config| lab.start_config(config.clone(), RecordingKernel::default()))
+}
+
+/// Stops every router (and checks that each ended cleanly).
+async fn stop_all<const N: usize>(routers: [Running; N]) {
+    for router in routers {
+        router.stop().await;
+    }
+}
+
+/// Checks that the relay's `view` counts no relayed packet and that b (its admin socket) has
+/// no connection to c: b and c must not meet `through` the relay.
+async fn assert_relayed_nothing_between_b_and_c(
+    view: &PeersView,
+    config_b: &Config,
+    through: &str,
+) {
+    assert!(
+        view.peers.iter().all(|p| p.relayed_packets == 0),
+        "{view:?}"
+    );
+    let view = peers_of(config_b).await;
+    let c_row = peer_row(&view, "c");
+    assert!(
+        !c_row.connected,
+        "b and c must not meet through {through}: {c_row:?}"
+    );
+}
+
+/// The row of `site` in a `skyvine peers` view.
+fn peer_row<'v>(view: &'v PeersView, site: &str) -> &'v PeerRow {
+    view.peers
+        .iter()
+        .find(|p| p.site.as_str() == site)
+        .unwrap_or_else(|| panic!("no peer row for {site}: {view:?}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sites_that_reach_only_a_relay_talk_end_to_end_through_it() {
     let lab = Lab::new(&["a", "b", "c"]);
-    let [config_a, config_b, config_c] = relay_lab(&lab, true, &["b", "c"]);
-    let a = lab.start_config(config_a.clone(), RecordingKernel::default());
-    let mut b = lab.start_config(config_b.clone(), RecordingKernel::default());
-    let mut c = lab.start_config(config_c.clone(), RecordingKernel::default());
+    let configs = relay_lab(&lab, true, &["b", "c"]);
+    let [config_a, config_b, _] = &configs;
+    let [a, mut b, mut c] = start_all(&lab, &configs);
     // Each end learns the other's prefix from the other itself (over the connection through
     // a), with a route MTU that leaves room for the relay header and the inner QUIC packet.
     for (router, far) in [(&b, "10.77.3.0/24"), (&c, "10.77.2.0/24")] {
@@ -562,52 +598,38 @@ async fn two_sites_that_reach_only_a_relay_talk_end_to_end_through_it() {
     c.tun.inject.send(to_b.clone()).await.unwrap();
     assert_eq!(next_packet(&mut b.tun).await, to_b);
 
-    let view = peers_of(&config_b).await;
-    let c_row = view.peers.iter().find(|p| p.site.as_str() == "c").unwrap();
+    let view = peers_of(config_b).await;
+    let c_row = peer_row(&view, "c");
     assert!(c_row.connected);
     assert_eq!(c_row.via.as_ref().map(SiteId::as_str), Some("a"));
     assert_eq!(c_row.address, None);
-    let a_row = view.peers.iter().find(|p| p.site.as_str() == "a").unwrap();
+    let a_row = peer_row(&view, "a");
     assert_eq!(a_row.via, None, "b reaches a directly");
-    let view = peers_of(&config_a).await;
+    let view = peers_of(config_a).await;
     for end in ["b", "c"] {
-        let row = view.peers.iter().find(|p| p.site.as_str() == end).unwrap();
+        let row = peer_row(&view, end);
         assert!(
             row.relayed_packets > 0,
             "a passed on datagrams from {end}: {row:?}"
         );
     }
-    for router in [a, b, c] {
-        router.stop().await;
-    }
+    stop_all([a, b, c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_without_relay_true_refuses_to_relay_and_counts_it() {
     let lab = Lab::new(&["a", "b", "c"]);
-    let [config_a, config_b, config_c] = relay_lab(&lab, false, &["b", "c"]);
-    let a = lab.start_config(config_a.clone(), RecordingKernel::default());
-    let b = lab.start_config(config_b.clone(), RecordingKernel::default());
-    let c = lab.start_config(config_c, RecordingKernel::default());
+    let configs = relay_lab(&lab, false, &["b", "c"]);
+    let [config_a, config_b, _] = &configs;
+    let [a, b, c] = start_all(&lab, &configs);
     let view = wait_for_peers(
         "a drops the relay datagrams of b's and c's dials",
-        &config_a,
+        config_a,
         |v| v.drops.get("relay_disabled").copied().unwrap_or(0) > 0,
     )
     .await;
-    assert!(
-        view.peers.iter().all(|p| p.relayed_packets == 0),
-        "{view:?}"
-    );
-    let view = peers_of(&config_b).await;
-    let c_row = view.peers.iter().find(|p| p.site.as_str() == "c").unwrap();
-    assert!(
-        !c_row.connected,
-        "b and c must not meet through a non-relay: {c_row:?}"
-    );
-    for router in [a, b, c] {
-        router.stop().await;
-    }
+    assert_relayed_nothing_between_b_and_c(&view, config_b, "a non-relay").await;
+    stop_all([a, b, c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -615,14 +637,14 @@ async fn a_relay_refuses_a_site_it_does_not_list_and_counts_it() {
     let lab = Lab::new(&["a", "b", "c"]);
     // a relays, but lists only b: c connects with a valid certificate (a admits any certified
     // site), yet may not use a.
-    let [mut config_a, config_b, config_c] = relay_lab(&lab, true, &["b"]);
-    config_a.tls.any_certified_peer = true;
-    let a = lab.start_config(config_a.clone(), RecordingKernel::default());
-    let b = lab.start_config(config_b.clone(), RecordingKernel::default());
-    let c = lab.start_config(config_c, RecordingKernel::default());
+    let mut configs = relay_lab(&lab, true, &["b"]);
+    let [first, ..] = &mut configs;
+    first.tls.any_certified_peer = true;
+    let [config_a, config_b, _] = &configs;
+    let [a, b, c] = start_all(&lab, &configs);
     let view = wait_for_peers(
         "a drops relay datagrams from or to unlisted c",
-        &config_a,
+        config_a,
         |v| {
             v.drops.get("relay_unlisted").copied().unwrap_or(0) > 0
                 && v.peers
@@ -631,46 +653,34 @@ async fn a_relay_refuses_a_site_it_does_not_list_and_counts_it() {
         },
     )
     .await;
-    let c_row = view.peers.iter().find(|p| p.site.as_str() == "c").unwrap();
+    let c_row = peer_row(&view, "c");
     assert!(!c_row.configured, "c dialed in unlisted: {c_row:?}");
-    assert!(
-        view.peers.iter().all(|p| p.relayed_packets == 0),
-        "{view:?}"
-    );
-    let view = peers_of(&config_b).await;
-    let c_row = view.peers.iter().find(|p| p.site.as_str() == "c").unwrap();
-    assert!(
-        !c_row.connected,
-        "b and c must not meet through it: {c_row:?}"
-    );
-    for router in [a, b, c] {
-        router.stop().await;
-    }
+    assert_relayed_nothing_between_b_and_c(&view, config_b, "it").await;
+    stop_all([a, b, c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_relay_brings_the_path_through_it_back() {
     let lab = Lab::new(&["a", "b", "c"]);
-    let [config_a, config_b, config_c] = relay_lab(&lab, true, &["b", "c"]);
-    let a = lab.start_config(config_a.clone(), RecordingKernel::default());
-    let mut b = lab.start_config(config_b.clone(), RecordingKernel::default());
-    let c = lab.start_config(config_c.clone(), RecordingKernel::default());
+    let configs = relay_lab(&lab, true, &["b", "c"]);
+    let [config_a, config_b, _] = &configs;
+    let [a, mut b, c] = start_all(&lab, &configs);
     let through_a = |v: &PeersView| {
         v.peers
             .iter()
             .any(|p| p.site.as_str() == "c" && p.connected && p.via.is_some())
     };
-    wait_for_peers("b reaches c via a", &config_b, through_a).await;
+    wait_for_peers("b reaches c via a", config_b, through_a).await;
     // The relay goes away, and with it the path through it.
     a.stop().await;
-    wait_for_peers("b's path to c is down with the relay", &config_b, |v| {
+    wait_for_peers("b's path to c is down with the relay", config_b, |v| {
         v.peers
             .iter()
             .any(|p| p.site.as_str() == "c" && !p.connected)
     })
     .await;
-    let a = lab.start_config(config_a, RecordingKernel::default());
-    wait_for_peers("b reaches c via a again", &config_b, through_a).await;
+    let a = lab.start_config(config_a.clone(), RecordingKernel::default());
+    wait_for_peers("b reaches c via a again", config_b, through_a).await;
     let packet = udp_packet(
         "10.77.3.1".parse().unwrap(),
         "10.77.2.1".parse().unwrap(),
@@ -678,7 +688,5 @@ async fn a_restarted_relay_brings_the_path_through_it_back() {
     );
     c.tun.inject.send(packet.clone()).await.unwrap();
     assert_eq!(next_packet(&mut b.tun).await, packet);
-    for router in [a, b, c] {
-        router.stop().await;
-    }
+    stop_all([a, b, c]).await;
 }

@@ -1,6 +1,29 @@
 //! QUIC settings the data plane needs to be fast: datagram buffers deep enough for quinn to
 //! coalesce many datagrams into one UDP GSO send, an initial path MTU that fits a whole TUN
 //! packet from the first packet on, and large UDP socket buffers.
+//!
+//! Measured and left at quinn's defaults (`netns-lab/bench-throughput.sh` with `--variant`
+//! rows, and the `datagram_ceiling` program run alternately with each setting, 3 runs each, on
+//! the shared 2-core machine at load average 4-6; throughput varied by up to 25% from run to
+//! run, so the router CPU seconds per GB and the ceiling are the figures to go by):
+//! - ACK frequency (`AckFrequencyConfig`, the peer ACKs every 9th or 33rd ack-eliciting packet
+//!   instead of every 2nd): no gain to take. The receiving router already made only 2.5 k
+//!   sendmsg/s in all (its ACKs included) while it received ~136 k datagrams/s (1507 Mbit/s of
+//!   1380-byte packets; syscalls counted with perf stat on the syscall tracepoints). Router CPU
+//!   per GB rose (3.74 / 3.52 s with 1 / 4 streams by default; 3.84 / 4.67 with threshold 8;
+//!   4.06 / 4.42 with threshold 32) and the ceiling fell (2.59, 2.97, 3.81 Gbit/s by default
+//!   against 1.55, 1.61, 2.81 with threshold 8).
+//! - Congestion controller: BBR 3.55 / 3.80 CPU s per GB, within the noise of Cubic's; the
+//!   ceiling was lower with BBR (1.42, 2.48, 3.37 Gbit/s) and NewReno (2.03, 2.58, 3.32) than
+//!   with Cubic in each of the three alternating rounds. Cubic stays (`pki::transport_config`).
+//! - What does bound the transport: quinn 0.11 hands the socket at most 10 datagrams per GSO
+//!   send (`MAX_TRANSMIT_SEGMENTS` in quinn's `connection.rs`, not configurable; upstream main
+//!   still has 10). The sending router made 14.7 k sendmsg/s, 9.3 datagrams each, and sendmsg
+//!   was 23% of its profile. A quinn patched to 40 (an experiment, not used here) cut that to
+//!   14% at ~30 datagrams per send and the router CPU per GB by 9-24% in three of four
+//!   comparisons (+1% in the fourth), but once failed a ceiling run with "datagram too
+//!   large" (quinn's datagram limit fell below 1380 bytes mid-run, which the data plane would
+//!   count as drops): see issue 11's notes before taking it up.
 
 use std::io;
 use std::net::SocketAddr;

@@ -16,6 +16,9 @@ use skyvine_core::fib::{DropReason, FibSnapshot};
 use skyvine_core::relay;
 
 /// How often one batch waits a scheduler round for more datagrams before it is written.
+/// These waits cost a lone packet no measurable latency: ping through the overlay (300 pings at
+/// 10 ms, median, two alternating rounds, load average 4.3-4.7) took 0.441 / 0.418 ms with 4
+/// and 0.421 / 0.432 ms with none.
 const MAX_YIELDS: usize = 4;
 
 /// First byte of a datagram relayed by a host's old site (an IPv4 packet starts with 0x4_).

@@ -149,14 +149,7 @@ fn run(sites: usize, delay: Duration) -> Result<RunResult> {
     let t0 = sim.now;
     // 1. Full-mesh sync: every node has every site's prefix and LAN address.
     let expected = 2 * sites;
-    for i in 0..sites {
-        for j in 0..sites {
-            if i != j {
-                let (peer, certified) = (sim.names[j].clone(), sim.certified[j].clone());
-                sim.nodes[i].handle_peer_up(peer, certified, sim.now);
-            }
-        }
-    }
+    sim.connect_all();
     let sync = sim.phase(t0 + PHASE, |node| node.gndt().len() >= expected)?;
     // 2. The VM says hello on its LAN: its router advertises its MAC/IP binding.
     let (vm_ip, vm_mac) = (sim.vm.ip, sim.vm.mac);
@@ -186,14 +179,7 @@ fn run(sites: usize, delay: Duration) -> Result<RunResult> {
     let dest = sites - 1;
     let dest_name = sim.names[dest].clone();
     sim.vm.at = dest;
-    let at = sim.now;
-    for ms in RARP_SCHEDULE_MS {
-        let frame = frames::rarp_announce(vm_mac).to_vec();
-        sim.schedule(
-            at + Duration::from_millis(ms),
-            Event::Lan { node: dest, frame },
-        );
-    }
+    sim.announce_rarp(dest, vm_mac);
     let mv = sim.phase(t0 + 3 * PHASE, |node| {
         node.gndt().owner(vm_ip) == Some(&dest_name)
     })?;
@@ -207,6 +193,17 @@ struct Vm {
     ip: Ipv4Addr,
     mac: MacAddr,
     at: usize,
+}
+
+impl Vm {
+    /// A VM that is nowhere (no node's LAN answers for it) until a bench places one.
+    fn nowhere() -> Vm {
+        Vm {
+            ip: Ipv4Addr::new(10, 250, 0, 1),
+            mac: MacAddr([0x52, 0x54, 0xff, 0, 0, 1]),
+            at: usize::MAX,
+        }
+    }
 }
 
 /// When an event happens; the sequence number keeps each link's order.
@@ -307,6 +304,29 @@ impl Sim {
             vm,
             cost: Cost::new(sites),
         })
+    }
+
+    /// Every router learns that each other one is up: the connections of a full mesh, from now.
+    fn connect_all(&mut self) {
+        let sites = self.nodes.len();
+        for i in 0..sites {
+            for j in 0..sites {
+                if i != j {
+                    let (peer, certified) = (self.names[j].clone(), self.certified[j].clone());
+                    self.nodes[i].handle_peer_up(peer, certified, self.now);
+                }
+            }
+        }
+    }
+
+    /// QEMU's announcement of the VM with MAC `mac` on node `node`'s LAN: its RARP burst on
+    /// [`RARP_SCHEDULE_MS`], from now.
+    fn announce_rarp(&mut self, node: usize, mac: MacAddr) {
+        let at = self.now;
+        for ms in RARP_SCHEDULE_MS {
+            let frame = frames::rarp_announce(mac).to_vec();
+            self.schedule(at + Duration::from_millis(ms), Event::Lan { node, frame });
+        }
     }
 
     /// Runs `f` on node `i`, charging its CPU time to the node.

@@ -63,12 +63,7 @@ pub(crate) fn series(sites: usize, entries: usize) -> Result<()> {
     }
     let delay = Duration::from_millis(20);
     let heap0 = LIVE.load(Ordering::Relaxed);
-    let nobody = Vm {
-        ip: Ipv4Addr::new(10, 250, 0, 1),
-        mac: MacAddr([0x52, 0x54, 0xff, 0, 0, 1]),
-        at: usize::MAX,
-    };
-    let mut sim = Sim::with_layout(sites, delay, nobody, |i| {
+    let mut sim = Sim::with_layout(sites, delay, Vm::nowhere(), |i| {
         let prefix = Ipv4Network::new(site_ip(i, 0), 16)?;
         Ok((vec![prefix], vec![prefix], site_ip(i, 255 * 250 + 3)))
     })?;
@@ -91,14 +86,7 @@ pub(crate) fn series(sites: usize, entries: usize) -> Result<()> {
     }
     let expected = sites * (per_site + 2);
     let t0 = sim.now;
-    for i in 0..sites {
-        for j in 0..sites {
-            if i != j {
-                let (peer, certified) = (sim.names[j].clone(), sim.certified[j].clone());
-                sim.nodes[i].handle_peer_up(peer, certified, sim.now);
-            }
-        }
-    }
+    sim.connect_all();
     let peak0 = LIVE.load(Ordering::Relaxed);
     PEAK.store(peak0, Ordering::Relaxed);
     let wall = Instant::now();

@@ -67,11 +67,7 @@ fn table_mac(i: usize, k: usize) -> MacAddr {
 fn run(entries: usize) -> Result<SizeRun> {
     let delay = Duration::from_millis(10);
     // Until the moves, the VM the simulator answers probes for is nowhere.
-    let nobody = Vm {
-        ip: Ipv4Addr::new(10, 250, 0, 1),
-        mac: MacAddr([0x52, 0x54, 0xff, 0, 0, 1]),
-        at: usize::MAX,
-    };
+    let nobody = Vm::nowhere();
     let per_site = entries / SITES;
     let mut sim = Sim::with_layout(SITES, delay, nobody, |i| {
         // The /24s of its hosts, and the router's own (10.(100+i).255.0/24).
@@ -83,14 +79,7 @@ fn run(entries: usize) -> Result<SizeRun> {
         Ok((prefixes, vec![Ipv4Network::new(home(i, 0), 16)?], router))
     })?;
     let t0 = sim.now;
-    for i in 0..SITES {
-        for j in 0..SITES {
-            if i != j {
-                let (peer, certified) = (sim.names[j].clone(), sim.certified[j].clone());
-                sim.nodes[i].handle_peer_up(peer, certified, sim.now);
-            }
-        }
-    }
+    sim.connect_all();
     let prefixes = per_site.div_ceil(250) + 1;
     sim.phase(t0 + PHASE, |node| {
         node.gndt().len() >= SITES * (prefixes + 1)
@@ -135,13 +124,7 @@ fn run(entries: usize) -> Result<SizeRun> {
         let (ip, mac) = (home(SOURCE, k), table_mac(SOURCE, k));
         sim.vm = Vm { ip, mac, at: DEST };
         let at = sim.now;
-        for ms in RARP_SCHEDULE_MS {
-            let frame = frames::rarp_announce(mac).to_vec();
-            sim.schedule(
-                at + Duration::from_millis(ms),
-                Event::Lan { node: DEST, frame },
-            );
-        }
+        sim.announce_rarp(DEST, mac);
         let cost = sim.phase(at + PHASE, |node| node.gndt().owner(ip) == Some(&dest_name))?;
         if cost.converged.is_none() {
             bail!("the move of {ip} did not reach every router");

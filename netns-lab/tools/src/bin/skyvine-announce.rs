@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use skyvine_labtools::netlink::{current_netns, enter_netns, enter_netns_file, RouteSocket};
 use skyvine_labtools::packet::{
     interface_index, wait_readable, Direction, PacketSocket, ETH_P_ALL,
@@ -20,12 +20,6 @@ use skyvine_labtools::wire::{
 /// Send hypervisor migration announcements, or watch ARP/RARP traffic.
 #[derive(Debug, Parser)]
 #[command(version)]
-struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
 enum Command {
     /// QEMU/KVM's announcement: RARP requests (opcode 3, sender = target = MAC, IPs 0.0.0.0).
     Rarp {
@@ -136,7 +130,7 @@ enum Announce {
 const QEMU_SCHEDULE_MS: [u64; 5] = [0, 50, 200, 450, 800];
 
 fn main() -> Result<()> {
-    match Args::parse().command {
+    match Command::parse() {
         Command::Rarp {
             iface,
             mac,

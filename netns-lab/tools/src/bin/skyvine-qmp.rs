@@ -12,19 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use serde_json::{json, Value};
 use skyvine_labtools::qmp::{self, Event, Message, MigrationState};
 
 /// QMP client for the lab's QEMU guest.
 #[derive(Debug, Parser)]
 #[command(version)]
-struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
 enum Command {
     /// Wait until a QEMU answers on its QMP socket; print its run state (`status=running`).
     Status {
@@ -83,7 +77,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    match Args::parse().command {
+    match Command::parse() {
         Command::Status { socket, wait_s } => {
             let mut qemu = Qmp::connect(&socket, seconds(wait_s)?)?;
             let status = qemu.execute("query-status", Value::Null)?;

@@ -9,19 +9,13 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use skyvine_labtools::parse_size;
 use skyvine_labtools::stream::{ByteStream, Fnv64};
 
 /// Byte-checked TCP transfer for the lab.
 #[derive(Debug, Parser)]
 #[command(version)]
-struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
 enum Command {
     /// Receive transfers and check every byte.
     Server {
@@ -65,7 +59,7 @@ const HEADER_LEN: usize = 24;
 const CHUNK: usize = 64 * 1024;
 
 fn main() -> Result<()> {
-    match Args::parse().command {
+    match Command::parse() {
         Command::Server {
             listen,
             connections,

@@ -342,6 +342,7 @@ impl Node {
             .as_ref()
             .map_or(1, |e| e.version.seq.saturating_add(1));
         let entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
+        self.on_returned(ip);
         self.lndt_add(ip, Some(mac), now);
         self.hwdt.learn(ip, mac, BindingSource::Lan, now);
         self.originate(entry, now);

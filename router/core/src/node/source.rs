@@ -159,6 +159,16 @@ impl Node {
         }
     }
 
+    /// A VM that moved away from here is taken over here again (it came back): its departure
+    /// and any still-here check of that earlier move are over. Left running, the check would
+    /// take the VM's reply to the new takeover's probe for a refusal of the old move.
+    pub(super) fn on_returned(&mut self, ip: Ipv4Addr) {
+        if self.lan.verifying.remove(&ip).is_some() {
+            tracing::debug!(%ip, "moved-away VM is back; its still-here check ends");
+        }
+        self.lan.departed.forget(ip);
+    }
+
     /// The moved-away VM answered at this site: the move was a duplicate or a hijack. Take the
     /// address back with a newer version, and tell the LAN where the VM really is.
     fn still_here(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
@@ -394,6 +404,34 @@ mod tests {
         assert!(a.frozen(much_later).is_empty());
         let entry = &a.gndt().get(Ipv4Network::from(ip(1, 1))).unwrap().entry;
         assert!(entry.withdrawn && entry.site() == &site("b"));
+    }
+
+    /// A VM back at a within a's still-here window (back_and_onward, moves 1 s apart): a
+    /// takes it over as a plain move, and its reply to the takeover's probe is no refusal of
+    /// the move away (which froze the VM and refused its next move).
+    #[test]
+    fn a_vm_back_within_the_still_here_window_is_taken_over_unfrozen() {
+        let now = Instant::now();
+        let mut a = a_after_move(false, now);
+        assert!(!a.lan.verifying.is_empty());
+        let back = now + super::super::DEFAULT_STILL_HERE_TIMEOUT / 2;
+        let rarp = frames::rarp_announce(mac(1, 1));
+        a.handle_lan_event(classify(&rarp).unwrap(), back);
+        let reply =
+            frames::proxy_arp_reply(mac(1, 1), ip(1, 1), mac(1, 0xfe), Ipv4Addr::UNSPECIFIED);
+        a.handle_lan_event(classify(&reply).unwrap(), back);
+        let entry = &a.gndt().get(Ipv4Network::from(ip(1, 1))).unwrap().entry;
+        assert_eq!(
+            (entry.site(), entry.version.seq, entry.frozen),
+            (&site("a"), 3, false)
+        );
+        assert!(a.lndt().contains(ip(1, 1)));
+        assert!(a.frozen(back).is_empty());
+        assert_eq!(a.counters().get(Counter::RefusedStillHere), 0);
+        assert_eq!(a.migrations().last().unwrap().role, Role::Destination);
+        assert!(a
+            .migrations()
+            .all(|r| !matches!(r.outcome, Outcome::Refused(_))));
     }
 
     #[test]
