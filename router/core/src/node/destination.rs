@@ -338,9 +338,13 @@ impl Node {
             .gndt
             .get(Ipv4Network::from(ip))
             .map(|s| s.entry.clone());
+        // Above what peers still hold of our claim before a restart, too.
+        let echoed = self.trust.take_echoed_claim(ip).unwrap_or(0);
         let seq = previous
             .as_ref()
-            .map_or(1, |e| e.version.seq.saturating_add(1));
+            .map_or(0, |e| e.version.seq)
+            .max(echoed)
+            .saturating_add(1);
         let entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
         self.on_returned(ip);
         self.lndt_add(ip, Some(mac), now);
@@ -482,6 +486,9 @@ impl Node {
         for (mac, reason, detail) in expired {
             if let Some(pending) = self.lan.pending.remove(&mac) {
                 self.refuse(pending.record, mac, reason, &detail);
+                if let Some(ip) = pending.ip() {
+                    self.withdraw_echoed_claim(ip, now);
+                }
             }
         }
         for (mac, ip) in unconfirmed {

@@ -588,12 +588,17 @@ impl Node {
     }
 
     /// Applies a checked entry from its origin: the origin's last word about its own entry
-    /// wins even when older (it restarted and counts from 1 again); against another origin's
-    /// entry the sequence numbers decide, ties going to the address's home (`wins_tie`).
+    /// wins even when older or as old and different (it restarted and counts from 1 again, or
+    /// the site's other router took over with its own MAC); against another origin's entry
+    /// the sequence numbers decide, ties going to the address's home (`wins_tie`).
     fn apply_peer_entry(&mut self, entry: GndtEntry, wins_tie: bool, now: Instant) -> Applied {
         let current = self.gndt.get(entry.prefix).map(|s| s.entry.clone());
         match current {
-            Some(current) if current.site() == entry.site() && current.version > entry.version => {
+            Some(current)
+                if current.site() == entry.site()
+                    && current.version >= entry.version
+                    && current != entry =>
+            {
                 self.gndt_remove(current.prefix);
                 match self.apply_entry_ranked(entry, false, now) {
                     Applied::Inserted => Applied::Replaced { previous: current },

@@ -91,7 +91,8 @@ mod tests {
     use skyvine_capture::wire::{classify, ArpEvent, EventKind};
 
     use super::super::testing::{
-        certified, from_peer, ip, lan_node, lan_node_with, mac, site, site_entries, transmitted,
+        certified, from_peer, ip, lan_node, lan_node_with, mac, sent, site, site_entries,
+        transmitted,
     };
     use ipnetwork::Ipv4Network;
     use skyvine_tables::GndtEntry;
@@ -173,6 +174,47 @@ mod tests {
         assert!(a.lndt().contains(ip(2, 1)));
     }
 
+    /// The host claims the standby sends b (in `Entries`) for b1.
+    fn claims_of_b1(a: &mut Node) -> Vec<GndtEntry> {
+        sent(a)
+            .into_iter()
+            .filter(|(to, _)| *to == site("b"))
+            .filter_map(|(_, m)| match m {
+                Message::Entries { entries } => Some(entries),
+                _ => None,
+            })
+            .flatten()
+            .filter(|e| e.prefix.ip() == ip(2, 1))
+            .collect()
+    }
+
+    #[test]
+    fn an_echoed_claim_is_claimed_above_the_peers_number_or_withdrawn() {
+        let now = Instant::now();
+        // b1 answers: claimed above the number b holds (2), so it replaces b's entry.
+        let mut a = standby(false, now);
+        b_connects(&mut a, mac(1, 0xfe), now);
+        b1_answers(&mut a, now);
+        let claims = claims_of_b1(&mut a);
+        assert!(
+            claims.iter().any(|e| !e.withdrawn && e.version.seq == 3),
+            "{claims:?}"
+        );
+        // b1 does not answer: our claim that b still holds is withdrawn at that number.
+        let mut a = standby(false, now);
+        b_connects(&mut a, mac(1, 0xfe), now);
+        while a.poll_effect().is_some() {}
+        a.handle_timeout(now + std::time::Duration::from_secs(30));
+        let claims = claims_of_b1(&mut a);
+        assert!(
+            claims
+                .iter()
+                .any(|e| e.withdrawn && e.version.seq == 2 && e.site() == &site("a")),
+            "{claims:?}"
+        );
+        assert!(!a.lndt().contains(ip(2, 1)));
+    }
+
     #[test]
     fn a_router_whose_binding_comes_back_unchanged_repoints_nothing() {
         let now = Instant::now();
@@ -197,11 +239,18 @@ mod tests {
 
     #[test]
     fn the_standbys_binding_of_the_gateway_address_replaces_its_predecessors_at_peers() {
+        // b holds the failed router's binding of the gateway address, at a high number or at
+        // the same number as the standby's (both counted from 1).
+        for seq in [4, 1] {
+            standbys_binding_replaces_one_at(seq);
+        }
+    }
+
+    fn standbys_binding_replaces_one_at(seq: u64) {
         let now = Instant::now();
         let gateway = ip(1, 254);
         let mut b = lan_node("b", 2, now);
-        // b holds the failed router's binding of the gateway address, at a high number.
-        let old = GndtEntry::host(gateway, site("a"), 4, Some(mac(1, 0xfe)));
+        let old = GndtEntry::host(gateway, site("a"), seq, Some(mac(1, 0xfe)));
         from_peer(&mut b, "a", vec![old], now);
         b.handle_peer_down(&site("a"), now);
         // The standby's full table: its own binding, counting from 1.
@@ -216,7 +265,7 @@ mod tests {
             }
         }
         let stored = b.gndt().get(Ipv4Network::from(gateway)).unwrap();
-        assert_eq!(stored.entry.mac, Some(mac(1, 0xfd)));
+        assert_eq!(stored.entry.mac, Some(mac(1, 0xfd)), "held at {seq}");
         // The echo of the old binding makes the standby succeed, and the gateway address
         // stays out of its LNDT: no host of ours.
         for effect in std::iter::from_fn(|| b.poll_effect()) {

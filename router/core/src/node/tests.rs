@@ -129,13 +129,24 @@ fn a_restarted_peer_is_believed_about_its_own_entries_and_nothing_else() {
     );
     let stored = a.gndt().get(prefix).unwrap();
     assert_eq!(stored.entry.version.seq, 1);
-    // Our VM that was at b is no longer b's (we take it back, as after a withdrawal).
-    assert_ne!(
-        a.gndt().get(old_host.prefix).map(|s| s.entry.site()),
-        Some(&site("b"))
-    );
-    // b's own host binding stays until b speaks about it again.
+    // Both host bindings stay until b speaks about them again: b's own host, and our VM that
+    // had migrated to b (b looks for it on its LAN as we echo it).
     assert!(a.gndt().get(home_host.prefix).is_some());
+    let held = a.gndt().get(old_host.prefix).map(|s| s.entry.clone());
+    assert_eq!(held.as_ref().map(GndtEntry::site), Some(&site("b")));
+    // The VM did not answer at b: b withdraws its claim at the number we hold, and the address
+    // is no longer b's.
+    let mut withdrawal = old_host.clone();
+    withdrawal.withdrawn = true;
+    let entries = vec![withdrawal];
+    a.handle_message(&site("b"), Message::Entries { entries }, now);
+    let stored = a.gndt().get(old_host.prefix).map(|s| s.entry.clone());
+    assert!(
+        stored
+            .as_ref()
+            .is_none_or(|e| e.withdrawn || e.site() != &site("b")),
+        "{stored:?}"
+    );
 }
 
 #[test]

@@ -7,8 +7,8 @@
 //!   hands a router its own entries back: a restarted router relearns them from its
 //!   configuration (prefixes, LNDT ranges) and its LAN (ARP, RARP, traffic: it advertises each
 //!   host again as it sees it), and its peers drop what it no longer advertises once its full
-//!   table has ended, except its hosts' bindings in its own prefixes, kept until it speaks
-//!   about them again (see [`Node::end_of_table`]). The last word of an origin about its own
+//!   table has ended, except its host bindings, kept until it speaks about them again (it
+//!   claims or withdraws each VM away from home that they echo: see [`Node::end_of_table`]). The last word of an origin about its own
 //!   entry wins, even with a lower sequence number than before (it restarted).
 //! * **Certified prefixes.** Each router's certificate lists the prefixes the CA gave its site
 //!   ([`Certificates`]). A prefix entry must lie inside the sender's certified prefixes and may
@@ -213,6 +213,10 @@ pub(super) struct Trust {
     prior_owners: BTreeMap<Ipv4Addr, (SiteId, u64)>,
     /// Bindings of our own hosts that peers echoed after a restart (see [`Node::on_echo`]).
     echoed: BTreeMap<MacAddr, Ipv4Addr>,
+    /// Our claims of VMs away from their homes that peers still held when they echoed them
+    /// (we restarted, or took over from the site's other router): the sequence number they
+    /// hold, until the VM answers here (we claim it above that) or not (we withdraw it).
+    echoed_claims: BTreeMap<Ipv4Addr, u64>,
     noted: u64,
     /// A host entry was refused for lying in no known site's prefixes: a certificate learned
     /// later may make it acceptable.
@@ -229,6 +233,7 @@ impl Trust {
             views: BTreeMap::new(),
             prior_owners: BTreeMap::new(),
             echoed: BTreeMap::new(),
+            echoed_claims: BTreeMap::new(),
             noted: 0,
             refused_homeless: false,
             next_sweep: now + TOMBSTONE_SWEEP,
@@ -255,6 +260,18 @@ impl Trust {
         if self.echoed.len() < MAX_PRIOR_OWNERS || self.echoed.contains_key(&mac) {
             self.echoed.insert(mac, ip);
         }
+    }
+
+    fn note_echoed_claim(&mut self, ip: Ipv4Addr, seq: u64) {
+        if self.echoed_claims.len() < MAX_PRIOR_OWNERS || self.echoed_claims.contains_key(&ip) {
+            let held = self.echoed_claims.entry(ip).or_insert(seq);
+            *held = (*held).max(seq);
+        }
+    }
+
+    /// The sequence number peers hold for our echoed claim of `ip`, which is settled now.
+    pub(super) fn take_echoed_claim(&mut self, ip: Ipv4Addr) -> Option<u64> {
+        self.echoed_claims.remove(&ip)
     }
 
     /// The address of our own host at `mac` as we advertised it before a restart.
@@ -540,16 +557,22 @@ impl Node {
             } else if home || self.gndt.owner(ip) == Some(&self.config.me) || self.lndt.contains(ip)
             {
                 continue;
+            } else {
+                // Our claim away from the VM's home, which the peer keeps until we speak
+                // about it: claimed again if the VM answers here, withdrawn if not.
+                self.trust.note_echoed_claim(ip, entry.version.seq);
             }
             self.look_for_echoed(mac, ip, now);
         }
     }
 
     /// `peer`'s table ended: its entries that it did not repeat are no longer its word, and
-    /// go. Except the host bindings of its own prefixes: a restarted router relearns its hosts
-    /// on its LAN, and until it has, a VM of its that moves must still be recognised by the
-    /// binding it advertised (they go when it advertises or withdraws them, or another site
-    /// takes the address).
+    /// go. Except its host bindings: a restarted router (or the site's other router, taking
+    /// over) relearns its hosts on its LAN. Until it has, a VM of its own prefixes that moves
+    /// must still be recognised by the binding it advertised, and a VM that had migrated to
+    /// it must stay routed there and not fall back to its home. They go when it advertises
+    /// or withdraws them (it withdraws each echoed claim whose VM does not answer there, see
+    /// [`Node::on_echo`]), or another site takes the address.
     pub(super) fn end_of_table(&mut self, peer: &SiteId, now: Instant) -> u64 {
         let view = self.trust.views.entry(peer.clone()).or_default();
         view.end_of_table();
@@ -559,9 +582,7 @@ impl Node {
             .entries_of(peer)
             .filter(|s| {
                 let e = &s.entry;
-                e.withdrawn
-                    || e.kind != EntryKind::Host
-                    || !self.trust.certificates.covers(peer, e.prefix)
+                e.withdrawn || e.kind != EntryKind::Host
             })
             .map(|s| s.entry.prefix)
             .filter(|p| !self.trust.views.get(peer).is_some_and(|v| v.said(*p)))
@@ -571,6 +592,26 @@ impl Node {
             self.drop_entries(stale, now);
         }
         digest
+    }
+
+    /// The VM of our echoed claim of `ip` did not answer here: the claim that peers still hold
+    /// is withdrawn, at the number they hold (so that it replaces our claim, and nothing that
+    /// outranked it).
+    pub(super) fn withdraw_echoed_claim(&mut self, ip: Ipv4Addr, now: Instant) {
+        let Some(seq) = self.trust.take_echoed_claim(ip) else {
+            return;
+        };
+        if self.lndt.contains(ip) {
+            return;
+        }
+        let mut withdrawal = GndtEntry::host(ip, self.config.me.clone(), seq, None);
+        withdrawal.withdrawn = true;
+        tracing::info!(%ip, seq, "a VM that peers remember here did not answer; withdrawing our claim of it");
+        if self.gndt.get(Ipv4Network::from(ip)).is_none() {
+            self.originate(withdrawal, now);
+        } else {
+            self.broadcast_except(None, &[withdrawal]);
+        }
     }
 
     /// The certificate of `peer` was revoked: it is cut off and what it originated is
