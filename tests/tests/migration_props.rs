@@ -461,3 +461,47 @@ fn regression_two_claims_and_a_return_home_settle() {
     run(&SITES, &steps).unwrap();
     run_with(&SITES, Takeover::Confirmed, &steps).unwrap();
 }
+
+/// VM `vm` moves to site `to`, announced by a RARP burst.
+fn rarp(vm: usize, to: usize) -> Step {
+    Step::Move {
+        vm,
+        to,
+        announce: Announce::RarpBurst,
+    }
+}
+
+/// Shrunk from a failure after peers came to keep a restarted router's host claims until it
+/// speaks about them: b's VM moved to a, one message arrived, a restarted, and the VM was
+/// announced at a again.
+#[test]
+fn regression_a_claim_echoed_to_a_restarted_router_that_sees_the_vm_again() {
+    let steps = [
+        rarp(3, 0),
+        Step::Deliver {
+            pick: 4066607483045094993,
+        },
+        Step::Restart { site: 0 },
+        rarp(3, 0),
+    ];
+    run(&SITES, &steps).unwrap();
+    run_with(&SITES, Takeover::Confirmed, &steps).unwrap();
+}
+
+/// Shrunk from a failure: d's VM moved to a, then b's hypervisor announced it although it
+/// stayed at a.
+#[test]
+fn regression_a_ghost_at_b_of_a_vm_that_moved_to_a() {
+    let steps = [
+        rarp(7, 0),
+        Step::Wait { ms: 2 },
+        Step::Ghost {
+            vm: 7,
+            at: 1,
+            announce: Announce::RarpBurst,
+        },
+        Step::Wait { ms: 3000 },
+    ];
+    run(&SITES, &steps).unwrap();
+    run_with(&SITES, Takeover::Confirmed, &steps).unwrap();
+}

@@ -253,8 +253,19 @@ impl Node {
     /// A peer reminded us (restarted) that the VM at `mac` with `ip` was here: probe for it,
     /// and take its address only once it answered here, whatever the takeover mode.
     pub(super) fn look_for_echoed(&mut self, mac: MacAddr, ip: Ipv4Addr, now: Instant) {
-        // Several peers echo the same VM; the owner's prefix may not have arrived yet.
-        if self.lan.pending.contains_key(&mac) || self.lan.pending.len() >= MAX_PENDING {
+        // Several peers echo the same VM; the owner's prefix may not have arrived yet. A
+        // migration of it detected here and still resolving its address has it now: probed.
+        if let Some(pending) = self.lan.pending.get_mut(&mac) {
+            if matches!(pending.phase, Phase::Resolving { .. }) {
+                let prober = Prober::new(ip, mac, self.lan.confirm_timeout, now);
+                pending.phase = Phase::Confirming { prober };
+                let record = pending.record;
+                self.update_record(record, |r| r.ip = Some(ip));
+                self.advance_pending(now);
+            }
+            return;
+        }
+        if self.lan.pending.len() >= MAX_PENDING {
             return;
         }
         let start = Start {
@@ -486,7 +497,8 @@ impl Node {
         for (mac, reason, detail) in expired {
             if let Some(pending) = self.lan.pending.remove(&mac) {
                 self.refuse(pending.record, mac, reason, &detail);
-                if let Some(ip) = pending.ip() {
+                // Probed without an answer (not merely unresolved): not here.
+                if let (RefusalReason::Unconfirmed, Some(ip)) = (reason, pending.ip()) {
                     self.withdraw_echoed_claim(ip, now);
                 }
             }

@@ -425,6 +425,7 @@ impl Node {
         self.lan_timeout(now);
         self.expire_windows(now);
         self.sweep_tombstones(now);
+        self.replay_deferred(now);
         // A digest covers our own entries: what a full table from us carries.
         let digest = self.gndt.digest_of(&self.config.me);
         let count = u64::try_from(self.gndt.count_of(&self.config.me)).unwrap_or(u64::MAX);
@@ -460,6 +461,7 @@ impl Node {
             .chain(self.lan_poll_timeout())
             .chain(self.windows.next_at())
             .chain((self.gndt.tombstones() > 0).then(|| self.trust.next_sweep()))
+            .chain(self.trust.next_deferred())
             .min()
     }
 
@@ -542,41 +544,7 @@ impl Node {
                 }
                 continue;
             }
-            let accepted = match self.check_entry(from, &entry, now) {
-                Ok(accepted) => accepted,
-                Err(refusal) => {
-                    self.refuse_entry(from, &entry, refusal, now);
-                    continue;
-                }
-            };
-            let applied = self.apply_peer_entry(entry.clone(), accepted.wins_tie, now);
-            // Stored as sent (every router holds the same entry), acted on without a freeze
-            // mark we do not honour: our still-here check runs.
-            let mut entry = entry;
-            if entry.frozen && !accepted.honour_freeze && applied.changed() {
-                self.counters.add(Counter::RefusedForgedFrozen);
-                tracing::warn!(peer = %from, prefix = %entry.prefix, reason = EntryRefusal::ForgedFrozen.describe(), "freeze mark not honoured; taken as a plain claim");
-                entry.frozen = false;
-            }
-            if let Applied::Stale { current } = &applied {
-                tracing::trace!(peer = %from, prefix = %entry.prefix, ?current, "stale entry ignored");
-            }
-            if applied.changed() {
-                tracing::debug!(
-                    peer = %from,
-                    prefix = %entry.prefix,
-                    site = %entry.site(),
-                    seq = entry.version.seq,
-                    withdrawn = entry.withdrawn,
-                    "gndt entry changed"
-                );
-                let previous = match applied {
-                    Applied::Replaced { previous } => Some(previous),
-                    _ => None,
-                };
-                self.after_change(&entry, previous, now);
-                changed = true;
-            }
+            changed |= self.merge_said(from, entry, now);
         }
         // Received entries are not flooded on: every router advertises its own entries to
         // every peer directly (the data plane only ever sends to the owning site directly, so
@@ -585,6 +553,46 @@ impl Node {
         if changed {
             self.effects.push_back(Effect::TablesChanged);
         }
+    }
+
+    /// Checks and applies one entry `from` said (recorded already); whether the GNDT changed.
+    fn merge_said(&mut self, from: &SiteId, entry: GndtEntry, now: Instant) -> bool {
+        let accepted = match self.check_entry(from, &entry, now) {
+            Ok(accepted) => accepted,
+            Err(refusal) => {
+                self.refuse_entry(from, &entry, refusal, now);
+                return false;
+            }
+        };
+        let applied = self.apply_peer_entry(entry.clone(), accepted.wins_tie, now);
+        // Stored as sent (every router holds the same entry), acted on without a freeze
+        // mark we do not honour: our still-here check runs.
+        let mut entry = entry;
+        if entry.frozen && !accepted.honour_freeze && applied.changed() {
+            self.counters.add(Counter::RefusedForgedFrozen);
+            tracing::warn!(peer = %from, prefix = %entry.prefix, reason = EntryRefusal::ForgedFrozen.describe(), "freeze mark not honoured; taken as a plain claim");
+            entry.frozen = false;
+        }
+        if let Applied::Stale { current } = &applied {
+            tracing::trace!(peer = %from, prefix = %entry.prefix, ?current, "stale entry ignored");
+        }
+        if !applied.changed() {
+            return false;
+        }
+        tracing::debug!(
+            peer = %from,
+            prefix = %entry.prefix,
+            site = %entry.site(),
+            seq = entry.version.seq,
+            withdrawn = entry.withdrawn,
+            "gndt entry changed"
+        );
+        let previous = match applied {
+            Applied::Replaced { previous } => Some(previous),
+            _ => None,
+        };
+        self.after_change(&entry, previous, now);
+        true
     }
 
     /// Applies a checked entry from its origin: the origin's last word about its own entry

@@ -199,6 +199,18 @@ impl PeerView {
         self.said.contains_key(&prefix)
     }
 
+    /// Whether `entry` is still the peer's last word about its prefix.
+    fn says(&self, entry: &GndtEntry) -> bool {
+        let prefix = normalize(entry.prefix);
+        let hash = entry_hash(&GndtEntry {
+            prefix,
+            ..entry.clone()
+        });
+        self.said
+            .get(&prefix)
+            .is_some_and(|(said, _)| *said == hash)
+    }
+
     pub(super) fn digest(&self) -> u64 {
         self.digest
     }
@@ -218,6 +230,10 @@ pub(super) struct Trust {
     /// hold, until the VM answers here (we claim it above that) or not (we withdraw it).
     echoed_claims: BTreeMap<Ipv4Addr, u64>,
     noted: u64,
+    /// Per address, the last claim refused because the address was frozen here, with who sent
+    /// it and when the freeze ends: then it is checked again (the freeze delays a move; it
+    /// does not lose the claimant's word).
+    deferred: BTreeMap<Ipv4Addr, (SiteId, GndtEntry, Instant)>,
     /// A host entry was refused for lying in no known site's prefixes: a certificate learned
     /// later may make it acceptable.
     refused_homeless: bool,
@@ -235,6 +251,7 @@ impl Trust {
             echoed: BTreeMap::new(),
             echoed_claims: BTreeMap::new(),
             noted: 0,
+            deferred: BTreeMap::new(),
             refused_homeless: false,
             next_sweep: now + TOMBSTONE_SWEEP,
         }
@@ -285,6 +302,23 @@ impl Trust {
 
     pub(super) fn next_sweep(&self) -> Instant {
         self.next_sweep
+    }
+
+    fn defer(&mut self, from: &SiteId, entry: &GndtEntry, until: Instant) {
+        let ip = entry.prefix.ip();
+        let newer = self
+            .deferred
+            .get(&ip)
+            .is_none_or(|(_, held, _)| entry.version >= held.version);
+        if newer && (self.deferred.len() < MAX_PRIOR_OWNERS || self.deferred.contains_key(&ip)) {
+            self.deferred
+                .insert(ip, (from.clone(), entry.clone(), until));
+        }
+    }
+
+    /// When the first deferred claim is due.
+    pub(super) fn next_deferred(&self) -> Option<Instant> {
+        self.deferred.values().map(|(_, _, until)| *until).min()
     }
 }
 
@@ -432,6 +466,13 @@ impl Node {
             tracing::debug!(peer = %from, prefix = %entry.prefix, reason = refusal.describe(), "refused an entry from a peer");
         }
         let ip = entry.prefix.ip();
+        if let (
+            EntryRefusal::PinnedOrFrozen | EntryRefusal::ForgedFrozen,
+            MoveVerdict::Frozen { until },
+        ) = (refusal, self.lan.damping.check(ip, now))
+        {
+            self.trust.defer(from, entry, until);
+        }
         if refusal == EntryRefusal::NotNewer && !entry.withdrawn {
             // The claimant may have restarted and not know the number we hold: tell it.
             if let Some(current) = self.gndt.get(entry.prefix) {
@@ -452,6 +493,33 @@ impl Node {
             let mac = self.hwdt.by_ip(ip).map(|b| b.mac);
             tracing::info!(%ip, by = %from, "re-advertising a host of ours over a refused claim");
             self.take_back_over(ip, mac, entry.version.seq, now);
+        }
+    }
+
+    /// Checks again the claims refused for a freeze that has ended, if each is still its
+    /// sender's last word and the sender is connected.
+    pub(super) fn replay_deferred(&mut self, now: Instant) {
+        let due: Vec<Ipv4Addr> = self
+            .trust
+            .deferred
+            .iter()
+            .filter(|(_, (_, _, until))| *until <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        let mut changed = false;
+        for ip in due {
+            let Some((from, entry, _)) = self.trust.deferred.remove(&ip) else {
+                continue;
+            };
+            let connected = self.peers.get(&from).is_some_and(|p| p.connected);
+            let says = self.trust.views.get(&from).is_some_and(|v| v.says(&entry));
+            if connected && says {
+                tracing::info!(%ip, peer = %from, seq = entry.version.seq, "the freeze ended: checking a refused claim again");
+                changed |= self.merge_said(&from, entry, now);
+            }
+        }
+        if changed {
+            self.effects.push_back(Effect::TablesChanged);
         }
     }
 
