@@ -505,3 +505,33 @@ fn regression_a_ghost_at_b_of_a_vm_that_moved_to_a() {
     run(&SITES, &steps).unwrap();
     run_with(&SITES, Takeover::Confirmed, &steps).unwrap();
 }
+
+/// Shrunk from a failure: b's hypervisor announced c's VM (a ghost); c, restarted once
+/// already, took it back; c restarted again before a heard of that. b had given up its claim,
+/// but a kept it through b's later full table, as if b had just restarted. Fixed in the core: a
+/// peer's host claims away from home are kept only through the first table end after it
+/// connects (its echo settles them); at a later end a claim it no longer repeats goes.
+#[test]
+fn regression_a_ghost_claim_given_up_is_dropped_at_the_next_table_end() {
+    let steps = [
+        Step::Restart { site: 2 },
+        Step::Settle,
+        Step::Ghost {
+            vm: 4,
+            at: 1,
+            announce: Announce::RarpBurst,
+        },
+        Step::Deliver {
+            pick: 982274261623565957,
+        },
+        Step::Deliver { pick: 0 },
+        Step::Deliver { pick: 0 },
+        Step::Deliver {
+            pick: 19063808028820,
+        },
+        rarp(0, 0),
+        Step::Restart { site: 2 },
+    ];
+    run(&SITES, &steps).unwrap();
+    run_with(&SITES, Takeover::Confirmed, &steps).unwrap();
+}

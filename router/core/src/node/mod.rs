@@ -370,10 +370,11 @@ impl Node {
             Message::Echo { entries } => self.on_echo(from, entries, now),
             Message::Outranked { ip, seq } => self.on_outranked(from, ip, seq, now),
             Message::TableEnd { digest, count } => {
-                if let Some(state) = self.peers.get_mut(from) {
-                    state.synced = true;
-                }
-                let heard = self.end_of_table(from, now);
+                let first = self
+                    .peers
+                    .get_mut(from)
+                    .is_some_and(|state| !std::mem::replace(&mut state.synced, true));
+                let heard = self.end_of_table(from, first, now);
                 self.after_full_table(from, now);
                 tracing::info!(
                     peer = %from,

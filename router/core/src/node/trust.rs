@@ -635,13 +635,14 @@ impl Node {
     }
 
     /// `peer`'s table ended: its entries that it did not repeat are no longer its word, and
-    /// go. Except its host bindings: a restarted router (or the site's other router, taking
-    /// over) relearns its hosts on its LAN. Until it has, a VM of its own prefixes that moves
-    /// must still be recognised by the binding it advertised, and a VM that had migrated to
-    /// it must stay routed there and not fall back to its home. They go when it advertises
-    /// or withdraws them (it withdraws each echoed claim whose VM does not answer there, see
-    /// [`Node::on_echo`]), or another site takes the address.
-    pub(super) fn end_of_table(&mut self, peer: &SiteId, now: Instant) -> u64 {
+    /// go. Except the host bindings of its own prefixes: a restarted router relearns its
+    /// hosts on its LAN, and until it has, a VM of its that moves must still be recognised by
+    /// the binding it advertised. And, at the `first` table end since it connected, its
+    /// claims of VMs away from their homes: a restarted router (or the site's other router,
+    /// taking over) must keep a VM that had migrated to it routed there and not fall back to
+    /// its home; it claims or withdraws each as we echo it (see [`Node::on_echo`]). At a later
+    /// end (a digest disagreed) a claim it no longer repeats is one it gave up: it goes.
+    pub(super) fn end_of_table(&mut self, peer: &SiteId, first: bool, now: Instant) -> u64 {
         let view = self.trust.views.entry(peer.clone()).or_default();
         view.end_of_table();
         let digest = view.digest();
@@ -650,7 +651,9 @@ impl Node {
             .entries_of(peer)
             .filter(|s| {
                 let e = &s.entry;
-                e.withdrawn || e.kind != EntryKind::Host
+                e.withdrawn
+                    || e.kind != EntryKind::Host
+                    || (!first && !self.trust.certificates.covers(peer, e.prefix))
             })
             .map(|s| s.entry.prefix)
             .filter(|p| !self.trust.views.get(peer).is_some_and(|v| v.said(*p)))
