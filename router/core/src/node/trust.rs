@@ -7,8 +7,9 @@
 //!   hands a router its own entries back: a restarted router relearns them from its
 //!   configuration (prefixes, LNDT ranges) and its LAN (ARP, RARP, traffic: it advertises each
 //!   host again as it sees it), and its peers drop what it no longer advertises once its full
-//!   table has ended, except its host bindings, kept until it speaks about them again (it
-//!   claims or withdraws each VM away from home that they echo: see [`Node::end_of_table`]). The last word of an origin about its own
+//!   table has ended, except its host bindings: those of its own prefixes until it speaks
+//!   about them again, its claims of VMs away from home through its first full table (it
+//!   claims or withdraws each that they echo: see [`Node::end_of_table`]). The last word of an origin about its own
 //!   entry wins, even with a lower sequence number than before (it restarted).
 //! * **Certified prefixes.** Each router's certificate lists the prefixes the CA gave its site
 //!   ([`Certificates`]). A prefix entry must lie inside the sender's certified prefixes and may
