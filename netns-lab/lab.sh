@@ -665,6 +665,13 @@ start_router() {
         ((SECONDS < deadline)) || die "router $s has no TUN device after 10 s"
         sleep 0.05
     done
+    # ... and its admin socket answers: the socket comes up after the TUN device, and what
+    # follows a (re)start usually asks the router something.
+    until "$SKYVINE_BIN" status --socket "$STATE/$s/skyvine.sock" >/dev/null 2>&1; do
+        started "router-$s" || { tail -n 30 "$STATE/$s/router.log" >&2; die "router $s exited"; }
+        ((SECONDS < deadline)) || die "router $s does not answer on its admin socket after 10 s"
+        sleep 0.05
+    done
     log "router $s running (pid $(pid_of "router-$s"))"
 }
 
