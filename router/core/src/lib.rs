@@ -19,6 +19,7 @@
 pub mod config;
 pub mod fib;
 pub mod link;
+pub mod networks;
 pub mod node;
 pub mod proto;
 pub mod relay;
