@@ -92,10 +92,12 @@ enum CertCommand {
         /// The router's site id (as in its configuration's `site`).
         #[arg(long, value_name = "ID")]
         site: SiteId,
-        /// A prefix the site owns, e.g. 10.77.1.0/24 (its configuration's `lan.prefixes`);
-        /// repeat for several. At least one.
-        #[arg(long = "prefix", value_name = "NETWORK/LEN", required = true)]
-        prefixes: Vec<ipnetwork::Ipv4Network>,
+        /// A prefix the site owns, e.g. 10.77.1.0/24 (its configuration's `lan.prefixes`),
+        /// certified in network 0 (the network of a configuration with one `[lan]`); or
+        /// ID:PREFIX, e.g. 2:10.77.1.0/24, certified in the virtual network with id ID (a
+        /// `[[networks]]` entry's `id`). Repeat for several. At least one.
+        #[arg(long = "prefix", value_name = "[ID:]NETWORK/LEN", required = true)]
+        prefixes: Vec<pki::CertifiedPrefix>,
     },
     /// Revoke a router certificate: append its fingerprint to a revocation list (the file
     /// `tls.revoked` names). Copy the list to every router and send them SIGHUP: each cuts the
@@ -175,12 +177,15 @@ fn check_config(path: &Path, host: bool) -> anyhow::Result<()> {
     match check::check_certificates(&config, SystemTime::now()) {
         Ok(summary) => {
             println!(
-                "{}: config valid (site {}, {} prefix(es), {} peer(s))",
+                "{}: config valid (site {}, {} network(s), {} peer(s))",
                 path.display(),
                 config.site,
-                config.lan.prefixes.len(),
+                config.networks().len(),
                 config.peers.len()
             );
+            for network in config.networks() {
+                println!("{}", describe_network(network));
+            }
             let policy = config.relay_policy();
             if policy.relays() {
                 println!("relay: this router relays between its listed peers (relay = true)");
@@ -210,9 +215,17 @@ fn check_config(path: &Path, host: bool) -> anyhow::Result<()> {
     if host {
         let found = check::check_host(&config, &check::HostPaths::default());
         if found.is_empty() {
+            let lans: Vec<&str> = config
+                .networks()
+                .iter()
+                .map(|n| n.lan.interface.as_str())
+                .collect();
+            let tuns: Vec<&str> = config.networks().iter().map(|n| n.tun.as_str()).collect();
             println!(
                 "host: ip_forward on, rp_filter 0 or 2, {} present, UDP {} free, TUN {} free or ours",
-                config.lan.interface, config.wan.listen, config.tun.name
+                lans.join(", "),
+                config.wan.listen,
+                tuns.join(", ")
             );
         }
         problems.extend(found);
@@ -224,6 +237,33 @@ fn check_config(path: &Path, host: bool) -> anyhow::Result<()> {
         eprintln!("{}: {problem}", path.display());
     }
     anyhow::bail!("{}: {} problem(s) found", path.display(), problems.len())
+}
+
+/// One line of `check-config` about a network: id, prefixes, LAN, TUN and VRF.
+fn describe_network(network: &skyvine_router::config::Network) -> String {
+    let prefixes: Vec<String> = network
+        .lan
+        .prefixes
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let vrf = match &network.vrf {
+        Some(vrf) => format!("VRF {} (table {})", vrf.name, vrf.table),
+        None => "main routing table".to_owned(),
+    };
+    format!(
+        "network {} (id {}): prefixes {}, LAN {}, TUN {}, {vrf}{}",
+        network.name,
+        network.id,
+        prefixes.join(", "),
+        network.lan.interface,
+        network.tun,
+        if network.lan.virtual_network.is_some() {
+            ", routing optimization"
+        } else {
+            ""
+        }
+    )
 }
 
 async fn run_router(config: Config) -> anyhow::Result<()> {
@@ -241,26 +281,46 @@ async fn run_router(config: Config) -> anyhow::Result<()> {
     }
     let socket = dataplane::bind_wan_socket(config.wan.listen)
         .with_context(|| format!("binding the WAN socket {}", config.wan.listen))?;
-    let device = dataplane::open_tun(&config.tun.name, config.tun.mtu)
-        .await
-        .with_context(|| format!("creating TUN device {}", config.tun.name))?;
-    for setting in kernel::prepare_interfaces(&config.lan.interface, &config.tun.name) {
-        tracing::info!(setting, "kernel setting changed");
+    let mut networks = Vec::new();
+    for network in config.networks() {
+        networks.push(
+            open_network(network, config.tun.mtu)
+                .await
+                .with_context(|| format!("setting up network {}", network.name))?,
+        );
     }
-    let kernel = kernel::Kernel::connect(&config.tun.name, &config.lan.interface)
-        .await
-        .context("connecting to the kernel's routing netlink")?;
-    let lan = skyvine_router::lanio::open_lan(&config.lan.interface, config.lan.address)?;
     let parts = daemon::Parts {
         config,
         identity,
         socket,
-        device,
-        kernel,
-        lan: Some(lan),
+        networks,
         reload: Some(reload_signal()),
     };
     daemon::run(parts, shutdown_signal()).await
+}
+
+/// One network's devices: its TUN device, its kernel routes (in its VRF, which the TUN and
+/// LAN devices are enslaved to, when it has one) and its LAN.
+async fn open_network(
+    network: &skyvine_router::config::Network,
+    mtu: u16,
+) -> anyhow::Result<daemon::NetworkParts<dataplane::TunDevice, kernel::Kernel>> {
+    let device = dataplane::open_tun(&network.tun, mtu)
+        .await
+        .with_context(|| format!("creating TUN device {}", network.tun))?;
+    for setting in kernel::prepare_interfaces(&network.lan.interface, &network.tun) {
+        tracing::info!(setting, "kernel setting changed");
+    }
+    let vrf = network.vrf.as_ref().map(kernel::vrf::VrfDevice::from);
+    let kernel = kernel::Kernel::connect_in(&network.tun, &network.lan.interface, vrf.as_ref())
+        .await
+        .context("connecting to the kernel's routing netlink")?;
+    let lan = skyvine_router::lanio::open_lan(&network.lan.interface, network.lan.address)?;
+    Ok(daemon::NetworkParts {
+        device,
+        kernel,
+        lan: Some(lan),
+    })
 }
 
 /// SIGHUP: re-read the revocation list.

@@ -2,8 +2,11 @@
 //!
 //! Every router holds a certificate signed by one site CA. Its subject CN is the site id and its
 //! only DNS name is `<site>.skyvine` ([`server_name`]). Its subjectAltName also lists the
-//! site's *certified prefixes*, one URI `skyvine:prefix:<network>/<len>` each ([`PREFIX_URI`]):
-//! the only prefixes peers accept from it (see `skyvine_core::node` trust rules). A certificate
+//! site's *certified prefixes*, one URI each ([`PREFIX_URI`]): `skyvine:prefix:<id>:<cidr>`
+//! certifies a prefix in virtual network `id`; the older `skyvine:prefix:<cidr>` certifies it in
+//! network 0 only (the network of a config with a single `[lan]`), so certificates issued
+//! before several networks existed keep working there. They are the only prefixes peers accept
+//! from it, each in its own network (see `skyvine_core::node` trust rules). A certificate
 //! without any (issued before certified prefixes existed) is refused, by its own router at
 //! start and by every peer; re-issue it with `skyvine cert issue --site S --prefix P`. Connections are mutually authenticated:
 //! a server accepts only clients whose certificate chains to the CA, and a client that dials site
@@ -35,6 +38,7 @@ use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+pub use skyvine_core::networks::CertifiedPrefix;
 use skyvine_tables::SiteId;
 
 /// The ALPN protocol both sides must offer; a peer speaking anything else fails the handshake.
@@ -150,7 +154,7 @@ pub fn create_ca(dir: &Path) -> Result<(), PkiError> {
 
 /// Issues the certificate of router `site`, certifying `prefixes`, signed by the CA in `dir`:
 /// writes `dir/<site>.pem` and `dir/<site>.key` (mode 0600). Refuses to overwrite either file.
-pub fn issue(dir: &Path, site: &SiteId, prefixes: &[Ipv4Network]) -> Result<(), PkiError> {
+pub fn issue(dir: &Path, site: &SiteId, prefixes: &[CertifiedPrefix]) -> Result<(), PkiError> {
     let now = SystemTime::now();
     let not_before = now.checked_sub(BACKDATE).unwrap_or(now);
     issue_valid(dir, site, prefixes, not_before, now + LEAF_VALIDITY)
@@ -161,7 +165,7 @@ pub fn issue(dir: &Path, site: &SiteId, prefixes: &[Ipv4Network]) -> Result<(), 
 pub fn issue_valid(
     dir: &Path,
     site: &SiteId,
-    prefixes: &[Ipv4Network],
+    prefixes: &[CertifiedPrefix],
     not_before: SystemTime,
     not_after: SystemTime,
 ) -> Result<(), PkiError> {
@@ -188,8 +192,12 @@ pub fn issue_valid(
     })?;
 
     let mut params = CertificateParams::new(vec![server_name(site)])?;
-    for prefix in prefixes {
-        let canonical = Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(*prefix);
+    for certified in prefixes {
+        let prefix = certified.prefix;
+        let canonical = CertifiedPrefix {
+            network: certified.network,
+            prefix: Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix),
+        };
         let uri = rcgen::string::Ia5String::try_from(format!("{PREFIX_URI}{canonical}"))?;
         params.subject_alt_names.push(rcgen::SanType::URI(uri));
     }
@@ -237,7 +245,7 @@ pub fn crypto_provider() -> CryptoProvider {
 /// A router's verified TLS material: the site CA, its own certificate chain and key.
 pub struct Identity {
     site: SiteId,
-    prefixes: Vec<Ipv4Network>,
+    prefixes: Vec<CertifiedPrefix>,
     ca: CertificateDer<'static>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -338,7 +346,7 @@ impl Identity {
     }
 
     /// The prefixes this router's certificate certifies.
-    pub fn prefixes(&self) -> &[Ipv4Network] {
+    pub fn prefixes(&self) -> &[CertifiedPrefix] {
         &self.prefixes
     }
 
@@ -395,7 +403,7 @@ pub fn peer_site(conn: &quinn::Connection) -> Result<SiteId, PkiError> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerCertificate {
     pub site: SiteId,
-    pub prefixes: Vec<Ipv4Network>,
+    pub prefixes: Vec<CertifiedPrefix>,
     pub id: CertificateId,
 }
 
@@ -451,7 +459,7 @@ fn peer_leaf(conn: &quinn::Connection) -> Result<CertificateDer<'static>, PkiErr
 pub fn certified_prefixes(
     der: &CertificateDer<'_>,
     site: &str,
-) -> Result<Vec<Ipv4Network>, PkiError> {
+) -> Result<Vec<CertifiedPrefix>, PkiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| PkiError::NoSiteName(format!("unparsable certificate: {e}")))?;
     let san = cert
@@ -465,13 +473,12 @@ pub fn certified_prefixes(
         let Some(text) = uri.strip_prefix(PREFIX_URI) else {
             continue;
         };
-        let prefix: Ipv4Network = text
-            .parse()
-            .map_err(|_| PkiError::BadPrefix(text.to_owned()))?;
-        if prefix.network() != prefix.ip() {
+        let certified =
+            CertifiedPrefix::parse(text).map_err(|_| PkiError::BadPrefix(text.to_owned()))?;
+        if certified.prefix.network() != certified.prefix.ip() {
             return Err(PkiError::BadPrefix(text.to_owned()));
         }
-        prefixes.push(prefix);
+        prefixes.push(certified);
     }
     if prefixes.is_empty() {
         return Err(PkiError::NoPrefixes(site.to_owned()));

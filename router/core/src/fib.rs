@@ -49,10 +49,13 @@ pub enum DropReason {
     NotArrived,
     /// Inbound: the destination is not an address of this site.
     DestinationNotLocal,
+    /// Inbound: a datagram for a network this router does not carry, or that the sending
+    /// peer is not part of here.
+    UnknownNetwork,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::SourceNotLocal,
         DropReason::NoRoute,
@@ -68,6 +71,7 @@ impl DropReason {
         DropReason::RelayUnexpected,
         DropReason::NotArrived,
         DropReason::DestinationNotLocal,
+        DropReason::UnknownNetwork,
     ];
 
     /// A stable snake_case name for logs, metrics and the admin CLI.
@@ -88,6 +92,7 @@ impl DropReason {
             DropReason::RelayUnexpected => "relay_unexpected",
             DropReason::NotArrived => "not_arrived",
             DropReason::DestinationNotLocal => "destination_not_local",
+            DropReason::UnknownNetwork => "unknown_network",
         }
     }
 }

@@ -17,6 +17,7 @@
 //! deterministic multi-site simulations of `skyvine-tests`.
 
 pub mod config;
+pub mod datagram;
 pub mod fib;
 pub mod link;
 pub mod networks;

@@ -50,6 +50,23 @@ impl CertifiedPrefix {
     }
 }
 
+/// A prefix certified in network 0, as certificates before several networks carried them.
+impl From<Ipv4Network> for CertifiedPrefix {
+    fn from(prefix: Ipv4Network) -> Self {
+        CertifiedPrefix {
+            network: DEFAULT_NETWORK,
+            prefix,
+        }
+    }
+}
+
+impl std::str::FromStr for CertifiedPrefix {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        CertifiedPrefix::parse(text)
+    }
+}
+
 /// The URI form after `skyvine:prefix:`: the bare prefix for network 0 (what every version
 /// reads), `<id>:<cidr>` for any other.
 impl fmt::Display for CertifiedPrefix {
@@ -105,6 +122,12 @@ impl SharedNetworks {
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+impl FromIterator<NetworkId> for SharedNetworks {
+    fn from_iter<I: IntoIterator<Item = NetworkId>>(ids: I) -> Self {
+        SharedNetworks(ids.into_iter().collect())
     }
 }
 

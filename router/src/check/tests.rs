@@ -146,7 +146,7 @@ fn expired_certificate_is_reported_once_as_expired() {
     pki::issue_valid(
         &dir.0,
         &site("a"),
-        &[prefix_of("a")],
+        &[prefix_of("a").into()],
         now - 30 * DAY,
         now - 2 * DAY,
     )
@@ -180,7 +180,7 @@ fn certificate_not_yet_valid_points_at_the_clock() {
     pki::issue_valid(
         &dir.0,
         &site("a"),
-        &[prefix_of("a")],
+        &[prefix_of("a").into()],
         now + 3 * DAY,
         now + 300 * DAY,
     )
@@ -198,7 +198,7 @@ fn certificate_expiring_soon_passes_with_a_warning() {
     pki::issue_valid(
         &dir.0,
         &site("a"),
-        &[prefix_of("a")],
+        &[prefix_of("a").into()],
         now - DAY,
         now + 10 * DAY,
     )

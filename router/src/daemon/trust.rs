@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use skyvine_core::config::Config;
+use skyvine_core::config::{Config, Network};
+use skyvine_core::networks::certified_in;
 use skyvine_core::node::NodeConfig;
 use skyvine_tables::SiteId;
 use tokio::sync::mpsc;
@@ -14,23 +15,24 @@ use crate::kernel_sync::KernelOps;
 use crate::pki::{self, Identity};
 use crate::revoked::Revoked;
 
-/// The core's configuration: the config file's, with the prefixes our own certificate
-/// certifies. A configured prefix outside them is advertised anyway but every peer refuses it:
-/// that is worth a warning.
+/// The core's configuration of `network`: the config file's, with the prefixes our own
+/// certificate certifies in that network. A configured prefix outside them is advertised
+/// anyway but every peer refuses it: that is worth a warning.
 pub(super) fn node_config(
     config: &Config,
+    network: &Network,
     identity: &Identity,
     lan: Option<&LanPort>,
 ) -> NodeConfig {
-    let mut node = config.node_config(lan.map(|l| l.identity));
-    node.certified = identity.prefixes().to_vec();
-    for prefix in &config.lan.prefixes {
+    let mut node = config.node_config(network, lan.map(|l| l.identity));
+    node.certified = certified_in(identity.prefixes(), network.id);
+    for prefix in &network.lan.prefixes {
         let certified = node
             .certified
             .iter()
             .any(|c| c.prefix() <= prefix.prefix() && c.contains(prefix.network()));
         if !certified {
-            tracing::warn!(%prefix, certified = ?node.certified, "configured prefix outside this router's certified prefixes: peers will refuse it (re-issue the certificate with `skyvine cert issue --prefix`)");
+            tracing::warn!(network = %network.name, id = network.id, %prefix, certified = ?node.certified, "configured prefix outside this router's certified prefixes: peers will refuse it (re-issue the certificate with `skyvine cert issue --prefix ID:PREFIX`)");
         }
     }
     node
@@ -80,7 +82,7 @@ pub(super) async fn forward_reloads(mut reload: mpsc::Receiver<()>, inputs: mpsc
 impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
     /// Whether the core admits `site` (listed, not ourselves); closes the connection if not.
     pub(super) fn admitted(&self, site: &SiteId, link: &Link) -> bool {
-        match self.node.admit(site) {
+        match self.networks.admit(site) {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(peer = %site, %error, "refused a peer");
@@ -123,7 +125,7 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
                     .close(quinn::VarInt::from_u32(close_code::REVOKED), b"revoked");
                 self.shared.peers.remove_if_same(&site, &link.conn);
             }
-            self.node.handle_peer_revoked(&site, now);
+            self.networks.handle_peer_revoked(&site, now);
             self.close_relayed_via(&site);
         }
     }

@@ -225,6 +225,7 @@ fn drop_index(reason: DropReason) -> usize {
         DropReason::RelayUnexpected => 12,
         DropReason::NotArrived => 13,
         DropReason::DestinationNotLocal => 14,
+        DropReason::UnknownNetwork => 15,
     }
 }
 

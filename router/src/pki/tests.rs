@@ -36,7 +36,7 @@ pub(crate) fn pki(name: &str, sites: &[&str]) -> TempDir {
     let dir = TempDir::new(name);
     create_ca(&dir.0).unwrap();
     for id in sites {
-        issue(&dir.0, &site(id), &[prefix_of(id)]).unwrap();
+        issue(&dir.0, &site(id), &[prefix_of(id).into()]).unwrap();
     }
     dir
 }
@@ -291,7 +291,7 @@ fn create_and_issue_refuse_to_overwrite_and_protect_keys() {
     let dir = pki("overwrite", &["a"]);
     let before = fs::read(dir.0.join("a.pem")).unwrap();
 
-    let err = issue(&dir.0, &site("a"), &[prefix_of("a")]).unwrap_err();
+    let err = issue(&dir.0, &site("a"), &[prefix_of("a").into()]).unwrap_err();
     assert!(
         matches!(&err, PkiError::Exists { path } if path.ends_with("a.pem")),
         "{err}"
@@ -307,7 +307,7 @@ fn create_and_issue_refuse_to_overwrite_and_protect_keys() {
     // Issuing without a CA names the missing file.
     let empty = TempDir::new("no-ca");
     fs::create_dir_all(&empty.0).unwrap();
-    let err = issue(&empty.0, &site("a"), &[prefix_of("a")]).unwrap_err();
+    let err = issue(&empty.0, &site("a"), &[prefix_of("a").into()]).unwrap_err();
     assert!(err.to_string().contains("ca.pem"), "{err}");
 }
 
@@ -327,6 +327,7 @@ fn router_certificate_certifies_its_prefixes() {
         "10.77.1.0/24".parse().unwrap(),
         "10.88.0.0/16".parse().unwrap(),
     ];
+    let two: Vec<CertifiedPrefix> = two.into_iter().map(CertifiedPrefix::from).collect();
     issue(&dir.0, &site("a"), &two).unwrap();
     let der = CertificateDer::from_pem_file(dir.0.join("a.pem")).unwrap();
     let described = describe_certificate(&der).unwrap();

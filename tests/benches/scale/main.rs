@@ -38,7 +38,7 @@ use ipnetwork::Ipv4Network;
 use skyvine_capture::wire::{classify, EventKind};
 use skyvine_core::fib::FibSnapshot;
 use skyvine_core::node::{Effect, KernelOp, LanIdentity, Node, NodeConfig, DIGEST_INTERVAL};
-use skyvine_core::proto::{encode, Decoder};
+use skyvine_core::proto::{encode, Decoder, Frame};
 use skyvine_inject::wire as frames;
 use skyvine_tables::{MacAddr, SiteId};
 
@@ -417,8 +417,8 @@ impl Sim {
         }
         self.cost.codec += t.elapsed();
         let name = self.names[from].clone();
-        for message in messages {
-            self.on_node(to, |node, now| node.handle_message(&name, message, now));
+        for frame in messages {
+            self.on_node(to, |node, now| node.handle_message(&name, frame.message, now));
         }
         Ok(())
     }
@@ -435,7 +435,10 @@ impl Sim {
                         .get(&to)
                         .ok_or_else(|| anyhow!("send to unknown {to}"))?;
                     let t = Instant::now();
-                    let bytes = encode(&message)?;
+                    // One network: the frame names the default one, as a [lan] config's does.
+                    let frame = Frame::new(skyvine_core::config::DEFAULT_NETWORK, message);
+                    let bytes = encode(&frame)?;
+                    let message = frame.message;
                     self.cost.codec += t.elapsed();
                     self.cost.messages += 1;
                     self.cost.bytes += bytes.len() as u64;
