@@ -150,6 +150,8 @@ pub enum KernelError {
     },
     #[error("{0}")]
     Vrf(String),
+    #[error("this kernel has no VRFs")]
+    VrfUnsupported,
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -252,7 +254,15 @@ impl Kernel {
                     own_devices_only: vrf.is_some(),
                 };
                 if let Some(vrf) = vrf {
-                    vrf::enslave(&kernel.handle, vrf, &[tun_index, lan_index]).await?;
+                    let tun = vrf::Port {
+                        index: tun_index,
+                        name: tun_ifname,
+                    };
+                    let lan = vrf::Port {
+                        index: lan_index,
+                        name: lan_ifname,
+                    };
+                    vrf::isolate(&kernel.handle, vrf, tun, lan).await?;
                 }
                 Ok(kernel)
             }

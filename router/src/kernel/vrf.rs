@@ -1,17 +1,155 @@
-//! A network's Linux VRF: a `vrf` device bound to one routing table, with the network's TUN
-//! and LAN devices enslaved to it. Packets that arrive on either are routed by that table only,
-//! so two networks on one router never route into each other, even with the same addresses.
+//! A network's own routing table, and how the kernel keeps the network's packets in it.
 //!
-//! Created over rtnetlink when missing (like `ip link add svrf1 type vrf table 1001`), found
-//! and checked when present (a device of that name must be a VRF with the same table), brought
-//! up, and left in place at shutdown: the LAN interface stays in its network's VRF, as an
-//! operator would configure it.
+//! Where the kernel has VRFs (`CONFIG_NET_VRF`): a `vrf` device bound to the table, with the
+//! network's TUN and LAN devices enslaved to it. Created over rtnetlink when missing (like
+//! `ip link add svrf1 type vrf table 1001`), found and checked when present (a device of that
+//! name must be a VRF with the same table), brought up, and left in place at shutdown: the LAN
+//! interface stays in its network's VRF, as an operator would configure it.
+//!
+//! Where it has not (the kernel answers "Operation not supported"; the development machine's
+//! kernel is one), the same isolation by policy routing: for each of the two devices, `ip rule
+//! add iif DEV lookup TABLE pref 1000` and `ip rule add iif DEV unreachable pref 1001`, so a
+//! packet that arrives on the network's TUN or LAN device is routed by its table or not at
+//! all, never by the main table or another network's; the LAN's own prefixes go into the table
+//! as routes with protocol [`RTPROT_SKYVINE_LINK`] (the kernel puts connected routes in the
+//! main table only). The rules also stay at shutdown: a stopped router's networks stay apart.
+//!
+//! Either way two networks on one router never route into each other, even with the same
+//! addresses.
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVrf, LinkAttribute, LinkInfo};
-use rtnetlink::{Handle, LinkUnspec, LinkVrf};
+use netlink_packet_route::route::{RouteProtocol, RouteScope};
+use netlink_packet_route::rule::RuleAction;
+use rtnetlink::{Handle, LinkUnspec, LinkVrf, RouteMessageBuilder};
 
 use super::{errno, KernelError};
+
+/// The route protocol of the LAN's own prefixes in a network's table when it is isolated by
+/// rules (see the module doc); never touched by the reconcile, which owns [`super::RTPROT_SKYVINE`].
+pub const RTPROT_SKYVINE_LINK: u8 = 91;
+/// The priority of the rules that send a network's packets to its table, and of those that
+/// refuse the rest (both before the main table's 32766).
+pub const RULE_LOOKUP_PRIORITY: u32 = 1000;
+pub const RULE_UNREACHABLE_PRIORITY: u32 = 1001;
+
+/// How the kernel keeps a network apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// The TUN and LAN devices are in the network's VRF.
+    Vrf,
+    /// Policy-routing rules send what arrives on them to the network's table.
+    Rules,
+}
+
+/// One network device: its index and name.
+pub(super) struct Port<'a> {
+    pub index: u32,
+    pub name: &'a str,
+}
+
+/// Puts the network's devices in its VRF or, on a kernel without VRFs, behind its rules.
+pub(super) async fn isolate(
+    handle: &Handle,
+    vrf: &VrfDevice,
+    tun: Port<'_>,
+    lan: Port<'_>,
+) -> Result<Isolation, KernelError> {
+    match enslave(handle, vrf, &[tun.index, lan.index]).await {
+        Ok(()) => Ok(Isolation::Vrf),
+        Err(KernelError::VrfUnsupported) => {
+            tracing::warn!(vrf = %vrf.name, table = vrf.table, "this kernel has no VRFs (CONFIG_NET_VRF): the network is kept apart by policy-routing rules on its TUN and LAN devices instead");
+            rules(handle, vrf.table, &[&tun, &lan]).await?;
+            connected_routes(handle, vrf.table, &lan).await?;
+            Ok(Isolation::Rules)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// `iif DEV lookup TABLE` and `iif DEV unreachable` for each device ("already there" is fine).
+async fn rules(handle: &Handle, table: u32, ports: &[&Port<'_>]) -> Result<(), KernelError> {
+    for port in ports {
+        for (priority, action) in [
+            (RULE_LOOKUP_PRIORITY, RuleAction::ToTable),
+            (RULE_UNREACHABLE_PRIORITY, RuleAction::Unreachable),
+        ] {
+            let mut request = handle
+                .rule()
+                .add()
+                .v4()
+                .input_interface(port.name)
+                .priority(priority)
+                .action(action);
+            if action == RuleAction::ToTable {
+                request = request.table_id(table);
+            }
+            match request.execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                Err(source) => {
+                    return Err(KernelError::Netlink {
+                        what: format!("adding the rule for {} to table {table}", port.name),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+    tracing::info!(table, "network isolated by policy-routing rules");
+    Ok(())
+}
+
+/// The LAN device's own IPv4 prefixes as routes in `table`.
+async fn connected_routes(handle: &Handle, table: u32, lan: &Port<'_>) -> Result<(), KernelError> {
+    let mut addresses = handle
+        .address()
+        .get()
+        .set_link_index_filter(lan.index)
+        .execute();
+    let mut prefixes = Vec::new();
+    loop {
+        let address = addresses
+            .try_next()
+            .await
+            .map_err(|source| KernelError::Netlink {
+                what: format!("reading the addresses of {}", lan.name),
+                source,
+            })?;
+        let Some(address) = address else { break };
+        for attribute in &address.attributes {
+            if let AddressAttribute::Address(IpAddr::V4(ip)) = attribute {
+                if let Ok(net) = ipnetwork::Ipv4Network::new(*ip, address.header.prefix_len) {
+                    prefixes.push(net);
+                }
+            }
+        }
+    }
+    for prefix in prefixes {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(prefix.network(), prefix.prefix())
+            .output_interface(lan.index)
+            .protocol(RouteProtocol::from(RTPROT_SKYVINE_LINK))
+            .scope(RouteScope::Link)
+            .table_id(table)
+            .build();
+        match handle.route().add(route).replace().execute().await {
+            Ok(()) => {
+                tracing::info!(%prefix, lan = lan.name, table, "LAN prefix in the network's table")
+            }
+            Err(source) => {
+                return Err(KernelError::Netlink {
+                    what: format!("adding the LAN prefix {prefix} to table {table}"),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
 
 /// The VRF device of one network.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,11 +168,7 @@ impl From<&skyvine_core::config::Vrf> for VrfDevice {
 }
 
 /// Makes `vrf` exist and run, and enslaves `ports` (interface indexes) to it.
-pub(super) async fn enslave(
-    handle: &Handle,
-    vrf: &VrfDevice,
-    ports: &[u32],
-) -> Result<(), KernelError> {
+async fn enslave(handle: &Handle, vrf: &VrfDevice, ports: &[u32]) -> Result<(), KernelError> {
     let index = ensure(handle, vrf).await?;
     for &port in ports {
         handle
@@ -76,6 +210,9 @@ async fn ensure(handle: &Handle, vrf: &VrfDevice) -> Result<u32, KernelError> {
                 Ok(()) => tracing::info!(vrf = %vrf.name, table = vrf.table, "VRF created"),
                 // Created meanwhile by someone else: checked below like any existing one.
                 Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => {
+                    return Err(KernelError::VrfUnsupported)
+                }
                 Err(e) => return Err(netlink("creating")(e)),
             }
             match find(handle, &vrf.name).await? {

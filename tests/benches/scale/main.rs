@@ -418,7 +418,9 @@ impl Sim {
         self.cost.codec += t.elapsed();
         let name = self.names[from].clone();
         for frame in messages {
-            self.on_node(to, |node, now| node.handle_message(&name, frame.message, now));
+            self.on_node(to, |node, now| {
+                node.handle_message(&name, frame.message, now)
+            });
         }
         Ok(())
     }
