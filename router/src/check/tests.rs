@@ -341,3 +341,88 @@ fn tun_name_must_be_free_or_a_tun_device() {
     let found = host.check(&host_config("lan0", "127.0.0.1:0", "lo"));
     assert_one(&found, "tun.name", "is not a TUN device");
 }
+
+/// Site a's config with networks blue (id 1) and red (id 2), both 10.77.1.0/24.
+fn networks_config(ca: &Path, cert: &Path, key: &Path) -> Config {
+    let text = format!(
+        r#"
+site = "a"
+[wan]
+listen = "127.0.0.1:0"
+[tls]
+ca = "{}"
+cert = "{}"
+key = "{}"
+[[networks]]
+name = "blue"
+id = 1
+[networks.lan]
+interface = "lan0"
+prefixes = ["10.77.1.0/24"]
+[[networks]]
+name = "red"
+id = 2
+[networks.lan]
+interface = "lan1"
+prefixes = ["10.77.1.0/24"]
+"#,
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    Config::parse(&text, Path::new("/etc/skyvine/skyvine.toml")).unwrap()
+}
+
+#[test]
+fn a_prefix_not_certified_in_its_network_is_a_warning_naming_the_network() {
+    // Certified in network 0 (the old form) only: neither blue nor red.
+    let dir = pki("networks-old", &["a"]);
+    let (ca, cert, key) = files(&dir, "a");
+    let summary =
+        check_certificates(&networks_config(&ca, &cert, &key), SystemTime::now()).unwrap();
+    let uncertified: Vec<&String> = summary
+        .warnings
+        .iter()
+        .filter(|w| w.contains("is not certified"))
+        .collect();
+    assert_eq!(uncertified.len(), 2, "{:#?}", summary.warnings);
+    assert!(
+        uncertified[0].contains("network blue (id 1): 10.77.1.0/24"),
+        "{}",
+        uncertified[0]
+    );
+    assert!(
+        uncertified[1].contains("--prefix 2:10.77.1.0/24"),
+        "{}",
+        uncertified[1]
+    );
+    // The same certificate suits the single-network form (network 0).
+    let summary = check_certificates(&config("a", &ca, &cert, &key), SystemTime::now()).unwrap();
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .all(|w| !w.contains("is not certified")),
+        "{:#?}",
+        summary.warnings
+    );
+
+    // Certified in both networks: no warning.
+    let dir = pki("networks-new", &[]);
+    let both: Vec<pki::CertifiedPrefix> = ["1:10.77.1.0/24", "2:10.77.1.0/24"]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    pki::issue(&dir.0, &site("a"), &both).unwrap();
+    let (ca, cert, key) = files(&dir, "a");
+    let summary =
+        check_certificates(&networks_config(&ca, &cert, &key), SystemTime::now()).unwrap();
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .all(|w| !w.contains("is not certified")),
+        "{:#?}",
+        summary.warnings
+    );
+}
