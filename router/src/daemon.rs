@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ipnetwork::Ipv4Network;
 use skyvine_capture::sys::foreign::ForeignFrame;
 use skyvine_capture::wire::ArpEvent;
 use skyvine_inject::wire::FrameBytes;
@@ -32,8 +31,14 @@ use crate::pki::{self, Identity};
 use crate::relay::{self, Hub, RelayEndpoint};
 
 mod connect;
+mod network;
 mod peer_link;
+mod query;
 mod trust;
+
+pub use query::{select_network, Command, Query, QueryHandle};
+
+use network::{next_net_event, relayed_route_mtus, route_mtu, NetEvent, NetIo};
 
 use peer_link::{run_link, LinkContext};
 
@@ -128,100 +133,6 @@ impl Shared {
     /// The shared state of network `id`.
     pub fn network(&self, id: NetworkId) -> Option<&NetworkShared> {
         self.networks.iter().find(|n| n.id == id)
-    }
-}
-
-/// A question for the main loop, answered from the networks' state (admin CLI, metrics).
-pub type Query = Box<dyn FnOnce(&Networks, &Shared, Instant) + Send>;
-
-/// Asks the main loop questions; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct QueryHandle(mpsc::Sender<Input>);
-
-impl QueryHandle {
-    /// Runs `question` on the main loop and returns its answer, or `None` if the router is
-    /// shutting down.
-    pub async fn ask<T: Send + 'static>(
-        &self,
-        question: impl FnOnce(&Networks, &Shared, Instant) -> T + Send + 'static,
-    ) -> Option<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let query: Query = Box::new(move |node, shared, now| {
-            // The asker may have gone away; nothing to do then.
-            let _ = tx.send(question(node, shared, now));
-        });
-        self.0.send(Input::Query(query)).await.ok()?;
-        rx.await.ok()
-    }
-
-    /// [`QueryHandle::ask`] about one network: the one named `network`, or the only one.
-    /// `Some(Err)` names the networks when that is not one.
-    pub async fn ask_network<T: Send + 'static>(
-        &self,
-        network: Option<String>,
-        question: impl FnOnce(&NetworkNode, &Shared, Instant) -> T + Send + 'static,
-    ) -> Option<Result<T, String>> {
-        self.ask(move |networks, shared, now| {
-            select_network(networks, network.as_deref()).map(|n| question(n, shared, now))
-        })
-        .await
-    }
-
-    /// Runs `command` on the main loop with the node of `network` (or of the only network) to
-    /// change, and returns its answer; the effects it leaves are applied as any input's.
-    pub async fn command<T: Send + 'static>(
-        &self,
-        network: Option<String>,
-        command: impl FnOnce(&mut Node, Instant) -> T + Send + 'static,
-    ) -> Option<Result<T, String>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let boxed: Command = Box::new(move |networks, now| {
-            let id = select_network(networks, network.as_deref()).map(|n| n.id);
-            let answer = id.and_then(|id| {
-                let target = networks.get_mut(id).ok_or("no such network")?;
-                Ok(command(&mut target.node, now))
-            });
-            // The asker may have gone away; nothing to do then.
-            let _ = tx.send(answer);
-        });
-        self.0.send(Input::Command(boxed)).await.ok()?;
-        rx.await.ok()
-    }
-}
-
-/// A command for the main loop that changes a node (admin `migration prepare`/`cancel`).
-pub type Command = Box<dyn FnOnce(&mut Networks, Instant) + Send>;
-
-/// The network named `name`; without a name, the router's only network. The error says
-/// which networks there are.
-pub fn select_network<'a>(
-    networks: &'a Networks,
-    name: Option<&str>,
-) -> Result<&'a NetworkNode, String> {
-    let names = || {
-        networks
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match name {
-        Some(name) => networks.by_name(name).ok_or_else(|| {
-            format!(
-                "no network {name:?} on this router (it carries {})",
-                names()
-            )
-        }),
-        None => {
-            let mut all = networks.iter();
-            match (all.next(), all.next()) {
-                (Some(only), None) => Ok(only),
-                _ => Err(format!(
-                    "this router carries several networks ({}): name one with --network",
-                    names()
-                )),
-            }
-        }
     }
 }
 
@@ -498,67 +409,6 @@ impl From<LanPort> for LanChannels {
             foreign_macs: port.foreign_macs,
         }
     }
-}
-
-/// One network's IO in the main loop: its TUN device, forwarding snapshot, kernel routes and
-/// LAN.
-struct NetIo<D, K: KernelOps> {
-    id: NetworkId,
-    name: String,
-    device: Arc<D>,
-    fib: Arc<Fib>,
-    kernel: KernelSync<K>,
-    /// Copies of LAN packets for planned migrations from here (with a LAN only).
-    copies: Option<crate::lancopy::LanCopies>,
-    lan: Option<LanChannels>,
-    /// The tables changed since they were last published.
-    dirty: bool,
-    /// The generation of the foreign MACs last handed to the LAN capture.
-    foreign_generation: Option<u64>,
-    tun_task: tokio::task::JoinHandle<()>,
-}
-
-/// Something one network's IO has for the main loop.
-enum NetEvent<A> {
-    Lan(Option<LanEvent>),
-    DumpDue,
-    Dumped(anyhow::Result<A>),
-}
-
-impl<D, K: KernelOps> NetIo<D, K> {
-    /// The next LAN event, due kernel dump or finished dump of this network.
-    async fn next_event(&mut self) -> NetEvent<K::Applied> {
-        let lan_event = async {
-            match self.lan.as_mut().and_then(|lan| lan.events.as_mut()) {
-                Some(events) => events.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let next_dump = self.kernel.next_dump();
-        let reconcile = async move {
-            match next_dump {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = reconcile => NetEvent::DumpDue,
-            applied = self.kernel.dumped() => NetEvent::Dumped(applied),
-            event = lan_event => NetEvent::Lan(event),
-        }
-    }
-}
-
-/// The next event of any network's IO, with the network's index.
-async fn next_net_event<D, K: KernelOps>(io: &mut [NetIo<D, K>]) -> (usize, NetEvent<K::Applied>) {
-    if io.is_empty() {
-        return std::future::pending().await;
-    }
-    let events = io
-        .iter_mut()
-        .enumerate()
-        .map(|(index, net)| Box::pin(async move { (index, net.next_event().await) }));
-    futures::future::select_all(events).await.0
 }
 
 /// The daemon's main loop: owns the networks and feeds them inputs, LAN events and timeouts,
@@ -901,22 +751,4 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
             );
         }
     }
-}
-
-/// The MTU of the route for `prefix` if it goes towards a site reached through a relay.
-fn route_mtu(node: &Node, route_mtus: &BTreeMap<SiteId, u32>, prefix: Ipv4Network) -> Option<u32> {
-    let owner = node.gndt().get(prefix)?.entry.site();
-    route_mtus.get(owner).copied()
-}
-
-/// The MTU of each route towards a site reached through a relay.
-fn relayed_route_mtus(
-    node: &Node,
-    route_mtus: &BTreeMap<SiteId, u32>,
-    tun_routes: &BTreeSet<Ipv4Network>,
-) -> BTreeMap<Ipv4Network, u32> {
-    tun_routes
-        .iter()
-        .filter_map(|prefix| Some((*prefix, route_mtu(node, route_mtus, *prefix)?)))
-        .collect()
 }

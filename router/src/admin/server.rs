@@ -198,13 +198,12 @@ impl Server {
                             .first()
                             .map(|n| n.me().clone())
                             .ok_or_else(|| "no network".to_owned())?;
-                        Ok(Reply::Peers(collect::peers(
-                            &me,
-                            chosen.into_iter(),
-                            shared,
-                            &ctx,
-                            now,
-                        )))
+                        let mut view = collect::peers(&me, chosen.into_iter(), shared, &ctx, now);
+                        // Control messages for a network the peer does not share.
+                        for (reason, n) in crate::admin::metrics::control_drops(networks) {
+                            view.drops.insert(format!("control_{reason}"), n);
+                        }
+                        Ok(Reply::Peers(view))
                     })
                     .await
             }

@@ -95,9 +95,10 @@ pub(super) async fn run<D: PacketDevice>(
             } else {
                 match datagram::parse(&bytes, &shared) {
                     Ok(parsed) => {
-                        let lane = lane_of(&mut lanes, parsed.network);
-                        let fib = fibs.get(lane);
-                        if let (Some(lane), Some(fib)) = (lanes.get_mut(lane), fib) {
+                        // The parser admitted only shared networks, which all have a lane.
+                        let lane = lanes.iter().position(|l| l.network.id == parsed.network);
+                        let lane = lane.and_then(|i| Some((lanes.get_mut(i)?, fibs.get(i)?)));
+                        if let Some((lane, fib)) = lane {
                             lane.deliver(fib, &peers, &site, parsed, now);
                         }
                     }
@@ -127,14 +128,6 @@ pub(super) async fn run<D: PacketDevice>(
         }
         log.record("quic_to_tun", tally.flush(&counters));
     }
-}
-
-/// The index of `network`'s lane; the parser admitted only shared networks, which all have one.
-fn lane_of<D>(lanes: &mut [Lane<D>], network: NetworkId) -> usize {
-    lanes
-        .iter()
-        .position(|l| l.network.id == network)
-        .unwrap_or(usize::MAX)
 }
 
 impl<D: PacketDevice> Lane<D> {

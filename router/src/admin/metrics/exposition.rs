@@ -152,6 +152,9 @@ pub static FAMILIES: &[Family] = &[
     Family::new("skyvine_dropped_datagrams_total", CounterType, ReasonLabels::NAMES,
         "Datagrams from peers dropped before they reached a network: relay refusals, a network the peer does not share.",
         dropped_datagrams),
+    Family::new("skyvine_dropped_control_messages_total", CounterType, ReasonLabels::NAMES,
+        "Control messages from peers dropped because they named a network the peer does not share with this router.",
+        dropped_control),
     Family::new("skyvine_gndt_entries", Gauge, EntryLabels::NAMES,
         "GNDT entries: site prefixes, host (/32) entries, withdrawn tombstones.", gndt_entries),
     Family::new("skyvine_lndt_hosts", Gauge, SourceLabels::NAMES,
@@ -356,6 +359,19 @@ fn network_labels(network: &NetworkSnapshot) -> NetworkLabels {
     }
 }
 
+fn dropped_control(s: &Scrape, m: &mut MetricEncoder<'_>) -> fmt::Result {
+    for (reason, n) in &s.snap.control_drops {
+        count(
+            m,
+            &ReasonLabels {
+                reason: (*reason).into(),
+            },
+            *n,
+        )?;
+    }
+    Ok(())
+}
+
 fn dropped_datagrams(s: &Scrape, m: &mut MetricEncoder<'_>) -> fmt::Result {
     for (reason, n) in &s.snap.counters.drops {
         let labels = ReasonLabels {
@@ -497,6 +513,7 @@ mod tests {
                 drops: [("relay_disabled".into(), 2)].into(),
                 ..CountersSnapshot::default()
             },
+            control_drops: [("unknown_network", 0), ("not_member", 3)].into(),
             networks: vec![NetworkSnapshot {
                 name: "default".into(),
                 counters,
@@ -534,6 +551,10 @@ mod tests {
         assert_eq!(
             samples["skyvine_dropped_datagrams_total{reason=\"relay_disabled\"}"],
             2.0
+        );
+        assert_eq!(
+            samples["skyvine_dropped_control_messages_total{reason=\"not_member\"}"],
+            3.0
         );
         assert_eq!(
             samples["skyvine_lan_frames_total{network=\"default\"}"],

@@ -45,6 +45,10 @@ pub struct Snapshot {
     pub relayed: BTreeMap<SiteId, (u64, u64)>,
     /// The router's own data-plane counters: datagrams dropped before any network.
     pub counters: CountersSnapshot,
+    /// Control messages from peers dropped before they reached a network, by reason
+    /// (`unknown_network`, `not_member`), summed over the network ids they named (a peer
+    /// chooses those: one series per id would let it grow the scrape at will).
+    pub control_drops: BTreeMap<&'static str, u64>,
     /// Per network, in the config's order.
     pub networks: Vec<NetworkSnapshot>,
     /// Every network's recent migrations (each row names its network).
@@ -96,6 +100,7 @@ impl Snapshot {
             relayed_peers,
             relayed: shared.relay.relayed(),
             counters: shared.counters.snapshot(),
+            control_drops: control_drops(networks),
             networks: networks
                 .iter()
                 .map(|n| NetworkSnapshot {
@@ -112,6 +117,19 @@ impl Snapshot {
             migrations: migration_rows(networks, now),
         }
     }
+}
+
+/// Control messages dropped for a network the sender does not share, by reason (every
+/// reason, zero included).
+pub fn control_drops(networks: &skyvine_core::networks::Networks) -> BTreeMap<&'static str, u64> {
+    let mut drops: BTreeMap<&'static str, u64> = skyvine_core::networks::Unshared::ALL
+        .iter()
+        .map(|reason| (reason.name(), 0))
+        .collect();
+    for ((_, reason), n) in networks.dropped() {
+        *drops.entry(reason.name()).or_default() += n;
+    }
+    drops
 }
 
 /// Every network's recent migrations, each row naming its network.
