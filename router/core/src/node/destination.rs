@@ -194,7 +194,8 @@ impl Node {
 
     /// The address another site advertised for `mac` (the claimed one, if given). For a
     /// claimed address, a withdrawn claim counts too (ours included): a rolled-back takeover
-    /// withdraws the entry that carried the binding, not the binding itself.
+    /// withdraws the entry that carried the binding, not the binding itself; so does the
+    /// binding of an entry that went from the table since.
     fn binding_elsewhere(&self, mac: MacAddr, claimed: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
         let elsewhere = |stored: &&Stored| {
             let e = &stored.entry;
@@ -207,7 +208,8 @@ impl Node {
                 .gndt
                 .get(Ipv4Network::from(ip))
                 .filter(elsewhere)
-                .map(|_| ip),
+                .map(|_| ip)
+                .or_else(|| (self.remembered_binding(ip) == Some(mac)).then_some(ip)),
             None => self
                 .gndt
                 .hosts_by_mac(mac)
@@ -398,8 +400,8 @@ impl Node {
 
     /// Another site took `ip` over while a migration of it was pending here: drop it. One
     /// already taken over here lost to a newer claim (typically the old site's take-back: the
-    /// VM still answered there).
-    pub(super) fn abandon_pending(&mut self, ip: Ipv4Addr) {
+    /// VM still answered there). Whether such an unconfirmed takeover was dropped.
+    pub(super) fn abandon_pending(&mut self, ip: Ipv4Addr) -> bool {
         let abandoned: Vec<MacAddr> = self
             .lan
             .pending
@@ -407,9 +409,11 @@ impl Node {
             .filter(|(_, p)| p.ip() == Some(ip))
             .map(|(mac, _)| *mac)
             .collect();
+        let mut unconfirmed = false;
         for mac in abandoned {
             if let Some(pending) = self.lan.pending.remove(&mac) {
                 if pending.taken_over() {
+                    unconfirmed = true;
                     tracing::warn!(%ip, %mac, "our unconfirmed takeover was superseded by another site's claim");
                     self.update_record(pending.record, |r| {
                         r.outcome = Outcome::Refused(RefusalReason::StillHere);
@@ -417,6 +421,7 @@ impl Node {
                 }
             }
         }
+        unconfirmed
     }
 
     /// Step 6: repoint the migrated VM's cache entries for every host it may have cached (its
@@ -499,7 +504,7 @@ impl Node {
                 self.refuse(pending.record, mac, reason, &detail);
                 // Probed without an answer (not merely unresolved): not here.
                 if let (RefusalReason::Unconfirmed, Some(ip)) = (reason, pending.ip()) {
-                    self.withdraw_echoed_claim(ip, now);
+                    self.withdraw_echoed_claim(ip, mac, now);
                 }
             }
         }

@@ -326,6 +326,11 @@ impl Node {
             tracing::warn!(peer = %peer, %error, "peer refused");
             return;
         }
+        self.trust
+            .views
+            .entry(peer.clone())
+            .or_default()
+            .reconnected();
         self.learn_certificate(&peer, certified, now);
         let configured = self.config.peers.contains(&peer);
         let state = self
@@ -385,6 +390,7 @@ impl Node {
                 );
             }
             Message::Digest { digest, count } => {
+                self.reecho_unsaid(from);
                 let heard = self.trust.views.get(from).map_or(0, |v| v.digest());
                 if digest != heard {
                     tracing::debug!(
@@ -681,6 +687,12 @@ impl Node {
         if previous.site() == &self.config.me && self.lndt.contains(ip) {
             let mut ours = previous;
             ours.version.seq = entry.version.seq.saturating_add(1);
+            // The same entry again, not a new take-back: its freeze mark only while the
+            // freeze lasts here (every router that takes the mark freezes the address anew).
+            ours.frozen &= matches!(
+                self.lan.damping.check(ip, now),
+                skyvine_tables::MoveVerdict::Frozen { .. }
+            );
             tracing::info!(%ip, by = %entry.site(), seq = ours.version.seq, "another site's withdrawal superseded our host entry; re-advertising it");
             self.originate(ours, now);
         } else if previous.site() == entry.site() {

@@ -130,14 +130,17 @@ impl Node {
         };
         let record = self.lan.records.start(start, now);
         self.update_record(record, |r| r.advertised = Some(now));
-        self.abandon_pending(ip);
-        self.lan.departed.insert(
-            ip,
-            entry.site().clone(),
-            known_mac.or(entry.mac),
-            record,
-            now,
-        );
+        // Only a host confirmed here departs from here: after an unconfirmed takeover that
+        // lost, a withdrawal by the winner is no reason to take the address back.
+        if !self.abandon_pending(ip) {
+            self.lan.departed.insert(
+                ip,
+                entry.site().clone(),
+                known_mac.or(entry.mac),
+                record,
+                now,
+            );
+        }
         let Some(identity) = self.lan.identity else {
             return;
         };

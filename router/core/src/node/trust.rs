@@ -50,6 +50,10 @@ pub const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(600);
 const TOMBSTONE_SWEEP: Duration = Duration::from_secs(60);
 /// Addresses whose previous owner is remembered (for freeze marks); the oldest go first.
 const MAX_PRIOR_OWNERS: usize = 65_536;
+/// How many times a binding a peer's table left out is echoed to it again, one digest interval
+/// apart (see [`Node::reecho_unsaid`]): a lost echo is repeated, a binding the peer has no use
+/// for does not make it probe its LAN for ever.
+const REECHOES: u8 = 3;
 
 /// Why an entry from a peer was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +160,9 @@ pub(super) struct PeerView {
     said: HashMap<Ipv4Network, (u64, u64)>,
     digest: u64,
     round: u64,
+    /// Host bindings of the peer that we keep although its table left them out (see
+    /// [`Node::end_of_table`]), with how many more times they are echoed to it.
+    unsaid: BTreeMap<Ipv4Network, u8>,
 }
 
 impl PeerView {
@@ -196,6 +203,13 @@ impl PeerView {
         self.round = round.wrapping_add(1);
     }
 
+    /// A new connection to the peer: its full table on it says afresh what it says. What it
+    /// said on the last connection and does not repeat is no longer its word (a restarted
+    /// router knows nothing of what it said before).
+    pub(super) fn reconnected(&mut self) {
+        self.round = self.round.wrapping_add(1);
+    }
+
     fn said(&self, prefix: Ipv4Network) -> bool {
         self.said.contains_key(&prefix)
     }
@@ -224,6 +238,10 @@ pub(super) struct Trust {
     pub(super) views: BTreeMap<SiteId, PeerView>,
     /// Per address, the owner it last moved away from, in the order they were noted.
     prior_owners: BTreeMap<Ipv4Addr, (SiteId, u64)>,
+    /// Bindings of host entries that went from the table (their origin stopped saying them):
+    /// the address's MAC is still known, so that a VM that turns up here with it is recognised
+    /// (see [`Node::remembered_binding`]).
+    gone_bindings: BTreeMap<Ipv4Addr, MacAddr>,
     /// Bindings of our own hosts that peers echoed after a restart (see [`Node::on_echo`]).
     echoed: BTreeMap<MacAddr, Ipv4Addr>,
     /// Our claims of VMs away from their homes that peers still held when they echoed them
@@ -235,9 +253,13 @@ pub(super) struct Trust {
     /// it and when the freeze ends: then it is checked again (the freeze delays a move; it
     /// does not lose the claimant's word).
     deferred: BTreeMap<Ipv4Addr, (SiteId, GndtEntry, Instant)>,
-    /// A host entry was refused for lying in no known site's prefixes: a certificate learned
-    /// later may make it acceptable.
-    refused_homeless: bool,
+    /// Per address, the last host entry refused for lying in no known site's prefixes, with
+    /// who sent it: a certificate learned later may make it acceptable, and it is checked
+    /// again then (without asking anyone: a request could be lost, and the digests agree).
+    homeless: BTreeMap<Ipv4Addr, (SiteId, GndtEntry)>,
+    /// More homeless entries were refused than `homeless` keeps: a certificate learned later
+    /// asks every connected peer for its table instead.
+    homeless_overflow: bool,
     next_sweep: Instant,
 }
 
@@ -249,11 +271,13 @@ impl Trust {
             certificates,
             views: BTreeMap::new(),
             prior_owners: BTreeMap::new(),
+            gone_bindings: BTreeMap::new(),
             echoed: BTreeMap::new(),
             echoed_claims: BTreeMap::new(),
             noted: 0,
             deferred: BTreeMap::new(),
-            refused_homeless: false,
+            homeless: BTreeMap::new(),
+            homeless_overflow: false,
             next_sweep: now + TOMBSTONE_SWEEP,
         }
     }
@@ -272,6 +296,12 @@ impl Trust {
         }
         self.noted = self.noted.wrapping_add(1);
         self.prior_owners.insert(ip, (owner, self.noted));
+    }
+
+    fn note_gone_binding(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        if self.gone_bindings.len() < MAX_PRIOR_OWNERS || self.gone_bindings.contains_key(&ip) {
+            self.gone_bindings.insert(ip, mac);
+        }
     }
 
     fn note_echoed(&mut self, mac: MacAddr, ip: Ipv4Addr) {
@@ -314,6 +344,15 @@ impl Trust {
         if newer && (self.deferred.len() < MAX_PRIOR_OWNERS || self.deferred.contains_key(&ip)) {
             self.deferred
                 .insert(ip, (from.clone(), entry.clone(), until));
+        }
+    }
+
+    fn keep_homeless(&mut self, from: &SiteId, entry: &GndtEntry) {
+        let ip = entry.prefix.ip();
+        if self.homeless.len() < MAX_PRIOR_OWNERS || self.homeless.contains_key(&ip) {
+            self.homeless.insert(ip, (from.clone(), entry.clone()));
+        } else {
+            self.homeless_overflow = true;
         }
     }
 
@@ -450,7 +489,7 @@ impl Node {
     ) {
         let count = self.counters.add(refusal.counter());
         if refusal == EntryRefusal::ForeignPrefix && entry.kind == EntryKind::Host {
-            self.trust.refused_homeless = true;
+            self.trust.keep_homeless(from, entry);
         }
         if count.is_power_of_two() {
             tracing::warn!(
@@ -491,7 +530,13 @@ impl Node {
             && self.gndt.owner(ip) == Some(&self.config.me)
             && self.lndt.contains(ip)
         {
-            let mac = self.hwdt.by_ip(ip).map(|b| b.mac);
+            // The binding we advertised stays with the entry: without it, once the freeze
+            // ends, no router could recognise the VM where it turns up.
+            let mac = self
+                .hwdt
+                .by_ip(ip)
+                .map(|b| b.mac)
+                .or_else(|| self.gndt.get(entry.prefix).and_then(|s| s.entry.mac));
             tracing::info!(%ip, by = %from, "re-advertising a host of ours over a refused claim");
             self.take_back_over(ip, mac, entry.version.seq, now);
         }
@@ -509,14 +554,8 @@ impl Node {
             .collect();
         let mut changed = false;
         for ip in due {
-            let Some((from, entry, _)) = self.trust.deferred.remove(&ip) else {
-                continue;
-            };
-            let connected = self.peers.get(&from).is_some_and(|p| p.connected);
-            let says = self.trust.views.get(&from).is_some_and(|v| v.says(&entry));
-            if connected && says {
-                tracing::info!(%ip, peer = %from, seq = entry.version.seq, "the freeze ended: checking a refused claim again");
-                changed |= self.merge_said(&from, entry, now);
+            if let Some((from, entry, _)) = self.trust.deferred.remove(&ip) {
+                changed |= self.recheck(&from, entry, "the freeze ended", now);
             }
         }
         if changed {
@@ -524,9 +563,21 @@ impl Node {
         }
     }
 
+    /// Checks a refused entry again (`why`: what changed), if it is still its sender's last
+    /// word and the sender is connected. Whether the tables changed.
+    fn recheck(&mut self, from: &SiteId, entry: GndtEntry, why: &str, now: Instant) -> bool {
+        let connected = self.peers.get(from).is_some_and(|p| p.connected);
+        let says = self.trust.views.get(from).is_some_and(|v| v.says(&entry));
+        if !(connected && says) {
+            return false;
+        }
+        tracing::info!(ip = %entry.prefix.ip(), peer = %from, seq = entry.version.seq, why, "checking a refused entry again");
+        self.merge_said(from, entry, now)
+    }
+
     /// `peer` presented a certificate with these prefixes. A change from what was known drops
     /// its entries (its full table follows and is checked afresh); a site newly known may
-    /// make refused host entries acceptable: connected peers are asked for their tables.
+    /// make refused host entries acceptable: they are checked again.
     pub(super) fn learn_certificate(
         &mut self,
         peer: &SiteId,
@@ -543,7 +594,8 @@ impl Node {
                 self.gndt.entries_of(peer).map(|s| s.entry.prefix).collect();
             self.drop_entries(held, now);
         }
-        if std::mem::take(&mut self.trust.refused_homeless) {
+        self.replay_homeless(peer, now);
+        if std::mem::take(&mut self.trust.homeless_overflow) {
             let connected: Vec<SiteId> = self
                 .peers
                 .iter()
@@ -553,6 +605,32 @@ impl Node {
             for site in connected {
                 self.send(&site, Message::TableRequest {});
             }
+        }
+    }
+
+    /// `peer`'s certificate is newly known: the host entries refused earlier for lying in no
+    /// known site's prefixes and inside its prefixes are checked again, if each is still its
+    /// sender's last word and the sender is connected.
+    fn replay_homeless(&mut self, peer: &SiteId, now: Instant) {
+        let covered: Vec<Ipv4Addr> = self
+            .trust
+            .homeless
+            .keys()
+            .filter(|ip| {
+                self.trust
+                    .certificates
+                    .covers(peer, Ipv4Network::from(**ip))
+            })
+            .copied()
+            .collect();
+        let mut changed = false;
+        for ip in covered {
+            if let Some((from, entry)) = self.trust.homeless.remove(&ip) {
+                changed |= self.recheck(&from, entry, "the address's home is known now", now);
+            }
+        }
+        if changed {
+            self.effects.push_back(Effect::TablesChanged);
         }
     }
 
@@ -574,6 +652,13 @@ impl Node {
             tracing::debug!(peer = %from, %ip, seq, ours = entry.version.seq, "outranked hint out of range; ignored");
             return;
         }
+        if matches!(self.lan.damping.check(ip, now), MoveVerdict::Frozen { .. }) {
+            // We took the address back and froze it: the peer's claim waits for the freeze to
+            // end (then it is checked again, see [`Node::replay_deferred`]). Answering it now
+            // would renew the freeze everywhere, for a VM that may have left since.
+            tracing::debug!(peer = %from, %ip, seq, "outranked while frozen here; left to the end of the freeze");
+            return;
+        }
         entry.version.seq = seq.saturating_add(1);
         tracing::info!(peer = %from, %ip, seq = entry.version.seq, "a peer holds a newer entry for a host of ours; re-advertising ours above it");
         self.originate(entry, now);
@@ -581,13 +666,41 @@ impl Node {
 
     /// Sends `peer` its own entries for VMs that had migrated to it (see [`Message::Echo`]).
     pub(super) fn send_echo(&mut self, peer: &SiteId) {
-        let entries: Vec<GndtEntry> = self
+        let mut entries: Vec<GndtEntry> = self
             .gndt
             .live_entries()
             .map(|s| &s.entry)
             .filter(|e| e.site() == peer && e.kind == EntryKind::Host && e.mac.is_some())
             .cloned()
             .collect();
+        // The bindings of its hosts that only a withdrawn entry carries, or that went from our
+        // table (as withdrawn entries: the peer may vouch for them, no more): a restarted home
+        // is the one router asked about them.
+        let binding = |ip: Ipv4Addr, mac: MacAddr| {
+            let mut binding = GndtEntry::host(ip, peer.clone(), 0, Some(mac));
+            binding.withdrawn = true;
+            binding
+        };
+        let withdrawn = self.gndt.entries().map(|s| &s.entry).filter(|e| {
+            e.withdrawn
+                && e.kind == EntryKind::Host
+                && self.trust.certificates.covers(peer, e.prefix)
+        });
+        entries.extend(withdrawn.filter_map(|e| Some(binding(e.prefix.ip(), e.mac?))));
+        let gone = self.trust.gone_bindings.iter().filter(|(ip, _)| {
+            self.trust
+                .certificates
+                .covers(peer, Ipv4Network::from(**ip))
+        });
+        for (ip, mac) in gone {
+            if self.remembered_binding(*ip).is_some() {
+                entries.push(binding(*ip, *mac));
+            }
+        }
+        self.send_echo_entries(peer, &entries);
+    }
+
+    fn send_echo_entries(&mut self, peer: &SiteId, entries: &[GndtEntry]) {
         for chunk in entries.chunks(super::MAX_ENTRIES_PER_MESSAGE) {
             self.send(
                 peer,
@@ -619,10 +732,21 @@ impl Node {
                 continue;
             }
             let home = self.config.prefixes.iter().any(|p| p.contains(ip));
-            if home && self.lndt.is_configured(ip) && self.hwdt.by_ip(ip).is_none() {
+            let unknown = home && self.lndt.is_configured(ip) && self.hwdt.by_ip(ip).is_none();
+            if entry.withdrawn {
+                // A binding of a host of ours that the peer still knows, no claim: vouched for.
+                if unknown {
+                    self.trust.note_echoed(mac, ip);
+                }
+                continue;
+            }
+            if unknown {
                 // Our own host, before the restart: we may vouch for its MAC (who it is, not
                 // where), so that a destination can still recognise it if it moved meanwhile.
+                // If it does not answer here, the binding peers keep for us is withdrawn at
+                // their number (it may be a claim we made before the restart, never confirmed).
                 self.trust.note_echoed(mac, ip);
+                self.trust.note_echoed_claim(ip, entry.version.seq);
             } else if home || self.gndt.owner(ip) == Some(&self.config.me) || self.lndt.contains(ip)
             {
                 continue;
@@ -647,6 +771,11 @@ impl Node {
         let view = self.trust.views.entry(peer.clone()).or_default();
         view.end_of_table();
         let digest = view.digest();
+        let view = self.trust.views.get(peer);
+        // A claim we still echo to it (the first echo may have been lost) is kept until it
+        // answered, or the echoes are used up.
+        let echoing =
+            |p: &Ipv4Network| view.is_some_and(|v| v.unsaid.get(p).is_some_and(|l| *l > 0));
         let stale: Vec<Ipv4Network> = self
             .gndt
             .entries_of(peer)
@@ -654,29 +783,89 @@ impl Node {
                 let e = &s.entry;
                 e.withdrawn
                     || e.kind != EntryKind::Host
-                    || (!first && !self.trust.certificates.covers(peer, e.prefix))
+                    || (!first
+                        && !self.trust.certificates.covers(peer, e.prefix)
+                        && !echoing(&e.prefix))
             })
             .map(|s| s.entry.prefix)
-            .filter(|p| !self.trust.views.get(peer).is_some_and(|v| v.said(*p)))
+            .filter(|p| !view.is_some_and(|v| v.said(*p)))
             .collect();
         if !stale.is_empty() {
             tracing::info!(peer = %peer, entries = stale.len(), "dropping entries the peer no longer advertises");
             self.drop_entries(stale, now);
         }
+        self.note_unsaid(peer);
         digest
     }
 
-    /// The VM of our echoed claim of `ip` did not answer here: the claim that peers still hold
-    /// is withdrawn, at the number they hold (so that it replaces our claim, and nothing that
-    /// outranked it).
-    pub(super) fn withdraw_echoed_claim(&mut self, ip: Ipv4Addr, now: Instant) {
+    /// Notes the host bindings of `peer` that we keep although its table left them out: the
+    /// echo sent when it connected may have been lost with a connection, and without it the
+    /// peer cannot vouch for a VM of its that moved meanwhile, nor claim or withdraw a VM
+    /// that had migrated to it. Each is echoed again with the peer's next digests.
+    fn note_unsaid(&mut self, peer: &SiteId) {
+        let unsaid: Vec<Ipv4Network> = self.unsaid_bindings(peer).map(|e| e.prefix).collect();
+        if let Some(view) = self.trust.views.get_mut(peer) {
+            let previous = std::mem::take(&mut view.unsaid);
+            view.unsaid = unsaid
+                .into_iter()
+                .map(|p| (p, previous.get(&p).copied().unwrap_or(REECHOES)))
+                .collect();
+        }
+    }
+
+    /// The live host bindings of `peer` that we keep and its last table did not say.
+    fn unsaid_bindings<'a>(&'a self, peer: &'a SiteId) -> impl Iterator<Item = &'a GndtEntry> {
+        let view = self.trust.views.get(peer);
+        self.gndt
+            .entries_of(peer)
+            .map(|s| &s.entry)
+            .filter(|e| !e.withdrawn && e.kind == EntryKind::Host && e.mac.is_some())
+            .filter(move |e| view.is_none_or(|v| !v.said(e.prefix)))
+    }
+
+    /// `peer` sent its digest: the bindings of its that we keep unsaid are echoed to it again,
+    /// [`REECHOES`] times at most each.
+    pub(super) fn reecho_unsaid(&mut self, peer: &SiteId) {
+        let Some(view) = self.trust.views.get_mut(peer) else {
+            return;
+        };
+        if view.unsaid.is_empty() {
+            return;
+        }
+        let mut candidates = std::mem::take(&mut view.unsaid);
+        let still: Vec<GndtEntry> = self
+            .unsaid_bindings(peer)
+            .filter(|e| candidates.get(&e.prefix).is_some_and(|left| *left > 0))
+            .cloned()
+            .collect();
+        candidates.retain(|p, left| {
+            let echoed = still.iter().any(|e| e.prefix == *p);
+            *left = left.saturating_sub(1);
+            echoed && *left > 0
+        });
+        if let Some(view) = self.trust.views.get_mut(peer) {
+            view.unsaid = candidates;
+        }
+        if still.is_empty() {
+            return;
+        }
+        tracing::debug!(peer = %peer, entries = still.len(), "echoing again the bindings the peer's table left out");
+        self.send_echo_entries(peer, &still);
+    }
+
+    /// The VM of our echoed claim of `ip` (at `mac`) did not answer here: the claim that peers
+    /// still hold is withdrawn, at the number they hold (so that it replaces our claim, and
+    /// nothing that outranked it). The withdrawal keeps the binding, as a rolled-back takeover
+    /// does: the VM is elsewhere, and the site it turns up at must still recognise its MAC when
+    /// no router that saw it there is left to vouch for it.
+    pub(super) fn withdraw_echoed_claim(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
         let Some(seq) = self.trust.take_echoed_claim(ip) else {
             return;
         };
         if self.lndt.contains(ip) {
             return;
         }
-        let mut withdrawal = GndtEntry::host(ip, self.config.me.clone(), seq, None);
+        let mut withdrawal = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
         withdrawal.withdrawn = true;
         tracing::info!(%ip, seq, "a VM that peers remember here did not answer; withdrawing our claim of it");
         if self.gndt.get(Ipv4Network::from(ip)).is_none() {
@@ -699,36 +888,62 @@ impl Node {
 
     /// Removes entries whose origin no longer vouches for them, as if withdrawn.
     ///
-    /// A dropped host entry away from its home may have replaced the home's own binding of
-    /// the address: the home (if connected) is asked for its table again, so that what it
-    /// still says comes back.
+    /// A dropped host entry may have replaced what another site says of the address: the
+    /// home's own binding, or a claim it outranked. Those sites (if connected: the home, and
+    /// every peer whose last word covers the address) are asked for their tables again, so
+    /// that what they still say comes back; their digests agree with what we heard of them,
+    /// so nothing else would.
     fn drop_entries(&mut self, prefixes: Vec<Ipv4Network>, now: Instant) {
         let mut changed = false;
-        let mut homes = std::collections::BTreeSet::new();
+        let mut ask = std::collections::BTreeSet::new();
         for prefix in prefixes {
             let Some(previous) = self.gndt_remove(prefix) else {
                 continue;
             };
             changed = true;
             self.sync_kernel(prefix);
-            if previous.kind == EntryKind::Host && !previous.withdrawn {
-                let ip = prefix.ip();
-                if let Some(home) = self.trust.certificates.home_of(ip, previous.site()) {
-                    homes.insert(home.clone());
+            if let (EntryKind::Host, Some(mac)) = (previous.kind, previous.mac) {
+                self.trust.note_gone_binding(prefix.ip(), mac);
+            }
+            if previous.kind == EntryKind::Host {
+                if let Some(home) = self
+                    .trust
+                    .certificates
+                    .home_of(prefix.ip(), previous.site())
+                {
+                    ask.insert(home.clone());
                 }
+                let sayers = self.trust.views.iter().filter(|(_, v)| v.said(prefix));
+                ask.extend(sayers.map(|(site, _)| site.clone()));
+            }
+            if previous.kind == EntryKind::Host && !previous.withdrawn {
                 let mut gone = previous.clone();
                 gone.withdrawn = true;
                 self.after_change(&gone, Some(previous), now);
             }
         }
-        for home in homes {
-            if home != self.config.me && self.peers.get(&home).is_some_and(|p| p.connected) {
-                self.send(&home, Message::TableRequest {});
+        for site in ask {
+            if site != self.config.me && self.peers.get(&site).is_some_and(|p| p.connected) {
+                self.send(&site, Message::TableRequest {});
             }
         }
         if changed {
             self.effects.push_back(Effect::TablesChanged);
         }
+    }
+
+    /// The MAC of `ip` from a host entry that went from the table, while no entry in it
+    /// binds the address to a MAC: a VM's binding outlives the entries that carried it
+    /// (a claim given up, a withdrawal collected), as it does on the LAN.
+    pub(super) fn remembered_binding(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        let bound = self
+            .gndt
+            .get(Ipv4Network::from(ip))
+            .is_some_and(|s| s.entry.mac.is_some());
+        if bound {
+            return None;
+        }
+        self.trust.gone_bindings.get(&ip).copied()
     }
 
     /// Collects tombstones past their lifetime (ours too: peers drop them once our full table
