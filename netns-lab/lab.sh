@@ -26,6 +26,12 @@
 #                         the virtual IPs 10.77.N.254 (lan0) and 100.64.0.N (wan0); see ha.sh.
 #   QEMU guest  g1        with `up --qemu [S]`: a real Linux VM (TCG) whose tap tap-g1-I sits in
 #                         P-lan on br-S; eth0 = 10.77.N.10/24, MAC 52:54:00:77:0N:10 (guest.sh).
+#   namespace   P-SVn2    with `up --networks 2`: a second, isolated virtual network with the
+#                         same addresses: VM SVn2 (10.77.N.V, MAC 52:54:00:78:0N:0V) on bridge
+#                         br2-S, and the router's second LAN link lan1 (10.77.N.254, MAC
+#                         52:54:00:78:0N:fe). The routers then carry network "blue" (id 1:
+#                         lan0, TUN skyvine1, VRF svrf1) and "red" (id 2: lan1, skyvine2,
+#                         svrf2); ping-all checks both, each within its own network.
 #
 # Interface names never carry the prefix (every link lives inside a lab namespace), so any
 # prefix of 1-10 characters [a-z0-9] works. State (configs, certificates, logs, PIDs) lives in
@@ -61,7 +67,7 @@ usage() {
 usage: lab.sh COMMAND [OPTIONS]
 
   up [--prefix P] [--sites 2|3] [--wan-delay-ms N] [--no-routers] [--optimize] [--wait-s 20]
-     [--qemu [SITE]] [--nic virtio|e1000] [--nat SITE,...] [--ha SITE]
+     [--qemu [SITE]] [--nic virtio|e1000] [--nat SITE,...] [--ha SITE] [--networks 1|2]
         build the lab, start the routers (or install static kernel routes with --no-routers)
         and wait until every cross-site VM pair pings. --nat b,c puts each listed site's router
         behind its own NAT (nftables masquerade, no inbound mapping): it dials out and is never
@@ -69,7 +75,10 @@ usage: lab.sh COMMAND [OPTIONS]
         guest g1, a real QEMU VM (TCG) on SITE's bridge (default a) in SITE's LNDT, running
         the prober echo and the checked-transfer server; --nic picks its NIC (virtio). --ha a
         gives site a two routers, a (active first) and a-2 (standby), with keepalived in each
-        holding the site's virtual IPs (gateway 10.77.1.254, WAN 100.64.0.1) by VRRP; see ha.sh
+        holding the site's virtual IPs (gateway 10.77.1.254, WAN 100.64.0.1) by VRRP; see ha.sh.
+        --networks 2 adds a second, isolated virtual network with the same addresses (VMs
+        a1n2 ... on bridges br2-S, the routers' lan1): the routers carry networks blue (id 1)
+        and red (id 2), each in its own VRF
   down [--prefix P] [--keep-logs]
         stop the lab's processes (recorded PIDs and anything left inside its namespaces) and
         delete its namespaces
@@ -132,10 +141,28 @@ in_ns() {
 }
 
 vm_ip() { echo "10.77.$(site_num "${1:0:1}").${1:1:1}"; }
-vm_mac() { echo "52:54:00:77:0$(site_num "${1:0:1}"):0${1:1:1}"; }
+vm_mac() {
+    if [[ $1 == *n2 ]]; then
+        echo "52:54:00:78:0$(site_num "${1:0:1}"):0${1:1:1}"
+    else
+        echo "52:54:00:77:0$(site_num "${1:0:1}"):0${1:1:1}"
+    fi
+}
+# The network of a VM: 2 for SVn2 (up --networks 2), 1 otherwise.
+vm_network() { if [[ $1 == *n2 ]]; then echo 2; else echo 1; fi; }
+# The bridge of site S in the network of VM V: br-S, or br2-S for a network-2 VM.
+site_bridge() { if [[ $(vm_network "$2") == 2 ]]; then echo "br2-$1"; else echo "br-$1"; fi; }
+# How many networks the lab has (up --networks).
+lab_networks() { cat "$STATE/networks" 2>/dev/null || echo 1; }
+# The name of the router's first TUN device: skyvine0 (one network) or skyvine1.
+first_tun() { if (($(lab_networks) > 1)); then echo skyvine1; else echo skyvine0; fi; }
 
 valid_vm() {
-    [[ $1 =~ ^[abc][12]$ ]] || die "unknown VM '$1' (VMs are a1 a2 b1 b2 c1 c2)"
+    if [[ $1 =~ ^[abc][12]n2$ ]]; then
+        (($(lab_networks) > 1)) || die "VM '$1' is in network 2: the lab has one network (up --networks 2)"
+    else
+        [[ $1 =~ ^[abc][12]$ ]] || die "unknown VM '$1' (VMs are a1 a2 b1 b2 c1 c2, and a1n2 ... with --networks 2)"
+    fi
     [[ " $(lab_sites) " == *" ${1:0:1} "* ]] || die "VM '$1' is not in this lab (sites: $(lab_sites))"
 }
 
@@ -147,7 +174,10 @@ lab_sites() { cat "$STATE/sites"; }
 
 lab_vms() {
     local s
-    for s in $(lab_sites); do echo "${s}1 ${s}2"; done | xargs
+    for s in $(lab_sites); do
+        echo "${s}1 ${s}2"
+        if (($(lab_networks) > 1)); then echo "${s}1n2 ${s}2n2"; fi
+    done | xargs
 }
 
 # Sets PREFIX and STATE from --prefix or the current-lab file; the lab must exist.
@@ -257,7 +287,7 @@ on_up_exit() {
 }
 
 cmd_up() {
-    local sites=3 delay=0 routers=1 optimize=0 wait_s=20 qemu="" nic=virtio nat="" ha=""
+    local sites=3 delay=0 routers=1 optimize=0 wait_s=20 qemu="" nic=virtio nat="" ha="" networks=1
     PREFIX=""
     while (($#)); do
         case "$1" in
@@ -275,6 +305,7 @@ cmd_up() {
             --nic) nic=${2:?--nic needs virtio or e1000}; shift 2 ;;
             --nat) nat=${2:?--nat needs sites, e.g. b,c}; shift 2 ;;
             --ha) ha=${2:?--ha needs a site, e.g. a}; shift 2 ;;
+            --networks) networks=${2:?--networks needs 1 or 2}; shift 2 ;;
             *) die "up: unknown option '$1'" ;;
         esac
     done
@@ -283,6 +314,11 @@ cmd_up() {
     [[ $delay =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--wan-delay-ms must be a number of milliseconds"
     [[ $wait_s =~ ^[0-9]+$ ]] || die "--wait-s must be whole seconds"
     [[ $nic =~ ^(virtio|e1000)$ ]] || die "--nic must be virtio or e1000"
+    [[ $networks == 1 || $networks == 2 ]] || die "--networks must be 1 or 2"
+    if ((networks > 1)); then
+        ((routers)) || die "--networks 2 needs routers: static routes cannot keep two networks with the same addresses apart"
+        [[ -z $ha && -z $qemu ]] || die "--networks 2 does not combine with --ha or --qemu"
+    fi
     if [[ -n $qemu ]]; then
         [[ $qemu == a || $qemu == b || ($qemu == c && $sites == 3) ]] ||
             die "--qemu $qemu: no site $qemu in a $sites-site lab"
@@ -323,6 +359,7 @@ cmd_up() {
     echo "$optimize" >"$STATE/optimize"
     echo "$nat_sites" | xargs >"$STATE/nat"
     echo "$ha" >"$STATE/ha"
+    echo "$networks" >"$STATE/networks"
     if ((routers)); then echo routers >"$STATE/mode"; else echo no-routers >"$STATE/mode"; fi
     local what
     what="sites $(lab_sites), wan delay ${delay} ms, $(cat "$STATE/mode")"
@@ -330,6 +367,7 @@ cmd_up() {
     [[ -n $qemu ]] && what+=", QEMU guest g1 ($nic) on site $qemu"
     [[ -n $nat_sites ]] && what+=", behind NAT:$nat_sites"
     [[ -n $ha ]] && what+=", two routers at site $ha (keepalived)"
+    ((networks > 1)) && what+=", two isolated networks with the same addresses"
     log "building lab $PREFIX: $what"
 
     if [[ -n $qemu ]]; then
@@ -384,9 +422,12 @@ build_fabric() {
     new_ns lan
     new_ns wan
     local s
+    local br
     for s in $(lab_sites); do
-        in_ns lan ip link add "br-$s" type bridge stp_state 0 forward_delay 0
-        in_ns lan ip link set "br-$s" up
+        for br in "br-$s" $(if (($(lab_networks) > 1)); then echo "br2-$s"; fi); do
+            in_ns lan ip link add "$br" type bridge stp_state 0 forward_delay 0
+            in_ns lan ip link set "$br" up
+        done
     done
 }
 
@@ -429,6 +470,14 @@ build_router() {
         in_ns "r-$s" ip addr add "100.64.0.$n/24" dev wan0
     fi
     in_ns "r-$s" ip link set lan0 up
+    if (($(lab_networks) > 1)); then
+        # Network 2's LAN link: the same address as lan0's, in its own VRF once the router runs.
+        ip link add lan1 netns "$(ns_name "r-$s")" address "52:54:00:78:0$n:fe" type veth \
+            peer "r2-$s" netns "$(ns_name lan)"
+        in_ns "r-$s" ip addr add "10.77.$n.254/24" dev lan1
+        in_ns "r-$s" ip link set lan1 up
+        in_ns lan ip link set "r2-$s" master "br2-$s" up
+    fi
     in_ns "r-$s" ip link set wan0 up
     if is_nat "$s"; then in_ns "r-$s" ip route add default via "192.168.$n.1"; fi
     in_ns lan ip link set "r-$s" master "br-$s" up
@@ -438,8 +487,9 @@ build_router() {
 build_vms() {
     local s=$1 optimize=$2 n v vm
     n=$(site_num "$s")
-    for v in 1 2; do
-        vm=$s$v
+    for vm in $(lab_vms); do
+        [[ ${vm:0:1} == "$s" ]] || continue
+        v=${vm:1:1}
         new_ns "$vm"
         ip link add eth0 netns "$(ns_name "$vm")" address "$(vm_mac "$vm")" type veth \
             peer "vm-$vm" netns "$(ns_name lan)"
@@ -449,7 +499,7 @@ build_vms() {
             in_ns "$vm" ip addr add "$(vm_ip "$vm")/24" dev eth0
         fi
         in_ns "$vm" ip link set eth0 up
-        in_ns lan ip link set "vm-$vm" master "br-$s" up
+        in_ns lan ip link set "vm-$vm" master "$(site_bridge "$s" "$vm")" up
         ((optimize)) || in_ns "$vm" ip route add default via "10.77.$n.254"
         echo "$s" >"$STATE/vm/$vm"
     done
@@ -591,7 +641,17 @@ make_pki_and_configs() {
 }
 
 issue_cert() {
-    "$SKYVINE_BIN" cert issue --dir "$STATE/pki" --site "$1" >>"$STATE/pki/cert.log" 2>&1 ||
+    # The certificate certifies the site's prefix: peers accept nothing else from it. With two
+    # networks, in each (network id 1 and 2).
+    local prefix args=()
+    prefix="10.77.$(site_num "$1").0/24"
+    if (($(lab_networks) > 1)); then
+        args=(--prefix "1:$prefix" --prefix "2:$prefix")
+    else
+        args=(--prefix "$prefix")
+    fi
+    "$SKYVINE_BIN" cert issue --dir "$STATE/pki" --site "$1" "${args[@]}" \
+        >>"$STATE/pki/cert.log" 2>&1 ||
         { cat "$STATE/pki/cert.log" >&2; die "skyvine cert issue --site $1 failed"; }
 }
 
@@ -614,14 +674,31 @@ write_config() {
         echo "site = \"$s\""
         # Site a relays between two NATed sites.
         [[ $s == a && $(wc -w <"$STATE/nat") -ge 2 ]] && echo "relay = true"
-        echo
-        echo "[lan]"
-        echo "interface = \"lan0\""
-        echo "prefixes = [\"10.77.$n.0/24\"]"
-        echo "hosts = [$hosts]"
-        ((optimize)) && echo "virtual_network = \"10.77.0.0/16\""
-        # The gateway address is the site's VRRP virtual IP, not this router's own.
-        is_ha "$s" && echo "address = \"10.77.$n.254\""
+        if (($(lab_networks) > 1)); then
+            local id name lan
+            for id in 1 2; do
+                name=blue lan=lan0
+                ((id == 2)) && name=red lan=lan1
+                echo
+                echo "[[networks]]"
+                echo "name = \"$name\""
+                echo "id = $id"
+                echo "[networks.lan]"
+                echo "interface = \"$lan\""
+                echo "prefixes = [\"10.77.$n.0/24\"]"
+                echo "hosts = [$hosts]"
+                ((optimize)) && echo "virtual_network = \"10.77.0.0/16\""
+            done
+        else
+            echo
+            echo "[lan]"
+            echo "interface = \"lan0\""
+            echo "prefixes = [\"10.77.$n.0/24\"]"
+            echo "hosts = [$hosts]"
+            ((optimize)) && echo "virtual_network = \"10.77.0.0/16\""
+            # The gateway address is the site's VRRP virtual IP, not this router's own.
+            is_ha "$s" && echo "address = \"10.77.$n.254\""
+        fi
         echo
         echo "[wan]"
         echo "listen = \"$listen\""
@@ -632,7 +709,7 @@ write_config() {
         echo "key = \"$STATE/pki/$cert.key\""
         echo
         echo "[tun]"
-        echo "name = \"skyvine0\""
+        (($(lab_networks) > 1)) || echo "name = \"skyvine0\""
         echo "mtu = 1380"
         echo
         echo "[admin]"
@@ -658,7 +735,7 @@ start_router() {
     record_pid "router-$s" $! "$config"
     # Up = its TUN device exists; a router that exits instead fails the command.
     deadline=$((SECONDS + 10))
-    until in_ns "r-$s" ip link show skyvine0 >/dev/null 2>&1; do
+    until in_ns "r-$s" ip link show "$(first_tun)" >/dev/null 2>&1; do
         started "router-$s" || { tail -n 30 "$STATE/$s/router.log" >&2; die "router $s exited"; }
         ((SECONDS < deadline)) || die "router $s has no TUN device after 10 s"
         sleep 0.05
@@ -747,8 +824,12 @@ cmd_status() {
             ha_status "$s"
         elif [[ $(cat "$STATE/mode") == routers ]]; then
             if pid=$(pid_of "router-$s"); then echo "router $s: running (pid $pid)"; else echo "router $s: NOT RUNNING"; fi
-            echo "  routes via skyvine0:"
-            in_ns "r-$s" ip route show dev skyvine0 2>/dev/null | sed 's/^/    /' || echo "    (no skyvine0)"
+            local tun
+            for tun in $(if (($(lab_networks) > 1)); then echo skyvine1 skyvine2; else echo skyvine0; fi); do
+                echo "  routes via $tun:"
+                in_ns "r-$s" ip route show vrf "svrf${tun#skyvine}" dev "$tun" 2>/dev/null | sed 's/^/    /' ||
+                    in_ns "r-$s" ip route show dev "$tun" 2>/dev/null | sed 's/^/    /' || echo "    (no $tun)"
+            done
         else
             echo "router $s: static kernel routes"
             in_ns "r-$s" ip route show dev wan0 | sed 's/^/    /'
@@ -797,6 +878,8 @@ ping_all() {
         for src in $vms; do
             for dst in $vms; do
                 [[ ${src:0:1} < "${dst:0:1}" ]] || continue
+                # Each network's VMs reach their own network only.
+                [[ $(vm_network "$src") == "$(vm_network "$dst")" ]] || continue
                 [[ -f $out/$src-$dst.ok ]] && continue
                 (in_ns "$src" ping -n -q -c 1 -W 1 "$(vm_ip "$dst")" >/dev/null 2>&1 &&
                     touch "$out/$src-$dst.ok") &
@@ -815,33 +898,36 @@ ping_all() {
         ok=$(find "$out" -name '*.ok' | wc -l)
         total=0
         for src in $vms; do
-            for dst in $vms; do [[ ${src:0:1} < "${dst:0:1}" ]] && total=$((total + 1)); done
+            for dst in $vms; do
+                [[ ${src:0:1} < "${dst:0:1}" && $(vm_network "$src") == "$(vm_network "$dst")" ]] &&
+                    total=$((total + 1))
+            done
             for g in $guests; do [[ $(cat "$STATE/vm/$src") != "$(guest_site "$g")" ]] && total=$((total + 1)); done
         done
         ((ok == total || SECONDS >= deadline)) && break
         sleep 0.2
     done
-    printf '%-4s' ""
-    for dst in $vms $guests; do printf '%-4s' "$dst"; done
+    printf '%-5s' ""
+    for dst in $vms $guests; do printf '%-5s' "$dst"; done
     echo
     for src in $vms; do
-        printf '%-4s' "$src"
+        printf '%-5s' "$src"
         for dst in $vms; do
-            if [[ ${src:0:1} == "${dst:0:1}" ]]; then
-                printf '%-4s' "-"
+            if [[ ${src:0:1} == "${dst:0:1}" || $(vm_network "$src") != "$(vm_network "$dst")" ]]; then
+                printf '%-5s' "-"
             elif [[ -f $out/$src-$dst.ok || -f $out/$dst-$src.ok ]]; then
-                printf '%-4s' "ok"
+                printf '%-5s' "ok"
             else
-                printf '%-4s' "XX"
+                printf '%-5s' "XX"
             fi
         done
         for g in $guests; do
             if [[ $(cat "$STATE/vm/$src") == "$(guest_site "$g")" ]]; then
-                printf '%-4s' "-"
+                printf '%-5s' "-"
             elif [[ -f $out/$src-$g.ok ]]; then
-                printf '%-4s' "ok"
+                printf '%-5s' "ok"
             else
-                printf '%-4s' "XX"
+                printf '%-5s' "XX"
             fi
         done
         echo
@@ -984,7 +1070,7 @@ cmd_migrate() {
     # hypervisor) and then sends the announcement. QEMU writes its RARPs into the tap, i.e.
     # they enter the bridge through the VM's port: with a veth that is a send on the VM side
     # of the link, which the VM's own stack never sees.
-    result=$("$mover" migrate --fabric-netns "$(ns_name lan)" --port "vm-$vm" --bridge "br-$dst" \
+    result=$("$mover" migrate --fabric-netns "$(ns_name lan)" --port "vm-$vm" --bridge "$(site_bridge "$dst" "$vm")" \
         --pause-ms "$pause_ms" --announce "$announce" --vm-netns "$(ns_name "$vm")" --iface eth0 \
         --mac "$(vm_mac "$vm")" --ip "$(vm_ip "$vm")" 2>"$STATE/announce-$vm.log") ||
         { cat "$STATE/announce-$vm.log" >&2; die "migrating $vm to site $dst failed"; }

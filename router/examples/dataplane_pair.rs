@@ -111,7 +111,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let fib = Arc::new(Fib::new(build_fib(&args)));
     let peers = Arc::new(PeerTable::new());
     let counters = Arc::new(Counters::new());
-    dataplane::spawn_tun_reader(dev.clone(), fib.clone(), peers.clone(), counters.clone());
+    let network = skyvine_router::config::DEFAULT_NETWORK;
+    dataplane::spawn_tun_reader(
+        network,
+        dev.clone(),
+        fib.clone(),
+        peers.clone(),
+        counters.clone(),
+    );
 
     let conn = match args.connect {
         Some(addr) => {
@@ -134,8 +141,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let reader = dataplane::spawn_peer_reader(
         conn.clone(),
         args.peer_site.clone(),
-        dev,
-        fib,
+        Arc::new(vec![dataplane::DataNetwork {
+            id: network,
+            device: dev,
+            fib,
+            counters: counters.clone(),
+        }]),
         peers.clone(),
         counters.clone(),
     );
@@ -185,8 +196,8 @@ async fn load_identity(args: &Args) -> anyhow::Result<pki::Identity> {
     let key = dir.join(format!("{}.key", args.site));
     if args.connect.is_none() && !dir.join("ca.pem").exists() {
         pki::create_ca(dir)?;
-        pki::issue(dir, &args.peer_site)?;
-        pki::issue(dir, &args.site)?;
+        pki::issue(dir, &args.peer_site, &[args.remote.into()])?;
+        pki::issue(dir, &args.site, &[args.local.into()])?;
     }
     // The files may still be being written by the other side: retry until they load.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -160,13 +160,45 @@ fn summary(config: &Config, ca: Validity, cert: Validity, now: i64) -> CertSumma
                 v.not_after_text
             )
         })
-        .collect();
+        .collect::<Vec<String>>();
+    let mut warnings = warnings;
+    warnings.extend(uncertified_prefixes(config));
     CertSummary {
         cert_days_left: left(&cert) / 86_400,
         cert_expires: cert.not_after_text,
         ca_expires: ca.not_after_text,
         warnings,
     }
+}
+
+/// Each network's configured prefixes that the router certificate does not certify in that
+/// network: the router advertises them, and every peer refuses them.
+fn uncertified_prefixes(config: &Config) -> Vec<String> {
+    let certified = CertificateDer::from_pem_file(&config.tls.cert)
+        .ok()
+        .and_then(|der| crate::pki::certified_prefixes(&der, config.site.as_str()).ok())
+        .unwrap_or_default();
+    let mut warnings = Vec::new();
+    for network in config.networks() {
+        let ours = skyvine_core::networks::certified_in(&certified, network.id);
+        for prefix in &network.lan.prefixes {
+            let covered = ours
+                .iter()
+                .any(|c| c.prefix() <= prefix.prefix() && c.contains(prefix.network()));
+            if !covered {
+                warnings.push(format!(
+                    "network {} (id {}): {prefix} is not certified for it by {} (it certifies {}): \
+                     peers will refuse it; issue the certificate with `--prefix {}`",
+                    network.name,
+                    network.id,
+                    config.tls.cert.display(),
+                    if ours.is_empty() { "nothing in this network".to_owned() } else { ours.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") },
+                    skyvine_core::networks::CertifiedPrefix { network: network.id, prefix: *prefix },
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 /// Where [`check_host`] reads the kernel's state: `/proc/sys/net` and `/sys/class/net` on a
@@ -190,29 +222,38 @@ impl Default for HostPaths {
 /// interface (0 or 2), the LAN interface exists, the WAN UDP address can be bound, and the TUN
 /// name is free or already a TUN device. One [`Problem`] per finding.
 pub fn check_host(config: &Config, paths: &HostPaths) -> Vec<Problem> {
-    let lan = &config.lan.interface;
     let mut problems = Vec::new();
     problems.extend(check_forwarding(paths));
-    let lan_exists = paths.sys_class_net.join(lan).exists();
-    if !lan_exists {
-        problems.push(Problem::new(
-            "lan.interface",
-            format!(
-                "there is no interface {lan} on this machine (interfaces: {}); set lan.interface \
-                 to the LAN interface where the site's VMs are",
-                interfaces(&paths.sys_class_net)
-            ),
-        ));
-    }
     let mut rp_scopes = vec!["all".to_owned()];
-    if lan_exists {
-        rp_scopes.push(lan.clone());
+    let single = config.lan.is_some();
+    for network in config.networks() {
+        let lan = &network.lan.interface;
+        let (key, which) = if single {
+            ("lan.interface", String::new())
+        } else {
+            (
+                "networks.lan.interface",
+                format!("network {}: ", network.name),
+            )
+        };
+        if paths.sys_class_net.join(lan).exists() {
+            rp_scopes.push(lan.clone());
+        } else {
+            problems.push(Problem::new(
+                key,
+                format!(
+                    "{which}there is no interface {lan} on this machine (interfaces: {}); set \
+                     {key} to the LAN interface where the site's VMs are",
+                    interfaces(&paths.sys_class_net)
+                ),
+            ));
+        }
+        problems.extend(check_tun_name(&network.tun, paths));
     }
     for scope in rp_scopes {
         problems.extend(check_rp_filter(paths, &scope));
     }
     problems.extend(check_wan_port(config.wan.listen));
-    problems.extend(check_tun_name(&config.tun.name, paths));
     problems
 }
 

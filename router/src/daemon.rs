@@ -1,5 +1,11 @@
-//! The async shell around [`Node`]: QUIC connections to peers, control streams, the data plane
-//! and kernel state. It moves bytes and applies effects; it decides nothing itself.
+//! The async shell around the core's [`Networks`] (one [`Node`] per virtual network): QUIC
+//! connections to peers, control streams, the data plane and kernel state. It moves bytes and
+//! applies effects; it decides nothing itself.
+//!
+//! The connections are the router's (one per peer, whatever networks it shares); everything
+//! else is per network ([`NetIo`]): TUN device, forwarding snapshot, kernel routes (in the
+//! network's VRF table when it has one), LAN capture and counters. A control frame or datagram
+//! names its network and goes to that network only if the peer shares it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -7,25 +13,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ipnetwork::Ipv4Network;
 use skyvine_capture::sys::foreign::ForeignFrame;
 use skyvine_capture::wire::ArpEvent;
 use skyvine_inject::wire::FrameBytes;
 use skyvine_tables::{MacAddr, SiteId};
 use tokio::sync::{mpsc, watch};
 
-use skyvine_core::config::Config;
+use skyvine_core::config::{Config, NetworkId};
 use skyvine_core::link::{self, Direction, Keep, PeerPath, PeerRouter};
+use skyvine_core::networks::{NetworkNode, Networks};
 use skyvine_core::node::{Effect, LanIdentity, Node};
-use skyvine_core::proto::Message;
+use skyvine_core::proto::Frame;
 
-use crate::dataplane::{self, Counters, PacketDevice, PeerTable};
+use crate::dataplane::{self, Counters, DataNetwork, PacketDevice, PeerTable};
 use crate::fib::Fib;
 use crate::pki::{self, Identity};
 use crate::relay::{self, Hub, RelayEndpoint};
 
 mod connect;
+mod network;
 mod peer_link;
+mod query;
+mod trust;
+
+pub use query::{select_network, Command, Query, QueryHandle};
+
+use network::{next_net_event, relayed_route_mtus, route_mtu, NetEvent, NetIo};
 
 use peer_link::{run_link, LinkContext};
 
@@ -44,6 +57,8 @@ mod close_code {
     pub const STUCK: u32 = 3;
     pub const WRONG_SITE: u32 = 4;
     pub const RELAY_DOWN: u32 = 5;
+    pub const REVOKED: u32 = 6;
+    pub const NOT_ADMITTED: u32 = 7;
 }
 
 pub use crate::kernel_sync::KernelOps;
@@ -75,6 +90,15 @@ pub struct Parts<D, K> {
     pub identity: Identity,
     /// The bound WAN UDP socket.
     pub socket: std::net::UdpSocket,
+    /// One per network of `config.networks()`, in that order.
+    pub networks: Vec<NetworkParts<D, K>>,
+    /// Each message asks to re-read the revocation list (`tls.revoked`): SIGHUP in the binary.
+    pub reload: Option<mpsc::Receiver<()>>,
+}
+
+/// What one virtual network runs on.
+#[derive(Debug)]
+pub struct NetworkParts<D, K> {
     pub device: Arc<D>,
     pub kernel: K,
     /// The LAN, or `None` to run without one (no migration support).
@@ -84,54 +108,33 @@ pub struct Parts<D, K> {
 /// Shared, read-mostly state that outlives the main loop's borrows (admin, metrics).
 #[derive(Debug)]
 pub struct Shared {
-    pub fib: Arc<Fib>,
+    /// This router's site.
+    pub site: SiteId,
     pub peers: Arc<PeerTable>,
+    /// The router's own data-plane counters: relay datagrams, and datagrams for a network the
+    /// peer does not share (what no network's counters can hold).
     pub counters: Arc<Counters>,
     /// Relay datagrams: what this router passed on, and who it reaches through a relay.
     pub relay: Arc<Hub>,
+    /// Per network, in the config's order: forwarding snapshot and data-plane counters.
+    pub networks: Vec<NetworkShared>,
 }
 
-/// A question for the main loop, answered from the node's state (admin CLI, metrics).
-pub type Query = Box<dyn FnOnce(&Node, &Shared, Instant) + Send>;
-
-/// Asks the main loop questions; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct QueryHandle(mpsc::Sender<Input>);
-
-impl QueryHandle {
-    /// Runs `question` on the main loop and returns its answer, or `None` if the router is
-    /// shutting down.
-    pub async fn ask<T: Send + 'static>(
-        &self,
-        question: impl FnOnce(&Node, &Shared, Instant) -> T + Send + 'static,
-    ) -> Option<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let query: Query = Box::new(move |node, shared, now| {
-            // The asker may have gone away; nothing to do then.
-            let _ = tx.send(question(node, shared, now));
-        });
-        self.0.send(Input::Query(query)).await.ok()?;
-        rx.await.ok()
-    }
-
-    /// Runs `command` on the main loop with the node to change, and returns its answer; the
-    /// effects it leaves are applied as any input's.
-    pub async fn command<T: Send + 'static>(
-        &self,
-        command: impl FnOnce(&mut Node, Instant) -> T + Send + 'static,
-    ) -> Option<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let boxed: Command = Box::new(move |node, now| {
-            // The asker may have gone away; nothing to do then.
-            let _ = tx.send(command(node, now));
-        });
-        self.0.send(Input::Command(boxed)).await.ok()?;
-        rx.await.ok()
-    }
+/// One network's shared state.
+#[derive(Debug)]
+pub struct NetworkShared {
+    pub id: NetworkId,
+    pub name: String,
+    pub fib: Arc<Fib>,
+    pub counters: Arc<Counters>,
 }
 
-/// A command for the main loop that changes the node (admin `migration prepare`/`cancel`).
-pub type Command = Box<dyn FnOnce(&mut Node, Instant) + Send>;
+impl Shared {
+    /// The shared state of network `id`.
+    pub fn network(&self, id: NetworkId) -> Option<&NetworkShared> {
+        self.networks.iter().find(|n| n.id == id)
+    }
+}
 
 enum Input {
     Query(Query),
@@ -147,18 +150,22 @@ enum Input {
     Message {
         site: SiteId,
         id: u64,
-        message: Message,
+        frame: Frame,
     },
+    /// Re-read the revocation list.
+    Reload,
 }
 
 struct Link {
     id: u64,
     conn: quinn::Connection,
-    outbox: mpsc::Sender<Message>,
+    /// The peer's verified certificate: certified prefixes, serial and fingerprint.
+    certificate: pki::PeerCertificate,
+    /// The networks the peer's hello says it carries.
+    networks: Vec<NetworkId>,
+    outbox: mpsc::Sender<Frame>,
     direction: Direction,
     path: PeerPath,
-    /// The peer router's certificate (DER): tells a site's two routers apart.
-    router: Vec<u8>,
 }
 
 /// Runs a router until `shutdown` resolves, then removes its kernel state.
@@ -170,36 +177,89 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
         config,
         identity,
         socket,
-        device,
-        kernel,
-        lan,
+        networks: parts,
+        reload,
     } = parts;
-    let (endpoint, client) = open_endpoint(&config, &identity, socket)?;
-    let mut node = Node::new(
-        config.node_config(lan.as_ref().map(|l| l.identity)),
-        Instant::now(),
+    anyhow::ensure!(
+        parts.len() == config.networks().len(),
+        "{} network(s) configured but {} set up",
+        config.networks().len(),
+        parts.len()
     );
+    let (endpoint, client) = open_endpoint(&config, &identity, socket)?;
+    let revoked = Arc::new(std::sync::RwLock::new(crate::revoked::Revoked::load(
+        config.tls.revoked.as_deref(),
+    )?));
     let peers = Arc::new(PeerTable::new());
     let counters = Arc::new(Counters::new());
     let (hub, relayed) = relay::start(&config, &identity, &peers, &counters)?;
+    let now = Instant::now();
+    let mut nodes = Vec::new();
+    let mut shared_networks = Vec::new();
+    let mut io = Vec::new();
+    for (network, part) in config.networks().iter().zip(parts) {
+        let mut node = Node::new(
+            trust::node_config(&config, network, &identity, part.lan.as_ref()),
+            now,
+        );
+        let fib = Arc::new(Fib::new(node.fib_snapshot()));
+        let net_counters = Arc::new(Counters::new());
+        let tun_task = dataplane::spawn_tun_reader(
+            network.id,
+            part.device.clone(),
+            fib.clone(),
+            peers.clone(),
+            net_counters.clone(),
+        );
+        io.push(NetIo {
+            id: network.id,
+            name: network.name.clone(),
+            device: part.device,
+            fib: fib.clone(),
+            kernel: KernelSync::new(part.kernel),
+            copies: part.lan.as_ref().map(|_| {
+                crate::lancopy::LanCopies::start(
+                    network.lan.interface.clone(),
+                    network.tun.clone(),
+                    crate::lancopy::table_name(network.id),
+                )
+            }),
+            lan: part.lan.map(LanChannels::from),
+            dirty: true,
+            foreign_generation: None,
+            tun_task,
+        });
+        shared_networks.push(NetworkShared {
+            id: network.id,
+            name: network.name.clone(),
+            fib,
+            counters: net_counters,
+        });
+        nodes.push(NetworkNode {
+            id: network.id,
+            name: network.name.clone(),
+            node,
+        });
+    }
     let shared = Shared {
-        fib: Arc::new(Fib::new(node.fib_snapshot())),
+        site: config.site.clone(),
         peers,
         counters,
         relay: Arc::new(hub),
+        networks: shared_networks,
     };
-    let tun_task = dataplane::spawn_tun_reader(
-        device.clone(),
-        shared.fib.clone(),
-        shared.peers.clone(),
-        shared.counters.clone(),
-    );
+    let networks = Networks::new(nodes);
     let (inputs, input_rx) = mpsc::channel(INPUT_CAPACITY);
     let (connected, connected_rx) = watch::channel(BTreeSet::<SiteId>::new());
+    if let Some(reload) = reload {
+        tokio::spawn(trust::forward_reloads(reload, inputs.clone()));
+    }
     let ctx = LinkContext {
         me: config.site.clone(),
+        networks: networks.ids(),
         inputs,
         ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        revoked: revoked.clone(),
     };
     let endpoints = Endpoints {
         wan: endpoint.clone(),
@@ -210,19 +270,15 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
     let route_mtus = relay::route_mtus(&config);
 
     let mut main = MainLoop {
-        node,
+        me: config.site.clone(),
+        networks,
+        io,
         links: HashMap::new(),
         shared,
-        device,
-        kernel: KernelSync::new(kernel),
-        copies: lan.as_ref().map(|_| {
-            crate::lancopy::LanCopies::start(config.lan.interface.clone(), config.tun.name.clone())
-        }),
-        lan: lan.map(LanChannels::from),
         connected,
         route_mtus,
-        dirty: true,
-        foreign_generation: None,
+        revoked,
+        revoked_path: config.tls.revoked.clone(),
     };
     main.start().await;
     main.run(input_rx, shutdown).await;
@@ -235,11 +291,12 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
             .close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
     }
     background.abort_all();
-    tun_task.abort();
-    main.kernel
-        .clear()
-        .await
-        .context("removing kernel routes at shutdown")?;
+    for net in &mut main.io {
+        net.tun_task.abort();
+        net.kernel.clear().await.with_context(|| {
+            format!("removing network {}'s kernel routes at shutdown", net.name)
+        })?;
+    }
     tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle())
         .await
         .ok();
@@ -354,84 +411,79 @@ impl From<LanPort> for LanChannels {
     }
 }
 
-/// The daemon's main loop: owns the node and feeds it inputs, LAN events and timeouts, and
-/// applies its effects.
+/// The daemon's main loop: owns the networks and feeds them inputs, LAN events and timeouts,
+/// and applies their effects.
 struct MainLoop<D, K: KernelOps> {
-    node: Node,
+    me: SiteId,
+    networks: Networks,
+    /// Each network's IO, in the order of `networks`.
+    io: Vec<NetIo<D, K>>,
     links: HashMap<SiteId, Link>,
     shared: Shared,
-    device: Arc<D>,
-    kernel: KernelSync<K>,
-    /// Copies of LAN packets for planned migrations from here (with a LAN only).
-    copies: Option<crate::lancopy::LanCopies>,
-    lan: Option<LanChannels>,
     /// The sites with a connection up, for the dialers.
     connected: watch::Sender<BTreeSet<SiteId>>,
     /// The route MTU towards each peer reached through a relay.
     route_mtus: BTreeMap<SiteId, u32>,
-    /// The tables changed since they were last published.
-    dirty: bool,
-    /// The generation of the foreign MACs last handed to the LAN capture.
-    foreign_generation: Option<u64>,
+    /// The revocation list, shared with the connection tasks.
+    revoked: Arc<std::sync::RwLock<crate::revoked::Revoked>>,
+    revoked_path: Option<std::path::PathBuf>,
 }
 
 impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
-    /// Before anything else: the kernel reconciled in full against the initial tables (what a
-    /// previous instance left behind goes), and the first FIB snapshot.
+    /// Before anything else: each network's kernel state reconciled in full against its
+    /// initial tables (what a previous instance left behind goes), and its first FIB snapshot.
     async fn start(&mut self) {
         self.apply_effects();
-        let tun_routes = self.node.tun_routes();
-        let route_mtus = self.relayed_route_mtus(&tun_routes);
-        let in_step = self
-            .kernel
-            .reconcile_now(tun_routes, self.node.lan_hosts(), route_mtus)
-            .await;
-        self.publish();
-        if in_step {
-            self.node.handle_kernel_applied(Instant::now());
+        for index in 0..self.io.len() {
+            let route_mtus = &self.route_mtus;
+            let Some(net) = self.io.get_mut(index) else {
+                continue;
+            };
+            let Some(network) = self.networks.get(net.id) else {
+                continue;
+            };
+            let node = &network.node;
+            let tun_routes = node.tun_routes();
+            let route_mtus = relayed_route_mtus(node, route_mtus, &tun_routes);
+            let in_step = net
+                .kernel
+                .reconcile_now(tun_routes, node.lan_hosts(), route_mtus)
+                .await;
+            self.publish(index);
+            if in_step {
+                if let Some((node, _)) = self.pair_mut(index) {
+                    node.handle_kernel_applied(Instant::now());
+                }
+            }
+            if let Some(net) = self.io.get_mut(index) {
+                net.dirty = false;
+            }
         }
-        self.dirty = false;
+    }
+
+    fn pair_mut(&mut self, index: usize) -> Option<(&mut Node, &mut NetIo<D, K>)> {
+        let net = self.io.get_mut(index)?;
+        let node = &mut self.networks.get_mut(net.id)?.node;
+        Some((node, net))
     }
 
     async fn run(&mut self, mut inputs: mpsc::Receiver<Input>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             self.apply_effects();
-            if self.dirty || self.kernel.has_pending() {
+            if self.io.iter().any(|n| n.dirty || n.kernel.has_pending()) {
                 self.commit().await;
                 continue;
             }
-            let lan_event = async {
-                match self.lan.as_mut().and_then(|lan| lan.events.as_mut()) {
-                    Some(events) => events.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
             let deadline = self
-                .node
+                .networks
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-            let next_dump = self.kernel.next_dump();
-            let reconcile = async move {
-                match next_dump {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 () = &mut shutdown => return,
-                () = tokio::time::sleep_until(deadline) => self.node.handle_timeout(Instant::now()),
-                () = reconcile => self.kernel.start_dump(),
-                applied = self.kernel.dumped() => {
-                    let tun = self.node.tun_routes();
-                    let mtus = self.relayed_route_mtus(&tun);
-                    let lan = self.node.lan_hosts();
-                    if self.kernel.repaired(applied, tun, lan, mtus).await {
-                        self.node.handle_kernel_applied(Instant::now());
-                    }
-                }
-                event = lan_event => self.on_lan_event(event),
+                () = tokio::time::sleep_until(deadline) => self.networks.handle_timeout(Instant::now()),
+                (index, event) = next_net_event(&mut self.io) => self.on_net_event(index, event).await,
                 input = inputs.recv() => {
                     let Some(input) = input else { return };
                     self.handle_input(input);
@@ -441,67 +493,92 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
         }
     }
 
-    /// Applies what the tables' changes call for: the kernel's targeted changes first (a
-    /// migrated VM's /32 and neighbour entry), then a new FIB snapshot for the data plane and
-    /// the foreign MACs for the LAN capture. Migrations are applied once the kernel holds the
-    /// tables (after a failure, once a repair succeeded).
-    async fn commit(&mut self) {
-        let in_step = self.kernel.flush().await;
-        if self.dirty {
-            self.dirty = false;
-            self.publish();
-        }
-        if in_step {
-            self.node.handle_kernel_applied(Instant::now());
+    async fn on_net_event(&mut self, index: usize, event: NetEvent<K::Applied>) {
+        match event {
+            NetEvent::Lan(event) => self.on_lan_event(index, event),
+            NetEvent::DumpDue => {
+                if let Some(net) = self.io.get_mut(index) {
+                    net.kernel.start_dump();
+                }
+            }
+            NetEvent::Dumped(applied) => {
+                let route_mtus = &self.route_mtus;
+                let Some(net) = self.io.get_mut(index) else {
+                    return;
+                };
+                let Some(network) = self.networks.get_mut(net.id) else {
+                    return;
+                };
+                let node = &mut network.node;
+                let tun = node.tun_routes();
+                let mtus = relayed_route_mtus(node, route_mtus, &tun);
+                let lan = node.lan_hosts();
+                if net.kernel.repaired(applied, tun, lan, mtus).await {
+                    node.handle_kernel_applied(Instant::now());
+                }
+            }
         }
     }
 
-    fn publish(&mut self) {
-        let copies = self.node.fib_copies();
-        self.shared.fib.store(self.node.fib_snapshot());
-        if self.node.fib_copies() > copies {
+    /// Applies what the tables' changes call for, network by network: the kernel's targeted
+    /// changes first (a migrated VM's /32 and neighbour entry), then a new FIB snapshot for
+    /// the data plane and the foreign MACs for the LAN capture. Migrations are applied once
+    /// the kernel holds the tables (after a failure, once a repair succeeded).
+    async fn commit(&mut self) {
+        for index in 0..self.io.len() {
+            let Some(net) = self.io.get_mut(index) else {
+                continue;
+            };
+            if !net.dirty && !net.kernel.has_pending() {
+                continue;
+            }
+            let in_step = net.kernel.flush().await;
+            if std::mem::take(&mut net.dirty) {
+                self.publish(index);
+            }
+            if in_step {
+                if let Some((node, _)) = self.pair_mut(index) {
+                    node.handle_kernel_applied(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, index: usize) {
+        let Some((node, net)) = self.pair_mut(index) else {
+            return;
+        };
+        let copies = node.fib_copies();
+        net.fib.store(node.fib_snapshot());
+        if node.fib_copies() > copies {
             // A packet task still held the older snapshot: this one was copied whole.
             tracing::debug!(
-                copies = self.node.fib_copies(),
+                network = %net.name,
+                copies = node.fib_copies(),
                 "forwarding snapshot copied (the data plane held the spare)"
             );
         }
-        let generation = self.node.foreign_macs_generation();
-        if let Some(lan) = &self.lan {
-            if self.foreign_generation != Some(generation) {
-                self.foreign_generation = Some(generation);
-                lan.foreign_macs.send_replace(self.node.foreign_macs());
+        let generation = node.foreign_macs_generation();
+        if let Some(lan) = &net.lan {
+            if net.foreign_generation != Some(generation) {
+                net.foreign_generation = Some(generation);
+                lan.foreign_macs.send_replace(node.foreign_macs());
             }
         }
     }
 
-    /// The MTU of the route for `prefix` if it goes towards a site reached through a relay.
-    fn route_mtu(&self, prefix: Ipv4Network) -> Option<u32> {
-        let owner = self.node.gndt().get(prefix)?.entry.site();
-        self.route_mtus.get(owner).copied()
-    }
-
-    /// The MTU of each route towards a site reached through a relay.
-    fn relayed_route_mtus(&self, tun_routes: &BTreeSet<Ipv4Network>) -> BTreeMap<Ipv4Network, u32> {
-        tun_routes
-            .iter()
-            .filter_map(|prefix| {
-                let owner = self.node.gndt().get(*prefix)?.entry.site();
-                Some((*prefix, *self.route_mtus.get(owner)?))
-            })
-            .collect()
-    }
-
-    fn on_lan_event(&mut self, event: Option<LanEvent>) {
+    fn on_lan_event(&mut self, index: usize, event: Option<LanEvent>) {
+        let Some((node, net)) = self.pair_mut(index) else {
+            return;
+        };
         match event {
-            Some(LanEvent::Arp(event)) => self.node.handle_lan_event(event, Instant::now()),
+            Some(LanEvent::Arp(event)) => node.handle_lan_event(event, Instant::now()),
             Some(LanEvent::Foreign(frame)) => {
-                self.node
-                    .handle_foreign_frame(frame.eth_src, frame.src_ip, Instant::now());
+                node.handle_foreign_frame(frame.eth_src, frame.src_ip, Instant::now());
             }
             None => {
-                tracing::warn!("LAN capture stopped; migrations can no longer be detected");
-                if let Some(lan) = &mut self.lan {
+                tracing::warn!(network = %net.name, "LAN capture stopped; migrations can no longer be detected");
+                if let Some(lan) = &mut net.lan {
                     lan.events = None;
                 }
             }
@@ -511,23 +588,26 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
     fn handle_input(&mut self, input: Input) {
         let now = Instant::now();
         match input {
-            Input::Query(query) => query(&self.node, &self.shared, now),
-            Input::Command(command) => command(&mut self.node, now),
+            Input::Query(query) => query(&self.networks, &self.shared, now),
+            Input::Command(command) => command(&mut self.networks, now),
             Input::Connected { site, link } => self.on_connected(site, link, now),
             Input::Disconnected { site, id } => {
                 if self.links.get(&site).is_some_and(|l| l.id == id) {
                     if let Some(link) = self.links.remove(&site) {
                         self.shared.peers.remove_if_same(&site, &link.conn);
                     }
-                    self.node.handle_peer_down(&site, now);
+                    self.networks.handle_peer_down(&site, now);
                     self.close_relayed_via(&site);
                 }
             }
-            Input::Message { site, id, message } => {
+            Input::Message { site, id, frame } => {
                 if self.links.get(&site).is_some_and(|l| l.id == id) {
-                    self.node.handle_message(&site, message, now);
+                    // A frame for a network the peer does not share is counted and logged
+                    // there, never routed.
+                    let _ = self.networks.handle_frame(&site, frame, now);
                 }
             }
+            Input::Reload => self.reload_revoked(now),
         }
     }
 
@@ -548,14 +628,18 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
 
     /// A connection passed its handshake; the core breaks the tie with one already up.
     fn on_connected(&mut self, site: SiteId, link: Link, now: Instant) {
+        if !self.admitted(&site, &link) {
+            return;
+        }
         if let Some(existing) = self.links.get(&site) {
-            let router = if existing.router == link.router {
+            // The certificate's fingerprint tells a site's two routers apart.
+            let router = if existing.certificate.id == link.certificate.id {
                 PeerRouter::Same
             } else {
                 PeerRouter::Other
             };
             let keep = link::tie_break_link(
-                self.node.me(),
+                &self.me,
                 &site,
                 (existing.direction, &existing.path),
                 (link.direction, &link.path),
@@ -576,15 +660,34 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
             }
         }
         self.shared.peers.insert(site.clone(), link.conn.clone());
+        let shared = self.networks.handle_link_up(
+            &site,
+            &link.path,
+            &link.networks,
+            &link.certificate.prefixes,
+            now,
+        );
+        if shared.is_empty() {
+            tracing::warn!(peer = %site, theirs = ?link.networks, ours = ?self.networks.ids(), "peer shares no network with this router");
+        }
+        let data_networks = self
+            .io
+            .iter()
+            .filter(|net| shared.contains(net.id))
+            .filter_map(|net| {
+                Some(DataNetwork {
+                    id: net.id,
+                    device: net.device.clone(),
+                    fib: net.fib.clone(),
+                    counters: self.shared.network(net.id)?.counters.clone(),
+                })
+            })
+            .collect();
         dataplane::spawn_peer_reader_with_relay(
             link.conn.clone(),
             site.clone(),
-            self.device.clone(),
-            (
-                self.shared.fib.clone(),
-                self.shared.peers.clone(),
-                self.shared.counters.clone(),
-            ),
+            Arc::new(data_networks),
+            (self.shared.peers.clone(), self.shared.counters.clone()),
             self.shared.relay.clone(),
         );
         let dialed_by_me = link.direction == Direction::Dialed;
@@ -596,42 +699,51 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
                 tracing::info!(peer = %site, %relay, dialed_by_me, "connection established through a relay");
             }
         }
-        let path = link.path.clone();
-        self.links.insert(site.clone(), link);
-        self.node.handle_link_up(site, path, now);
+        self.links.insert(site, link);
     }
 
     fn apply_effects(&mut self) {
-        while let Some(effect) = self.node.poll_effect() {
+        while let Some((id, effect)) = self.networks.poll_effect() {
+            if let Effect::Send { to, message } = effect {
+                self.send(&to, Frame::new(id, message));
+                continue;
+            }
+            let Some(net) = self.io.iter_mut().find(|n| n.id == id) else {
+                continue;
+            };
             match effect {
-                Effect::TablesChanged => self.dirty = true,
+                Effect::TablesChanged => net.dirty = true,
                 Effect::Kernel(op) => {
-                    let mtu = self.route_mtu(op.dst());
-                    self.kernel.push(op, mtu);
+                    let mtu = self
+                        .networks
+                        .get(id)
+                        .and_then(|n| route_mtu(&n.node, &self.route_mtus, op.dst()));
+                    net.kernel.push(op, mtu);
                 }
                 Effect::LanCopies { ip, copy } => {
-                    if let Some(copies) = &self.copies {
+                    if let Some(copies) = &net.copies {
                         copies.set(ip, copy);
                     }
                 }
                 Effect::Transmit { frame } => {
-                    if let Some(lan) = &self.lan {
+                    if let Some(lan) = &net.lan {
                         if lan.frames.try_send(frame).is_err() {
-                            tracing::debug!("LAN transmit queue full; frame dropped");
+                            tracing::debug!(network = %net.name, "LAN transmit queue full; frame dropped");
                         }
                     }
                 }
-                Effect::Send { to, message } => self.send(&to, message),
+                // Handled above.
+                Effect::Send { .. } => {}
             }
         }
     }
 
-    fn send(&self, to: &SiteId, message: Message) {
+    fn send(&self, to: &SiteId, frame: Frame) {
         let Some(link) = self.links.get(to) else {
-            tracing::debug!(peer = %to, kind = message.kind(), "peer not connected; message dropped");
+            tracing::debug!(peer = %to, network = frame.network, kind = frame.message.kind(), "peer not connected; message dropped");
             return;
         };
-        if let Err(error) = link.outbox.try_send(message) {
+        if let Err(error) = link.outbox.try_send(frame) {
             tracing::warn!(peer = %to, %error, "control queue to peer is stuck; closing the connection");
             link.conn.close(
                 quinn::VarInt::from_u32(close_code::STUCK),

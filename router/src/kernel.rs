@@ -1,6 +1,9 @@
 //! Kernel routes and neighbour entries, reconciled against a desired set.
 //!
-//! The router owns three kinds of kernel state, all in the main IPv4 table:
+//! The router owns three kinds of kernel state per network, in the main IPv4 table (a config
+//! with one `[lan]`) or in the routing table of the network's VRF ([`vrf`]: `[[networks]]`,
+//! whose TUN and LAN devices are enslaved to it, so the kernel keeps networks apart even when
+//! they reuse addresses):
 //!
 //! * `ip route add PREFIX dev <tun> proto 90 scope link` for every prefix that lives at another
 //!   site (remote site prefixes, and /32s of VMs that migrated away), with `mtu N` when the site
@@ -43,6 +46,8 @@ use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 use skyvine_core::node::{KernelOp, KernelRoute};
 use skyvine_tables::MacAddr;
+
+pub mod vrf;
 
 /// The route protocol number of every route and neighbour entry skyvine installs.
 ///
@@ -143,6 +148,10 @@ pub enum KernelError {
         path: &'static str,
         source: io::Error,
     },
+    #[error("{0}")]
+    Vrf(String),
+    #[error("this kernel has no VRFs")]
+    VrfUnsupported,
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -194,6 +203,11 @@ pub struct Kernel {
     connection: tokio::task::JoinHandle<()>,
     tun_index: u32,
     lan_index: u32,
+    /// The routing table our routes live in: main, or the network's VRF table.
+    table: u32,
+    /// With a VRF (several networks on one router): only neighbour entries on this network's
+    /// own TUN and LAN devices are ours; the others belong to other networks.
+    own_devices_only: bool,
 }
 
 impl Drop for Kernel {
@@ -206,6 +220,17 @@ impl Kernel {
     /// Opens a netlink connection (driven by a task on the current tokio runtime) and resolves
     /// the two interfaces. The socket belongs to the calling thread's network namespace.
     pub async fn connect(tun_ifname: &str, lan_ifname: &str) -> Result<Kernel, KernelError> {
+        Kernel::connect_in(tun_ifname, lan_ifname, None).await
+    }
+
+    /// [`Kernel::connect`] for a network with a VRF (`vrf`): the VRF device is created (or
+    /// found, with the same table), brought up, and the TUN and LAN devices enslaved to it;
+    /// routes then go to the VRF's table.
+    pub async fn connect_in(
+        tun_ifname: &str,
+        lan_ifname: &str,
+        vrf: Option<&vrf::VrfDevice>,
+    ) -> Result<Kernel, KernelError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(KernelError::NoRuntime)?;
         let (connection, handle, _) = rtnetlink::new_connection().map_err(KernelError::Socket)?;
         let connection = runtime.spawn(connection);
@@ -220,12 +245,26 @@ impl Kernel {
                     lan_index,
                     "netlink connected"
                 );
-                Ok(Kernel {
+                let kernel = Kernel {
                     handle,
                     connection,
                     tun_index,
                     lan_index,
-                })
+                    table: vrf.map_or(u32::from(RouteHeader::RT_TABLE_MAIN), |v| v.table),
+                    own_devices_only: vrf.is_some(),
+                };
+                if let Some(vrf) = vrf {
+                    let tun = vrf::Port {
+                        index: tun_index,
+                        name: tun_ifname,
+                    };
+                    let lan = vrf::Port {
+                        index: lan_index,
+                        name: lan_ifname,
+                    };
+                    vrf::isolate(&kernel.handle, vrf, tun, lan).await?;
+                }
+                Ok(kernel)
             }
             (Err(e), _) | (_, Err(e)) => {
                 connection.abort();
@@ -249,6 +288,8 @@ impl Kernel {
             handle: self.handle.clone(),
             tun_index: self.tun_index,
             lan_index: self.lan_index,
+            table: self.table,
+            own_devices_only: self.own_devices_only,
         }
     }
 
@@ -403,6 +444,7 @@ impl Kernel {
                     .output_interface(self.ifindex(dev))
                     .protocol(RouteProtocol::from(RTPROT_SKYVINE))
                     .scope(RouteScope::Link)
+                    .table_id(self.table)
                     .build();
                 if let Some(mtu) = mtu {
                     route
@@ -446,6 +488,7 @@ impl Kernel {
                     .destination_prefix(dst.network(), dst.prefix())
                     .output_interface(self.ifindex(dev))
                     .protocol(RouteProtocol::from(RTPROT_SKYVINE))
+                    .table_id(self.table)
                     .build();
                 // Match any scope, as `ip route del` does.
                 route.header.scope = RouteScope::NoWhere;
@@ -476,6 +519,8 @@ pub struct Dumper {
     handle: Handle,
     tun_index: u32,
     lan_index: u32,
+    table: u32,
+    own_devices_only: bool,
 }
 
 impl Dumper {
@@ -489,7 +534,8 @@ impl Dumper {
         }
     }
 
-    /// Every IPv4 route in the main table and every IPv4 neighbour entry with our protocol.
+    /// Every IPv4 route in our table and every IPv4 neighbour entry with our protocol (with a
+    /// VRF: on our own devices).
     pub async fn dump(self) -> Result<BTreeSet<Entry>, KernelError> {
         let mut entries = BTreeSet::new();
         let mut routes = self
@@ -498,7 +544,7 @@ impl Dumper {
             .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
             .execute();
         while let Some(route) = routes.try_next().await.map_err(netlink("dumping routes"))? {
-            if let Some((dst, oif, mtu)) = our_route(&route) {
+            if let Some((dst, oif, mtu)) = our_route(&route, self.table) {
                 entries.insert(Entry::Route {
                     dst,
                     dev: self.dev(oif),
@@ -517,6 +563,10 @@ impl Dumper {
             .await
             .map_err(netlink("dumping neighbours"))?
         {
+            let ifindex = neighbour.header.ifindex;
+            if self.own_devices_only && ifindex != self.tun_index && ifindex != self.lan_index {
+                continue;
+            }
             if let Some((ip, mac)) = our_neighbour(&neighbour) {
                 entries.insert(Entry::Neighbour {
                     ip,
@@ -635,9 +685,9 @@ fn plan(desired: &BTreeSet<Entry>, applied: &BTreeSet<Entry>) -> Plan {
     Plan { remove, add }
 }
 
-/// The destination, output interface and MTU metric of an IPv4 main-table unicast route with
-/// our protocol.
-fn our_route(route: &RouteMessage) -> Option<(Ipv4Network, u32, Option<u32>)> {
+/// The destination, output interface and MTU metric of an IPv4 unicast route with our
+/// protocol in routing table `ours`.
+fn our_route(route: &RouteMessage, ours: u32) -> Option<(Ipv4Network, u32, Option<u32>)> {
     let header = &route.header;
     if header.address_family != AddressFamily::Inet
         || header.protocol != RouteProtocol::from(RTPROT_SKYVINE)
@@ -663,7 +713,7 @@ fn our_route(route: &RouteMessage) -> Option<(Ipv4Network, u32, Option<u32>)> {
             _ => {}
         }
     }
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+    if table != ours {
         return None;
     }
     let dst = Ipv4Network::new(dst, header.destination_prefix_length).ok()?;

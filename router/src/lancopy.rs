@@ -15,8 +15,18 @@ use std::net::Ipv4Addr;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-/// The nftables table that holds the copy rules.
+/// The nftables table that holds the copy rules (of network 0; see [`table_name`]).
 pub const TABLE: &str = "skyvine_copies";
+
+/// The nftables table of network `id`'s copy rules: [`TABLE`] for network 0 (as before several
+/// networks), `skyvine_copies_<id>` for the others, so networks never rewrite each other's.
+pub fn table_name(id: skyvine_core::config::NetworkId) -> String {
+    if id == skyvine_core::config::DEFAULT_NETWORK {
+        TABLE.to_owned()
+    } else {
+        format!("{TABLE}_{id}")
+    }
+}
 
 /// Which addresses the LAN's packets are copied for; a background task keeps nftables in step.
 #[derive(Debug)]
@@ -32,10 +42,11 @@ impl Drop for LanCopies {
 }
 
 impl LanCopies {
-    /// Starts the task that applies the rules for packets from `lan` copied into `tun`.
-    pub fn start(lan: String, tun: String) -> LanCopies {
+    /// Starts the task that applies the rules for packets from `lan` copied into `tun`, in the
+    /// nftables table `table`.
+    pub fn start(lan: String, tun: String, table: String) -> LanCopies {
         let (wanted, watching) = watch::channel(BTreeSet::new());
-        let task = tokio::spawn(keep_in_step(watching, lan, tun));
+        let task = tokio::spawn(keep_in_step(watching, lan, tun, table));
         LanCopies { wanted, task }
     }
 
@@ -50,13 +61,18 @@ impl LanCopies {
     }
 }
 
-async fn keep_in_step(mut wanted: watch::Receiver<BTreeSet<Ipv4Addr>>, lan: String, tun: String) {
+async fn keep_in_step(
+    mut wanted: watch::Receiver<BTreeSet<Ipv4Addr>>,
+    lan: String,
+    tun: String,
+    table: String,
+) {
     let mut warned = false;
     let mut applied = BTreeSet::new();
     loop {
         let set = wanted.borrow_and_update().clone();
         if set != applied {
-            match apply(&ruleset(&set, &lan, &tun)).await {
+            match apply(&ruleset(&set, &lan, &tun, &table)).await {
                 Ok(()) => {
                     tracing::info!(
                         copied = set.len(),
@@ -74,22 +90,22 @@ async fn keep_in_step(mut wanted: watch::Receiver<BTreeSet<Ipv4Addr>>, lan: Stri
         if wanted.changed().await.is_err() {
             // The router stops: leave no rules behind.
             if !applied.is_empty() {
-                let _ = apply(&ruleset(&BTreeSet::new(), &lan, &tun)).await;
+                let _ = apply(&ruleset(&BTreeSet::new(), &lan, &tun, &table)).await;
             }
             return;
         }
     }
 }
 
-/// The nft script that makes the table hold exactly the rules for `set` (none: no table).
-pub fn ruleset(set: &BTreeSet<Ipv4Addr>, lan: &str, tun: &str) -> String {
+/// The nft script that makes `table` hold exactly the rules for `set` (none: no table).
+pub fn ruleset(set: &BTreeSet<Ipv4Addr>, lan: &str, tun: &str, table: &str) -> String {
     // Declaring the table first makes the delete succeed whether or not it existed.
-    let mut script = format!("table ip {TABLE}\ndelete table ip {TABLE}\n");
+    let mut script = format!("table ip {table}\ndelete table ip {table}\n");
     if set.is_empty() {
         return script;
     }
     script += &format!(
-        "table ip {TABLE} {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n"
+        "table ip {table} {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n"
     );
     for ip in set {
         script += &format!("    iifname \"{lan}\" ip daddr {ip} dup to {ip} device \"{tun}\"\n");
@@ -132,12 +148,12 @@ mod tests {
     #[test]
     fn the_ruleset_copies_each_address_from_the_lan_into_the_tun() {
         let set = BTreeSet::from(["10.77.1.10".parse().unwrap()]);
-        let script = ruleset(&set, "lan0", "skyvine0");
+        let script = ruleset(&set, "lan0", "skyvine0", TABLE);
         assert!(script.starts_with("table ip skyvine_copies\ndelete table ip skyvine_copies\n"));
         assert!(script.contains(
             "iifname \"lan0\" ip daddr 10.77.1.10 dup to 10.77.1.10 device \"skyvine0\""
         ));
-        let empty = ruleset(&BTreeSet::new(), "lan0", "skyvine0");
+        let empty = ruleset(&BTreeSet::new(), "lan0", "skyvine0", TABLE);
         assert_eq!(
             empty,
             "table ip skyvine_copies\ndelete table ip skyvine_copies\n"

@@ -20,3 +20,4 @@ pub mod lancopy;
 pub mod lanio;
 pub mod pki;
 pub mod relay;
+pub mod revoked;

@@ -80,6 +80,11 @@ enum CertCommand {
         dir: PathBuf,
     },
     /// Issue a router certificate signed by the CA in DIR: DIR/SITE.pem and DIR/SITE.key.
+    ///
+    /// The certificate certifies the site's prefixes: peers accept from this router only
+    /// prefixes inside them (and hosts that migrated to it from another site's). Certificates
+    /// issued before certified prefixes existed are refused: issue them again with --prefix
+    /// (move the old SITE.pem and SITE.key away first).
     Issue {
         /// Directory holding ca.pem and ca.key; the new files are written there too.
         #[arg(long, value_name = "DIR")]
@@ -87,6 +92,23 @@ enum CertCommand {
         /// The router's site id (as in its configuration's `site`).
         #[arg(long, value_name = "ID")]
         site: SiteId,
+        /// A prefix the site owns, e.g. 10.77.1.0/24 (its configuration's `lan.prefixes`),
+        /// certified in network 0 (the network of a configuration with one `[lan]`); or
+        /// ID:PREFIX, e.g. 2:10.77.1.0/24, certified in the virtual network with id ID (a
+        /// `[[networks]]` entry's `id`). Repeat for several. At least one.
+        #[arg(long = "prefix", value_name = "[ID:]NETWORK/LEN", required = true)]
+        prefixes: Vec<pki::CertifiedPrefix>,
+    },
+    /// Revoke a router certificate: append its fingerprint to a revocation list (the file
+    /// `tls.revoked` names). Copy the list to every router and send them SIGHUP: each cuts the
+    /// revoked router off at once and withdraws what it advertised.
+    Revoke {
+        /// The certificate to revoke (PEM), e.g. pki/b.pem.
+        #[arg(value_name = "CERT")]
+        cert: PathBuf,
+        /// The revocation list to append to (created if missing).
+        #[arg(long, value_name = "FILE")]
+        list: PathBuf,
     },
 }
 
@@ -116,9 +138,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created {0}/ca.pem and {0}/ca.key", dir.display());
             Ok(())
         }
-        Command::Cert(CertCommand::Issue { dir, site }) => {
-            pki::issue(&dir, &site)?;
-            println!("issued {0}/{1}.pem and {0}/{1}.key", dir.display(), site);
+        Command::Cert(CertCommand::Issue {
+            dir,
+            site,
+            prefixes,
+        }) => {
+            pki::issue(&dir, &site, &prefixes)?;
+            let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+            println!(
+                "issued {0}/{1}.pem and {0}/{1}.key for prefixes {2}",
+                dir.display(),
+                site,
+                prefixes.join(", ")
+            );
+            Ok(())
+        }
+        Command::Cert(CertCommand::Revoke { cert, list }) => {
+            let line = skyvine_router::revoked::revoke(&cert, &list)?;
+            print!("appended to {}: {line}", list.display());
+            println!("copy the list to every router (tls.revoked) and send them SIGHUP");
             Ok(())
         }
         Command::Man { dir } => {
@@ -139,12 +177,15 @@ fn check_config(path: &Path, host: bool) -> anyhow::Result<()> {
     match check::check_certificates(&config, SystemTime::now()) {
         Ok(summary) => {
             println!(
-                "{}: config valid (site {}, {} prefix(es), {} peer(s))",
+                "{}: config valid (site {}, {} network(s), {} peer(s))",
                 path.display(),
                 config.site,
-                config.lan.prefixes.len(),
+                config.networks().len(),
                 config.peers.len()
             );
+            for network in config.networks() {
+                println!("{}", describe_network(network));
+            }
             let policy = config.relay_policy();
             if policy.relays() {
                 println!("relay: this router relays between its listed peers (relay = true)");
@@ -174,9 +215,17 @@ fn check_config(path: &Path, host: bool) -> anyhow::Result<()> {
     if host {
         let found = check::check_host(&config, &check::HostPaths::default());
         if found.is_empty() {
+            let lans: Vec<&str> = config
+                .networks()
+                .iter()
+                .map(|n| n.lan.interface.as_str())
+                .collect();
+            let tuns: Vec<&str> = config.networks().iter().map(|n| n.tun.as_str()).collect();
             println!(
                 "host: ip_forward on, rp_filter 0 or 2, {} present, UDP {} free, TUN {} free or ours",
-                config.lan.interface, config.wan.listen, config.tun.name
+                lans.join(", "),
+                config.wan.listen,
+                tuns.join(", ")
             );
         }
         problems.extend(found);
@@ -188,6 +237,33 @@ fn check_config(path: &Path, host: bool) -> anyhow::Result<()> {
         eprintln!("{}: {problem}", path.display());
     }
     anyhow::bail!("{}: {} problem(s) found", path.display(), problems.len())
+}
+
+/// One line of `check-config` about a network: id, prefixes, LAN, TUN and VRF.
+fn describe_network(network: &skyvine_router::config::Network) -> String {
+    let prefixes: Vec<String> = network
+        .lan
+        .prefixes
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let vrf = match &network.vrf {
+        Some(vrf) => format!("VRF {} (table {})", vrf.name, vrf.table),
+        None => "main routing table".to_owned(),
+    };
+    format!(
+        "network {} (id {}): prefixes {}, LAN {}, TUN {}, {vrf}{}",
+        network.name,
+        network.id,
+        prefixes.join(", "),
+        network.lan.interface,
+        network.tun,
+        if network.lan.virtual_network.is_some() {
+            ", routing optimization"
+        } else {
+            ""
+        }
+    )
 }
 
 async fn run_router(config: Config) -> anyhow::Result<()> {
@@ -205,25 +281,67 @@ async fn run_router(config: Config) -> anyhow::Result<()> {
     }
     let socket = dataplane::bind_wan_socket(config.wan.listen)
         .with_context(|| format!("binding the WAN socket {}", config.wan.listen))?;
-    let device = dataplane::open_tun(&config.tun.name, config.tun.mtu)
-        .await
-        .with_context(|| format!("creating TUN device {}", config.tun.name))?;
-    for setting in kernel::prepare_interfaces(&config.lan.interface, &config.tun.name) {
-        tracing::info!(setting, "kernel setting changed");
+    let mut networks = Vec::new();
+    for network in config.networks() {
+        networks.push(
+            open_network(network, config.tun.mtu)
+                .await
+                .with_context(|| format!("setting up network {}", network.name))?,
+        );
     }
-    let kernel = kernel::Kernel::connect(&config.tun.name, &config.lan.interface)
-        .await
-        .context("connecting to the kernel's routing netlink")?;
-    let lan = skyvine_router::lanio::open_lan(&config.lan.interface, config.lan.address)?;
     let parts = daemon::Parts {
         config,
         identity,
         socket,
+        networks,
+        reload: Some(reload_signal()),
+    };
+    daemon::run(parts, shutdown_signal()).await
+}
+
+/// One network's devices: its TUN device, its kernel routes (in its VRF, which the TUN and
+/// LAN devices are enslaved to, when it has one) and its LAN.
+async fn open_network(
+    network: &skyvine_router::config::Network,
+    mtu: u16,
+) -> anyhow::Result<daemon::NetworkParts<dataplane::TunDevice, kernel::Kernel>> {
+    let device = dataplane::open_tun(&network.tun, mtu)
+        .await
+        .with_context(|| format!("creating TUN device {}", network.tun))?;
+    for setting in kernel::prepare_interfaces(&network.lan.interface, &network.tun) {
+        tracing::info!(setting, "kernel setting changed");
+    }
+    let vrf = network.vrf.as_ref().map(kernel::vrf::VrfDevice::from);
+    let kernel = kernel::Kernel::connect_in(&network.tun, &network.lan.interface, vrf.as_ref())
+        .await
+        .context("connecting to the kernel's routing netlink")?;
+    let lan = skyvine_router::lanio::open_lan(&network.lan.interface, network.lan.address)?;
+    Ok(daemon::NetworkParts {
         device,
         kernel,
         lan: Some(lan),
-    };
-    daemon::run(parts, shutdown_signal()).await
+    })
+}
+
+/// SIGHUP: re-read the revocation list.
+fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received");
+                    // A reload already queued covers this one.
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot install the SIGHUP handler; the revocation list is read at start only");
+        }
+    }
+    rx
 }
 
 async fn shutdown_signal() {

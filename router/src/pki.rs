@@ -1,7 +1,14 @@
 //! The site CA, router certificates, and the QUIC TLS configurations built from them.
 //!
 //! Every router holds a certificate signed by one site CA. Its subject CN is the site id and its
-//! only DNS name is `<site>.skyvine` ([`server_name`]). Connections are mutually authenticated:
+//! only DNS name is `<site>.skyvine` ([`server_name`]). Its subjectAltName also lists the
+//! site's *certified prefixes*, one URI each ([`PREFIX_URI`]): `skyvine:prefix:<id>:<cidr>`
+//! certifies a prefix in virtual network `id`; the older `skyvine:prefix:<cidr>` certifies it in
+//! network 0 only (the network of a config with a single `[lan]`), so certificates issued
+//! before several networks existed keep working there. They are the only prefixes peers accept
+//! from it, each in its own network (see `skyvine_core::node` trust rules). A certificate
+//! without any (issued before certified prefixes existed) is refused, by its own router at
+//! start and by every peer; re-issue it with `skyvine cert issue --site S --prefix P`. Connections are mutually authenticated:
 //! a server accepts only clients whose certificate chains to the CA, and a client that dials site
 //! `b` checks that the server's certificate chains to the CA *and* names `b.skyvine`. After the
 //! handshake, [`peer_site`] reads who is on the other end.
@@ -17,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ipnetwork::Ipv4Network;
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -30,6 +38,7 @@ use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+pub use skyvine_core::networks::CertifiedPrefix;
 use skyvine_tables::SiteId;
 
 /// The ALPN protocol both sides must offer; a peer speaking anything else fails the handshake.
@@ -37,6 +46,9 @@ pub const ALPN: &[u8] = b"skyvine/1";
 
 /// The DNS suffix of every router's certificate name.
 pub const NAME_SUFFIX: &str = ".skyvine";
+
+/// The subjectAltName URI prefix of a certified prefix: `skyvine:prefix:10.77.1.0/24`.
+pub const PREFIX_URI: &str = "skyvine:prefix:";
 
 /// Subject CN of the site CA.
 const CA_NAME: &str = "skyvine site CA";
@@ -84,6 +96,15 @@ pub enum PkiError {
     },
     #[error("the certificate does not name a skyvine site: {0}")]
     NoSiteName(String),
+    #[error(
+        "the certificate of site {0} certifies no prefix (issued before certified prefixes?); \
+         re-issue it with `skyvine cert issue --dir pki --site {0} --prefix <its prefix>`"
+    )]
+    NoPrefixes(String),
+    #[error("the certificate lists a bad certified prefix {0:?}")]
+    BadPrefix(String),
+    #[error("a router certificate needs at least one --prefix")]
+    NoPrefixToIssue,
     #[error("the peer presented no certificate")]
     NoPeerCertificate,
     #[error("TLS configuration: {0}")]
@@ -131,12 +152,12 @@ pub fn create_ca(dir: &Path) -> Result<(), PkiError> {
     Ok(())
 }
 
-/// Issues the certificate of router `site`, signed by the CA in `dir`: writes `dir/<site>.pem`
-/// and `dir/<site>.key` (mode 0600). Refuses to overwrite either file.
-pub fn issue(dir: &Path, site: &SiteId) -> Result<(), PkiError> {
+/// Issues the certificate of router `site`, certifying `prefixes`, signed by the CA in `dir`:
+/// writes `dir/<site>.pem` and `dir/<site>.key` (mode 0600). Refuses to overwrite either file.
+pub fn issue(dir: &Path, site: &SiteId, prefixes: &[CertifiedPrefix]) -> Result<(), PkiError> {
     let now = SystemTime::now();
     let not_before = now.checked_sub(BACKDATE).unwrap_or(now);
-    issue_valid(dir, site, not_before, now + LEAF_VALIDITY)
+    issue_valid(dir, site, prefixes, not_before, now + LEAF_VALIDITY)
 }
 
 /// [`issue`] with the given validity (cut to the CA's own expiry); tests use it for expired and
@@ -144,9 +165,13 @@ pub fn issue(dir: &Path, site: &SiteId) -> Result<(), PkiError> {
 pub fn issue_valid(
     dir: &Path,
     site: &SiteId,
+    prefixes: &[CertifiedPrefix],
     not_before: SystemTime,
     not_after: SystemTime,
 ) -> Result<(), PkiError> {
+    if prefixes.is_empty() {
+        return Err(PkiError::NoPrefixToIssue);
+    }
     let cert_path = dir.join(format!("{site}.pem"));
     let key_path = dir.join(format!("{site}.key"));
     refuse_existing(&[&cert_path, &key_path])?;
@@ -167,6 +192,15 @@ pub fn issue_valid(
     })?;
 
     let mut params = CertificateParams::new(vec![server_name(site)])?;
+    for certified in prefixes {
+        let prefix = certified.prefix;
+        let canonical = CertifiedPrefix {
+            network: certified.network,
+            prefix: Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix),
+        };
+        let uri = rcgen::string::Ia5String::try_from(format!("{PREFIX_URI}{canonical}"))?;
+        params.subject_alt_names.push(rcgen::SanType::URI(uri));
+    }
     params
         .distinguished_name
         .push(DnType::CommonName, site.as_str());
@@ -211,6 +245,7 @@ pub fn crypto_provider() -> CryptoProvider {
 /// A router's verified TLS material: the site CA, its own certificate chain and key.
 pub struct Identity {
     site: SiteId,
+    prefixes: Vec<CertifiedPrefix>,
     ca: CertificateDer<'static>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -266,6 +301,7 @@ impl Identity {
                 expected: me.clone(),
             });
         }
+        let prefixes = certified_prefixes(leaf, me.as_str())?;
         let roots = Arc::new(root_store(&ca_der)?);
         let intermediates = chain.get(1..).unwrap_or_default();
         let not_signed = |source| PkiError::NotSignedByCa {
@@ -296,6 +332,7 @@ impl Identity {
 
         Ok(Identity {
             site: me.clone(),
+            prefixes,
             ca: ca_der,
             chain,
             key: key_der,
@@ -306,6 +343,11 @@ impl Identity {
     /// The site this identity belongs to.
     pub fn site(&self) -> &SiteId {
         &self.site
+    }
+
+    /// The prefixes this router's certificate certifies.
+    pub fn prefixes(&self) -> &[CertifiedPrefix] {
+        &self.prefixes
     }
 
     /// A QUIC server config that requires a client certificate from the site CA.
@@ -351,22 +393,97 @@ impl Identity {
 /// already matched the dialed site's name (case-insensitively, as DNS names compare), so the
 /// caller should still compare the result with the site it meant to reach.
 pub fn peer_site(conn: &quinn::Connection) -> Result<SiteId, PkiError> {
+    let leaf = peer_leaf(conn)?;
+    let site = site_of(&leaf)?;
+    SiteId::new(&site).map_err(|e| PkiError::NoSiteName(e.to_string()))
+}
+
+/// What a peer's verified certificate says: its site, certified prefixes, serial number and
+/// SHA-256 fingerprint (the last two name it in a revocation list).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificate {
+    pub site: SiteId,
+    pub prefixes: Vec<CertifiedPrefix>,
+    pub id: CertificateId,
+}
+
+/// The two names of a certificate in `tls.revoked`: its serial number and its fingerprint,
+/// both lowercase hex without separators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateId {
+    pub serial: String,
+    pub sha256: String,
+}
+
+/// Reads the peer certificate of `conn`: site, certified prefixes (a certificate without
+/// any is an error) and its names.
+pub fn peer_certificate(conn: &quinn::Connection) -> Result<PeerCertificate, PkiError> {
+    let leaf = peer_leaf(conn)?;
+    describe_certificate(&leaf)
+}
+
+/// [`peer_certificate`] of a certificate's DER.
+pub fn describe_certificate(der: &CertificateDer<'_>) -> Result<PeerCertificate, PkiError> {
+    let site = site_of(der)?;
+    let prefixes = certified_prefixes(der, &site)?;
+    let site = SiteId::new(&site).map_err(|e| PkiError::NoSiteName(e.to_string()))?;
+    Ok(PeerCertificate {
+        site,
+        prefixes,
+        id: certificate_id(der)?,
+    })
+}
+
+/// The serial and fingerprint of a certificate.
+pub fn certificate_id(der: &CertificateDer<'_>) -> Result<CertificateId, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| PkiError::NoSiteName(format!("unparsable certificate: {e}")))?;
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    Ok(CertificateId {
+        serial: hex(cert.raw_serial()),
+        sha256: hex(digest.as_ref()),
+    })
+}
+
+fn peer_leaf(conn: &quinn::Connection) -> Result<CertificateDer<'static>, PkiError> {
     let identity = conn.peer_identity().ok_or(PkiError::NoPeerCertificate)?;
     let certs = identity
         .downcast::<Vec<CertificateDer<'static>>>()
         .map_err(|_| PkiError::NoPeerCertificate)?;
-    let leaf = certs.first().ok_or(PkiError::NoPeerCertificate)?;
-    let site = site_of(leaf)?;
-    SiteId::new(&site).map_err(|e| PkiError::NoSiteName(e.to_string()))
+    certs.first().cloned().ok_or(PkiError::NoPeerCertificate)
 }
 
-/// The peer's own certificate (DER), empty if it presented none (never after the handshake:
-/// both ends must present one). Two routers of one site carry different certificates.
-pub fn peer_certificate(conn: &quinn::Connection) -> Vec<u8> {
-    conn.peer_identity()
-        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|certs| certs.first().map(|leaf| leaf.as_ref().to_vec()))
-        .unwrap_or_default()
+/// The certified prefixes of a router certificate (of `site`, for errors): its
+/// `skyvine:prefix:` subjectAltName URIs. None at all is an error.
+pub fn certified_prefixes(
+    der: &CertificateDer<'_>,
+    site: &str,
+) -> Result<Vec<CertifiedPrefix>, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| PkiError::NoSiteName(format!("unparsable certificate: {e}")))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| PkiError::NoSiteName(format!("bad subjectAltName: {e}")))?;
+    let mut prefixes = Vec::new();
+    for name in san.iter().flat_map(|san| san.value.general_names.iter()) {
+        let x509_parser::extensions::GeneralName::URI(uri) = name else {
+            continue;
+        };
+        let Some(text) = uri.strip_prefix(PREFIX_URI) else {
+            continue;
+        };
+        let certified =
+            CertifiedPrefix::parse(text).map_err(|_| PkiError::BadPrefix(text.to_owned()))?;
+        if certified.prefix.network() != certified.prefix.ip() {
+            return Err(PkiError::BadPrefix(text.to_owned()));
+        }
+        prefixes.push(certified);
+    }
+    if prefixes.is_empty() {
+        return Err(PkiError::NoPrefixes(site.to_owned()));
+    }
+    Ok(prefixes)
 }
 
 /// QUIC transport parameters for a router-to-router connection; the data plane's datagram

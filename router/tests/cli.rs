@@ -96,8 +96,18 @@ const GOOD: &str = "site = \"a\"\n[lan]\ninterface = \"lan0\"\nprefixes = [\"10.
 fn make_certificates(dir: &TempDir, sites: &[&str]) {
     let out = skyvine(&["cert", "ca", "--dir", &dir.file("")]);
     assert!(out.status.success(), "{}", stderr(&out));
-    for site in sites {
-        let out = skyvine(&["cert", "issue", "--dir", &dir.file(""), "--site", site]);
+    for (n, site) in sites.iter().enumerate() {
+        let prefix = format!("10.77.{}.0/24", n + 1);
+        let out = skyvine(&[
+            "cert",
+            "issue",
+            "--dir",
+            &dir.file(""),
+            "--site",
+            site,
+            "--prefix",
+            &prefix,
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
 }

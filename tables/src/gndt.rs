@@ -50,7 +50,7 @@ pub enum Lookup<'a> {
 }
 
 /// The global network description table.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Gndt {
     /// Live (not withdrawn) entries shorter than /32, for longest-prefix match.
     prefixes: PrefixMap<Ipv4Network, Stored>,
@@ -63,10 +63,18 @@ pub struct Gndt {
     /// Live host entries by MAC, for resolving a RARP (which carries no IP). A MAC may have
     /// several addresses (a VM with two IPs), so every one is kept.
     by_mac: HashMap<MacAddr, BTreeSet<Ipv4Network>>,
-    /// Entries (live and withdrawn) per origin site, to bound what one site can make us store.
-    per_origin: HashMap<SiteId, usize>,
+    /// Entries (live and withdrawn) per origin site, to bound what one site can make us store,
+    /// with the digest of that site's entries (see [`Gndt::digest_of`]).
+    per_origin: HashMap<SiteId, OriginTally>,
     /// The wrapping sum of every stored entry's hash (live and withdrawn): [`Gndt::digest`],
     /// kept up to date by each change instead of recomputed over the table.
+    digest: u64,
+}
+
+/// How many entries one origin has in the table, and their digest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct OriginTally {
+    count: usize,
     digest: u64,
 }
 
@@ -78,11 +86,26 @@ impl Gndt {
     /// Merges one advertised entry: it replaces the current one only if its version is newer.
     ///
     /// The result does not depend on the order in which a set of entries is applied.
-    pub fn apply(&mut self, mut entry: GndtEntry, now: Instant) -> Applied {
+    pub fn apply(&mut self, entry: GndtEntry, now: Instant) -> Applied {
+        self.apply_ranked(entry, now, false)
+    }
+
+    /// [`Gndt::apply`], except that with `wins_tie` the entry also replaces a current entry of
+    /// the same sequence number from another origin (whatever the site ids). The caller ranks
+    /// such ties by a rule of its own (the address's certified home wins them); the result
+    /// stays order-independent as long as that rule is a total order.
+    pub fn apply_ranked(&mut self, mut entry: GndtEntry, now: Instant, wins_tie: bool) -> Applied {
         entry.prefix = normalize(entry.prefix);
         let prefix = entry.prefix;
         let current = self.get(prefix);
         let previous = match current {
+            Some(stored)
+                if wins_tie
+                    && stored.entry.version.seq == entry.version.seq
+                    && stored.entry.site() != entry.site() =>
+            {
+                Some(stored.entry.clone())
+            }
             Some(stored) if stored.entry.version > entry.version => {
                 return Applied::Stale {
                     current: stored.entry.version.clone(),
@@ -104,11 +127,13 @@ impl Gndt {
         };
         self.remove_prefix(&prefix);
         if let Some(previous) = &previous {
-            self.uncount(previous.site());
-            self.digest = self.digest.wrapping_sub(entry_hash(previous));
+            self.uncount(previous);
         }
-        *self.per_origin.entry(entry.site().clone()).or_default() += 1;
-        self.digest = self.digest.wrapping_add(entry_hash(&entry));
+        let tally = self.per_origin.entry(entry.site().clone()).or_default();
+        tally.count += 1;
+        let hash = entry_hash(&entry);
+        tally.digest = tally.digest.wrapping_add(hash);
+        self.digest = self.digest.wrapping_add(hash);
         let stored = Stored {
             entry,
             updated_at: now,
@@ -218,6 +243,37 @@ impl Gndt {
         })
     }
 
+    /// Removes the entry stored for exactly `prefix` (live or withdrawn), without leaving a
+    /// tombstone: for entries whose origin no longer vouches for them (a revoked router, an
+    /// entry missing from its origin's full table, a tombstone old enough to collect).
+    pub fn remove(&mut self, prefix: Ipv4Network) -> Option<GndtEntry> {
+        let prefix = normalize(prefix);
+        let stored = self.get(prefix)?.entry.clone();
+        self.remove_prefix(&prefix);
+        self.uncount(&stored);
+        Some(stored)
+    }
+
+    /// Removes every tombstone installed at or before `before` and returns their prefixes.
+    pub fn collect_tombstones(&mut self, before: Instant) -> Vec<Ipv4Network> {
+        let old: Vec<Ipv4Network> = self
+            .withdrawn
+            .iter()
+            .filter(|(_, stored)| stored.updated_at <= before)
+            .map(|(prefix, _)| *prefix)
+            .collect();
+        for prefix in &old {
+            self.remove(*prefix);
+        }
+        old
+    }
+
+    /// Every entry (live and withdrawn) that `site` originated, in no particular order.
+    pub fn entries_of<'a>(&'a self, site: &'a SiteId) -> impl Iterator<Item = &'a Stored> + 'a {
+        self.entries()
+            .filter(move |stored| stored.entry.site() == site)
+    }
+
     /// Live host (/32) entries, in no particular order.
     pub fn live_hosts(&self) -> impl Iterator<Item = &Stored> {
         self.hosts.values()
@@ -235,7 +291,18 @@ impl Gndt {
 
     /// Number of entries, live and withdrawn, that `site` originated.
     pub fn count_of(&self, site: &SiteId) -> usize {
-        self.per_origin.get(site).copied().unwrap_or(0)
+        self.per_origin.get(site).map_or(0, |t| t.count)
+    }
+
+    /// The digest of the entries `site` originated: what `site` itself reports for its own
+    /// entries when both tables agree about them. Kept up to date on every change.
+    pub fn digest_of(&self, site: &SiteId) -> u64 {
+        self.per_origin.get(site).map_or(0, |t| t.digest)
+    }
+
+    /// Number of tombstones (withdrawn entries).
+    pub fn tombstones(&self) -> usize {
+        self.withdrawn.len()
     }
 
     /// Number of entries, live and withdrawn.
@@ -261,11 +328,15 @@ impl Gndt {
             .fold(0u64, |acc, h| acc.wrapping_add(h))
     }
 
-    fn uncount(&mut self, site: &SiteId) {
-        if let Some(count) = self.per_origin.get_mut(site) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.per_origin.remove(site);
+    /// Takes a stored entry out of the per-origin tallies and the table's digest.
+    fn uncount(&mut self, entry: &GndtEntry) {
+        let hash = entry_hash(entry);
+        self.digest = self.digest.wrapping_sub(hash);
+        if let Some(tally) = self.per_origin.get_mut(entry.site()) {
+            tally.count = tally.count.saturating_sub(1);
+            tally.digest = tally.digest.wrapping_sub(hash);
+            if tally.count == 0 {
+                self.per_origin.remove(entry.site());
             }
         }
     }
@@ -327,7 +398,8 @@ fn content_rank(entry: &GndtEntry) -> (bool, Option<MacAddr>, u8, bool) {
 }
 
 /// FNV-1a over the entry's canonical fields: stable across processes and versions of Rust.
-fn entry_hash(entry: &GndtEntry) -> u64 {
+/// Digests are wrapping sums of these.
+pub fn entry_hash(entry: &GndtEntry) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash = OFFSET;
@@ -547,5 +619,69 @@ mod tests {
         );
         gndt.apply(GndtEntry::host(ip, site("b"), 1, None), now);
         assert_eq!(gndt.count_of(&site("b")), 1);
+    }
+
+    #[test]
+    fn per_origin_digests_follow_every_change_and_removal() {
+        let now = Instant::now();
+        let mut gndt = Gndt::new();
+        let ip: Ipv4Addr = "10.1.0.2".parse().unwrap();
+        let prefix = GndtEntry::site_prefix(net("10.1.0.0/24"), site("a"), 1);
+        let host = GndtEntry::host(ip, site("a"), 1, None);
+        gndt.apply(prefix.clone(), now);
+        gndt.apply(host.clone(), now);
+        let sum = |entries: &[&GndtEntry]| {
+            entries
+                .iter()
+                .fold(0u64, |acc, e| acc.wrapping_add(entry_hash(e)))
+        };
+        assert_eq!(gndt.digest_of(&site("a")), sum(&[&prefix, &host]));
+        let claim = GndtEntry::host(ip, site("b"), 2, None);
+        gndt.apply(claim.clone(), now);
+        assert_eq!(gndt.digest_of(&site("a")), sum(&[&prefix]));
+        assert_eq!(gndt.digest_of(&site("b")), sum(&[&claim]));
+        assert_eq!(gndt.remove(claim.prefix), Some(claim));
+        assert_eq!(
+            (gndt.digest_of(&site("b")), gndt.count_of(&site("b"))),
+            (0, 0)
+        );
+        assert_eq!(gndt.digest(), sum(&[&prefix]));
+        assert_eq!(gndt.digest(), gndt.digest_recomputed());
+    }
+
+    #[test]
+    fn a_tie_goes_to_the_ranked_entry_only_when_asked() {
+        let now = Instant::now();
+        let mut gndt = Gndt::new();
+        let ip: Ipv4Addr = "10.1.0.2".parse().unwrap();
+        gndt.apply(GndtEntry::host(ip, site("z"), 4, None), now);
+        let home = GndtEntry::host(ip, site("a"), 4, None);
+        assert!(matches!(
+            gndt.apply(home.clone(), now),
+            Applied::Stale { .. }
+        ));
+        assert!(gndt.apply_ranked(home.clone(), now, true).changed());
+        assert_eq!(gndt.get(home.prefix).map(|s| &s.entry), Some(&home));
+        // A lower sequence number never wins, ranked or not.
+        let old = GndtEntry::host(ip, site("z"), 3, None);
+        assert!(!gndt.apply_ranked(old, now, true).changed());
+    }
+
+    #[test]
+    fn old_tombstones_are_collected() {
+        let now = Instant::now();
+        let mut gndt = Gndt::new();
+        let mut gone = GndtEntry::site_prefix(net("10.1.0.0/24"), site("a"), 2);
+        gone.withdrawn = true;
+        gndt.apply(gone, now);
+        let later = now + std::time::Duration::from_secs(1);
+        let mut fresh = GndtEntry::site_prefix(net("10.2.0.0/24"), site("a"), 2);
+        fresh.withdrawn = true;
+        gndt.apply(fresh, later);
+        assert_eq!(gndt.collect_tombstones(now), vec![net("10.1.0.0/24")]);
+        assert_eq!(gndt.len(), 1);
+        assert_eq!(gndt.count_of(&site("a")), 1);
+        assert_eq!(gndt.digest(), gndt.digest_recomputed());
+        assert_eq!(gndt.digest(), gndt.digest_of(&site("a")));
     }
 }

@@ -16,7 +16,7 @@ mod lndt;
 mod migration;
 mod types;
 
-pub use gndt::{Applied, Gndt, Lookup, Stored};
+pub use gndt::{entry_hash, Applied, Gndt, Lookup, Stored};
 pub use hwdt::{Binding, BindingSource, Hwdt, Learned};
 pub use lndt::{Lndt, LndtHost, LndtSource};
 pub use migration::{

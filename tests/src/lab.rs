@@ -277,6 +277,32 @@ impl Lab {
             .with_context(|| format!("skyvine {what} --json printed no JSON: {stdout}"))
     }
 
+    /// Whether router `site`'s `skyvine peers` shows `peer` connected (`None`: not listed).
+    pub fn peer_connected(&self, site: &str, peer: &str) -> Result<Option<bool>> {
+        let peers = self.admin_json(site, "peers")?;
+        Ok(peers
+            .get("peers")
+            .and_then(|p| p.as_array())
+            .and_then(|rows| {
+                rows.iter()
+                    .find(|row| row.get("site").and_then(|s| s.as_str()) == Some(peer))
+            })
+            .and_then(|row| row.get("connected"))
+            .and_then(|c| c.as_bool()))
+    }
+
+    /// The PID of site `site`'s router, as `lab.sh` recorded it (`STATE/pids/router-S`).
+    pub fn router_pid(&self, site: &str) -> Result<u32> {
+        let file = self.state.join("pids").join(format!("router-{site}"));
+        let record = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        record
+            .split_whitespace()
+            .next()
+            .and_then(|pid| pid.parse().ok())
+            .with_context(|| format!("no PID in {}: {record:?}", file.display()))
+    }
+
     /// The site whose GNDT entry `ip` matches at router `site`, and that entry's prefix
     /// (`skyvine route IP --json`).
     pub fn route_owner(&self, site: &str, ip: &str) -> Result<(String, String)> {

@@ -178,7 +178,8 @@ impl World {
             for j in 0..world.nodes.len() {
                 if i != j {
                     let peer = world.names[j].clone();
-                    world.nodes[i].handle_peer_up(peer, start);
+                    let certified = world.configs[j].certified.clone();
+                    world.nodes[i].handle_peer_up(peer, certified, start);
                 }
             }
         }
@@ -413,8 +414,12 @@ impl World {
 
     fn connect(&mut self, i: usize, j: usize) {
         let (name_i, name_j) = (self.names[i].clone(), self.names[j].clone());
-        self.nodes[i].handle_peer_up(name_j, self.now);
-        self.nodes[j].handle_peer_up(name_i, self.now);
+        let (certified_i, certified_j) = (
+            self.configs[i].certified.clone(),
+            self.configs[j].certified.clone(),
+        );
+        self.nodes[i].handle_peer_up(name_j, certified_j, self.now);
+        self.nodes[j].handle_peer_up(name_i, certified_i, self.now);
     }
 
     /// A router sent a frame on its LAN: VMs there answer probes for their address.
@@ -499,7 +504,7 @@ impl World {
             }
             // No announcement: eventually the VM ARPs for its old gateway.
             Detection::Traffic => self.speak(vm_ip),
-            Detection::Peer => unreachable!("not an announcement"),
+            Detection::Peer | Detection::Echo => unreachable!("not an announcement"),
         }
         self.advance(Duration::from_secs(2));
     }

@@ -383,14 +383,18 @@ fn check_metrics(lab: &Lab) {
     assert_eq!(samples["skyvine_peer_up{peer=\"a\"}"], 1.0);
     assert_eq!(samples["skyvine_peer_up{peer=\"b\"}"], 1.0);
     assert_eq!(
-        samples["skyvine_migrations_total{detection=\"peer\",role=\"third\",outcome=\"applied\"}"],
+        samples["skyvine_migrations_total{network=\"default\",detection=\"peer\",role=\"third\",outcome=\"applied\"}"],
         1.0
     );
     assert_eq!(
-        samples["skyvine_migration_step_seconds_count{step=\"applied\",role=\"third\"}"],
+        samples["skyvine_migration_step_seconds_count{network=\"default\",step=\"applied\",role=\"third\"}"],
         1.0
     );
-    assert!(samples["skyvine_gndt_entries{kind=\"host\"}"] >= 1.0);
-    assert!(samples.contains_key("skyvine_dropped_packets_total{reason=\"no_route\"}"));
-    assert!(samples.contains_key("skyvine_peer_packets_total{peer=\"a\",direction=\"tx\"}"));
+    assert!(samples["skyvine_gndt_entries{network=\"default\",kind=\"host\"}"] >= 1.0);
+    assert!(samples
+        .contains_key("skyvine_dropped_packets_total{network=\"default\",reason=\"no_route\"}"));
+    assert!(samples.contains_key(
+        "skyvine_peer_packets_total{network=\"default\",peer=\"a\",direction=\"tx\"}"
+    ));
+    assert!(samples.contains_key("skyvine_dropped_datagrams_total{reason=\"unknown_network\"}"));
 }

@@ -19,7 +19,7 @@ const PACED_MBPS: f64 = 3.0;
 /// How long the routers get to agree after a change.
 const CONVERGE: Duration = Duration::from_secs(15);
 /// The route MTU towards a relayed site with tun.mtu 1380 and one-letter site ids.
-const RELAYED_MTU: &str = "mtu 1323";
+const RELAYED_MTU: &str = "mtu 1320";
 
 #[test]
 fn nat_sites_talk_through_the_relay_and_keep_a_vm_reachable_across_a_migration() -> Result<()> {

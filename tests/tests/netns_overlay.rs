@@ -89,7 +89,15 @@ fn a_router_with_a_foreign_certificate_is_refused() -> Result<()> {
             let skyvine = lab.bins().skyvine.clone();
             for args in [
                 vec!["cert", "ca", "--dir"],
-                vec!["cert", "issue", "--site", "b", "--dir"],
+                vec![
+                    "cert",
+                    "issue",
+                    "--site",
+                    "b",
+                    "--prefix",
+                    "10.77.2.0/24",
+                    "--dir",
+                ],
             ] {
                 let out = Command::new(&skyvine).args(&args).arg(&foreign).output()?;
                 ensure!(
@@ -196,20 +204,10 @@ fn a_router_with_a_foreign_certificate_is_refused() -> Result<()> {
                 !lab.ping("a1", &vm_ip("b1")?),
                 "a1 reached b1 through the impostor"
             );
-            let peers = lab.admin_json("a", "peers")?;
-            let b_connected = peers
-                .get("peers")
-                .and_then(|p| p.as_array())
-                .and_then(|peers| {
-                    peers
-                        .iter()
-                        .find(|p| p.get("site").and_then(|s| s.as_str()) == Some("b"))
-                })
-                .and_then(|b| b.get("connected"))
-                .and_then(|c| c.as_bool());
+            let b_connected = lab.peer_connected("a", "b")?;
             ensure!(
                 b_connected == Some(false),
-                "router a's peers show b as {b_connected:?}: {peers}"
+                "router a's peers show b as {b_connected:?}"
             );
             println!("b's prefix absent from a's and c's kernels in {samples} samples");
             for (site, mark) in [("a", marks.0), ("c", marks.1)] {
@@ -338,4 +336,137 @@ fn route_sets_must_match_exactly_once() {
         &expected
     ));
     assert!(!exactly_once(&[], &expected));
+}
+
+/// Issue 9: router b, restarted with its own certificate (10.77.2.0/24) but a config that
+/// also claims a slice of a's LAN and router c's WAN address, speaks only for itself: a and c
+/// refuse both, count and log them, and traffic flows as before.
+#[test]
+fn a_lying_router_is_refused_and_changes_nothing() -> Result<()> {
+    lab_test(
+        "a_lying_router_is_refused_and_changes_nothing",
+        &[],
+        |lab| {
+            lab.expect_all_pairs_ping(10)?;
+            let config_path = lab.state_dir().join("b/router.toml");
+            let config = std::fs::read_to_string(&config_path)?;
+            let honest = r#"prefixes = ["10.77.2.0/24"]"#;
+            ensure!(
+                config.contains(honest),
+                "unexpected prefixes in b's config:\n{config}"
+            );
+            let lying = config.replace(
+                honest,
+                r#"prefixes = ["10.77.2.0/24", "10.77.1.0/25", "100.64.0.3/32"]"#,
+            );
+            std::fs::write(&config_path, lying)?;
+            let marks: Vec<usize> = ["a", "c"].iter().map(|s| lab.log_mark(s)).collect();
+            lab.lab_sh(&["restart-router", "b"])?;
+
+            for (site, mark) in ["a", "c"].into_iter().zip(marks) {
+                wait_until_ok(&format!("router {site} refuses b's lies"), CONVERGE, || {
+                    let status = lab.admin_json(site, "status")?;
+                    let counters = &status["lan_counters"];
+                    let refused = ["refused_foreign_prefix", "refused_bad_kind"]
+                        .iter()
+                        .map(|k| counters[k].as_u64().unwrap_or(0))
+                        .sum::<u64>();
+                    Ok(refused >= 2)
+                })?;
+                let log = lab.log_since(site, mark);
+                for lie in ["10.77.1.0/25", "100.64.0.3/32"] {
+                    ensure!(
+                        log.lines()
+                            .any(|l| l.contains("refused an entry from a peer") && l.contains(lie)),
+                        "router {site} did not log refusing {lie}:\n{log}"
+                    );
+                    let routes = lab.routes_text(site);
+                    ensure!(
+                        !routes.contains(lie),
+                        "router {site} routes {lie}:\n{routes}"
+                    );
+                }
+                // a1 is still a's, and c's WAN address no overlay destination.
+                let (owner, prefix) = lab.route_owner(site, "10.77.1.1")?;
+                ensure!(
+                    owner == "a" && prefix != "10.77.1.0/25",
+                    "router {site} places 10.77.1.1 at {owner} ({prefix})"
+                );
+            }
+            lab.expect_all_pairs_ping(10)?;
+            Ok(())
+        },
+    )
+}
+
+/// Revocation through the daemon (issue 9 point 3): router a's `tls.revoked` list gains b's
+/// certificate (`skyvine cert revoke`) and a gets SIGHUP. a cuts b off at once: b is no longer
+/// connected at a, a routes nothing of b's, counts and logs it, and refuses b's certificate
+/// when b dials again; a and c still reach each other.
+#[test]
+fn a_router_revoked_on_sighup_is_cut_off_and_withdrawn() -> Result<()> {
+    lab_test(
+        "a_router_revoked_on_sighup_is_cut_off_and_withdrawn",
+        &[],
+        |lab| {
+            // Router a names a revocation list, empty for now.
+            let list = lab.state_dir().join("a/revoked");
+            std::fs::write(&list, "")?;
+            let config_path = lab.state_dir().join("a/router.toml");
+            let config = std::fs::read_to_string(&config_path)?;
+            ensure!(
+                config.contains("[tls]\n"),
+                "no [tls] in a's config:\n{config}"
+            );
+            let line = format!("[tls]\nrevoked = \"{}\"\n", list.display());
+            std::fs::write(&config_path, config.replacen("[tls]\n", &line, 1))?;
+            lab.lab_sh(&["restart-router", "a"])?;
+            lab.expect_all_pairs_ping(30)?;
+            ensure!(
+                lab.peer_connected("a", "b")? == Some(true),
+                "b is not connected at a"
+            );
+
+            let mark = lab.log_mark("a");
+            let b_cert = lab.state_dir().join("pki/b.pem");
+            let out = Command::new(&lab.bins().skyvine)
+                .args(["cert", "revoke"])
+                .arg(&b_cert)
+                .arg("--list")
+                .arg(&list)
+                .output()?;
+            ensure!(out.status.success(), "skyvine cert revoke failed: {out:?}");
+            let pid = lab.router_pid("a")?;
+            let hup = Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()?;
+            ensure!(hup.success(), "kill -HUP {pid} failed");
+
+            wait_until_ok("router a cuts b off", CONVERGE, || {
+                let status = lab.admin_json("a", "status")?;
+                let revoked = status["lan_counters"]["revoked_peers"].as_u64();
+                let routes = lab.routes_text("a");
+                Ok(revoked == Some(1)
+                    && lab.peer_connected("a", "b")? == Some(false)
+                    && !routes.contains(&site_prefix("b")?))
+            })?;
+            // b dials again (its own list is empty): a refuses its certificate each time.
+            wait_until_ok("router a refuses b's certificate", CONVERGE, || {
+                let log = lab.log_since("a", mark);
+                Ok(log.contains("refused a revoked certificate"))
+            })?;
+            let log = lab.log_since("a", mark);
+            ensure!(
+                log.contains("peer certificate revoked"),
+                "router a did not log the revocation:\n{log}"
+            );
+            ensure!(
+                lab.peer_connected("a", "b")? == Some(false),
+                "b came back at a"
+            );
+            ensure!(!lab.ping("a1", &vm_ip("b1")?), "a1 still reaches b1");
+            lab.wait_ping("a1", &vm_ip("c1")?, CONVERGE)?;
+            Ok(())
+        },
+    )
 }

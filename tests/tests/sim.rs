@@ -11,7 +11,7 @@ use ipnetwork::Ipv4Network;
 use skyvine_core::node::{KernelOp, KernelRoute};
 use skyvine_router::admin::api::{PeerRow, PeersView, Reply, Request};
 use skyvine_router::config::Config;
-use skyvine_router::daemon::{self, KernelOps, Parts};
+use skyvine_router::daemon::{self, KernelOps, NetworkParts, Parts};
 use skyvine_router::dataplane::{FakeDevice, FakeHandle};
 use skyvine_router::kernel_sync::Desired;
 use skyvine_router::pki;
@@ -152,7 +152,8 @@ impl Lab {
         pki::create_ca(&dir).unwrap();
         let mut sites = Vec::new();
         for (i, name) in names.iter().enumerate() {
-            pki::issue(&dir, &SiteId::new(name).unwrap()).unwrap();
+            let prefix: ipnetwork::Ipv4Network = format!("10.77.{}.0/24", i + 1).parse().unwrap();
+            pki::issue(&dir, &SiteId::new(name).unwrap(), &[prefix.into()]).unwrap();
             let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
             let port = probe.local_addr().unwrap().port();
             sites.push(Site {
@@ -208,9 +209,12 @@ impl Lab {
             config,
             identity,
             socket,
-            device,
-            kernel: kernel.clone(),
-            lan: None,
+            networks: vec![NetworkParts {
+                device,
+                kernel: kernel.clone(),
+                lan: None,
+            }],
+            reload: None,
         };
         let task = tokio::spawn(daemon::run(parts, async move {
             let _ = stopped.await;
@@ -446,7 +450,8 @@ async fn a_peer_with_another_protocol_version_or_an_oversized_message_is_refused
     let lab = Lab::new(&["a", "b"]);
     let a = lab.start("a");
     // A certificate-holding peer speaking protocol version 99.
-    let hello = br#"{"type":"hello","version":99,"site":"b"}"#;
+    let hello =
+        br#"{"network":65535,"message":{"type":"hello","version":99,"site":"b","networks":[0]}}"#;
     let mut frame = u32::try_from(hello.len()).unwrap().to_be_bytes().to_vec();
     frame.extend_from_slice(hello);
     let (code, reason) = application_close(&speak_raw(&lab, "b", "a", frame).await);
@@ -455,7 +460,7 @@ async fn a_peer_with_another_protocol_version_or_an_oversized_message_is_refused
 
     // A well-formed hello followed by a frame announcing 16 MiB.
     let hello = format!(
-        r#"{{"type":"hello","version":{},"site":"b"}}"#,
+        r#"{{"network":65535,"message":{{"type":"hello","version":{},"site":"b","networks":[0]}}}}"#,
         skyvine_core::proto::PROTOCOL_VERSION
     );
     let mut frame = u32::try_from(hello.len()).unwrap().to_be_bytes().to_vec();
@@ -487,7 +492,7 @@ fn relay_lab(lab: &Lab, relay: bool, a_lists: &[&str]) -> [Config; 3] {
 async fn try_peers_of(config: &Config) -> Option<PeersView> {
     let socket = config.admin.socket.clone();
     let reply = tokio::task::spawn_blocking(move || {
-        skyvine_router::admin::cli::ask(&socket, &Request::Peers {})
+        skyvine_router::admin::cli::ask(&socket, &Request::Peers { network: None })
     })
     .await
     .unwrap();
@@ -577,7 +582,7 @@ async fn two_sites_that_reach_only_a_relay_talk_end_to_end_through_it() {
             Duration::from_secs(15),
             || {
                 let view = router.view();
-                view.tun_routes.contains(&net(far)) && view.route_mtus.get(&net(far)) == Some(&1323)
+                view.tun_routes.contains(&net(far)) && view.route_mtus.get(&net(far)) == Some(&1320)
             },
         )
         .await;
@@ -633,8 +638,11 @@ async fn a_router_without_relay_true_refuses_to_relay_and_counts_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_refuses_a_site_it_does_not_list_and_counts_it() {
     let lab = Lab::new(&["a", "b", "c"]);
-    // a relays, but lists only b: c connects with a valid certificate, yet may not use a.
-    let configs = relay_lab(&lab, true, &["b"]);
+    // a relays, but lists only b: c connects with a valid certificate (a admits any certified
+    // site), yet may not use a.
+    let mut configs = relay_lab(&lab, true, &["b"]);
+    let [first, ..] = &mut configs;
+    first.tls.any_certified_peer = true;
     let [config_a, config_b, _] = &configs;
     let [a, b, c] = start_all(&lab, &configs);
     let view = wait_for_peers(

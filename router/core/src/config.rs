@@ -15,6 +15,22 @@ use skyvine_tables::{DampingConfig, SiteId};
 use crate::node::{LanIdentity, NodeConfig, Takeover};
 use crate::relay;
 
+/// A virtual network's numeric id, carried by every control message and data datagram.
+pub type NetworkId = u16;
+
+/// The id of the one network a config without `[[networks]]` declares.
+pub const DEFAULT_NETWORK: NetworkId = relay::DEFAULT_NETWORK;
+
+/// Reserved: the id framing link-level control messages (the hello), never a network's.
+pub const LINK_NETWORK: NetworkId = NetworkId::MAX;
+
+/// The name of the one network a config without `[[networks]]` declares.
+pub const DEFAULT_NETWORK_NAME: &str = "default";
+
+/// The first Linux routing table a declared network's VRF uses by default: network id N gets
+/// table `VRF_TABLE_BASE + N`.
+pub const VRF_TABLE_BASE: u32 = 1000;
+
 /// Why a configuration was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,8 +57,11 @@ pub struct Config {
     /// This router's site id (1-32 characters of a-z, A-Z, 0-9, '-', '_'); must match its
     /// certificate.
     pub site: SiteId,
-    /// The site's LAN: where its VMs are.
-    pub lan: LanConfig,
+    /// The site's LAN: where its VMs are, for a router that carries one virtual network
+    /// (network id 0, named "default", in the main routing table). Leave it out when
+    /// `[[networks]]` declares the networks instead.
+    #[serde(default)]
+    pub lan: Option<LanConfig>,
     /// The WAN side: where the QUIC endpoint listens.
     pub wan: WanConfig,
     /// Certificates: the site CA and this router's certificate and key.
@@ -60,13 +79,77 @@ pub struct Config {
     /// this router as their `via`). Without it this router refuses to relay.
     #[serde(default)]
     pub relay: bool,
-    /// The other routers of the virtual network.
+    /// The other routers of the virtual network(s).
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Several isolated virtual networks on this router, each with its own tables, TUN device
+    /// and Linux VRF; they may reuse each other's addresses. Excludes `lan`.
+    #[serde(default)]
+    pub networks: Vec<NetworkConfig>,
+    /// The networks this router carries, resolved from `lan` or `networks` by [`Config::parse`].
+    #[serde(skip)]
+    resolved: Vec<Network>,
+}
+
+/// One virtual network of a router that carries several (`[[networks]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The network's name (1-15 characters of a-z, A-Z, 0-9, '-', '_'), as the admin CLI's
+    /// `--network` and the metrics' `network` label show it. Unique on this router.
+    pub name: String,
+    /// The network's id, the same on every router of the network (0-65534). Unique on this
+    /// router; certificates certify prefixes per network id.
+    pub id: NetworkId,
+    /// The site's LAN in this network: interface (one network's only), prefixes, hosts,
+    /// routing-optimization subnet, gateway address, as the top-level `[lan]`.
+    pub lan: LanConfig,
+    /// The network's TUN device. Default: "skyvine<id>".
+    #[serde(default)]
+    pub tun: Option<String>,
+    /// The Linux routing table of the network's VRF. Default: 1000 + id.
+    #[serde(default)]
+    pub vrf_table: Option<u32>,
+    /// The `[[peers]]` (by site) that carry this network. Default: all of them.
+    #[serde(default)]
+    pub peers: Option<Vec<SiteId>>,
+}
+
+/// A network this router carries, as resolved from the config: the single `[lan]` form is one
+/// of these too (id 0, no VRF).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub id: NetworkId,
+    pub lan: LanConfig,
+    /// The TUN device's name.
+    pub tun: String,
+    /// The network's VRF; `None` (the single-network form) keeps today's main-table routes.
+    pub vrf: Option<Vrf>,
+    /// The peers that carry this network; `None`: every listed peer.
+    pub peers: Option<Vec<SiteId>>,
+}
+
+/// A network's Linux VRF device and the routing table it binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vrf {
+    /// The VRF device's name: "svrf<id>".
+    pub name: String,
+    pub table: u32,
+}
+
+impl Network {
+    /// The LNDT ranges: `lan.hosts`, or the site prefixes.
+    pub fn lndt_ranges(&self) -> Vec<Ipv4Network> {
+        self.lan
+            .hosts
+            .clone()
+            .unwrap_or_else(|| self.lan.prefixes.clone())
+    }
 }
 
 /// The site's LAN.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LanConfig {
     /// The LAN interface of the gateway (e.g. "eth1").
@@ -136,6 +219,16 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// This router's private key (PEM).
     pub key: PathBuf,
+    /// A revocation list: a file with one revoked certificate per line, by serial number or
+    /// SHA-256 fingerprint in hex (`skyvine cert revoke` appends them; `#` starts a comment).
+    /// Re-read on SIGHUP: a connected router whose certificate it lists is cut off at once and
+    /// what it originated is withdrawn.
+    #[serde(default)]
+    pub revoked: Option<PathBuf>,
+    /// Admit any site the CA certified, not only those listed in `[[peers]]` (they still may
+    /// only advertise their certified prefixes). Default false.
+    #[serde(default)]
+    pub any_certified_peer: bool,
 }
 
 /// The TUN device.
@@ -330,12 +423,17 @@ impl Config {
             message: e.to_string().trim_end().to_owned(),
         })?;
         config.validate(path)?;
+        config.resolved = config.resolve_networks();
         let base = path.parent().unwrap_or(Path::new("."));
         for file in [
-            &mut config.tls.ca,
-            &mut config.tls.cert,
-            &mut config.tls.key,
-        ] {
+            Some(&mut config.tls.ca),
+            Some(&mut config.tls.cert),
+            Some(&mut config.tls.key),
+            config.tls.revoked.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if file.is_relative() {
                 *file = base.join(&*file);
             }
@@ -343,32 +441,72 @@ impl Config {
         Ok(config)
     }
 
-    /// The LNDT ranges: `lan.hosts`, or the site prefixes.
-    pub fn lndt_ranges(&self) -> Vec<Ipv4Network> {
-        self.lan
-            .hosts
-            .clone()
-            .unwrap_or_else(|| self.lan.prefixes.clone())
+    /// The networks this router carries, in the order of the file: the `[lan]` form is one
+    /// network, [`DEFAULT_NETWORK`] named [`DEFAULT_NETWORK_NAME`], without a VRF.
+    pub fn networks(&self) -> &[Network] {
+        &self.resolved
     }
 
-    /// What the core needs: this site, its prefixes and hosts, its peers and the migration
-    /// settings. `lan` is the router's own LAN address, found on the interface at start-up
-    /// (`None` runs without migration support).
-    pub fn node_config(&self, lan: Option<LanIdentity>) -> NodeConfig {
+    /// The network named `name`.
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.resolved.iter().find(|n| n.name == name)
+    }
+
+    fn resolve_networks(&self) -> Vec<Network> {
+        if let Some(lan) = &self.lan {
+            return vec![Network {
+                name: DEFAULT_NETWORK_NAME.to_owned(),
+                id: DEFAULT_NETWORK,
+                lan: lan.clone(),
+                tun: self.tun.name.clone(),
+                vrf: None,
+                peers: None,
+            }];
+        }
+        self.networks
+            .iter()
+            .map(|n| Network {
+                name: n.name.clone(),
+                id: n.id,
+                lan: n.lan.clone(),
+                tun: n.tun.clone().unwrap_or_else(|| format!("skyvine{}", n.id)),
+                vrf: Some(Vrf {
+                    name: format!("svrf{}", n.id),
+                    table: n.vrf_table.unwrap_or(VRF_TABLE_BASE + u32::from(n.id)),
+                }),
+                peers: n.peers.clone(),
+            })
+            .collect()
+    }
+
+    /// What the core needs for `network`: this site, its prefixes and hosts there, its peers
+    /// and the migration settings. `lan` is the router's own LAN address in that network,
+    /// found on the interface at start-up (`None` runs without migration support).
+    pub fn node_config(&self, network: &Network, lan: Option<LanIdentity>) -> NodeConfig {
         let mut node = NodeConfig::new(
             self.site.clone(),
-            self.lan.prefixes.clone(),
-            self.lndt_ranges(),
-            self.peers.iter().map(|p| p.site.clone()).collect(),
+            network.lan.prefixes.clone(),
+            network.lndt_ranges(),
+            self.peers
+                .iter()
+                .map(|p| p.site.clone())
+                .filter(|site| {
+                    network
+                        .peers
+                        .as_ref()
+                        .is_none_or(|only| only.contains(site))
+                })
+                .collect(),
         );
         node.lan = lan;
-        node.virtual_network = self.lan.virtual_network;
+        node.virtual_network = network.lan.virtual_network;
         node.takeover = self.migration.takeover();
         node.confirm_timeout = self.migration.confirm_timeout();
         node.still_here_timeout = self.migration.still_here_timeout();
         node.prepare_window = self.migration.prepare_window();
         node.damping = self.migration.damping();
         node.pinned = self.migration.pinned.clone();
+        node.any_certified_peer = self.tls.any_certified_peer;
         node
     }
 
@@ -383,9 +521,8 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        validate_lan(&self.lan)
+        self.validate_networks()
             .and_then(|()| validate_wan(&self.wan))
-            .and_then(|()| validate_tun(&self.tun, &self.lan.interface))
             .and_then(|()| validate_peers(&self.site, &self.peers))
             .and_then(|()| validate_relayed(&self.site, &self.peers, self.tun.mtu))
             .and_then(|()| validate_migration(&self.migration))
@@ -397,34 +534,187 @@ impl Config {
     }
 }
 
+impl Config {
+    /// `[lan]` or `[[networks]]`, one of them; each network's LAN section valid; names, ids,
+    /// LAN interfaces, TUN devices and VRF tables unique across networks. Prefixes may overlap
+    /// across networks (they are isolated), never within one.
+    fn validate_networks(&self) -> Result<(), Invalid> {
+        match (&self.lan, self.networks.is_empty()) {
+            (Some(_), false) => {
+                return Err((
+                    "networks",
+                    "a config has either `[lan]` (one network) or `[[networks]]`, not both: \
+                     move the `[lan]` section into a `[[networks]]` entry"
+                        .into(),
+                ))
+            }
+            (None, true) => {
+                return Err((
+                    "lan",
+                    "missing: declare the site's LAN with `[lan]`, or several networks with \
+                     `[[networks]]`"
+                        .into(),
+                ))
+            }
+            (Some(lan), true) => {
+                validate_lan(lan, LanKeys::TOP)?;
+                return validate_tun(&self.tun, &lan.interface);
+            }
+            (None, false) => {}
+        }
+        if self.tun.name != default_tun_name() {
+            return Err((
+                "tun.name",
+                "applies to the single `[lan]` network; with `[[networks]]` name each \
+                 network's device with its `tun` key"
+                    .into(),
+            ));
+        }
+        validate_tun(&self.tun, "")?;
+        let networks = self.resolve_networks();
+        for (i, (network, declared)) in networks.iter().zip(&self.networks).enumerate() {
+            network_name(&network.name).map_err(|m| ("networks.name", m))?;
+            if network.id == LINK_NETWORK {
+                return Err((
+                    "networks.id",
+                    format!("{} is reserved; use 0-{}", LINK_NETWORK, LINK_NETWORK - 1),
+                ));
+            }
+            validate_lan(&network.lan, LanKeys::NETWORK)
+                .map_err(|(key, m)| (key, format!("network {}: {m}", network.name)))?;
+            interface_name(&network.tun).map_err(|m| ("networks.tun", m))?;
+            if declared
+                .vrf_table
+                .is_some_and(|t| t == 0 || (253..=255).contains(&t))
+            {
+                return Err((
+                    "networks.vrf_table",
+                    "must not be 0 or one of the kernel's own tables (253 default, 254 main, 255 local)".into(),
+                ));
+            }
+            for site in network.peers.iter().flatten() {
+                if !self.peers.iter().any(|p| &p.site == site) {
+                    return Err((
+                        "networks.peers",
+                        format!("network {}: {site} is not one of [[peers]]", network.name),
+                    ));
+                }
+            }
+            for other in networks.iter().take(i) {
+                unique_network(network, other)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Two networks of one router share no name, id, LAN interface, TUN device or VRF table, and
+/// no network's TUN device is another's LAN interface.
+fn unique_network(a: &Network, b: &Network) -> Result<(), Invalid> {
+    let (na, nb) = (&a.name, &b.name);
+    if na == nb {
+        return Err(("networks.name", format!("{na} is declared twice")));
+    }
+    if a.id == b.id {
+        return Err((
+            "networks.id",
+            format!("networks {nb} and {na} both have id {}", a.id),
+        ));
+    }
+    if a.lan.interface == b.lan.interface {
+        return Err((
+            "networks.lan.interface",
+            format!(
+                "{} is in networks {nb} and {na}: a LAN interface belongs to one network",
+                a.lan.interface
+            ),
+        ));
+    }
+    if [&a.tun, &a.lan.interface].contains(&&b.tun) || a.tun == b.lan.interface {
+        return Err((
+            "networks.tun",
+            format!("networks {nb} and {na}: each needs a TUN device of its own, apart from the LAN interfaces"),
+        ));
+    }
+    if a.vrf.as_ref().map(|v| v.table) == b.vrf.as_ref().map(|v| v.table) {
+        return Err((
+            "networks.vrf_table",
+            format!("networks {nb} and {na} would share a routing table"),
+        ));
+    }
+    Ok(())
+}
+
+/// A network name: 1-15 characters of a-z, A-Z, 0-9, '-', '_'.
+fn network_name(name: &str) -> Result<(), String> {
+    let ok = (1..=15).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: use 1-15 characters of a-z, A-Z, 0-9, '-' and '_'"
+        ))
+    }
+}
+
+/// The keys a LAN section's errors name: `lan.*` at the top, `networks.lan.*` in a network.
+#[derive(Clone, Copy)]
+struct LanKeys {
+    interface: &'static str,
+    prefixes: &'static str,
+    hosts: &'static str,
+    address: &'static str,
+    virtual_network: &'static str,
+}
+
+impl LanKeys {
+    const TOP: LanKeys = LanKeys {
+        interface: "lan.interface",
+        prefixes: "lan.prefixes",
+        hosts: "lan.hosts",
+        address: "lan.address",
+        virtual_network: "lan.virtual_network",
+    };
+    const NETWORK: LanKeys = LanKeys {
+        interface: "networks.lan.interface",
+        prefixes: "networks.lan.prefixes",
+        hosts: "networks.lan.hosts",
+        address: "networks.lan.address",
+        virtual_network: "networks.lan.virtual_network",
+    };
+}
+
 /// A rejected value: the key that names it, and what is wrong with it.
 type Invalid = (&'static str, String);
 
 /// The LAN section: interface name, prefixes (canonical, disjoint), hosts inside them, and the
 /// virtual network around them. Errors name the key.
-fn validate_lan(lan: &LanConfig) -> Result<(), Invalid> {
-    interface_name(&lan.interface).map_err(|m| ("lan.interface", m))?;
+fn validate_lan(lan: &LanConfig, keys: LanKeys) -> Result<(), Invalid> {
+    interface_name(&lan.interface).map_err(|m| (keys.interface, m))?;
     if lan.prefixes.is_empty() {
         return Err((
-            "lan.prefixes",
+            keys.prefixes,
             "list at least one prefix this site owns".into(),
         ));
     }
     for net in &lan.prefixes {
-        check_canonical(net).map_err(|m| ("lan.prefixes", m))?;
+        check_canonical(net).map_err(|m| (keys.prefixes, m))?;
     }
     for (i, a) in lan.prefixes.iter().enumerate() {
         for b in lan.prefixes.iter().skip(i + 1) {
             if a.contains(b.network()) || b.contains(a.network()) {
-                return Err(("lan.prefixes", format!("{a} and {b} overlap")));
+                return Err((keys.prefixes, format!("{a} and {b} overlap")));
             }
         }
     }
     for net in lan.hosts.iter().flatten() {
-        check_canonical(net).map_err(|m| ("lan.hosts", m))?;
+        check_canonical(net).map_err(|m| (keys.hosts, m))?;
         if !lan.prefixes.iter().any(|p| within(net, p)) {
             return Err((
-                "lan.hosts",
+                keys.hosts,
                 format!("{net} is not inside any of lan.prefixes"),
             ));
         }
@@ -432,16 +722,16 @@ fn validate_lan(lan: &LanConfig) -> Result<(), Invalid> {
     if let Some(address) = lan.address {
         if !lan.prefixes.iter().any(|p| p.contains(address)) {
             return Err((
-                "lan.address",
+                keys.address,
                 format!("{address} is not inside any of lan.prefixes"),
             ));
         }
     }
     if let Some(vnet) = &lan.virtual_network {
-        check_canonical(vnet).map_err(|m| ("lan.virtual_network", m))?;
+        check_canonical(vnet).map_err(|m| (keys.virtual_network, m))?;
         if let Some(p) = lan.prefixes.iter().find(|p| !within(p, vnet)) {
             return Err((
-                "lan.virtual_network",
+                keys.virtual_network,
                 format!("{vnet} must contain every site prefix, but not {p}"),
             ));
         }
@@ -478,6 +768,7 @@ fn validate_wan(wan: &WanConfig) -> Result<(), Invalid> {
 
 /// The TUN section: an interface name other than the LAN's, and an MTU that fits.
 fn validate_tun(tun: &TunConfig, lan_interface: &str) -> Result<(), Invalid> {
+    // `lan_interface` is empty with `[[networks]]`: each network's own `tun` is checked there.
     interface_name(&tun.name).map_err(|m| ("tun.name", m))?;
     if tun.name == lan_interface {
         return Err(("tun.name", "must differ from lan.interface".into()));

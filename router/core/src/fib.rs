@@ -47,10 +47,15 @@ pub enum DropReason {
     RelayUnexpected,
     /// Inbound: a copy for a VM whose planned migration to this site has not happened yet.
     NotArrived,
+    /// Inbound: the destination is not an address of this site.
+    DestinationNotLocal,
+    /// Inbound: a datagram for a network this router does not carry, or that the sending
+    /// peer is not part of here.
+    UnknownNetwork,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::SourceNotLocal,
         DropReason::NoRoute,
@@ -65,6 +70,8 @@ impl DropReason {
         DropReason::RelaySpoofed,
         DropReason::RelayUnexpected,
         DropReason::NotArrived,
+        DropReason::DestinationNotLocal,
+        DropReason::UnknownNetwork,
     ];
 
     /// A stable snake_case name for logs, metrics and the admin CLI.
@@ -84,6 +91,8 @@ impl DropReason {
             DropReason::RelaySpoofed => "relay_spoofed",
             DropReason::RelayUnexpected => "relay_unexpected",
             DropReason::NotArrived => "not_arrived",
+            DropReason::DestinationNotLocal => "destination_not_local",
+            DropReason::UnknownNetwork => "unknown_network",
         }
     }
 }
@@ -136,7 +145,7 @@ impl FibSnapshot {
         FibSnapshot {
             me: me.clone(),
             hosts,
-            prefixes: Arc::new(prefix_owners(gndt)),
+            prefixes: Arc::new(prefix_owners(gndt, &[])),
             local: lndt.configured().collect(),
             local_exceptions: lndt.moved_away().collect(),
             local_extra,
@@ -218,8 +227,10 @@ impl FibSnapshot {
             self.relays.arrived.get(&dst),
             Some((site, until)) if site == from && now < *until
         );
-        let own_source = self.owner(src) == Some(&self.me);
-        if arrived_from_relay && !own_source {
+        // The same source check as a direct packet's, as far as a relay allows: the source
+        // must be another site's (the relay is the host's previous owner, not the sender).
+        let other_source = self.owner(src).is_some_and(|owner| *owner != self.me);
+        if arrived_from_relay && other_source {
             Ok(())
         } else {
             Err(DropReason::SpoofedSource)
@@ -239,6 +250,15 @@ impl FibSnapshot {
             }
             Some(site) => Ok(site),
             None => Err(DropReason::NoRoute),
+        }
+    }
+
+    /// Whether a packet from the overlay for `dst` may be delivered here: `dst` must be an
+    /// address of this site.
+    pub fn inbound_destination(&self, dst: Ipv4Addr) -> Result<(), DropReason> {
+        match self.owner(dst) {
+            Some(owner) if *owner == self.me => Ok(()),
+            _ => Err(DropReason::DestinationNotLocal),
         }
     }
 
@@ -266,10 +286,13 @@ fn set_member(set: &mut HashSet<Ipv4Addr>, ip: Ipv4Addr, member: bool) {
     }
 }
 
-/// The owners of the GNDT's live entries shorter than /32.
-fn prefix_owners(gndt: &Gndt) -> PrefixMap<Ipv4Network, SiteId> {
+/// The owners of the GNDT's live entries shorter than /32, except the `unrouted` ones.
+fn prefix_owners(gndt: &Gndt, unrouted: &[Ipv4Network]) -> PrefixMap<Ipv4Network, SiteId> {
     let mut owners = PrefixMap::new();
     for stored in gndt.live_prefixes() {
+        if unrouted.contains(&stored.entry.prefix) {
+            continue;
+        }
         owners.insert(stored.entry.prefix, stored.entry.site().clone());
     }
     owners
@@ -293,6 +316,8 @@ pub struct FibWriter {
     spare_lacks: HashSet<Ipv4Addr>,
     /// An entry shorter than /32 changed since `published` was made.
     prefixes_changed: bool,
+    /// Prefixes left out of the snapshots whatever the GNDT says (see [`FibWriter::unroute`]).
+    unrouted: Vec<Ipv4Network>,
     copies: u64,
 }
 
@@ -320,6 +345,16 @@ impl FibWriter {
         self.pending.insert(ip);
     }
 
+    /// Leaves `prefixes` (entries shorter than /32) out of the snapshots from now on: our own
+    /// prefixes that our certificate does not back, advertised but not routed as ours.
+    pub fn unroute(&mut self, mut prefixes: Vec<Ipv4Network>) {
+        prefixes.sort();
+        if prefixes != self.unrouted {
+            self.unrouted = prefixes;
+            self.prefixes_changed = true;
+        }
+    }
+
     /// How many snapshots had to be copied whole because a reader still held the spare.
     pub fn copies(&self) -> u64 {
         self.copies
@@ -336,7 +371,11 @@ impl FibWriter {
         let pending = std::mem::take(&mut self.pending);
         let spare = self.spare.take().map(Arc::try_unwrap);
         let mut next = match (&self.published, spare) {
-            (None, _) => FibSnapshot::build(me, gndt, lndt),
+            (None, _) => {
+                let mut first = FibSnapshot::build(me, gndt, lndt);
+                first.prefixes = Arc::new(prefix_owners(gndt, &self.unrouted));
+                first
+            }
             (Some(published), Some(Ok(mut spare))) => {
                 for ip in self.spare_lacks.iter().chain(&pending) {
                     spare.set_host(*ip, gndt, lndt);
@@ -354,7 +393,7 @@ impl FibWriter {
             }
         };
         if std::mem::take(&mut self.prefixes_changed) {
-            next.prefixes = Arc::new(prefix_owners(gndt));
+            next.prefixes = Arc::new(prefix_owners(gndt, &self.unrouted));
         }
         next.relays = extras.relays;
         next.copy_to = extras.copy_to;
@@ -368,7 +407,7 @@ impl FibWriter {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use skyvine_tables::GndtEntry;
 
@@ -449,5 +488,63 @@ mod tests {
                 .outbound(host(9), Ipv4Addr::new(10, 2, 0, 7)),
             Ok(&site("b"))
         );
+    }
+
+    /// Router c's view: sites a, b, c with 10.77.N.0/24; 10.77.1.5 arrived here from a.
+    fn view_at_c(now: Instant) -> FibSnapshot {
+        let mut gndt = Gndt::new();
+        for (name, n) in [("a", 1), ("b", 2), ("c", 3)] {
+            let prefix = format!("10.77.{n}.0/24").parse().unwrap();
+            gndt.apply(GndtEntry::site_prefix(prefix, site(name), 1), now);
+        }
+        let vm: Ipv4Addr = "10.77.1.5".parse().unwrap();
+        gndt.apply(GndtEntry::host(vm, site("c"), 2, None), now);
+        let lndt = Lndt::new(["10.77.3.0/24".parse().unwrap()], now);
+        let mut relays = Relays::default();
+        relays
+            .arrived
+            .insert(vm, (site("a"), now + Duration::from_secs(5)));
+        let mut fib = FibSnapshot::build(&site("c"), &gndt, &lndt);
+        fib.relays = relays;
+        fib
+    }
+
+    #[test]
+    fn a_relayed_packet_needs_another_sites_source_and_the_hosts_old_site() {
+        let now = Instant::now();
+        let fib = view_at_c(now);
+        let vm: Ipv4Addr = "10.77.1.5".parse().unwrap();
+        let from_b: Ipv4Addr = "10.77.2.1".parse().unwrap();
+        assert_eq!(fib.accept_relayed(&site("a"), from_b, vm, now), Ok(()));
+        // Relayed by a site the host did not come from.
+        assert!(fib.accept_relayed(&site("b"), from_b, vm, now).is_err());
+        // A source of our own, or outside the virtual network.
+        for src in ["10.77.3.9", "192.0.2.1"] {
+            let src = src.parse().unwrap();
+            assert!(
+                fib.accept_relayed(&site("a"), src, vm, now).is_err(),
+                "{src}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_packet_from_the_overlay_must_be_for_this_site() {
+        let now = Instant::now();
+        let fib = view_at_c(now);
+        for dst in ["10.77.3.1", "10.77.1.5"] {
+            assert_eq!(
+                fib.inbound_destination(dst.parse().unwrap()),
+                Ok(()),
+                "{dst}"
+            );
+        }
+        for dst in ["10.77.2.1", "10.77.1.6", "192.0.2.1"] {
+            assert_eq!(
+                fib.inbound_destination(dst.parse().unwrap()),
+                Err(DropReason::DestinationNotLocal),
+                "{dst}"
+            );
+        }
     }
 }

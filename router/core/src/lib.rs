@@ -17,8 +17,10 @@
 //! deterministic multi-site simulations of `skyvine-tests`.
 
 pub mod config;
+pub mod datagram;
 pub mod fib;
 pub mod link;
+pub mod networks;
 pub mod node;
 pub mod proto;
 pub mod relay;

@@ -6,7 +6,7 @@
 
 use skyvine_tables::SiteId;
 
-use crate::proto::{Message, PROTOCOL_VERSION};
+use crate::proto::{Frame, Message, NetworkId, LINK_NETWORK, PROTOCOL_VERSION};
 
 /// Why a peer's first control message was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -19,18 +19,25 @@ pub enum HelloError {
     NotHello(&'static str),
 }
 
-/// The hello this router opens every control stream with.
-pub fn hello(me: &SiteId) -> Message {
-    Message::Hello {
-        version: PROTOCOL_VERSION,
-        site: me.clone(),
-    }
+/// The hello this router opens every control stream with: its site and its networks.
+pub fn hello(me: &SiteId, networks: &[NetworkId]) -> Frame {
+    Frame::new(
+        LINK_NETWORK,
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            site: me.clone(),
+            networks: networks.to_vec(),
+        },
+    )
 }
 
-/// Checks the peer's first message: a hello of our protocol version from the site its
-/// certificate names (`certified`).
-pub fn check_hello(message: &Message, certified: &SiteId) -> Result<(), HelloError> {
-    match message {
+/// Checks the peer's first frame: a hello on [`LINK_NETWORK`] of our protocol version from
+/// the site its certificate names (`certified`). Returns the networks it says it carries.
+pub fn check_hello(frame: &Frame, certified: &SiteId) -> Result<Vec<NetworkId>, HelloError> {
+    if frame.network != LINK_NETWORK {
+        return Err(HelloError::NotHello("a message of a network"));
+    }
+    match &frame.message {
         Message::Hello { version, .. } if *version != PROTOCOL_VERSION => {
             Err(HelloError::Version { theirs: *version })
         }
@@ -38,9 +45,35 @@ pub fn check_hello(message: &Message, certified: &SiteId) -> Result<(), HelloErr
             said: site.clone(),
             certified: certified.clone(),
         }),
-        Message::Hello { .. } => Ok(()),
+        Message::Hello { networks, .. } => Ok(networks.clone()),
         other => Err(HelloError::NotHello(other.kind())),
     }
+}
+
+/// Why a peer with a valid certificate may not connect.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    #[error("the certificate names this router's own site {0}")]
+    Myself(SiteId),
+    #[error("site {0} is not listed in [[peers]] (set tls.any_certified_peer to admit any site the CA certified)")]
+    Unlisted(SiteId),
+}
+
+/// Whether `peer` (authenticated by the CA) may connect to `me`: never under our own id, and
+/// only when listed in `peers` unless `any_certified`.
+pub fn admit(
+    me: &SiteId,
+    peer: &SiteId,
+    peers: &[SiteId],
+    any_certified: bool,
+) -> Result<(), AdmitError> {
+    if peer == me {
+        return Err(AdmitError::Myself(peer.clone()));
+    }
+    if !any_certified && !peers.contains(peer) {
+        return Err(AdmitError::Unlisted(peer.clone()));
+    }
+    Ok(())
 }
 
 /// Who opened a connection.
@@ -169,26 +202,52 @@ mod tests {
     #[test]
     fn a_hello_must_carry_our_version_and_the_certified_site() {
         let b = site("b");
-        assert_eq!(check_hello(&hello(&b), &b), Ok(()));
-        let old = Message::Hello {
-            version: PROTOCOL_VERSION + 1,
-            site: b.clone(),
-        };
+        assert_eq!(check_hello(&hello(&b, &[0, 7]), &b), Ok(vec![0, 7]));
+        let old = Frame::new(
+            LINK_NETWORK,
+            Message::Hello {
+                version: PROTOCOL_VERSION + 1,
+                site: b.clone(),
+                networks: vec![0],
+            },
+        );
         assert_eq!(
             check_hello(&old, &b),
             Err(HelloError::Version {
                 theirs: PROTOCOL_VERSION + 1
             })
         );
-        let err = check_hello(&hello(&site("c")), &b).unwrap_err();
+        let err = check_hello(&hello(&site("c"), &[0]), &b).unwrap_err();
         assert_eq!(
             err.to_string(),
             "peer says it is site c, its certificate says b"
         );
         assert_eq!(
-            check_hello(&Message::TableRequest {}, &b),
+            check_hello(&Frame::new(LINK_NETWORK, Message::TableRequest {}), &b),
             Err(HelloError::NotHello("table_request"))
         );
+        // A hello framed as a network's message is not the link's hello.
+        let mut in_network = hello(&b, &[0]);
+        in_network.network = 0;
+        assert_eq!(
+            check_hello(&in_network, &b),
+            Err(HelloError::NotHello("a message of a network"))
+        );
+    }
+
+    #[test]
+    fn only_listed_sites_other_than_ourselves_are_admitted() {
+        let peers = [site("b")];
+        assert_eq!(admit(&site("a"), &site("b"), &peers, false), Ok(()));
+        assert_eq!(
+            admit(&site("a"), &site("a"), &peers, true),
+            Err(AdmitError::Myself(site("a")))
+        );
+        assert_eq!(
+            admit(&site("a"), &site("z"), &peers, false),
+            Err(AdmitError::Unlisted(site("z")))
+        );
+        assert_eq!(admit(&site("a"), &site("z"), &peers, true), Ok(()));
     }
 
     #[test]

@@ -1,19 +1,43 @@
 //! The control protocol spoken between routers on a QUIC stream.
 //!
-//! Framing: a 4-byte big-endian length, then that many bytes of one JSON-encoded [`Message`].
-//! A frame longer than [`MAX_MESSAGE_LEN`] or a body that does not decode is an error: the
-//! receiver closes the stream with the reason and never allocates more than the limit.
+//! Framing: a 4-byte big-endian length, then that many bytes of one JSON-encoded [`Frame`]: the
+//! virtual network the message belongs to and the [`Message`]. A frame longer than
+//! [`MAX_MESSAGE_LEN`] or a body that does not decode is an error: the receiver closes the
+//! stream with the reason and never allocates more than the limit.
 //!
-//! The first message on every control stream, in both directions, is [`Message::Hello`];
-//! a peer with another [`PROTOCOL_VERSION`] is refused.
+//! The first frame on every control stream, in both directions, is [`Message::Hello`] on
+//! [`LINK_NETWORK`], naming the networks the sender carries; a peer with another
+//! [`PROTOCOL_VERSION`] is refused. Every later frame names one network: the receiver hands it
+//! to that network's tables only if both routers carry the network (see
+//! [`crate::networks`]), and drops and counts it otherwise.
 
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 use skyvine_tables::{GndtEntry, MacAddr, SiteId};
 
-/// The version of this protocol. Peers must agree exactly. 2: planned-migration hints.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub use crate::config::{NetworkId, LINK_NETWORK};
+
+/// The version of this protocol. Peers must agree exactly. 2: planned-migration hints. 3: a
+/// router speaks only for itself (full tables carry the sender's own entries), echoes,
+/// outranked claims. 4: every message is framed with its network id, the hello lists the
+/// sender's networks (and data datagrams carry the network id too).
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// One framed control message: the network it belongs to ([`LINK_NETWORK`] for the hello).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frame {
+    pub network: NetworkId,
+    pub message: Message,
+}
+
+impl Frame {
+    /// A message of `network`.
+    pub fn new(network: NetworkId, message: Message) -> Frame {
+        Frame { network, message }
+    }
+}
 
 /// The largest encoded message accepted (and produced).
 pub const MAX_MESSAGE_LEN: usize = 1 << 20;
@@ -26,10 +50,24 @@ pub const MAX_ENTRIES_PER_MESSAGE: usize = 2000;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Message {
-    /// Opens a control stream: who is speaking, and which protocol.
-    Hello { version: u32, site: SiteId },
-    /// GNDT entries: a chunk of the full table (on connect) or an increment.
+    /// Opens a control stream: who is speaking, which protocol, and which networks it carries.
+    Hello {
+        version: u32,
+        site: SiteId,
+        networks: Vec<NetworkId>,
+    },
+    /// GNDT entries: a chunk of the full table (on connect) or an increment. Only the
+    /// sender's own entries: anything else is refused.
     Entries { entries: Vec<GndtEntry> },
+    /// On connect: the receiver's own entries for VMs that had migrated to it, as the sender
+    /// holds them, so that a restarted router can look for those VMs on its LAN. Never
+    /// installed as such: the receiver probes for each and claims only one that answers.
+    Echo { entries: Vec<GndtEntry> },
+    /// Answers a host claim the sender refused because the entry it holds for `ip` (another
+    /// site's, the address's home) has sequence number `seq`, not lower. A hint, never an
+    /// entry: the claimant re-claims above it only a host it holds itself. (A claimant that
+    /// restarted cannot know the number its peers hold.)
+    Outranked { ip: Ipv4Addr, seq: u64 },
     /// Marks the end of a full-table transfer; the receiver now knows everything the sender did.
     TableEnd { digest: u64, count: u64 },
     /// The sender's table fingerprint, sent periodically to catch divergence.
@@ -71,6 +109,8 @@ impl Message {
         match self {
             Message::Hello { .. } => "hello",
             Message::Entries { .. } => "entries",
+            Message::Echo { .. } => "echo",
+            Message::Outranked { .. } => "outranked",
             Message::TableEnd { .. } => "table_end",
             Message::Digest { .. } => "digest",
             Message::TableRequest {} => "table_request",
@@ -93,9 +133,9 @@ pub enum ProtoError {
     Decode(#[from] serde_json::Error),
 }
 
-/// Encodes one message with its length prefix.
-pub fn encode(message: &Message) -> Result<Vec<u8>, ProtoError> {
-    let body = serde_json::to_vec(message)?;
+/// Encodes one frame with its length prefix.
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, ProtoError> {
+    let body = serde_json::to_vec(frame)?;
     if body.len() > MAX_MESSAGE_LEN {
         return Err(ProtoError::TooLong(body.len()));
     }
@@ -115,8 +155,8 @@ pub fn body_len(prefix: [u8; 4]) -> Result<usize, ProtoError> {
     Ok(len)
 }
 
-/// Decodes one message body (the bytes after the length prefix).
-pub fn decode_body(body: &[u8]) -> Result<Message, ProtoError> {
+/// Decodes one frame body (the bytes after the length prefix).
+pub fn decode_body(body: &[u8]) -> Result<Frame, ProtoError> {
     Ok(serde_json::from_slice(body)?)
 }
 
@@ -132,10 +172,10 @@ impl Decoder {
         self.buffer.extend_from_slice(bytes);
     }
 
-    /// The next complete message, `Ok(None)` if more bytes are needed.
+    /// The next complete frame, `Ok(None)` if more bytes are needed.
     ///
     /// After an error the stream is unusable; the caller closes it.
-    pub fn next_message(&mut self) -> Result<Option<Message>, ProtoError> {
+    pub fn next_message(&mut self) -> Result<Option<Frame>, ProtoError> {
         let Some(prefix) = self.buffer.get(..4) else {
             return Ok(None);
         };
@@ -166,6 +206,7 @@ mod tests {
             Message::Hello {
                 version: PROTOCOL_VERSION,
                 site: site("a"),
+                networks: vec![0, 2],
             },
             Message::Entries {
                 entries: vec![
@@ -202,9 +243,14 @@ mod tests {
                 window_ms: 60_000,
             },
         ];
+        let frames: Vec<Frame> = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| Frame::new(u16::try_from(i).unwrap(), m))
+            .collect();
         let mut stream = Vec::new();
-        for m in &messages {
-            stream.extend(encode(m).unwrap());
+        for f in &frames {
+            stream.extend(encode(f).unwrap());
         }
         let mut decoder = Decoder::default();
         let mut out = Vec::new();
@@ -214,7 +260,7 @@ mod tests {
                 out.push(m);
             }
         }
-        assert_eq!(out, messages);
+        assert_eq!(out, frames);
     }
 
     #[test]
@@ -231,9 +277,13 @@ mod tests {
     fn garbage_and_unknown_fields_are_errors() {
         for body in [
             &b"not json"[..],
-            br#"{"type":"launch_missiles"}"#,
-            br#"{"type":"table_request","extra":1}"#,
-            br#"{"type":"hello","version":1,"site":"bad site"}"#,
+            br#"{"network":0,"message":{"type":"launch_missiles"}}"#,
+            br#"{"network":0,"message":{"type":"table_request","extra":1}}"#,
+            br#"{"network":0,"message":{"type":"hello","version":1,"site":"bad site"}}"#,
+            // Version 3's unframed message, and a network id out of range.
+            br#"{"type":"table_request"}"#,
+            br#"{"network":65536,"message":{"type":"table_request"}}"#,
+            br#"{"network":1,"message":{"type":"table_request"},"extra":1}"#,
         ] {
             let mut decoder = Decoder::default();
             decoder.push(&u32::try_from(body.len()).unwrap().to_be_bytes());

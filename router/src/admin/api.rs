@@ -19,20 +19,37 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Version, site, uptime, counts and warnings. (Variants without fields are written `{}`
-    /// so that `deny_unknown_fields` applies to them too.)
-    Status {},
+    /// Version, site, uptime, counts and warnings, of one network (on a router with several
+    /// and none named: the first, and the list of all).
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
     /// One table, or all three when `table` is absent.
     Tables {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         table: Option<TableName>,
+        /// The network asked about (by name); without it, the router's only network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
     },
     /// Which GNDT entry `address` matches, and which covering entries it beat.
-    Route { address: Ipv4Addr },
-    /// Peer routers with their connections and counters.
-    Peers {},
-    /// Recent migrations seen by this router.
-    Migrations {},
+    Route {
+        address: Ipv4Addr,
+        /// The network asked about (by name); without it, the router's only network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
+    /// Peer routers with their connections and counters, per network (all without a name).
+    Peers {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
+    /// Recent migrations seen by this router, per network (all without a name).
+    Migrations {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
     /// A planned migration: the VM at `mac` (address `ip`, or the one advertised for `mac`) is
     /// about to move to site `to`. Changes the router's state (root only, like every request).
     Prepare {
@@ -42,6 +59,9 @@ pub enum Request {
         to: SiteId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         window_s: Option<u64>,
+        /// The network asked about (by name); without it, the router's only network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
     },
     /// Ends the planned migration of `ip` (or of the VM at `mac`).
     Cancel {
@@ -49,6 +69,9 @@ pub enum Request {
         ip: Option<Ipv4Addr>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mac: Option<MacAddr>,
+        /// The network asked about (by name); without it, the router's only network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
     },
 }
 
@@ -104,6 +127,9 @@ pub struct HintView {
 /// One planned migration in its window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PreparedRow {
+    /// The virtual network this is about.
+    #[serde(default)]
+    pub network: String,
     pub ip: Ipv4Addr,
     pub mac: MacAddr,
     pub from: SiteId,
@@ -188,6 +214,9 @@ pub struct HwdtRow {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TablesView {
     pub site: SiteId,
+    /// The virtual network this is about.
+    #[serde(default)]
+    pub network: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gndt: Option<Vec<GndtRow>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,6 +229,9 @@ pub struct TablesView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RouteView {
     pub address: Ipv4Addr,
+    /// The virtual network this is about.
+    #[serde(default)]
+    pub network: String,
     /// The router that answered.
     pub site: SiteId,
     /// The longest live prefix containing the address, if any.
@@ -213,6 +245,9 @@ pub struct RouteView {
 /// One peer router.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerRow {
+    /// The virtual network this is about.
+    #[serde(default)]
+    pub network: String,
     pub site: SiteId,
     /// Named in the configuration (otherwise it dialed in with a valid certificate).
     pub configured: bool,
@@ -265,6 +300,9 @@ pub enum OutcomeName {
 /// One migration with the offset of each step from its detection.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigrationRow {
+    /// The virtual network this is about.
+    #[serde(default)]
+    pub network: String,
     pub id: u64,
     pub ip: Option<Ipv4Addr>,
     pub mac: Option<MacAddr>,
@@ -351,6 +389,12 @@ impl CountersView {
 pub struct StatusView {
     pub version: String,
     pub site: SiteId,
+    /// The virtual network this is about.
+    #[serde(default)]
+    pub network: String,
+    /// Every network this router carries.
+    #[serde(default)]
+    pub networks: Vec<String>,
     pub uptime_s: f64,
     pub lan: LanView,
     pub counts: Counts,

@@ -119,6 +119,11 @@ pub struct AdminArgs {
     /// Take the admin socket path from this router configuration file.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The virtual network asked about: a `[[networks]]` name ("default" for a config with
+    /// one `[lan]`). Without it: the router's only network; `peers` and `migrations` show
+    /// every network, `status` the first and names the others.
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
 }
 
 impl AdminArgs {
@@ -209,11 +214,26 @@ pub fn ask(path: &Path, request: &Request) -> Result<Reply, ClientError> {
 /// Runs an admin command: asks the router and prints its answer on stdout.
 pub fn run(command: AdminCommand) -> anyhow::Result<()> {
     let (request, admin) = match command {
-        AdminCommand::Tables { table, admin } => (Request::Tables { table }, admin),
-        AdminCommand::Route { address, admin } => (Request::Route { address }, admin),
-        AdminCommand::Peers { admin } => (Request::Peers {}, admin),
-        AdminCommand::Migrations { admin } => (Request::Migrations {}, admin),
-        AdminCommand::Status { admin } => (Request::Status {}, admin),
+        AdminCommand::Tables { table, admin } => {
+            let network = admin.network.clone();
+            (Request::Tables { table, network }, admin)
+        }
+        AdminCommand::Route { address, admin } => {
+            let network = admin.network.clone();
+            (Request::Route { address, network }, admin)
+        }
+        AdminCommand::Peers { admin } => {
+            let network = admin.network.clone();
+            (Request::Peers { network }, admin)
+        }
+        AdminCommand::Migrations { admin } => {
+            let network = admin.network.clone();
+            (Request::Migrations { network }, admin)
+        }
+        AdminCommand::Status { admin } => {
+            let network = admin.network.clone();
+            (Request::Status { network }, admin)
+        }
         AdminCommand::Migration(MigrationCommand::Prepare {
             ip,
             mac,
@@ -226,11 +246,13 @@ pub fn run(command: AdminCommand) -> anyhow::Result<()> {
                 mac,
                 to,
                 window_s,
+                network: admin.network.clone(),
             },
             admin,
         ),
         AdminCommand::Migration(MigrationCommand::Cancel { ip, mac, admin }) => {
-            (Request::Cancel { ip, mac }, admin)
+            let network = admin.network.clone();
+            (Request::Cancel { ip, mac, network }, admin)
         }
     };
     let path = admin.socket_path()?;
@@ -273,7 +295,7 @@ mod tests {
     fn a_missing_socket_means_no_router() {
         let path =
             std::env::temp_dir().join(format!("skyvine-no-such-{}.sock", std::process::id()));
-        let error = ask(&path, &Request::Status {}).unwrap_err();
+        let error = ask(&path, &Request::Status { network: None }).unwrap_err();
         assert!(matches!(error, ClientError::NotRunning(_)));
         assert_eq!(
             error.to_string(),
@@ -290,6 +312,7 @@ mod tests {
             json: false,
             socket: Some("/tmp/x.sock".into()),
             config: None,
+            network: None,
         };
         assert_eq!(args.socket_path().unwrap(), PathBuf::from("/tmp/x.sock"));
         let args = AdminArgs {

@@ -13,12 +13,15 @@ use super::api::{
     RouteView, StatusView, TableName, TablesView,
 };
 use crate::daemon::Shared;
+use crate::dataplane::CountersSnapshot;
+use skyvine_core::networks::NetworkNode;
 use skyvine_core::node::{Counter, HintOutcome, MigrationRecord, Node, Outcome};
 
 /// What the views need from the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct Context {
-    pub lan_interface: String,
+    /// Each network's LAN interface, by network name.
+    pub lan_interfaces: BTreeMap<String, String>,
     /// Configured peer addresses (shown while a peer is down).
     pub peer_addresses: BTreeMap<SiteId, SocketAddr>,
     /// Configured relays of peers reached `via` one (shown while a peer is down).
@@ -57,6 +60,7 @@ pub fn tables(node: &Node, table: Option<TableName>, now: Instant) -> TablesView
     let wants = |name| table.is_none_or(|t| t == name);
     TablesView {
         site: node.me().clone(),
+        network: String::new(),
         gndt: wants(TableName::Gndt).then(|| {
             node.gndt()
                 .entries()
@@ -119,6 +123,7 @@ pub fn route(node: &Node, address: Ipv4Addr, now: Instant) -> RouteView {
         .collect();
     RouteView {
         address,
+        network: String::new(),
         site: node.me().clone(),
         matched: matched.map(|stored| gndt_row(node, stored, now)),
         beaten,
@@ -126,11 +131,45 @@ pub fn route(node: &Node, address: Ipv4Addr, now: Instant) -> RouteView {
     }
 }
 
-pub fn peers(node: &Node, shared: &Shared, ctx: &Context, now: Instant) -> PeersView {
+/// The peers of `networks` (one row per network and peer), and the drops of the router's own
+/// data plane and of those networks'.
+pub fn peers<'a>(
+    me: &SiteId,
+    networks: impl Iterator<Item = &'a NetworkNode>,
+    shared: &Shared,
+    ctx: &Context,
+    now: Instant,
+) -> PeersView {
+    let mut drops = shared.counters.snapshot().drops;
+    let mut peers = Vec::new();
+    for network in networks {
+        let counters = shared
+            .network(network.id)
+            .map(|n| n.counters.snapshot())
+            .unwrap_or_default();
+        for (reason, count) in &counters.drops {
+            *drops.entry(reason.clone()).or_default() += count;
+        }
+        peers.extend(network_peers(network, &counters, shared, ctx, now));
+    }
+    PeersView {
+        site: me.clone(),
+        peers,
+        drops,
+    }
+}
+
+fn network_peers(
+    network: &NetworkNode,
+    counters: &CountersSnapshot,
+    shared: &Shared,
+    ctx: &Context,
+    now: Instant,
+) -> Vec<PeerRow> {
     let conns = shared.peers.load();
-    let counters = shared.counters.snapshot();
     let relayed = shared.relay.relayed();
-    let peers = node
+    network
+        .node
         .peers()
         .iter()
         .map(|(site, state)| {
@@ -146,6 +185,7 @@ pub fn peers(node: &Node, shared: &Shared, ctx: &Context, now: Instant) -> Peers
             };
             let (relayed_packets, relayed_bytes) = relayed.get(site).copied().unwrap_or_default();
             PeerRow {
+                network: network.name.clone(),
                 site: site.clone(),
                 configured: state.configured,
                 connected: state.connected,
@@ -168,12 +208,7 @@ pub fn peers(node: &Node, shared: &Shared, ctx: &Context, now: Instant) -> Peers
                 relayed_bytes,
             }
         })
-        .collect();
-    PeersView {
-        site: node.me().clone(),
-        peers,
-        drops: counters.drops,
-    }
+        .collect()
 }
 
 fn duration_ms(d: Duration) -> f64 {
@@ -187,6 +222,7 @@ pub fn migration_row(record: &MigrationRecord, now: Instant) -> MigrationRow {
         Outcome::Refused(why) => (OutcomeName::Refused, Some(why.name().to_owned())),
     };
     MigrationRow {
+        network: String::new(),
         id: record.id,
         ip: record.ip,
         mac: record.mac,
@@ -211,6 +247,7 @@ pub fn migrations(node: &Node, now: Instant) -> MigrationsView {
         prepared: node
             .prepared()
             .map(|w| PreparedRow {
+                network: String::new(),
                 ip: w.ip,
                 mac: w.mac,
                 from: w.from.clone(),
@@ -291,7 +328,12 @@ pub fn lan_counters(node: &Node) -> CountersView {
 }
 
 /// `ip_forward` is read by the caller (file IO stays off the main loop).
-pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant) -> StatusView {
+pub fn status(
+    (network, node): (&str, &Node),
+    ctx: &Context,
+    ip_forward: Option<bool>,
+    now: Instant,
+) -> StatusView {
     let lan_counters = lan_counters(node);
     let identity = node.lan_identity();
     let mut warnings = Vec::new();
@@ -307,9 +349,11 @@ pub fn status(node: &Node, ctx: &Context, ip_forward: Option<bool>, now: Instant
     StatusView {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         site: node.me().clone(),
+        network: network.to_owned(),
+        networks: Vec::new(),
         uptime_s: age(now, node.started()),
         lan: LanView {
-            interface: ctx.lan_interface.clone(),
+            interface: ctx.lan_interfaces.get(network).cloned().unwrap_or_default(),
             ip: identity.map(|i| i.ip),
             mac: identity.map(|i| i.mac),
         },
@@ -407,7 +451,7 @@ mod tests {
             ),
             now,
         );
-        node.handle_peer_up(site("b"), now);
+        node.handle_peer_up(site("b"), vec!["10.77.2.0/24".parse().unwrap()], now);
         let entries = vec![
             GndtEntry::site_prefix("10.77.2.0/24".parse().unwrap(), site("b"), 1),
             GndtEntry::host("10.77.1.1".parse().unwrap(), site("b"), 2, None),
@@ -464,7 +508,7 @@ mod tests {
     fn status_counts_and_warns_about_a_down_peer() {
         let now = Instant::now();
         let node = node_with_move(now);
-        let view = status(&node, &Context::default(), Some(false), now);
+        let view = status(("default", &node), &Context::default(), Some(false), now);
         assert_eq!(view.counts.gndt_prefixes, 2);
         assert_eq!(view.counts.gndt_hosts, 1);
         assert_eq!(view.counts.peers_configured, 2);

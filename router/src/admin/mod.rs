@@ -30,7 +30,11 @@ pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// here, so the returned tasks only serve; a socket that cannot be bound is logged at warn.
 pub fn start(config: &Config, queries: QueryHandle) -> anyhow::Result<Vec<Task>> {
     let ctx = collect::Context {
-        lan_interface: config.lan.interface.clone(),
+        lan_interfaces: config
+            .networks()
+            .iter()
+            .map(|n| (n.name.clone(), n.lan.interface.clone()))
+            .collect(),
         peer_addresses: config
             .peers
             .iter()

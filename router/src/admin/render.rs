@@ -194,8 +194,18 @@ pub fn hwdt(site: &str, rows: &[HwdtRow]) -> String {
     out
 }
 
+/// "a", or "a, network blue" on a router whose networks are named (`[[networks]]`).
+fn site_in(site: &str, network: &str) -> String {
+    if network.is_empty() || network == skyvine_core::config::DEFAULT_NETWORK_NAME {
+        site.to_owned()
+    } else {
+        format!("{site}, network {network}")
+    }
+}
+
 pub fn tables(view: &TablesView) -> String {
-    let site = view.site.as_str();
+    let site = site_in(view.site.as_str(), &view.network);
+    let site = site.as_str();
     let mut parts = Vec::new();
     if let Some(rows) = &view.gndt {
         parts.push(gndt(site, rows));
@@ -268,8 +278,8 @@ pub fn route(view: &RouteView) -> String {
 pub fn peers(view: &PeersView) -> String {
     let mut out = format!("peers of site {}\n", view.site);
     let mut table = Columns::new(&[
-        "PEER", "STATE", "PATH", "ADDRESS", "RTT", "SINCE", "TX PKTS", "TX BYTES", "RX PKTS",
-        "RX BYTES", "LOST",
+        "NETWORK", "PEER", "STATE", "PATH", "ADDRESS", "RTT", "SINCE", "TX PKTS", "TX BYTES",
+        "RX PKTS", "RX BYTES", "LOST",
     ]);
     for peer in &view.peers {
         let state = match (peer.connected, peer.synced) {
@@ -287,6 +297,7 @@ pub fn peers(view: &PeersView) -> String {
             None => "direct".to_owned(),
         };
         table.row(vec![
+            peer.network.clone(),
             name,
             state.to_owned(),
             path,
@@ -401,6 +412,7 @@ pub fn migrations(view: &MigrationsView) -> String {
         view.site
     );
     let mut table = Columns::new(&[
+        "NETWORK",
         "ID",
         "VM IP",
         "MAC",
@@ -420,6 +432,7 @@ pub fn migrations(view: &MigrationsView) -> String {
             (OutcomeName::Refused, None) => "refused".to_owned(),
         };
         table.row(vec![
+            row.network.clone(),
             row.id.to_string(),
             opt(row.ip),
             opt(row.mac),
@@ -440,6 +453,16 @@ pub fn migrations(view: &MigrationsView) -> String {
 pub fn status(view: &StatusView) -> String {
     let mut table = Columns::new(&["skyvine", &view.version]);
     table.row(vec!["site".into(), view.site.to_string()]);
+    if view.networks.len() > 1 {
+        table.row(vec![
+            "network".into(),
+            format!(
+                "{} (this router carries {}; --network NAME for another)",
+                view.network,
+                view.networks.join(", ")
+            ),
+        ]);
+    }
     table.row(vec!["uptime".into(), duration(view.uptime_s)]);
     let lan = match (view.lan.ip, view.lan.mac) {
         (Some(ip), Some(mac)) => format!("{} {ip} {mac}", view.lan.interface),
@@ -570,6 +593,7 @@ mod tests {
     fn route_explains_the_longest_match() {
         let view = RouteView {
             address: "10.77.1.1".parse().unwrap(),
+            network: String::new(),
             site: SiteId::new("c").unwrap(),
             matched: Some(row("10.77.1.1/32", Kind::Host, "b", false)),
             beaten: vec![row("10.77.1.0/24", Kind::Prefix, "a", false)],
@@ -591,6 +615,8 @@ mod tests {
         let view = StatusView {
             version: "9.9.9".into(),
             site: SiteId::new("a").unwrap(),
+            network: "default".into(),
+            networks: vec!["default".into()],
             uptime_s: 312.0,
             lan: crate::admin::api::LanView {
                 interface: "eth1".into(),
@@ -652,6 +678,7 @@ mod tests {
     #[test]
     fn migration_steps_are_offsets_in_ms_with_microseconds() {
         let row = MigrationRow {
+            network: "default".into(),
             id: 1,
             ip: Some("10.77.1.1".parse().unwrap()),
             mac: None,

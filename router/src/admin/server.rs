@@ -12,9 +12,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::task::JoinSet;
 
-use super::api::{Reply, Request, Response, MAX_LINE};
+use super::api::{MigrationsView, Reply, Request, Response, MAX_LINE};
 use super::collect::{self, Context};
-use crate::daemon::QueryHandle;
+use crate::daemon::{select_network, QueryHandle};
+use skyvine_core::networks::{NetworkNode, Networks};
 use skyvine_core::node::{HintError, HintOutcome, Node};
 use std::time::Instant;
 
@@ -153,34 +154,83 @@ impl Server {
     async fn answer(&self, request: Request) -> Response {
         let ctx = Arc::clone(&self.ctx);
         let reply = match request {
-            Request::Status {} => {
+            Request::Status { network } => {
                 let ip_forward = crate::kernel::check_forwarding().ok();
                 self.queries
-                    .ask(move |node, _, now| {
-                        Reply::Status(collect::status(node, &ctx, ip_forward, now))
+                    .ask(move |networks, _, now| {
+                        let chosen = match network {
+                            Some(name) => select_network(networks, Some(&name))?,
+                            None => networks
+                                .iter()
+                                .next()
+                                .ok_or_else(|| "no network".to_owned())?,
+                        };
+                        let mut view =
+                            collect::status((&chosen.name, &chosen.node), &ctx, ip_forward, now);
+                        view.networks = networks.iter().map(|n| n.name.clone()).collect();
+                        Ok(Reply::Status(view))
                     })
                     .await
             }
-            Request::Tables { table } => {
+            Request::Tables { table, network } => {
                 self.queries
-                    .ask(move |node, _, now| Reply::Tables(collect::tables(node, table, now)))
-                    .await
-            }
-            Request::Route { address } => {
-                self.queries
-                    .ask(move |node, _, now| Reply::Route(collect::route(node, address, now)))
-                    .await
-            }
-            Request::Peers {} => {
-                self.queries
-                    .ask(move |node, shared, now| {
-                        Reply::Peers(collect::peers(node, shared, &ctx, now))
+                    .ask_network(network, move |n, _, now| {
+                        let mut view = collect::tables(&n.node, table, now);
+                        view.network.clone_from(&n.name);
+                        Reply::Tables(view)
                     })
                     .await
             }
-            Request::Migrations {} => {
+            Request::Route { address, network } => {
                 self.queries
-                    .ask(move |node, _, now| Reply::Migrations(collect::migrations(node, now)))
+                    .ask_network(network, move |n, _, now| {
+                        let mut view = collect::route(&n.node, address, now);
+                        view.network.clone_from(&n.name);
+                        Reply::Route(view)
+                    })
+                    .await
+            }
+            Request::Peers { network } => {
+                self.queries
+                    .ask(move |networks, shared, now| {
+                        let chosen = chosen(networks, network.as_deref())?;
+                        let me = networks
+                            .first()
+                            .map(|n| n.me().clone())
+                            .ok_or_else(|| "no network".to_owned())?;
+                        let mut view = collect::peers(&me, chosen.into_iter(), shared, &ctx, now);
+                        // Control messages for a network the peer does not share.
+                        for (reason, n) in crate::admin::metrics::control_drops(networks) {
+                            view.drops.insert(format!("control_{reason}"), n);
+                        }
+                        Ok(Reply::Peers(view))
+                    })
+                    .await
+            }
+            Request::Migrations { network } => {
+                self.queries
+                    .ask(move |networks, _, now| {
+                        let chosen = chosen(networks, network.as_deref())?;
+                        let mut all: Option<MigrationsView> = None;
+                        for n in chosen {
+                            let mut view = collect::migrations(&n.node, now);
+                            for row in &mut view.migrations {
+                                row.network.clone_from(&n.name);
+                            }
+                            for row in &mut view.prepared {
+                                row.network.clone_from(&n.name);
+                            }
+                            match &mut all {
+                                None => all = Some(view),
+                                Some(all) => {
+                                    all.migrations.extend(view.migrations);
+                                    all.prepared.extend(view.prepared);
+                                }
+                            }
+                        }
+                        all.map(Reply::Migrations)
+                            .ok_or_else(|| "no network".to_owned())
+                    })
                     .await
             }
             Request::Prepare {
@@ -188,42 +238,56 @@ impl Server {
                 mac,
                 to,
                 window_s,
+                network,
             } => {
                 let window = window_s.map(std::time::Duration::from_secs);
-                tracing::info!(?ip, %mac, %to, ?window_s, "admin: migration prepare");
+                tracing::info!(?ip, %mac, %to, ?window_s, ?network, "admin: migration prepare");
                 return self
-                    .hint(move |node, now| node.prepare(ip, mac, to, window, now))
+                    .hint(network, move |node, now| {
+                        node.prepare(ip, mac, to, window, now)
+                    })
                     .await;
             }
-            Request::Cancel { ip, mac } => {
-                tracing::info!(?ip, ?mac, "admin: migration cancel");
+            Request::Cancel { ip, mac, network } => {
+                tracing::info!(?ip, ?mac, ?network, "admin: migration cancel");
                 return self
-                    .hint(move |node, now| node.cancel_prepared(ip, mac, now))
+                    .hint(network, move |node, now| node.cancel_prepared(ip, mac, now))
                     .await;
             }
         };
         match reply {
-            Some(reply) => Response::Ok(Box::new(reply)),
+            Some(Ok(reply)) => Response::Ok(Box::new(reply)),
+            Some(Err(error)) => Response::Error(error),
             None => Response::Error("the router is shutting down".into()),
         }
     }
 }
 
+/// The network named `name`, or every network without a name.
+fn chosen<'a>(networks: &'a Networks, name: Option<&str>) -> Result<Vec<&'a NetworkNode>, String> {
+    match name {
+        Some(name) => Ok(vec![select_network(networks, Some(name))?]),
+        None => Ok(networks.iter().collect()),
+    }
+}
+
 impl Server {
-    /// Runs a hint command on the core; its refusal is the answer's error.
+    /// Runs a hint command on the core of `network`; its refusal is the answer's error.
     async fn hint(
         &self,
+        network: Option<String>,
         command: impl FnOnce(&mut Node, Instant) -> Result<HintOutcome, HintError> + Send + 'static,
     ) -> Response {
         let answer = self
             .queries
-            .command(move |node, now| {
+            .command(network, move |node, now| {
                 command(node, now).map(|outcome| collect::hint(node, &outcome))
             })
             .await;
         match answer {
-            Some(Ok(view)) => Response::Ok(Box::new(Reply::Hint(view))),
-            Some(Err(error)) => Response::Error(error.to_string()),
+            Some(Ok(Ok(view))) => Response::Ok(Box::new(Reply::Hint(view))),
+            Some(Ok(Err(error))) => Response::Error(error.to_string()),
+            Some(Err(error)) => Response::Error(error),
             None => Response::Error("the router is shutting down".into()),
         }
     }
@@ -262,24 +326,39 @@ mod tests {
 
     #[test]
     fn requests_parse_from_json_lines() {
-        assert_eq!(parse(b"{\"request\":\"status\"}\n"), Ok(Request::Status {}));
+        assert_eq!(
+            parse(b"{\"request\":\"status\"}\n"),
+            Ok(Request::Status { network: None })
+        );
         assert_eq!(
             parse(b" {\"request\":\"tables\",\"table\":\"gndt\"} "),
             Ok(Request::Tables {
-                table: Some(TableName::Gndt)
+                table: Some(TableName::Gndt),
+                network: None,
             })
         );
         assert_eq!(
             parse(b"{\"request\":\"tables\"}"),
-            Ok(Request::Tables { table: None })
+            Ok(Request::Tables {
+                table: None,
+                network: None
+            })
         );
         assert_eq!(
             parse(b"{\"request\":\"route\",\"address\":\"10.77.1.1\"}"),
             Ok(Request::Route {
-                address: "10.77.1.1".parse().unwrap()
+                address: "10.77.1.1".parse().unwrap(),
+                network: None,
             })
         );
-        let line = serde_json::to_string(&Request::Peers {}).unwrap();
+        assert_eq!(
+            parse(b"{\"request\":\"tables\",\"network\":\"red\"}"),
+            Ok(Request::Tables {
+                table: None,
+                network: Some("red".into())
+            })
+        );
+        let line = serde_json::to_string(&Request::Peers { network: None }).unwrap();
         assert_eq!(line, "{\"request\":\"peers\"}");
     }
 

@@ -2,7 +2,7 @@ use std::fs;
 
 use super::*;
 use crate::pki;
-use crate::pki::tests::{pki, site, TempDir};
+use crate::pki::tests::{pki, prefix_of, site, TempDir};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -143,7 +143,14 @@ fn certificate_of_another_site_is_refused() {
 fn expired_certificate_is_reported_once_as_expired() {
     let dir = pki("expired", &[]);
     let now = SystemTime::now();
-    pki::issue_valid(&dir.0, &site("a"), now - 30 * DAY, now - 2 * DAY).unwrap();
+    pki::issue_valid(
+        &dir.0,
+        &site("a"),
+        &[prefix_of("a").into()],
+        now - 30 * DAY,
+        now - 2 * DAY,
+    )
+    .unwrap();
     let (ca, cert, key) = files(&dir, "a");
     let found = problems(&config("a", &ca, &cert, &key), now);
     assert_one(&found, "tls.cert", "expired on");
@@ -170,7 +177,14 @@ fn certificates_past_their_time_expire_with_the_clock() {
 fn certificate_not_yet_valid_points_at_the_clock() {
     let dir = pki("future", &[]);
     let now = SystemTime::now();
-    pki::issue_valid(&dir.0, &site("a"), now + 3 * DAY, now + 300 * DAY).unwrap();
+    pki::issue_valid(
+        &dir.0,
+        &site("a"),
+        &[prefix_of("a").into()],
+        now + 3 * DAY,
+        now + 300 * DAY,
+    )
+    .unwrap();
     let (ca, cert, key) = files(&dir, "a");
     let found = problems(&config("a", &ca, &cert, &key), now);
     assert_one(&found, "tls.cert", "is not valid before");
@@ -181,7 +195,14 @@ fn certificate_not_yet_valid_points_at_the_clock() {
 fn certificate_expiring_soon_passes_with_a_warning() {
     let dir = pki("soon", &[]);
     let now = SystemTime::now();
-    pki::issue_valid(&dir.0, &site("a"), now - DAY, now + 10 * DAY).unwrap();
+    pki::issue_valid(
+        &dir.0,
+        &site("a"),
+        &[prefix_of("a").into()],
+        now - DAY,
+        now + 10 * DAY,
+    )
+    .unwrap();
     let (ca, cert, key) = files(&dir, "a");
     let summary = check_certificates(&config("a", &ca, &cert, &key), now).unwrap();
     assert!((9..=10).contains(&summary.cert_days_left), "{summary:?}");
@@ -319,4 +340,89 @@ fn tun_name_must_be_free_or_a_tun_device() {
     assert_one(&found, "tun.name", "TAP device");
     let found = host.check(&host_config("lan0", "127.0.0.1:0", "lo"));
     assert_one(&found, "tun.name", "is not a TUN device");
+}
+
+/// Site a's config with networks blue (id 1) and red (id 2), both 10.77.1.0/24.
+fn networks_config(ca: &Path, cert: &Path, key: &Path) -> Config {
+    let text = format!(
+        r#"
+site = "a"
+[wan]
+listen = "127.0.0.1:0"
+[tls]
+ca = "{}"
+cert = "{}"
+key = "{}"
+[[networks]]
+name = "blue"
+id = 1
+[networks.lan]
+interface = "lan0"
+prefixes = ["10.77.1.0/24"]
+[[networks]]
+name = "red"
+id = 2
+[networks.lan]
+interface = "lan1"
+prefixes = ["10.77.1.0/24"]
+"#,
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    Config::parse(&text, Path::new("/etc/skyvine/skyvine.toml")).unwrap()
+}
+
+#[test]
+fn a_prefix_not_certified_in_its_network_is_a_warning_naming_the_network() {
+    // Certified in network 0 (the old form) only: neither blue nor red.
+    let dir = pki("networks-old", &["a"]);
+    let (ca, cert, key) = files(&dir, "a");
+    let summary =
+        check_certificates(&networks_config(&ca, &cert, &key), SystemTime::now()).unwrap();
+    let uncertified: Vec<&String> = summary
+        .warnings
+        .iter()
+        .filter(|w| w.contains("is not certified"))
+        .collect();
+    assert_eq!(uncertified.len(), 2, "{:#?}", summary.warnings);
+    assert!(
+        uncertified[0].contains("network blue (id 1): 10.77.1.0/24"),
+        "{}",
+        uncertified[0]
+    );
+    assert!(
+        uncertified[1].contains("--prefix 2:10.77.1.0/24"),
+        "{}",
+        uncertified[1]
+    );
+    // The same certificate suits the single-network form (network 0).
+    let summary = check_certificates(&config("a", &ca, &cert, &key), SystemTime::now()).unwrap();
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .all(|w| !w.contains("is not certified")),
+        "{:#?}",
+        summary.warnings
+    );
+
+    // Certified in both networks: no warning.
+    let dir = pki("networks-new", &[]);
+    let both: Vec<pki::CertifiedPrefix> = ["1:10.77.1.0/24", "2:10.77.1.0/24"]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    pki::issue(&dir.0, &site("a"), &both).unwrap();
+    let (ca, cert, key) = files(&dir, "a");
+    let summary =
+        check_certificates(&networks_config(&ca, &cert, &key), SystemTime::now()).unwrap();
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .all(|w| !w.contains("is not certified")),
+        "{:#?}",
+        summary.warnings
+    );
 }

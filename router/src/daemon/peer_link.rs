@@ -3,19 +3,22 @@
 
 use std::sync::Arc;
 
+use skyvine_core::config::NetworkId;
 use skyvine_core::link::{self, Direction, PeerPath};
-use skyvine_core::proto::{self, Message, ProtoError};
+use skyvine_core::proto::{self, Frame, ProtoError};
 use skyvine_tables::SiteId;
 use tokio::sync::mpsc;
 
 use super::{close_code, Input, Link, HANDSHAKE_TIMEOUT, OUTBOX_CAPACITY};
-use crate::pki;
 
 #[derive(Clone)]
 pub(super) struct LinkContext {
     pub(super) me: SiteId,
+    /// The networks this router carries, for its hello.
+    pub(super) networks: Vec<NetworkId>,
     pub(super) inputs: mpsc::Sender<Input>,
     pub(super) ids: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) revoked: Arc<std::sync::RwLock<crate::revoked::Revoked>>,
 }
 
 /// Runs one authenticated connection: hello exchange, then control messages until it closes.
@@ -27,9 +30,12 @@ pub(super) async fn run_link(
     ctx: LinkContext,
 ) {
     let id = ctx.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (send, mut recv) = match tokio::time::timeout(
+    let Some(certificate) = super::trust::check_certificate(&conn, &site, &ctx) else {
+        return;
+    };
+    let (send, mut recv, networks) = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        hello(&conn, &site, direction, &ctx.me),
+        hello(&conn, &site, direction, &ctx),
     )
     .await
     {
@@ -54,7 +60,8 @@ pub(super) async fn run_link(
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
     let link = Link {
         id,
-        router: pki::peer_certificate(&conn),
+        certificate,
+        networks,
         conn: conn.clone(),
         outbox,
         direction,
@@ -90,8 +97,8 @@ async fn read_messages(
     loop {
         tokio::select! {
             read = read_message(recv) => match read {
-                Ok(Some(message)) => {
-                    let input = Input::Message { site: site.clone(), id, message };
+                Ok(Some(frame)) => {
+                    let input = Input::Message { site: site.clone(), id, frame };
                     if ctx.inputs.send(input).await.is_err() {
                         return;
                     }
@@ -119,21 +126,23 @@ async fn read_messages(
 }
 
 /// Opens (or accepts) the control stream and exchanges hellos; the core judges the peer's.
+/// Returns the streams and the networks the peer says it carries.
 async fn hello(
     conn: &quinn::Connection,
     site: &SiteId,
     direction: Direction,
-    me: &SiteId,
-) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {
+    ctx: &LinkContext,
+) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream, Vec<NetworkId>)> {
     let (mut send, mut recv) = match direction {
         Direction::Dialed => conn.open_bi().await?,
         Direction::Accepted => conn.accept_bi().await?,
     };
-    send.write_all(&proto::encode(&link::hello(me))?).await?;
+    send.write_all(&proto::encode(&link::hello(&ctx.me, &ctx.networks))?)
+        .await?;
     match read_message(&mut recv).await {
         Ok(Some(theirs)) => {
-            link::check_hello(&theirs, site)?;
-            Ok((send, recv))
+            let networks = link::check_hello(&theirs, site)?;
+            Ok((send, recv, networks))
         }
         Ok(None) => anyhow::bail!("peer closed the stream before hello"),
         Err(error) => Err(anyhow::anyhow!("{error}")),
@@ -148,8 +157,8 @@ enum LinkError {
     Read(String),
 }
 
-/// Reads one length-prefixed message; `Ok(None)` at a clean end of stream.
-async fn read_message(recv: &mut quinn::RecvStream) -> Result<Option<Message>, LinkError> {
+/// Reads one length-prefixed frame; `Ok(None)` at a clean end of stream.
+async fn read_message(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, LinkError> {
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -164,12 +173,12 @@ async fn read_message(recv: &mut quinn::RecvStream) -> Result<Option<Message>, L
     Ok(Some(proto::decode_body(&body)?))
 }
 
-async fn write_messages(mut send: quinn::SendStream, mut outbox: mpsc::Receiver<Message>) {
+async fn write_messages(mut send: quinn::SendStream, mut outbox: mpsc::Receiver<Frame>) {
     while let Some(message) = outbox.recv().await {
         let frame = match proto::encode(&message) {
             Ok(frame) => frame,
             Err(error) => {
-                tracing::warn!(%error, kind = message.kind(), "cannot encode control message; dropped");
+                tracing::warn!(%error, network = message.network, kind = message.message.kind(), "cannot encode control message; dropped");
                 continue;
             }
         };

@@ -224,6 +224,8 @@ fn drop_index(reason: DropReason) -> usize {
         DropReason::RelaySpoofed => 11,
         DropReason::RelayUnexpected => 12,
         DropReason::NotArrived => 13,
+        DropReason::DestinationNotLocal => 14,
+        DropReason::UnknownNetwork => 15,
     }
 }
 

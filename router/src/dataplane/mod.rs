@@ -12,13 +12,14 @@
 //! and datagram payloads are cut from one reused buffer. This module never decides routing
 //! (that is [`skyvine_core::fib`]) and never manages connections (the daemon inserts and removes them).
 //!
-//! Datagram format: a datagram is one IPv4 packet as it left the sending site's LAN, or, when
-//! a host's old site relays a packet in flight, the byte 0x00 (`rx::RELAY_MARKER`; an IPv4
-//! packet starts with 0x4_) followed by the packet. Each payload is copied exactly once on its
-//! way in (from the TUN batch into the datagram buffer) and once on its way out (from the
-//! datagram into the TUN write buffer), so a fixed header in front of every packet (e.g. a
-//! kind byte and a network id) costs a few bytes written next to that copy, and no extra copy
-//! or allocation on either side.
+//! Datagram format ([`skyvine_core::datagram`]): a kind byte (a packet as it left the sending
+//! site's LAN, or one relayed in flight by a host's old site), the 2-byte network id, then the
+//! IPv4 packet. Each router runs one TUN reader per network, which writes its network's id;
+//! a peer reader hands each datagram to the TUN device and tables of the network it names, if
+//! the peer shares that network, and drops and counts it (`unknown_network`) otherwise. Each
+//! payload is copied exactly once on its way in (from the TUN batch into the datagram buffer,
+//! the header written next to it) and once on its way out (from the datagram into the TUN
+//! write buffer): the header costs 3 bytes and no extra copy or allocation on either side.
 //!
 //! Where the time goes, and the choices made from it, is recorded next to each choice: the
 //! runtime layout ([`runtime`]), the datagram buffer (`tx.rs`), the TUN read batching
@@ -35,6 +36,7 @@ mod tx;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use skyvine_core::config::NetworkId;
 use skyvine_tables::SiteId;
 use tokio::task::JoinHandle;
 
@@ -50,28 +52,40 @@ pub use runtime::{runtime, tune_allocator, WORKER_THREADS_ENV};
 use crate::fib::Fib;
 use skyvine_core::fib::DropReason;
 
-/// Starts the TUN -> QUIC direction. Runs until the device fails.
+/// One network as a peer reader sees it: where its packets go and what it checks them
+/// against.
+#[derive(Debug)]
+pub struct DataNetwork<D> {
+    pub id: NetworkId,
+    pub device: Arc<D>,
+    pub fib: Arc<Fib>,
+    /// The network's own counters: packets per peer, drops.
+    pub counters: Arc<Counters>,
+}
+
+/// Starts the TUN -> QUIC direction of `network`. Runs until the device fails.
 pub fn spawn_tun_reader<D: PacketDevice>(
+    network: NetworkId,
     dev: Arc<D>,
     fib: Arc<Fib>,
     peers: Arc<PeerTable>,
     counters: Arc<Counters>,
 ) -> JoinHandle<()> {
-    tokio::spawn(tx::run(dev, fib, peers, counters))
+    tokio::spawn(tx::run(network, dev, fib, peers, counters))
 }
 
-/// Starts the QUIC -> TUN direction for the connection to `site`. Ends when the connection
-/// closes (or the device fails). Relay datagrams on it are dropped (see
-/// [`spawn_peer_reader_with_relay`]).
+/// Starts the QUIC -> TUN direction for the connection to `site`, which shares `networks` with
+/// this router (a datagram for any other is dropped and counted in `counters`, the router's
+/// own). Ends when the connection closes (or a device fails). Relay datagrams on it are
+/// dropped (see [`spawn_peer_reader_with_relay`]).
 pub fn spawn_peer_reader<D: PacketDevice>(
     conn: quinn::Connection,
     site: SiteId,
-    dev: Arc<D>,
-    fib: Arc<Fib>,
+    networks: Arc<Vec<DataNetwork<D>>>,
     peers: Arc<PeerTable>,
     counters: Arc<Counters>,
 ) -> JoinHandle<()> {
-    tokio::spawn(rx::run(conn, site, dev, fib, peers, counters, None))
+    tokio::spawn(rx::run(conn, site, networks, peers, counters, None))
 }
 
 /// [`spawn_peer_reader`], handing relay datagrams to `hub` (pass on, or deliver to the relay
@@ -79,12 +93,12 @@ pub fn spawn_peer_reader<D: PacketDevice>(
 pub fn spawn_peer_reader_with_relay<D: PacketDevice>(
     conn: quinn::Connection,
     site: SiteId,
-    dev: Arc<D>,
-    shared: (Arc<Fib>, Arc<PeerTable>, Arc<Counters>),
+    networks: Arc<Vec<DataNetwork<D>>>,
+    shared: (Arc<PeerTable>, Arc<Counters>),
     hub: Arc<crate::relay::Hub>,
 ) -> JoinHandle<()> {
-    let (fib, peers, counters) = shared;
-    tokio::spawn(rx::run(conn, site, dev, fib, peers, counters, Some(hub)))
+    let (peers, counters) = shared;
+    tokio::spawn(rx::run(conn, site, networks, peers, counters, Some(hub)))
 }
 
 /// Source and destination of an IPv4 packet, after checking that the header is whole and the

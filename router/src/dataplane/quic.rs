@@ -29,10 +29,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
-/// Bytes a QUIC 1-RTT packet adds around a datagram payload at most: header byte, a
-/// connection id of up to 20 bytes, a 4-byte packet number, the 16-byte AEAD tag and the
-/// DATAGRAM frame's type and length (quinn budgets 9 bytes for these).
-pub const DATAGRAM_OVERHEAD: u16 = 1 + 20 + 4 + 16 + 9;
+/// Bytes a QUIC 1-RTT packet adds around an IPv4 packet from the TUN device at most: header
+/// byte, a connection id of up to 20 bytes, a 4-byte packet number, the 16-byte AEAD tag, the
+/// DATAGRAM frame's type and length (quinn budgets 9 bytes for these), and our own 3-byte
+/// datagram header (kind and network id, [`skyvine_core::datagram`]).
+pub const DATAGRAM_OVERHEAD: u16 = 1 + 20 + 4 + 16 + 9 + 3;
+const _: () = assert!(skyvine_core::datagram::HEADER_LEN == 3);
 
 /// UDP socket send and receive buffer size for the WAN socket.
 pub const SOCKET_BUFFER: usize = 8 << 20;

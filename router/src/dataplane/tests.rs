@@ -9,9 +9,34 @@ use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use skyvine_tables::{Gndt, GndtEntry, Lndt, SiteId};
 
 use super::*;
+use skyvine_core::datagram;
 use skyvine_core::fib::FibSnapshot;
 
 const MTU: u16 = 1380;
+/// The network the tests' data planes carry.
+const NET: NetworkId = 1;
+
+/// `packet` as a datagram of `network`.
+fn data(network: NetworkId, packet: &[u8]) -> Vec<u8> {
+    let mut datagram = datagram::header(datagram::PACKET, network).to_vec();
+    datagram.extend_from_slice(packet);
+    datagram
+}
+
+/// One network for a peer reader: `dev` and `fib`, with its own counters.
+fn one_network<D>(
+    id: NetworkId,
+    dev: Arc<D>,
+    fib: Arc<Fib>,
+    counters: &Arc<Counters>,
+) -> DataNetwork<D> {
+    DataNetwork {
+        id,
+        device: dev,
+        fib,
+        counters: Arc::clone(counters),
+    }
+}
 
 fn site(id: &str) -> SiteId {
     SiteId::new(id).unwrap()
@@ -153,7 +178,7 @@ async fn outbound_drops_are_counted_by_reason() {
     let (dev, handle) = FakeDevice::new(MTU);
     let counters = Arc::new(Counters::new());
     let peers = Arc::new(PeerTable::new());
-    let task = spawn_tun_reader(dev, fib_for("a"), peers, Arc::clone(&counters));
+    let task = spawn_tun_reader(NET, dev, fib_for("a"), peers, Arc::clone(&counters));
 
     let mut not_ipv4 = ipv4([10, 77, 1, 1], [10, 77, 2, 1], 64);
     not_ipv4[0] = 0x60;
@@ -207,7 +232,13 @@ async fn a_good_packet_goes_to_the_owning_peer() {
     let peers = Arc::new(PeerTable::new());
     peers.insert(site("b"), a_side);
     peers.insert(site("c"), a_to_c);
-    let task = spawn_tun_reader(dev, fib_for("a"), Arc::clone(&peers), Arc::clone(&counters));
+    let task = spawn_tun_reader(
+        NET,
+        dev,
+        fib_for("a"),
+        Arc::clone(&peers),
+        Arc::clone(&counters),
+    );
 
     let to_c = ipv4([10, 77, 1, 1], [10, 77, 3, 7], 200);
     let to_b = ipv4([10, 77, 1, 1], [10, 77, 2, 7], usize::from(MTU));
@@ -215,9 +246,17 @@ async fn a_good_packet_goes_to_the_owning_peer() {
     handle.inject.send(to_b.clone()).await.unwrap();
 
     let got_b = within(b_side.read_datagram()).await.unwrap();
-    assert_eq!(&got_b[..], &to_b[..], "a full-MTU packet fits one datagram");
+    assert_eq!(
+        &got_b[..],
+        &data(NET, &to_b)[..],
+        "a full-MTU packet fits one datagram"
+    );
     let got_c = within(c_side.read_datagram()).await.unwrap();
-    assert_eq!(&got_c[..], &to_c[..]);
+    assert_eq!(
+        &got_c[..],
+        &data(NET, &to_c)[..],
+        "the header names the network"
+    );
     wait_for("tx counters", || {
         let snap = counters.snapshot();
         snap.peers.get("b").is_some_and(|p| p.tx_packets == 1)
@@ -238,7 +277,7 @@ async fn a_packet_larger_than_a_datagram_is_dropped_too_big() {
     let counters = Arc::new(Counters::new());
     let peers = Arc::new(PeerTable::new());
     peers.insert(site("b"), a_side);
-    let task = spawn_tun_reader(dev, fib_for("a"), peers, Arc::clone(&counters));
+    let task = spawn_tun_reader(NET, dev, fib_for("a"), peers, Arc::clone(&counters));
     handle
         .inject
         .send(ipv4([10, 77, 1, 1], [10, 77, 2, 7], 3000))
@@ -264,7 +303,7 @@ async fn datagrams_pushed_out_of_a_full_send_buffer_are_counted_queue_full() {
         let packet = ipv4([10, 77, 1, 1], [10, 77, 2, i], 1000);
         handle.inject.send(packet).await.unwrap();
     }
-    let task = spawn_tun_reader(dev, fib_for("a"), peers, Arc::clone(&counters));
+    let task = spawn_tun_reader(NET, dev, fib_for("a"), peers, Arc::clone(&counters));
     wait_for("20 sent", || stats(&counters, "b").tx_packets == 20).await;
     assert_eq!(counters.dropped(DropReason::QueueFull), 16);
     task.abort();
@@ -279,10 +318,9 @@ async fn inbound_spoofed_source_is_dropped_and_good_packets_reach_the_device() {
     let task = spawn_peer_reader(
         b_side,
         site("a"),
-        dev,
-        fib_for("b"),
+        Arc::new(vec![one_network(NET, dev, fib_for("b"), &counters)]),
         Arc::new(PeerTable::new()),
-        Arc::clone(&counters),
+        Arc::new(Counters::new()),
     );
 
     let spoofed = ipv4([10, 77, 3, 1], [10, 77, 2, 1], 100);
@@ -290,9 +328,9 @@ async fn inbound_spoofed_source_is_dropped_and_good_packets_reach_the_device() {
     let mut garbage = good.clone();
     garbage[0] = 0x45;
     garbage.truncate(10);
-    a_side.send_datagram(spoofed.into()).unwrap();
-    a_side.send_datagram(garbage.into()).unwrap();
-    a_side.send_datagram(good.clone().into()).unwrap();
+    a_side.send_datagram(data(NET, &spoofed).into()).unwrap();
+    a_side.send_datagram(data(NET, &garbage).into()).unwrap();
+    a_side.send_datagram(data(NET, &good).into()).unwrap();
 
     let written = within(handle.sent.recv()).await.unwrap();
     assert_eq!(written, good);
@@ -320,14 +358,13 @@ async fn packets_cross_between_two_data_planes() {
     peers_a.insert(site("b"), a_to_b.clone());
     let fib_a = fib_for("a");
     let fib_b = fib_for("b");
-    let tun_a = spawn_tun_reader(dev_a, fib_a, peers_a, Arc::clone(&counters_a));
+    let tun_a = spawn_tun_reader(NET, dev_a, fib_a, peers_a, Arc::clone(&counters_a));
     let peer_b = spawn_peer_reader(
         b_to_a,
         site("a"),
-        dev_b,
-        fib_b,
+        Arc::new(vec![one_network(NET, dev_b, fib_b, &counters_b)]),
         Arc::new(PeerTable::new()),
-        Arc::clone(&counters_b),
+        Arc::new(Counters::new()),
     );
 
     let packets: Vec<Vec<u8>> = (0..50u8)
@@ -352,13 +389,67 @@ async fn packets_cross_between_two_data_planes() {
 }
 
 #[tokio::test]
+async fn each_datagram_reaches_its_own_networks_device_and_an_unshared_network_none() {
+    let (_client, _server, a_side, b_side) = quic_pair().await;
+    // Router b carries networks 1 and 2 with the same addresses (a's 10.77.1.0/24 in both);
+    // peer a shares both. Network 3 is a's but not b's.
+    let (dev_1, mut handle_1) = FakeDevice::new(MTU);
+    let (dev_2, mut handle_2) = FakeDevice::new(MTU);
+    let (counters_1, counters_2, router) = (
+        Arc::new(Counters::new()),
+        Arc::new(Counters::new()),
+        Arc::new(Counters::new()),
+    );
+    let task = spawn_peer_reader(
+        b_side,
+        site("a"),
+        Arc::new(vec![
+            one_network(1, dev_1, fib_for("b"), &counters_1),
+            one_network(2, dev_2, fib_for("b"), &counters_2),
+        ]),
+        Arc::new(PeerTable::new()),
+        Arc::clone(&router),
+    );
+    let to_1 = ipv4([10, 77, 1, 1], [10, 77, 2, 1], 100);
+    let to_2 = ipv4([10, 77, 1, 1], [10, 77, 2, 1], 120);
+    let to_3 = ipv4([10, 77, 1, 1], [10, 77, 2, 1], 140);
+    a_side.send_datagram(data(3, &to_3).into()).unwrap();
+    a_side.send_datagram(data(2, &to_2).into()).unwrap();
+    a_side.send_datagram(data(1, &to_1).into()).unwrap();
+    // Version 3's bare IPv4 packet names no network: malformed.
+    a_side.send_datagram(to_1.clone().into()).unwrap();
+
+    assert_eq!(within(handle_1.sent.recv()).await.unwrap(), to_1);
+    assert_eq!(within(handle_2.sent.recv()).await.unwrap(), to_2);
+    wait_for("the unshared network's drop", || {
+        router.dropped(DropReason::UnknownNetwork) == 1
+            && router.dropped(DropReason::Malformed) == 1
+    })
+    .await;
+    wait_for("rx per network", || {
+        stats(&counters_1, "a").rx_packets == 1 && stats(&counters_2, "a").rx_packets == 1
+    })
+    .await;
+    assert!(
+        handle_1.sent.try_recv().is_err(),
+        "network 1 got only its packet"
+    );
+    assert!(
+        handle_2.sent.try_recv().is_err(),
+        "network 2 got only its packet"
+    );
+    assert_eq!(counters_1.dropped(DropReason::UnknownNetwork), 0);
+    task.abort();
+}
+
+#[tokio::test]
 async fn tuned_transport_fits_a_full_tun_packet_from_the_start() {
     let (_client, _server, a_side, b_side) = quic_pair().await;
     for conn in [&a_side, &b_side] {
         let max = conn.max_datagram_size().unwrap();
         assert!(
-            max >= usize::from(MTU),
-            "max datagram {max} < TUN MTU {MTU}"
+            max >= usize::from(MTU) + datagram::HEADER_LEN,
+            "max datagram {max} < TUN MTU {MTU} + header"
         );
     }
 }

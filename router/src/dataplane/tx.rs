@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use skyvine_core::config::NetworkId;
+use skyvine_core::datagram;
 use skyvine_tables::SiteId;
 
 use super::counters::{DropTally, PeerCounters};
@@ -14,13 +16,14 @@ use crate::fib::Fib;
 use skyvine_core::fib::{DropReason, FibSnapshot};
 
 pub(super) async fn run<D: PacketDevice>(
+    network: NetworkId,
     dev: Arc<D>,
     fib: Arc<Fib>,
     peers: Arc<PeerTable>,
     counters: Arc<Counters>,
 ) {
     let mut batch = RxBatch::new(dev.mtu());
-    let mut sender = Sender::new(counters);
+    let mut sender = Sender::new(network, counters);
     loop {
         if let Err(error) = dev.recv(&mut batch).await {
             if is_fatal(&error) {
@@ -41,6 +44,8 @@ pub(super) async fn run<D: PacketDevice>(
 
 /// Per-task state of the sending direction, reused across batches.
 struct Sender {
+    /// The header of every datagram: a packet of this network.
+    header: [u8; datagram::HEADER_LEN],
     counters: Arc<Counters>,
     peer_counters: HashMap<SiteId, Arc<PeerCounters>>,
     /// The peers a batch sent to: connection, counters, packets and bytes of this batch.
@@ -68,8 +73,9 @@ const ARENA_CAPACITY: usize = 1 << 20;
 const DATAGRAM_BOOKKEEPING: usize = std::mem::size_of::<bytes::Bytes>();
 
 impl Sender {
-    fn new(counters: Arc<Counters>) -> Self {
+    fn new(network: NetworkId, counters: Arc<Counters>) -> Self {
         Sender {
+            header: datagram::header(datagram::PACKET, network),
             counters,
             peer_counters: HashMap::new(),
             out: Vec::new(),
@@ -85,7 +91,10 @@ impl Sender {
         fib: &FibSnapshot,
         peers: &HashMap<SiteId, quinn::Connection>,
     ) {
-        let total = batch.packets().map(<[u8]>::len).sum();
+        let total = batch
+            .packets()
+            .map(|p| p.len() + datagram::HEADER_LEN)
+            .sum();
         let mut arena = self.take_arena(total);
         // Packets of one super-segment share their addresses: route once per flow change.
         type Route = Result<(usize, Option<usize>), DropReason>;
@@ -114,6 +123,7 @@ impl Sender {
                     continue;
                 }
             };
+            arena.extend_from_slice(&self.header);
             arena.extend_from_slice(packet);
             let datagram = arena.split().freeze();
             if let Some(copy) = copy {
@@ -136,7 +146,8 @@ impl Sender {
         match peer.conn.send_datagram(datagram) {
             Ok(()) => {
                 peer.packets += 1;
-                peer.bytes += len as u64;
+                // The IPv4 packet's bytes, as the receiving end counts them.
+                peer.bytes += len.saturating_sub(datagram::HEADER_LEN) as u64;
                 // quinn makes room by dropping its oldest queued datagram: count that.
                 let cost = len + DATAGRAM_BOOKKEEPING;
                 match peer.space.checked_sub(cost) {

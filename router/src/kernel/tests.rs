@@ -109,6 +109,8 @@ fn an_mtu_change_replaces_the_route_in_place() {
     assert!(!plan_without(&old).replaced(&old));
 }
 
+const MAIN: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+
 fn plan_without(entry: &Entry) -> Plan {
     plan(&BTreeSet::new(), &BTreeSet::from([*entry]))
 }
@@ -120,28 +122,37 @@ fn only_main_table_unicast_ipv4_routes_with_our_protocol_are_ours() {
         .output_interface(4)
         .protocol(RouteProtocol::from(RTPROT_SKYVINE))
         .build();
-    assert_eq!(our_route(&ours), Some((net("10.77.2.0/24"), 4, None)));
+    assert_eq!(our_route(&ours, MAIN), Some((net("10.77.2.0/24"), 4, None)));
     let mut with_mtu = ours.clone();
     with_mtu
         .attributes
         .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(1323)]));
     assert_eq!(
-        our_route(&with_mtu),
+        our_route(&with_mtu, MAIN),
         Some((net("10.77.2.0/24"), 4, Some(1323)))
     );
 
     let mut static_route = ours.clone();
     static_route.header.protocol = RouteProtocol::Static;
-    assert_eq!(our_route(&static_route), None);
+    assert_eq!(our_route(&static_route, MAIN), None);
 
     let mut other_table = ours.clone();
     other_table.attributes.push(RouteAttribute::Table(1000));
-    assert_eq!(our_route(&other_table), None);
+    assert_eq!(our_route(&other_table, MAIN), None);
+    // A network's VRF table: its routes are ours there, and the main table's are not.
+    assert_eq!(
+        our_route(&other_table, 1000),
+        Some((net("10.77.2.0/24"), 4, None))
+    );
+    assert_eq!(our_route(&ours, 1000), None);
 
     let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
         .protocol(RouteProtocol::from(RTPROT_SKYVINE))
         .build();
-    assert_eq!(our_route(&default_route), Some((net("0.0.0.0/0"), 0, None)));
+    assert_eq!(
+        our_route(&default_route, MAIN),
+        Some((net("0.0.0.0/0"), 0, None))
+    );
 }
 
 #[test]

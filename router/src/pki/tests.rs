@@ -36,9 +36,19 @@ pub(crate) fn pki(name: &str, sites: &[&str]) -> TempDir {
     let dir = TempDir::new(name);
     create_ca(&dir.0).unwrap();
     for id in sites {
-        issue(&dir.0, &site(id)).unwrap();
+        issue(&dir.0, &site(id), &[prefix_of(id).into()]).unwrap();
     }
     dir
+}
+
+/// The prefix test certificates give a site: 10.77.N.0/24, N = 1 for a, 2 for b... (a
+/// hash of the name for longer ones).
+pub(crate) fn prefix_of(id: &str) -> Ipv4Network {
+    let n = match id.as_bytes() {
+        [letter @ b'a'..=b'z'] => letter - b'a' + 1,
+        name => name.iter().fold(100u8, |acc, b| acc.wrapping_add(*b)),
+    };
+    Ipv4Network::new(std::net::Ipv4Addr::new(10, 77, n, 0), 24).unwrap()
 }
 
 fn identity(dir: &TempDir, id: &str) -> Identity {
@@ -281,7 +291,7 @@ fn create_and_issue_refuse_to_overwrite_and_protect_keys() {
     let dir = pki("overwrite", &["a"]);
     let before = fs::read(dir.0.join("a.pem")).unwrap();
 
-    let err = issue(&dir.0, &site("a")).unwrap_err();
+    let err = issue(&dir.0, &site("a"), &[prefix_of("a").into()]).unwrap_err();
     assert!(
         matches!(&err, PkiError::Exists { path } if path.ends_with("a.pem")),
         "{err}"
@@ -297,7 +307,7 @@ fn create_and_issue_refuse_to_overwrite_and_protect_keys() {
     // Issuing without a CA names the missing file.
     let empty = TempDir::new("no-ca");
     fs::create_dir_all(&empty.0).unwrap();
-    let err = issue(&empty.0, &site("a")).unwrap_err();
+    let err = issue(&empty.0, &site("a"), &[prefix_of("a").into()]).unwrap_err();
     assert!(err.to_string().contains("ca.pem"), "{err}");
 }
 
@@ -308,4 +318,48 @@ fn router_certificate_names_its_site() {
     assert_eq!(site_of(&der).unwrap(), "site-7");
     let ca = CertificateDer::from_pem_file(dir.0.join("ca.pem")).unwrap();
     assert!(matches!(site_of(&ca), Err(PkiError::NoSiteName(_))));
+}
+
+#[test]
+fn router_certificate_certifies_its_prefixes() {
+    let dir = pki("prefixes", &[]);
+    let two: Vec<Ipv4Network> = vec![
+        "10.77.1.0/24".parse().unwrap(),
+        "10.88.0.0/16".parse().unwrap(),
+    ];
+    let two: Vec<CertifiedPrefix> = two.into_iter().map(CertifiedPrefix::from).collect();
+    issue(&dir.0, &site("a"), &two).unwrap();
+    let der = CertificateDer::from_pem_file(dir.0.join("a.pem")).unwrap();
+    let described = describe_certificate(&der).unwrap();
+    assert_eq!(described.prefixes, two);
+    assert_eq!(described.site, site("a"));
+    assert_eq!(described.id.sha256.len(), 64);
+    assert!(!described.id.serial.is_empty());
+    // The verifier accepts the prefix URIs beside the site's DNS name.
+    let identity = identity(&dir, "a");
+    assert_eq!(identity.prefixes(), two.as_slice());
+    assert!(matches!(
+        issue(&dir.0, &site("b"), &[]),
+        Err(PkiError::NoPrefixToIssue)
+    ));
+}
+
+#[test]
+fn a_certificate_without_prefixes_is_refused_with_how_to_reissue() {
+    let dir = pki("legacy", &[]);
+    // A certificate as issued before certified prefixes: only the site's DNS name.
+    let ca_key = KeyPair::from_pem(&fs::read_to_string(dir.0.join("ca.key")).unwrap()).unwrap();
+    let ca_pem = fs::read_to_string(dir.0.join("ca.pem")).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let mut params = CertificateParams::new(vec![server_name(&site("old"))]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, "old");
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let err = describe_certificate(cert.der()).unwrap_err();
+    assert!(
+        matches!(&err, PkiError::NoPrefixes(s) if s == "old"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--prefix"), "{err}");
 }

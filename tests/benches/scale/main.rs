@@ -38,7 +38,7 @@ use ipnetwork::Ipv4Network;
 use skyvine_capture::wire::{classify, EventKind};
 use skyvine_core::fib::FibSnapshot;
 use skyvine_core::node::{Effect, KernelOp, LanIdentity, Node, NodeConfig, DIGEST_INTERVAL};
-use skyvine_core::proto::{encode, Decoder};
+use skyvine_core::proto::{encode, Decoder, Frame};
 use skyvine_inject::wire as frames;
 use skyvine_tables::{MacAddr, SiteId};
 
@@ -227,6 +227,8 @@ struct Sim {
     fibs: Vec<Option<Arc<FibSnapshot>>>,
     delay: Duration,
     names: Vec<SiteId>,
+    /// Per router: the prefixes its certificate certifies (its configured ones).
+    certified: Vec<Vec<Ipv4Network>>,
     index: HashMap<SiteId, usize>,
     nodes: Vec<Node>,
     decoders: HashMap<(usize, usize), Decoder>,
@@ -268,8 +270,10 @@ impl Sim {
             .map(|i| SiteId::new(&format!("s{i:03}")))
             .collect::<Result<_, _>>()?;
         let mut nodes = Vec::with_capacity(sites);
+        let mut certified = Vec::with_capacity(sites);
         for (i, me) in names.iter().enumerate() {
             let (prefixes, lndt, ip) = layout(i)?;
+            certified.push(prefixes.clone());
             let peers = names.iter().filter(|p| *p != me).cloned().collect();
             let mut config = NodeConfig::new(me.clone(), prefixes, lndt, peers);
             config.lan = Some(LanIdentity {
@@ -291,6 +295,7 @@ impl Sim {
             timer_at: vec![None; sites],
             fibs: vec![None; sites],
             names,
+            certified,
             nodes,
             decoders: HashMap::new(),
             queue: BinaryHeap::new(),
@@ -307,8 +312,8 @@ impl Sim {
         for i in 0..sites {
             for j in 0..sites {
                 if i != j {
-                    let peer = self.names[j].clone();
-                    self.nodes[i].handle_peer_up(peer, self.now);
+                    let (peer, certified) = (self.names[j].clone(), self.certified[j].clone());
+                    self.nodes[i].handle_peer_up(peer, certified, self.now);
                 }
             }
         }
@@ -412,8 +417,10 @@ impl Sim {
         }
         self.cost.codec += t.elapsed();
         let name = self.names[from].clone();
-        for message in messages {
-            self.on_node(to, |node, now| node.handle_message(&name, message, now));
+        for frame in messages {
+            self.on_node(to, |node, now| {
+                node.handle_message(&name, frame.message, now)
+            });
         }
         Ok(())
     }
@@ -430,7 +437,10 @@ impl Sim {
                         .get(&to)
                         .ok_or_else(|| anyhow!("send to unknown {to}"))?;
                     let t = Instant::now();
-                    let bytes = encode(&message)?;
+                    // One network: the frame names the default one, as a [lan] config's does.
+                    let frame = Frame::new(skyvine_core::config::DEFAULT_NETWORK, message);
+                    let bytes = encode(&frame)?;
+                    let message = frame.message;
                     self.cost.codec += t.elapsed();
                     self.cost.messages += 1;
                     self.cost.bytes += bytes.len() as u64;

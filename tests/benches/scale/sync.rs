@@ -10,8 +10,6 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use skyvine_core::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
-use skyvine_tables::GndtEntry;
 
 /// The system allocator, counting the bytes currently allocated.
 pub(crate) struct Counting;
@@ -67,20 +65,14 @@ pub(crate) fn series(sites: usize, entries: usize) -> Result<()> {
         let prefix = Ipv4Network::new(site_ip(i, 0), 16)?;
         Ok((vec![prefix], vec![prefix], site_ip(i, 255 * 250 + 3)))
     })?;
-    // Each router's own hosts (as learned on its LAN; handed over as its own entries coming
-    // back, untimed), before any peer is up.
+    // Each router's own hosts, learned on its LAN (each says hello to its gateway: the router
+    // advertises the binding as its own entry), untimed, before any peer is up.
     let per_site = entries / sites;
     for i in 0..sites {
-        let owner = sim.names[i].clone();
-        let hosts: Vec<GndtEntry> = (0..per_site)
-            .map(|k| GndtEntry::host(site_ip(i, k), owner.clone(), 1, Some(sync_mac(i, k))))
-            .collect();
-        let from = sim.names[(i + 1) % sites].clone();
-        for chunk in hosts.chunks(MAX_ENTRIES_PER_MESSAGE) {
-            let message = Message::Entries {
-                entries: chunk.to_vec(),
-            };
-            sim.nodes[i].handle_message(&from, message, sim.now);
+        let gateway = site_ip(i, 255 * 250 + 3);
+        for k in 0..per_site {
+            let hello = frames::arp_request(sync_mac(i, k), site_ip(i, k), gateway);
+            sim.lan_frame(i, &hello)?;
         }
         while sim.nodes[i].poll_effect().is_some() {}
     }

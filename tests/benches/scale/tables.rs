@@ -40,14 +40,16 @@ pub(crate) fn series(sizes: &[usize]) -> Result<Vec<SizeRun>> {
     Ok(runs)
 }
 
-/// Site i's hosts in its /24s of 10.(100+i).0.0/16; those that moved in from elsewhere in
-/// 10.(200+i)/16.
+/// Site i's hosts in its /24s of 10.(100+i).0.0/16.
 fn home(i: usize, k: usize) -> Ipv4Addr {
     table_ip(100, i, k)
 }
 
+/// Every third host of site i moved in from the next site: its address lies in that site's
+/// prefixes (where the next site has none of its own hosts), so that peers accept site i's
+/// claim of it (a host away from home needs a home among the certified prefixes).
 fn away(i: usize, k: usize) -> Ipv4Addr {
-    table_ip(200, i, k)
+    home((i + 1) % SITES, k)
 }
 
 fn table_ip(base: usize, i: usize, k: usize) -> Ipv4Addr {
@@ -68,7 +70,8 @@ fn run(entries: usize) -> Result<SizeRun> {
     let delay = Duration::from_millis(10);
     // Until the moves, the VM the simulator answers probes for is nowhere.
     let nobody = Vm::nowhere();
-    let per_site = entries / SITES;
+    // A router holds every other site's hosts (its own it knows from its LAN, not from peers).
+    let per_site = entries / (SITES - 1);
     let mut sim = Sim::with_layout(SITES, delay, nobody, |i| {
         // The /24s of its hosts, and the router's own (10.(100+i).255.0/24).
         let mut prefixes = (0..per_site.div_ceil(250))
@@ -84,7 +87,7 @@ fn run(entries: usize) -> Result<SizeRun> {
     sim.phase(t0 + PHASE, |node| {
         node.gndt().len() >= SITES * (prefixes + 1)
     })?;
-    // Load the tables: every router gets every site's hosts.
+    // Load the tables: every router gets every other site's hosts from that site's router.
     for i in 0..SITES {
         let owner = sim.names[i].clone();
         let hosts: Vec<GndtEntry> = (0..per_site)
@@ -93,20 +96,19 @@ fn run(entries: usize) -> Result<SizeRun> {
                 GndtEntry::host(ip, owner.clone(), 1, Some(table_mac(i, k)))
             })
             .collect();
-        for j in 0..SITES {
-            let from = sim.names[(j + 1) % SITES].clone();
+        for j in (0..SITES).filter(|j| *j != i) {
             for chunk in hosts.chunks(MAX_ENTRIES_PER_MESSAGE) {
                 let message = Message::Entries {
                     entries: chunk.to_vec(),
                 };
-                sim.nodes[j].handle_message(&from, message, sim.now);
+                sim.nodes[j].handle_message(&owner, message, sim.now);
             }
             sim.drain(j)?;
         }
     }
     let loaded = sim.now + PHASE;
     sim.phase(loaded, |_| true)?;
-    let expected = SITES * (per_site + prefixes + 1);
+    let expected = (SITES - 1) * per_site + SITES * (prefixes + 1);
     if let Some(short) = sim.nodes.iter().find(|n| n.gndt().len() < expected) {
         bail!(
             "{} holds {} entries, not {expected}",

@@ -64,6 +64,35 @@ counters! {
     /// GNDT entries from peers refused because a size limit was reached.
     RefusedEntries => "refused_entries", "skyvine_gndt_refused_entries_total",
         "GNDT entries from peers refused because a size limit was reached.";
+    /// Entries whose origin is not the peer that sent them (a router speaks only for itself).
+    RefusedForgedOrigin => "refused_forged_origin", "skyvine_gndt_refused_forged_origin_total",
+        "GNDT entries refused because their origin is not the sending peer.";
+    /// Entries whose kind disagrees with their length (a host that is not a /32, a prefix
+    /// with a MAC or a freeze mark).
+    RefusedBadKind => "refused_bad_kind", "skyvine_gndt_refused_bad_kind_total",
+        "GNDT entries refused because their kind and prefix length disagree.";
+    /// Prefixes outside the sender's certified prefixes, and hosts outside every site's.
+    RefusedForeignPrefix => "refused_foreign_prefix", "skyvine_gndt_refused_foreign_prefix_total",
+        "GNDT entries refused because they lie outside the sender's certified prefixes.";
+    /// Prefixes overlapping this router's own prefixes.
+    RefusedOwnPrefix => "refused_own_prefix", "skyvine_gndt_refused_own_prefix_total",
+        "GNDT prefix entries refused because they overlap this router's own prefixes.";
+    /// Host claims outside the sender's prefixes without a sequence number above the current
+    /// owner's.
+    RefusedNotNewer => "refused_not_newer", "skyvine_gndt_refused_not_newer_total",
+        "Host claims refused because their sequence number is not above the current owner's.";
+    /// Entries whose sequence number jumps absurdly far ahead.
+    RefusedSeqJump => "refused_seq_jump", "skyvine_gndt_refused_seq_jump_total",
+        "GNDT entries refused because their sequence number jumps too far ahead.";
+    /// Host claims of a pinned or frozen address (whoever advertises them).
+    RefusedPinnedClaim => "refused_pinned_claim", "skyvine_gndt_refused_pinned_claims_total",
+        "Host claims refused because the address is pinned or frozen here.";
+    /// Freeze marks from a site that is not the address's last confirmed owner.
+    RefusedForgedFrozen => "refused_forged_frozen", "skyvine_gndt_refused_forged_frozen_total",
+        "Host entries refused because their freeze mark does not come from the last confirmed owner.";
+    /// Peers whose certificate was revoked while connected (cut off, entries withdrawn).
+    RevokedPeers => "revoked_peers", "skyvine_peers_revoked_total",
+        "Connected peers cut off because their certificate was revoked.";
     /// Planned-migration windows opened (hints announced by an address's owner).
     Hints => "hints", "skyvine_migration_hints_total",
         "Planned-migration hints accepted (windows opened).";

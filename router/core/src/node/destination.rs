@@ -194,7 +194,8 @@ impl Node {
 
     /// The address another site advertised for `mac` (the claimed one, if given). For a
     /// claimed address, a withdrawn claim counts too (ours included): a rolled-back takeover
-    /// withdraws the entry that carried the binding, not the binding itself.
+    /// withdraws the entry that carried the binding, not the binding itself; so does the
+    /// binding of an entry that went from the table since.
     fn binding_elsewhere(&self, mac: MacAddr, claimed: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
         let elsewhere = |stored: &&Stored| {
             let e = &stored.entry;
@@ -207,7 +208,8 @@ impl Node {
                 .gndt
                 .get(Ipv4Network::from(ip))
                 .filter(elsewhere)
-                .map(|_| ip),
+                .map(|_| ip)
+                .or_else(|| (self.remembered_binding(ip) == Some(mac)).then_some(ip)),
             None => self
                 .gndt
                 .hosts_by_mac(mac)
@@ -248,6 +250,40 @@ impl Node {
             });
             self.start_confirming(record, mac, ip, now);
         }
+    }
+
+    /// A peer reminded us (restarted) that the VM at `mac` with `ip` was here: probe for it,
+    /// and take its address only once it answered here, whatever the takeover mode.
+    pub(super) fn look_for_echoed(&mut self, mac: MacAddr, ip: Ipv4Addr, now: Instant) {
+        // Several peers echo the same VM; the owner's prefix may not have arrived yet. A
+        // migration of it detected here and still resolving its address has it now: probed.
+        if let Some(pending) = self.lan.pending.get_mut(&mac) {
+            if matches!(pending.phase, Phase::Resolving { .. }) {
+                let prober = Prober::new(ip, mac, self.lan.confirm_timeout, now);
+                pending.phase = Phase::Confirming { prober };
+                let record = pending.record;
+                self.update_record(record, |r| r.ip = Some(ip));
+                self.advance_pending(now);
+            }
+            return;
+        }
+        if self.lan.pending.len() >= MAX_PENDING {
+            return;
+        }
+        let start = Start {
+            mac: Some(mac),
+            ip: Some(ip),
+            from: self.gndt.owner(ip).cloned(),
+            to: self.config.me.clone(),
+            role: Role::Destination,
+            detection: Detection::Echo,
+        };
+        let record = self.lan.records.start(start, now);
+        tracing::info!(%ip, %mac, "a peer remembers this VM here; looking for it on the LAN");
+        let prober = Prober::new(ip, mac, self.lan.confirm_timeout, now);
+        let phase = Phase::Confirming { prober };
+        self.lan.pending.insert(mac, Pending { record, phase });
+        self.advance_pending(now);
     }
 
     /// `mac` resolved to `ip`: unless damping forbids the move, take over at once and probe
@@ -315,9 +351,13 @@ impl Node {
             .gndt
             .get(Ipv4Network::from(ip))
             .map(|s| s.entry.clone());
+        // Above what peers still hold of our claim before a restart, too.
+        let echoed = self.trust.take_echoed_claim(ip).unwrap_or(0);
         let seq = previous
             .as_ref()
-            .map_or(1, |e| e.version.seq.saturating_add(1));
+            .map_or(0, |e| e.version.seq)
+            .max(echoed)
+            .saturating_add(1);
         let entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
         self.on_returned(ip);
         self.lndt_add(ip, Some(mac), now);
@@ -360,8 +400,8 @@ impl Node {
 
     /// Another site took `ip` over while a migration of it was pending here: drop it. One
     /// already taken over here lost to a newer claim (typically the old site's take-back: the
-    /// VM still answered there).
-    pub(super) fn abandon_pending(&mut self, ip: Ipv4Addr) {
+    /// VM still answered there). Whether such an unconfirmed takeover was dropped.
+    pub(super) fn abandon_pending(&mut self, ip: Ipv4Addr) -> bool {
         let abandoned: Vec<MacAddr> = self
             .lan
             .pending
@@ -369,9 +409,11 @@ impl Node {
             .filter(|(_, p)| p.ip() == Some(ip))
             .map(|(mac, _)| *mac)
             .collect();
+        let mut unconfirmed = false;
         for mac in abandoned {
             if let Some(pending) = self.lan.pending.remove(&mac) {
                 if pending.taken_over() {
+                    unconfirmed = true;
                     tracing::warn!(%ip, %mac, "our unconfirmed takeover was superseded by another site's claim");
                     self.update_record(pending.record, |r| {
                         r.outcome = Outcome::Refused(RefusalReason::StillHere);
@@ -379,6 +421,7 @@ impl Node {
                 }
             }
         }
+        unconfirmed
     }
 
     /// Step 6: repoint the migrated VM's cache entries for every host it may have cached (its
@@ -459,6 +502,10 @@ impl Node {
         for (mac, reason, detail) in expired {
             if let Some(pending) = self.lan.pending.remove(&mac) {
                 self.refuse(pending.record, mac, reason, &detail);
+                // Probed without an answer (not merely unresolved): not here.
+                if let (RefusalReason::Unconfirmed, Some(ip)) = (reason, pending.ip()) {
+                    self.withdraw_echoed_claim(ip, mac, now);
+                }
             }
         }
         for (mac, ip) in unconfirmed {

@@ -34,7 +34,7 @@ impl Node {
         if up_to_date {
             return;
         }
-        let seq = current.map_or(1, |e| e.version.seq + 1);
+        let seq = current.map_or(1, |e| e.version.seq.saturating_add(1));
         let entry = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
         self.originate(entry, now);
     }
@@ -52,6 +52,12 @@ impl Node {
                     .by_mac(mac)
                     .map(|b| b.ip)
                     .filter(|ip| self.lndt.contains(*ip) && self.gndt.owner(*ip) == Some(me))
+            })
+            .or_else(|| {
+                // Echoed to us after a restart, for an address still ours by prefix.
+                self.trust
+                    .echoed(mac)
+                    .filter(|ip| self.lndt.is_configured(*ip) && self.gndt.owner(*ip) == Some(me))
             })
     }
 }
@@ -72,7 +78,7 @@ mod tests {
     fn a_host_of_ours_is_advertised_once_per_binding() {
         let now = Instant::now();
         let mut a = lan_node("a", 1, now);
-        a.handle_peer_up(site("b"), now);
+        a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
         while a.poll_effect().is_some() {}
         let hello = frames::arp_request(mac(1, 1), ip(1, 1), ip(1, 254));
         a.handle_lan_event(classify(&hello).unwrap(), now);
@@ -95,7 +101,7 @@ mod tests {
     fn bindings_of_hosts_not_ours_are_learned_but_not_advertised() {
         let now = Instant::now();
         let mut a = lan_node("a", 1, now);
-        a.handle_peer_up(site("b"), now);
+        a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
         while a.poll_effect().is_some() {}
         // 10.77.1.50 is in a's prefix but not its LNDT; 10.77.2.1 is b's.
         for (host, m) in [(ip(1, 50), mac(1, 50)), (ip(2, 1), mac(2, 1))] {
@@ -117,7 +123,7 @@ mod tests {
         a.handle_lan_event(classify(&hello).unwrap(), now);
         assert_eq!(a.vouch_for(mac(1, 2)), Some(ip(1, 2)));
         // Once the host moved to b, a no longer vouches for it.
-        a.handle_peer_up(site("b"), now);
+        a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
         let moved = GndtEntry::host(ip(1, 2), site("b"), 2, Some(mac(1, 2)));
         a.handle_message(
             &site("b"),

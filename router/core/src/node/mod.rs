@@ -18,6 +18,9 @@ mod source;
 mod succession;
 #[cfg(test)]
 mod testing;
+mod trust;
+#[cfg(test)]
+mod trust_tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
@@ -39,6 +42,7 @@ pub use kernel::{KernelOp, KernelRoute};
 pub use lan::LanIdentity;
 pub use prepare::{HintError, HintOutcome, Prepared, MAX_PREPARED, MAX_PREPARE_WINDOW};
 pub use records::{Detection, MigrationRecord, Outcome, RefusalReason, Role, RELAY_WINDOW};
+pub use trust::{EntryRefusal, MAX_SEQ_JUMP, TOMBSTONE_LIFETIME};
 
 /// How often a digest goes to each connected peer.
 pub const DIGEST_INTERVAL: Duration = Duration::from_secs(5);
@@ -91,10 +95,16 @@ pub struct NodeConfig {
     pub me: SiteId,
     /// Prefixes this site owns.
     pub prefixes: Vec<Ipv4Network>,
+    /// The prefixes this router's own certificate certifies (host entries inside them are
+    /// VMs homed here). [`NodeConfig::new`] takes `prefixes`.
+    pub certified: Vec<Ipv4Network>,
     /// LNDT ranges from configuration.
     pub lndt_ranges: Vec<Ipv4Network>,
-    /// Peers named in configuration (others may still connect with a valid certificate).
+    /// Peers named in configuration: the only sites that may connect, unless
+    /// `any_certified_peer`.
     pub peers: Vec<SiteId>,
+    /// Whether any site the CA certified may connect, listed or not (`tls.any_certified_peer`).
+    pub any_certified_peer: bool,
     /// The router's own LAN MAC and address; `None` when there is no LAN (some simulations).
     pub lan: Option<LanIdentity>,
     /// Routing-optimization mode: the subnet every VM is configured with.
@@ -125,9 +135,11 @@ impl NodeConfig {
     ) -> Self {
         NodeConfig {
             me,
+            certified: prefixes.clone(),
             prefixes,
             lndt_ranges,
             peers,
+            any_certified_peer: false,
             lan: None,
             virtual_network: None,
             takeover: Takeover::Optimistic,
@@ -189,6 +201,8 @@ pub struct Node {
     kernel: BTreeMap<Ipv4Network, KernelRoute>,
     /// Planned migrations in their window.
     windows: prepare::Windows,
+    /// Certificates, what each peer said, previous owners (see [`trust`]).
+    trust: trust::Trust,
     /// Makes the data plane's snapshots from the GNDT's changes.
     fib: FibWriter,
     /// The MACs of other sites' live host entries, kept on every change.
@@ -232,7 +246,9 @@ impl Node {
             .map(|site| (site.clone(), PeerState::new(true, now)))
             .collect();
         let lan = lan::LanState::new(&config, now);
+        let trust = trust::Trust::new(config.me.clone(), config.certified.clone(), now);
         let mut node = Node {
+            trust,
             lndt: Lndt::new(config.lndt_ranges.iter().copied(), now),
             config,
             gndt: Gndt::new(),
@@ -280,14 +296,42 @@ impl Node {
         self.started
     }
 
-    /// A direct control stream to `peer` is up: send it the whole table.
-    pub fn handle_peer_up(&mut self, peer: SiteId, now: Instant) {
-        self.handle_link_up(peer, PeerPath::Direct, now);
+    /// A direct control stream to `peer`, whose certificate certifies `certified`, is up:
+    /// send it the whole table.
+    pub fn handle_peer_up(&mut self, peer: SiteId, certified: Vec<Ipv4Network>, now: Instant) {
+        self.handle_link_up(peer, PeerPath::Direct, certified, now);
     }
 
-    /// A control stream to `peer` is up on a connection that travels `path`: send it the
-    /// whole table.
-    pub fn handle_link_up(&mut self, peer: SiteId, path: PeerPath, now: Instant) {
+    /// Whether `peer` may connect at all: never this router's own id, and only a listed peer
+    /// unless any certified site may. The daemon asks before it takes a connection up.
+    pub fn admit(&self, peer: &SiteId) -> Result<(), crate::link::AdmitError> {
+        crate::link::admit(
+            &self.config.me,
+            peer,
+            &self.config.peers,
+            self.config.any_certified_peer,
+        )
+    }
+
+    /// A control stream to `peer` is up on a connection that travels `path`; its certificate
+    /// certifies `certified`: send it the whole table (our own entries).
+    pub fn handle_link_up(
+        &mut self,
+        peer: SiteId,
+        path: PeerPath,
+        certified: Vec<Ipv4Network>,
+        now: Instant,
+    ) {
+        if let Err(error) = self.admit(&peer) {
+            tracing::warn!(peer = %peer, %error, "peer refused");
+            return;
+        }
+        self.trust
+            .views
+            .entry(peer.clone())
+            .or_default()
+            .reconnected();
+        self.learn_certificate(&peer, certified, now);
         let configured = self.config.peers.contains(&peer);
         let state = self
             .peers
@@ -300,6 +344,7 @@ impl Node {
         tracing::info!(peer = %peer, configured, %path, "peer up");
         state.path = Some(path);
         self.send_full_table(&peer);
+        self.send_echo(&peer);
     }
 
     /// The control stream to `peer` is gone.
@@ -318,26 +363,36 @@ impl Node {
     /// A control message from a connected peer.
     pub fn handle_message(&mut self, from: &SiteId, message: Message, now: Instant) {
         tracing::trace!(peer = %from, kind = message.kind(), "control message");
+        if !self.peers.get(from).is_some_and(|p| p.connected) {
+            tracing::debug!(peer = %from, kind = message.kind(), "message from a peer that is not up; ignored");
+            return;
+        }
         match message {
             Message::Hello { .. } => {
                 tracing::debug!(peer = %from, "ignoring a repeated hello");
             }
             Message::Entries { entries } => self.merge_entries(from, entries, now),
+            Message::Echo { entries } => self.on_echo(from, entries, now),
+            Message::Outranked { ip, seq } => self.on_outranked(from, ip, seq, now),
             Message::TableEnd { digest, count } => {
-                if let Some(state) = self.peers.get_mut(from) {
-                    state.synced = true;
-                }
+                let first = self
+                    .peers
+                    .get_mut(from)
+                    .is_some_and(|state| !std::mem::replace(&mut state.synced, true));
+                let heard = self.end_of_table(from, first, now);
                 self.after_full_table(from, now);
                 tracing::info!(
                     peer = %from,
                     peer_entries = count,
                     entries = self.gndt.len(),
-                    in_sync = digest == self.gndt.digest(),
+                    in_sync = digest == heard,
                     "full table received"
                 );
             }
             Message::Digest { digest, count } => {
-                if digest != self.gndt.digest() {
+                self.reecho_unsaid(from);
+                let heard = self.trust.views.get(from).map_or(0, |v| v.digest());
+                if digest != heard {
                     tracing::debug!(
                         peer = %from,
                         peer_entries = count,
@@ -376,8 +431,11 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.lan_timeout(now);
         self.expire_windows(now);
-        let digest = self.gndt.digest();
-        let count = u64::try_from(self.gndt.len()).unwrap_or(u64::MAX);
+        self.sweep_tombstones(now);
+        self.replay_deferred(now);
+        // A digest covers our own entries: what a full table from us carries.
+        let digest = self.gndt.digest_of(&self.config.me);
+        let count = u64::try_from(self.gndt.count_of(&self.config.me)).unwrap_or(u64::MAX);
         let due: Vec<(SiteId, bool)> = self
             .peers
             .iter()
@@ -409,6 +467,8 @@ impl Node {
             .into_iter()
             .chain(self.lan_poll_timeout())
             .chain(self.windows.next_at())
+            .chain((self.gndt.tombstones() > 0).then(|| self.trust.next_sweep()))
+            .chain(self.trust.next_deferred())
             .min()
     }
 
@@ -419,6 +479,10 @@ impl Node {
 
     /// The forwarding view for the data plane, made from the changes since the last one (see
     /// [`FibWriter`]): its cost does not grow with the table.
+    ///
+    /// A configured prefix of ours outside our certificate is advertised (peers refuse it,
+    /// and count and log that: the operator sees the mistake on both sides) but not routed as
+    /// ours here.
     pub fn fib_snapshot(&mut self) -> Arc<FibSnapshot> {
         let (copy_to, arriving) = self.prepared_view();
         let extras = FibExtras {
@@ -426,8 +490,16 @@ impl Node {
             copy_to,
             arriving,
         };
-        self.fib
-            .publish(&self.config.me, &self.gndt, &self.lndt, extras)
+        let me = &self.config.me;
+        let uncertified: Vec<Ipv4Network> = self
+            .config
+            .prefixes
+            .iter()
+            .filter(|p| !self.trust.certificates.covers(me, **p))
+            .copied()
+            .collect();
+        self.fib.unroute(uncertified);
+        self.fib.publish(me, &self.gndt, &self.lndt, extras)
     }
 
     /// How many forwarding snapshots were copied whole because the data plane still held the
@@ -468,61 +540,92 @@ impl Node {
     }
 
     fn merge_entries(&mut self, from: &SiteId, entries: Vec<GndtEntry>, now: Instant) {
-        let mut changed = Vec::new();
+        let mut changed = false;
         for entry in entries {
-            if self.gndt.get(entry.prefix).is_none() && !self.has_room_for(&entry) {
+            if !self.record_said(from, &entry)
+                || (self.gndt.get(entry.prefix).is_none() && !self.has_room_for(from))
+            {
                 let refused = self.counters.add(Counter::RefusedEntries);
                 if refused.is_power_of_two() {
                     tracing::warn!(peer = %from, origin = %entry.site(), refused, "GNDT limit reached; new entries refused");
                 }
                 continue;
             }
-            let applied = self.apply_entry(entry.clone(), now);
-            if let Applied::Stale { current } = &applied {
-                tracing::trace!(peer = %from, prefix = %entry.prefix, ?current, "stale entry ignored");
-            }
-            if applied.changed() {
-                tracing::debug!(
-                    peer = %from,
-                    prefix = %entry.prefix,
-                    site = %entry.site(),
-                    seq = entry.version.seq,
-                    withdrawn = entry.withdrawn,
-                    "gndt entry changed"
-                );
-                let previous = match applied {
-                    Applied::Replaced { previous } => Some(previous),
-                    _ => None,
-                };
-                self.after_change(&entry, previous, now);
-                changed.push(entry);
-            }
+            changed |= self.merge_said(from, entry, now);
         }
-        // Only a change to one of our own entries can call for a correction.
-        let ours_touched = changed
-            .iter()
-            .any(|e| e.site() == &self.config.me || self.config.prefixes.contains(&e.prefix));
-        let reasserted = if ours_touched {
-            self.reassert_own(&changed, now)
-        } else {
-            Vec::new()
-        };
-        if changed.is_empty() && reasserted.is_empty() {
-            return;
-        }
-        self.effects.push_back(Effect::TablesChanged);
         // Received entries are not flooded on: every router advertises its own entries to
         // every peer directly (the data plane only ever sends to the owning site directly, so
         // routers form a full mesh), and the periodic digest repairs anything lost. Flooding
-        // would cost (N-1)^2 messages per change.
-        if !reasserted.is_empty() {
-            self.broadcast_except(None, &reasserted);
+        // would cost (N-1)^2 messages per change, and a router speaks only for itself.
+        if changed {
+            self.effects.push_back(Effect::TablesChanged);
         }
     }
 
-    fn has_room_for(&self, entry: &GndtEntry) -> bool {
-        self.gndt.len() < MAX_GNDT_ENTRIES
-            && self.gndt.count_of(entry.site()) < MAX_ENTRIES_PER_SITE
+    /// Checks and applies one entry `from` said (recorded already); whether the GNDT changed.
+    fn merge_said(&mut self, from: &SiteId, entry: GndtEntry, now: Instant) -> bool {
+        let accepted = match self.check_entry(from, &entry, now) {
+            Ok(accepted) => accepted,
+            Err(refusal) => {
+                self.refuse_entry(from, &entry, refusal, now);
+                return false;
+            }
+        };
+        let applied = self.apply_peer_entry(entry.clone(), accepted.wins_tie, now);
+        // Stored as sent (every router holds the same entry), acted on without a freeze
+        // mark we do not honour: our still-here check runs.
+        let mut entry = entry;
+        if entry.frozen && !accepted.honour_freeze && applied.changed() {
+            self.counters.add(Counter::RefusedForgedFrozen);
+            tracing::warn!(peer = %from, prefix = %entry.prefix, reason = EntryRefusal::ForgedFrozen.describe(), "freeze mark not honoured; taken as a plain claim");
+            entry.frozen = false;
+        }
+        if let Applied::Stale { current } = &applied {
+            tracing::trace!(peer = %from, prefix = %entry.prefix, ?current, "stale entry ignored");
+        }
+        if !applied.changed() {
+            return false;
+        }
+        tracing::debug!(
+            peer = %from,
+            prefix = %entry.prefix,
+            site = %entry.site(),
+            seq = entry.version.seq,
+            withdrawn = entry.withdrawn,
+            "gndt entry changed"
+        );
+        let previous = match applied {
+            Applied::Replaced { previous } => Some(previous),
+            _ => None,
+        };
+        self.after_change(&entry, previous, now);
+        true
+    }
+
+    /// Applies a checked entry from its origin: the origin's last word about its own entry
+    /// wins even when older or as old and different (it restarted and counts from 1 again, or
+    /// the site's other router took over with its own MAC); against another origin's entry
+    /// the sequence numbers decide, ties going to the address's home (`wins_tie`).
+    fn apply_peer_entry(&mut self, entry: GndtEntry, wins_tie: bool, now: Instant) -> Applied {
+        let current = self.gndt.get(entry.prefix).map(|s| s.entry.clone());
+        match current {
+            Some(current)
+                if current.site() == entry.site()
+                    && current.version >= entry.version
+                    && current != entry =>
+            {
+                self.gndt_remove(current.prefix);
+                match self.apply_entry_ranked(entry, false, now) {
+                    Applied::Inserted => Applied::Replaced { previous: current },
+                    other => other,
+                }
+            }
+            _ => self.apply_entry_ranked(entry, wins_tie, now),
+        }
+    }
+
+    fn has_room_for(&self, from: &SiteId) -> bool {
+        self.gndt.len() < MAX_GNDT_ENTRIES && self.gndt.count_of(from) < MAX_ENTRIES_PER_SITE
     }
 
     /// What the core counted: LAN frames, refusals, entries over the limits.
@@ -557,17 +660,9 @@ impl Node {
         if moved || entry.frozen {
             self.note_move(entry, now);
         }
-        let own_lan_address = self.config.lan.is_some_and(|l| l.ip == ip);
-        if entry.site() == &self.config.me && own_lan_address {
-            // Our own LAN binding, as another router of the site advertised it (or we did
-            // with an older MAC): no host to adopt; reassert_own re-advertises ours.
-        } else if entry.site() == &self.config.me {
-            // Our own host entry came back from the network (we restarted): adopt it.
-            if self.lndt_add(ip, entry.mac, now) {
-                tracing::info!(%ip, "host entry of ours learned from peers; back in the LNDT");
-                self.after_adopting(ip, entry.mac, now);
-            }
-        } else if self.lndt_remove(ip) {
+        // Entries of ours are never taken from peers (a restarted router relearns its hosts on
+        // its LAN, see [`trust`]), so this entry is another site's.
+        if self.lndt_remove(ip) {
             tracing::info!(%ip, to = %entry.site(), "host moved away; removed from the LNDT");
             // Verify with the MAC we knew: a claim with another MAC must not pass unchecked.
             let known_mac = previous_mac.or_else(|| self.hwdt.by_ip(ip).map(|b| b.mac));
@@ -592,6 +687,12 @@ impl Node {
         if previous.site() == &self.config.me && self.lndt.contains(ip) {
             let mut ours = previous;
             ours.version.seq = entry.version.seq.saturating_add(1);
+            // The same entry again, not a new take-back: its freeze mark only while the
+            // freeze lasts here (every router that takes the mark freezes the address anew).
+            ours.frozen &= matches!(
+                self.lan.damping.check(ip, now),
+                skyvine_tables::MoveVerdict::Frozen { .. }
+            );
             tracing::info!(%ip, by = %entry.site(), seq = ours.version.seq, "another site's withdrawal superseded our host entry; re-advertising it");
             self.originate(ours, now);
         } else if previous.site() == entry.site() {
@@ -602,43 +703,6 @@ impl Node {
             // address may now fall back to a prefix of ours.
             self.adopt_if_ours_by_prefix(ip, entry.mac, now);
         }
-    }
-
-    /// Re-originates our own prefixes when the network holds a different version of them
-    /// (e.g. withdrawn by a previous incarnation), and withdraws stale prefixes of ours among
-    /// the `changed` entries (a prefix of ours that is no longer configured only ever comes
-    /// back from the network, as a change: no need to scan the table).
-    fn reassert_own(&mut self, changed: &[GndtEntry], now: Instant) -> Vec<GndtEntry> {
-        let me = self.config.me.clone();
-        let mut out = Vec::new();
-        for prefix in self.config.prefixes.clone() {
-            let current = self.gndt.get(prefix).map(|s| s.entry.clone());
-            let ok = current.as_ref().is_some_and(|e| {
-                !e.withdrawn && e.site() == &me && e.kind == EntryKind::SitePrefix
-            });
-            if !ok {
-                let seq = current.map_or(1, |e| e.version.seq + 1);
-                out.push(GndtEntry::site_prefix(prefix, me.clone(), seq));
-            }
-        }
-        out.extend(self.reassert_lan_identity(now));
-        let stale: BTreeMap<Ipv4Network, GndtEntry> = changed
-            .iter()
-            .filter_map(|e| self.gndt.get(e.prefix).map(|s| &s.entry))
-            .filter(|e| !e.withdrawn && e.site() == &me && e.kind == EntryKind::SitePrefix)
-            .filter(|e| !self.config.prefixes.contains(&e.prefix))
-            .map(|e| (e.prefix, e.clone()))
-            .collect();
-        for mut entry in stale.into_values() {
-            tracing::info!(prefix = %entry.prefix, "withdrawing a prefix no longer configured");
-            entry.version.seq += 1;
-            entry.withdrawn = true;
-            out.push(entry);
-        }
-        for entry in &out {
-            self.apply_entry(entry.clone(), now);
-        }
-        out
     }
 
     /// The MAC of a live host entry of another site (see [`Node::foreign_macs`]).
@@ -654,6 +718,17 @@ impl Node {
         self.lndt.add(ip, mac, now)
     }
 
+    /// [`Gndt::remove`], kept in step with the foreign MACs and noted for the next forwarding
+    /// snapshot (the caller syncs the kernel).
+    pub(super) fn gndt_remove(&mut self, prefix: Ipv4Network) -> Option<GndtEntry> {
+        let removed = self.gndt.remove(prefix)?;
+        if let Some(mac) = self.foreign_mac(&removed) {
+            self.foreign.remove(mac);
+        }
+        self.fib.changed(removed.prefix);
+        Some(removed)
+    }
+
     /// [`Lndt::remove`], noted for the next forwarding snapshot.
     pub(super) fn lndt_remove(&mut self, ip: Ipv4Addr) -> bool {
         self.fib.local_changed(ip);
@@ -662,9 +737,28 @@ impl Node {
 
     /// Merges one entry into the GNDT and, if it changed anything, emits the kernel changes.
     pub(super) fn apply_entry(&mut self, entry: GndtEntry, now: Instant) -> Applied {
+        self.apply_entry_ranked(entry, false, now)
+    }
+
+    /// [`Node::apply_entry`], winning sequence-number ties against other origins if `wins_tie`.
+    fn apply_entry_ranked(&mut self, entry: GndtEntry, wins_tie: bool, now: Instant) -> Applied {
         let prefix = entry.prefix;
+        // A frozen take-back ends a move that was never confirmed: the site it takes the
+        // address from is no confirmed owner, and the one before stays the last.
+        let host =
+            (entry.kind == EntryKind::Host && !entry.withdrawn && !entry.frozen).then(|| {
+                let before = self.gndt.owner(prefix.ip()).cloned();
+                (entry.site().clone(), before)
+            });
         let foreign = self.foreign_mac(&entry);
-        let applied = self.gndt.apply(entry, now);
+        let applied = self.gndt.apply_ranked(entry, now, wins_tie);
+        if let Some((owner, Some(before))) = host.filter(|_| applied.changed()) {
+            // Remembered for freeze marks: only the site an address moved away from may
+            // take it back frozen.
+            if owner != before {
+                self.trust.note_prior_owner(prefix.ip(), before);
+            }
+        }
         if applied.changed() {
             if let Some(mac) = foreign {
                 self.foreign.add(mac);
@@ -682,8 +776,10 @@ impl Node {
         applied
     }
 
+    /// Sends our own entries (and nobody else's) to `peer`, then the end mark.
     fn send_full_table(&mut self, peer: &SiteId) {
-        let entries: Vec<GndtEntry> = self.gndt.entries().map(|s| s.entry.clone()).collect();
+        let me = self.config.me.clone();
+        let entries: Vec<GndtEntry> = self.gndt.entries_of(&me).map(|s| s.entry.clone()).collect();
         for chunk in entries.chunks(MAX_ENTRIES_PER_MESSAGE) {
             self.send(
                 peer,
@@ -696,7 +792,7 @@ impl Node {
         self.send(
             peer,
             Message::TableEnd {
-                digest: self.gndt.digest(),
+                digest: self.gndt.digest_of(&me),
                 count,
             },
         );

@@ -26,6 +26,8 @@ pub enum Detection {
     Traffic,
     /// Another router advertised the move.
     Peer,
+    /// After a restart, a peer reminded this router of a VM it held (verified by a probe).
+    Echo,
 }
 
 impl Detection {
@@ -35,6 +37,7 @@ impl Detection {
             Detection::GratuitousArp => "garp",
             Detection::Traffic => "traffic",
             Detection::Peer => "peer",
+            Detection::Echo => "echo",
         }
     }
 }

@@ -130,14 +130,17 @@ impl Node {
         };
         let record = self.lan.records.start(start, now);
         self.update_record(record, |r| r.advertised = Some(now));
-        self.abandon_pending(ip);
-        self.lan.departed.insert(
-            ip,
-            entry.site().clone(),
-            known_mac.or(entry.mac),
-            record,
-            now,
-        );
+        // Only a host confirmed here departs from here: after an unconfirmed takeover that
+        // lost, a withdrawal by the winner is no reason to take the address back.
+        if !self.abandon_pending(ip) {
+            self.lan.departed.insert(
+                ip,
+                entry.site().clone(),
+                known_mac.or(entry.mac),
+                record,
+                now,
+            );
+        }
         let Some(identity) = self.lan.identity else {
             return;
         };
@@ -219,10 +222,24 @@ impl Node {
     /// Takes the address of a host at `mac` back to this site, frozen (the host is, or was
     /// last confirmed, here), and tells the LAN where the host is.
     fn take_back(&mut self, ip: Ipv4Addr, mac: Option<MacAddr>, now: Instant) {
+        self.take_back_over(ip, mac, 0, now);
+    }
+
+    /// [`Node::take_back`] with a sequence number above `floor` too (a claim this router
+    /// refused, and so does not hold).
+    pub(super) fn take_back_over(
+        &mut self,
+        ip: Ipv4Addr,
+        mac: Option<MacAddr>,
+        floor: u64,
+        now: Instant,
+    ) {
         let seq = self
             .gndt
             .get(Ipv4Network::from(ip))
-            .map_or(1, |s| s.entry.version.seq.saturating_add(1));
+            .map_or(0, |s| s.entry.version.seq)
+            .max(floor)
+            .saturating_add(1);
         self.lndt_add(ip, mac, now);
         self.lan.damping.freeze(ip, now);
         let mut entry = GndtEntry::host(ip, self.config.me.clone(), seq, mac);
@@ -421,9 +438,13 @@ mod tests {
     }
 
     #[test]
-    fn a_frozen_take_back_is_not_checked_again() {
+    fn a_frozen_claim_from_a_site_that_never_held_the_host_is_checked_all_the_same() {
         let now = Instant::now();
         let a = a_after_move(true, now);
-        assert!(a.lan.verifying.is_empty());
+        // Not a take-back (b never held it): the mark would skip our still-here check, so it
+        // is taken as a plain claim, checked.
+        assert!(!a.lan.verifying.is_empty());
+        assert!(a.frozen(now).is_empty());
+        assert_eq!(a.counters().get(Counter::RefusedForgedFrozen), 1);
     }
 }

@@ -2,18 +2,19 @@
 //! the same site, so the peers' tables need nothing new; what differs is the MAC: the LAN's
 //! caches, and the peers' binding of the site's gateway address, still name the predecessor's.
 //!
-//! The successor notices it from the network itself (the peers hold a binding of our LAN
-//! address with another MAC), re-advertises its own binding, newer, and repoints the caches it
-//! can know of: every VM that migrated into the site (for its old neighbours and gateway, as
-//! after its migration) and, in routing-optimization mode, the LAN's entries for other sites'
-//! hosts. The gateway address itself is the VRRP daemon's to announce.
+//! The successor notices it from the network itself: a peer echoes our LAN address back to
+//! us with another MAC (see [`Node::on_echo`]; our own binding, in our full table, replaces
+//! the predecessor's at every peer, as an origin's last word does). It repoints the caches it
+//! can know of: every VM that migrated into the site (each is looked for on the LAN as the
+//! peers echo it, and its old neighbours and gateway repointed once it answers, as after its
+//! migration) and, in routing-optimization mode, the LAN's entries for other sites' hosts.
+//! The gateway address itself is the VRRP daemon's to announce.
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use ipnetwork::Ipv4Network;
 use skyvine_inject::wire as frames;
-use skyvine_tables::{EntryKind, GndtEntry, LndtSource, MacAddr, SiteId};
+use skyvine_tables::{EntryKind, LndtSource, MacAddr, SiteId};
 
 use super::Node;
 
@@ -21,40 +22,18 @@ use super::Node;
 pub(super) const MAX_REPOINTED_PER_TABLE: usize = 4096;
 
 impl Node {
-    /// Our own LAN binding, re-originated newer when the network holds another version of it:
-    /// withdrawn, or with another MAC. When the other version is ours with another MAC, another
-    /// router of this site was active before us: we succeed it (see the module doc).
-    pub(super) fn reassert_lan_identity(&mut self, now: Instant) -> Option<GndtEntry> {
-        let identity = self.config.lan?;
-        let me = self.config.me.clone();
-        let current = self
-            .gndt
-            .get(Ipv4Network::from(identity.ip))
-            .map(|s| s.entry.clone());
-        let ours = |e: &GndtEntry| !e.withdrawn && e.site() == &me && e.kind == EntryKind::Host;
-        if current
-            .as_ref()
-            .is_some_and(|e| ours(e) && e.mac == Some(identity.mac))
-        {
-            return None;
-        }
-        let seq = current
-            .as_ref()
-            .map_or(1, |e| e.version.seq.saturating_add(1));
-        tracing::info!(ip = %identity.ip, mac = %identity.mac, seq, "the network holds another binding of our LAN address; re-advertising ours");
-        let predecessor = current.filter(ours).and_then(|e| e.mac);
-        if let (Some(predecessor), false) = (predecessor, self.lan.succeeded) {
+    /// A peer echoed our LAN address with `mac`. Another MAC than ours means another router
+    /// of this site was active before us: we succeed it (see the module doc).
+    pub(super) fn on_echoed_lan_binding(&mut self, mac: Option<MacAddr>, now: Instant) {
+        let Some(identity) = self.config.lan else {
+            return;
+        };
+        let Some(predecessor) = mac.filter(|m| *m != identity.mac) else {
+            return;
+        };
+        tracing::info!(ip = %identity.ip, mac = %identity.mac, %predecessor, "a peer holds another binding of our LAN address; our own replaces it");
+        if !self.lan.succeeded {
             self.succeed(predecessor, now);
-        }
-        Some(GndtEntry::host(identity.ip, me, seq, Some(identity.mac)))
-    }
-
-    /// A host of ours came back from the network: after a succession, repoint its caches.
-    pub(super) fn after_adopting(&mut self, ip: Ipv4Addr, mac: Option<MacAddr>, now: Instant) {
-        if let (true, Some(mac)) = (self.lan.succeeded, mac) {
-            if !self.lndt.is_configured(ip) {
-                self.fix_migrated_view(ip, mac, now);
-            }
         }
     }
 
@@ -109,12 +88,16 @@ impl Node {
 mod tests {
     use std::time::Instant;
 
-    use skyvine_capture::wire::{ArpEvent, EventKind};
+    use skyvine_capture::wire::{classify, ArpEvent, EventKind};
 
     use super::super::testing::{
-        from_peer, ip, lan_node_with, mac, site, site_entries, transmitted,
+        certified, from_peer, ip, lan_node, lan_node_with, mac, sent, site, site_entries,
+        transmitted,
     };
-    use super::super::{Effect, LanIdentity, NodeConfig};
+    use ipnetwork::Ipv4Network;
+    use skyvine_tables::GndtEntry;
+
+    use super::super::Effect;
     use super::*;
     use crate::proto::Message;
 
@@ -131,16 +114,29 @@ mod tests {
         })
     }
 
-    /// What peer b's full table tells the standby: site a as its predecessor left it (b1
-    /// migrated in), and site b.
-    fn b_table(predecessor_mac: MacAddr) -> Vec<GndtEntry> {
-        let mut entries = site_entries("a", 1);
-        if let Some(gateway) = entries.last_mut() {
+    /// Peer b connects to the standby: its own table (b1 migrated to site a, so b no longer
+    /// advertises it), then the echo of site a as the predecessor left it at b.
+    fn b_connects(a: &mut Node, predecessor_mac: MacAddr, now: Instant) {
+        let own: Vec<GndtEntry> = site_entries("b", 2)
+            .into_iter()
+            .filter(|e| e.prefix.ip() != ip(2, 1))
+            .collect();
+        from_peer(a, "b", own, now);
+        let count = 3;
+        a.handle_message(&site("b"), Message::TableEnd { digest: 0, count }, now);
+        let mut echoed = site_entries("a", 1);
+        if let Some(gateway) = echoed.last_mut() {
             gateway.mac = Some(predecessor_mac);
         }
-        entries.push(GndtEntry::host(ip(2, 1), site("a"), 2, Some(mac(2, 1))));
-        entries.extend(site_entries("b", 2));
-        entries
+        echoed.push(GndtEntry::host(ip(2, 1), site("a"), 2, Some(mac(2, 1))));
+        a.handle_message(&site("b"), Message::Echo { entries: echoed }, now);
+    }
+
+    /// b1, migrated in, answers the standby's probe.
+    fn b1_answers(a: &mut Node, now: Instant) {
+        let frame =
+            frames::proxy_arp_reply(mac(2, 1), ip(2, 1), mac(1, 0xfd), Ipv4Addr::UNSPECIFIED);
+        a.handle_lan_event(classify(&frame).unwrap(), now);
     }
 
     fn announces(frames: &[ArpEvent], to: MacAddr, about: Ipv4Addr, ours: MacAddr) -> bool {
@@ -155,35 +151,76 @@ mod tests {
         let now = Instant::now();
         let ours = mac(1, 0xfd);
         let mut a = standby(true, now);
-        from_peer(&mut a, "b", b_table(mac(1, 0xfe)), now);
-        let digest = a.gndt().digest();
-        a.handle_message(&site("b"), Message::TableEnd { digest, count: 9 }, now);
+        b_connects(&mut a, mac(1, 0xfe), now);
         let frames = transmitted(&mut a);
-        // b1 (migrated in) learns that its old gateway and neighbour are at our MAC ...
-        for old in [ip(2, 254), ip(2, 2)] {
-            assert!(
-                announces(&frames, mac(2, 1), old, ours),
-                "{old}: {frames:?}"
-            );
-        }
-        // ... and the LAN that b's hosts are at our MAC (routing optimization).
+        // The LAN learns that b's hosts are at our MAC (routing optimization).
         for remote in [ip(2, 2), ip(2, 254)] {
             assert!(
                 announces(&frames, MacAddr::BROADCAST, remote, ours),
                 "{remote}: {frames:?}"
             );
         }
+        // b1 (migrated in) is looked for, and once it answers here learns that its old
+        // gateway and neighbour are at our MAC.
+        assert!(!a.lndt().contains(ip(2, 1)));
+        b1_answers(&mut a, now);
+        let frames = transmitted(&mut a);
+        for old in [ip(2, 254), ip(2, 2)] {
+            assert!(
+                announces(&frames, mac(2, 1), old, ours),
+                "{old}: {frames:?}"
+            );
+        }
         assert!(a.lndt().contains(ip(2, 1)));
+    }
+
+    /// The host claims the standby sends b (in `Entries`) for b1.
+    fn claims_of_b1(a: &mut Node) -> Vec<GndtEntry> {
+        sent(a)
+            .into_iter()
+            .filter(|(to, _)| *to == site("b"))
+            .filter_map(|(_, m)| match m {
+                Message::Entries { entries } => Some(entries),
+                _ => None,
+            })
+            .flatten()
+            .filter(|e| e.prefix.ip() == ip(2, 1))
+            .collect()
+    }
+
+    #[test]
+    fn an_echoed_claim_is_claimed_above_the_peers_number_or_withdrawn() {
+        let now = Instant::now();
+        // b1 answers: claimed above the number b holds (2), so it replaces b's entry.
+        let mut a = standby(false, now);
+        b_connects(&mut a, mac(1, 0xfe), now);
+        b1_answers(&mut a, now);
+        let claims = claims_of_b1(&mut a);
+        assert!(
+            claims.iter().any(|e| !e.withdrawn && e.version.seq == 3),
+            "{claims:?}"
+        );
+        // b1 does not answer: our claim that b still holds is withdrawn at that number.
+        let mut a = standby(false, now);
+        b_connects(&mut a, mac(1, 0xfe), now);
+        while a.poll_effect().is_some() {}
+        a.handle_timeout(now + std::time::Duration::from_secs(30));
+        let claims = claims_of_b1(&mut a);
+        assert!(
+            claims
+                .iter()
+                .any(|e| e.withdrawn && e.version.seq == 2 && e.site() == &site("a")),
+            "{claims:?}"
+        );
+        assert!(!a.lndt().contains(ip(2, 1)));
     }
 
     #[test]
     fn a_router_whose_binding_comes_back_unchanged_repoints_nothing() {
         let now = Instant::now();
-        // The same table, with our own MAC for the gateway: a restart, not a succession.
+        // Our own MAC for the gateway: a restart, not a succession.
         let mut a = standby(true, now);
-        from_peer(&mut a, "b", b_table(mac(1, 0xfd)), now);
-        let digest = a.gndt().digest();
-        a.handle_message(&site("b"), Message::TableEnd { digest, count: 9 }, now);
+        b_connects(&mut a, mac(1, 0xfd), now);
         let frames = transmitted(&mut a);
         assert!(
             !frames
@@ -193,57 +230,52 @@ mod tests {
         );
         // Without routing optimization a successor repoints its migrated-in VMs only.
         let mut a = standby(false, now);
-        from_peer(&mut a, "b", b_table(mac(1, 0xfe)), now);
+        b_connects(&mut a, mac(1, 0xfe), now);
+        b1_answers(&mut a, now);
         let frames = transmitted(&mut a);
         assert!(announces(&frames, mac(2, 1), ip(2, 254), mac(1, 0xfd)));
         assert!(!frames.iter().any(|e| e.eth_dst == MacAddr::BROADCAST));
     }
 
     #[test]
-    fn a_standby_taking_over_the_gateway_address_re_advertises_its_own_mac() {
+    fn the_standbys_binding_of_the_gateway_address_replaces_its_predecessors_at_peers() {
+        // b holds the failed router's binding of the gateway address, at a high number or at
+        // the same number as the standby's (both counted from 1).
+        for seq in [4, 1] {
+            standbys_binding_replaces_one_at(seq);
+        }
+    }
+
+    fn standbys_binding_replaces_one_at(seq: u64) {
         let now = Instant::now();
-        let gateway: Ipv4Addr = "10.77.1.254".parse().unwrap();
-        let standby_mac = MacAddr([0x52, 0x54, 0, 0x77, 1, 0xfd]);
-        let mut config = NodeConfig::new(
-            site("a"),
-            vec!["10.77.1.0/24".parse().unwrap()],
-            vec!["10.77.1.1/32".parse().unwrap()],
-            vec![site("b")],
-        );
-        config.lan = Some(LanIdentity {
-            mac: standby_mac,
-            ip: gateway,
-        });
-        let mut a = Node::new(config, now);
-        a.handle_peer_up(site("b"), now);
-        while a.poll_effect().is_some() {}
-        // b still holds the failed router's binding of the same address, newer.
-        let old_mac = MacAddr([0x52, 0x54, 0, 0x77, 1, 0xfe]);
-        let old = GndtEntry::host(gateway, site("a"), 4, Some(old_mac));
-        a.handle_message(&site("b"), Message::Entries { entries: vec![old] }, now);
-        let stored = a
-            .gndt()
-            .get(Ipv4Network::from(gateway))
-            .unwrap()
-            .entry
-            .clone();
-        assert_eq!((stored.mac, stored.version.seq), (Some(standby_mac), 5));
-        let sent_fix = std::iter::from_fn(|| a.poll_effect()).any(|e| {
-            matches!(e, Effect::Send { message: Message::Entries { entries }, .. }
-                if entries.iter().any(|x| x.prefix.ip() == gateway && x.mac == Some(standby_mac) && x.version.seq == 5))
-        });
-        assert!(sent_fix);
-        // Not a host of ours: the gateway address stays out of the LNDT.
+        let gateway = ip(1, 254);
+        let mut b = lan_node("b", 2, now);
+        let old = GndtEntry::host(gateway, site("a"), seq, Some(mac(1, 0xfe)));
+        from_peer(&mut b, "a", vec![old], now);
+        b.handle_peer_down(&site("a"), now);
+        // The standby's full table: its own binding, counting from 1.
+        let mut a = standby(false, now);
+        a.handle_peer_up(site("b"), certified("b"), now);
+        b.handle_peer_up(site("a"), certified("a"), now);
+        for effect in std::iter::from_fn(|| a.poll_effect()) {
+            if let Effect::Send { to, message } = effect {
+                if to == site("b") {
+                    b.handle_message(&site("a"), message, now);
+                }
+            }
+        }
+        let stored = b.gndt().get(Ipv4Network::from(gateway)).unwrap();
+        assert_eq!(stored.entry.mac, Some(mac(1, 0xfd)), "held at {seq}");
+        // The echo of the old binding makes the standby succeed, and the gateway address
+        // stays out of its LNDT: no host of ours.
+        for effect in std::iter::from_fn(|| b.poll_effect()) {
+            if let Effect::Send { to, message } = effect {
+                if to == site("a") {
+                    a.handle_message(&site("b"), message, now);
+                }
+            }
+        }
+        assert!(a.lan.succeeded);
         assert!(!a.lndt().contains(gateway), "{:?}", a.lndt());
-        // Our own binding coming back unchanged calls for nothing.
-        let ours = stored;
-        a.handle_message(
-            &site("b"),
-            Message::Entries {
-                entries: vec![ours],
-            },
-            now,
-        );
-        assert!(std::iter::from_fn(|| a.poll_effect()).next().is_none());
     }
 }

@@ -52,10 +52,21 @@ pub(super) fn lan_node_with(
     Node::new(config, now)
 }
 
+/// The prefixes the certificate of site `a`, `b` or `c` certifies: its 10.77.N.0/24.
+pub(super) fn certified(name: &str) -> Vec<Ipv4Network> {
+    let n = match name {
+        "a" => 1,
+        "b" => 2,
+        "c" => 3,
+        _ => return Vec::new(),
+    };
+    vec![format!("10.77.{n}.0/24").parse().unwrap()]
+}
+
 /// `peer` (connected first if it is not) sends `entries`.
 pub(super) fn from_peer(node: &mut Node, peer: &str, entries: Vec<GndtEntry>, now: Instant) {
     if !node.peers().get(&site(peer)).is_some_and(|p| p.connected) {
-        node.handle_peer_up(site(peer), now);
+        node.handle_peer_up(site(peer), certified(peer), now);
     }
     node.handle_message(&site(peer), Message::Entries { entries }, now);
 }

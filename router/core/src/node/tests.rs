@@ -45,8 +45,8 @@ fn peers_learn_each_others_prefixes_and_route_them_into_the_tun() {
         node("a", "10.77.1.0/24", &["b"], now),
         node("b", "10.77.2.0/24", &["a"], now),
     ];
-    nodes[0].handle_peer_up(site("b"), now);
-    nodes[1].handle_peer_up(site("a"), now);
+    nodes[0].handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
+    nodes[1].handle_peer_up(site("a"), crate::node::testing::certified("a"), now);
     settle(&mut nodes, now);
     let routes: Vec<String> = nodes[0]
         .tun_routes()
@@ -62,7 +62,7 @@ fn peers_learn_each_others_prefixes_and_route_them_into_the_tun() {
 fn a_moved_host_leaves_the_lndt_and_gets_a_tun_route() {
     let now = Instant::now();
     let mut a = node("a", "10.77.1.0/24", &["b"], now);
-    a.handle_peer_up(site("b"), now);
+    a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
     let vm: Ipv4Addr = "10.77.1.2".parse().unwrap();
     assert!(a.lndt().contains(vm));
     a.handle_message(
@@ -78,29 +78,82 @@ fn a_moved_host_leaves_the_lndt_and_gets_a_tun_route() {
 }
 
 #[test]
-fn a_restarted_router_reasserts_its_prefix_over_an_old_withdrawal() {
+fn a_restarted_peer_is_believed_about_its_own_entries_and_nothing_else() {
     let now = Instant::now();
     let mut a = node("a", "10.77.1.0/24", &["b"], now);
-    a.handle_peer_up(site("b"), now);
-    while a.poll_effect().is_some() {}
-    let mut old = GndtEntry::site_prefix("10.77.1.0/24".parse().unwrap(), site("a"), 7);
-    old.withdrawn = true;
-    a.handle_message(&site("b"), Message::Entries { entries: vec![old] }, now);
-    let stored = a.gndt().get("10.77.1.0/24".parse().unwrap()).unwrap();
-    assert!(!stored.entry.withdrawn);
-    assert_eq!(stored.entry.version.seq, 8);
-    let sent_fix = std::iter::from_fn(|| a.poll_effect()).any(|e| {
-        matches!(e, Effect::Send { message: Message::Entries { entries }, .. }
-                if entries.iter().any(|x| x.version.seq == 8))
-    });
-    assert!(sent_fix);
+    let certified = crate::node::testing::certified("b");
+    a.handle_peer_up(site("b"), certified.clone(), now);
+    let prefix: Ipv4Network = "10.77.2.0/24".parse().unwrap();
+    // One of our VMs that had migrated to b, and one of b's own.
+    let old_host = GndtEntry::host("10.77.1.9".parse().unwrap(), site("b"), 4, None);
+    let home_host = GndtEntry::host("10.77.2.9".parse().unwrap(), site("b"), 4, None);
+    let entries = vec![
+        GndtEntry::site_prefix(prefix, site("b"), 7),
+        old_host.clone(),
+        home_host.clone(),
+    ];
+    a.handle_message(&site("b"), Message::Entries { entries }, now);
+    a.handle_message(
+        &site("b"),
+        Message::TableEnd {
+            digest: 0,
+            count: 2,
+        },
+        now,
+    );
+    // b restarts: it counts from 1 again and no longer has the host.
+    a.handle_peer_down(&site("b"), now);
+    a.handle_peer_up(site("b"), certified, now);
+    // Our own full table goes out, with nothing of b's in it.
+    let sent: Vec<GndtEntry> = std::iter::from_fn(|| a.poll_effect())
+        .filter_map(|e| match e {
+            Effect::Send {
+                message: Message::Entries { entries },
+                ..
+            } => Some(entries),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(!sent.is_empty());
+    assert!(sent.iter().all(|e| e.site() == &site("a")), "{sent:?}");
+    let fresh = vec![GndtEntry::site_prefix(prefix, site("b"), 1)];
+    a.handle_message(&site("b"), Message::Entries { entries: fresh }, now);
+    a.handle_message(
+        &site("b"),
+        Message::TableEnd {
+            digest: 0,
+            count: 1,
+        },
+        now,
+    );
+    let stored = a.gndt().get(prefix).unwrap();
+    assert_eq!(stored.entry.version.seq, 1);
+    // Both host bindings stay until b speaks about them again: b's own host, and our VM that
+    // had migrated to b (b looks for it on its LAN as we echo it).
+    assert!(a.gndt().get(home_host.prefix).is_some());
+    let held = a.gndt().get(old_host.prefix).map(|s| s.entry.clone());
+    assert_eq!(held.as_ref().map(GndtEntry::site), Some(&site("b")));
+    // The VM did not answer at b: b withdraws its claim at the number we hold, and the address
+    // is no longer b's.
+    let mut withdrawal = old_host.clone();
+    withdrawal.withdrawn = true;
+    let entries = vec![withdrawal];
+    a.handle_message(&site("b"), Message::Entries { entries }, now);
+    let stored = a.gndt().get(old_host.prefix).map(|s| s.entry.clone());
+    assert!(
+        stored
+            .as_ref()
+            .is_none_or(|e| e.withdrawn || e.site() != &site("b")),
+        "{stored:?}"
+    );
 }
 
 #[test]
 fn a_full_table_that_never_ended_is_asked_for_again() {
     let now = Instant::now();
     let mut a = node("a", "10.77.1.0/24", &["b"], now);
-    a.handle_peer_up(site("b"), now);
+    a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
     while a.poll_effect().is_some() {}
     // b's entries arrive, its TableEnd is lost: a cannot compare digests with b.
     let entries = vec![GndtEntry::site_prefix(
@@ -138,7 +191,7 @@ fn a_full_table_that_never_ended_is_asked_for_again() {
 fn digest_mismatch_requests_the_table() {
     let now = Instant::now();
     let mut a = node("a", "10.77.1.0/24", &["b"], now);
-    a.handle_peer_up(site("b"), now);
+    a.handle_peer_up(site("b"), crate::node::testing::certified("b"), now);
     while a.poll_effect().is_some() {}
     a.handle_message(
         &site("b"),

@@ -4,12 +4,10 @@
 //! [`families`] and `prometheus-client` encodes the OpenMetrics text.
 //!
 //! Label sets are typed (`label_sets!`): each is a struct the crate's `EncodeLabelSet` derive
-//! encodes, with its label names as `NAMES` for the table. When one router carries several
-//! virtual networks, every table and migration family gets a `network` label: that is one field
-//! more in [`EntryLabels`], [`SourceLabels`], [`MigrationLabels`], [`StepLabels`] and
-//! [`RefusalLabels`], and a new set for the table gauges and core counters that have no label
-//! today; the compiler then points at every series to fill in. Router-wide families (info,
-//! uptime, peers, the data plane's drops) keep their labels.
+//! encodes, with its label names as `NAMES` for the table. Every family about a virtual
+//! network's tables, traffic or migrations carries a `network` label (the `[[networks]]` name,
+//! "default" for a config with one `[lan]`); router-wide families (info, uptime, peer
+//! connections, relaying, and datagrams dropped before they reached any network) do not.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -26,7 +24,7 @@ use prometheus_client::metrics::MetricType::{
 use prometheus_client::registry::Registry;
 use skyvine_core::node::Counter;
 
-use super::{MigrationStats, Snapshot};
+use super::{MigrationStats, NetworkSnapshot, Snapshot};
 
 /// A label value: a fixed name (a reason, a direction) or text from the router's state (a
 /// site). `prometheus-client` escapes it.
@@ -56,20 +54,24 @@ label_sets! {
     PeerLabels { peer }
     /// A peer reached through relay router `via`.
     RelayedLabels { peer, via }
-    /// Traffic to (`tx`) or from (`rx`) one peer.
-    FlowLabels { peer, direction }
-    /// Why the data plane dropped packets.
-    DropLabels { reason }
+    /// Traffic to (`tx`) or from (`rx`) one peer in one network.
+    FlowLabels { network, peer, direction }
+    /// Why the data plane dropped packets of a network.
+    DropLabels { network, reason }
+    /// Why the router dropped datagrams that reached no network.
+    ReasonLabels { reason }
+    /// One network (its table gauges and unlabelled core counters).
+    NetworkLabels { network }
     /// Why the core refused moves (its counters labelled by reason).
-    RefusalLabels { reason }
+    RefusalLabels { network, reason }
     /// A kind of GNDT entry: `prefix`, `host`, `withdrawn`.
-    EntryLabels { kind }
+    EntryLabels { network, kind }
     /// Where LNDT hosts come from: `configured`, `migrated_in`.
-    SourceLabels { source }
+    SourceLabels { network, source }
     /// Finished migrations: how they were detected, this router's role, how they ended.
-    MigrationLabels { detection, role, outcome }
+    MigrationLabels { network, detection, role, outcome }
     /// One step of applied migrations, at this router's role.
-    StepLabels { step, role }
+    StepLabels { network, step, role }
 }
 
 /// One metric family.
@@ -146,23 +148,29 @@ pub static FAMILIES: &[Family] = &[
         "IP bytes through the overlay per peer and direction.",
         |s, m| peer_flows(s, m, |p| (p.tx_bytes, p.rx_bytes))),
     Family::new("skyvine_dropped_packets_total", CounterType, DropLabels::NAMES,
-        "Packets the data plane dropped, by reason.", dropped),
+        "Packets the data plane dropped, by network and reason.", dropped),
+    Family::new("skyvine_dropped_datagrams_total", CounterType, ReasonLabels::NAMES,
+        "Datagrams from peers dropped before they reached a network: relay refusals, a network the peer does not share.",
+        dropped_datagrams),
+    Family::new("skyvine_dropped_control_messages_total", CounterType, ReasonLabels::NAMES,
+        "Control messages from peers dropped because they named a network the peer does not share with this router.",
+        dropped_control),
     Family::new("skyvine_gndt_entries", Gauge, EntryLabels::NAMES,
         "GNDT entries: site prefixes, host (/32) entries, withdrawn tombstones.", gndt_entries),
     Family::new("skyvine_lndt_hosts", Gauge, SourceLabels::NAMES,
         "LNDT entries: configured ranges and hosts that migrated in.", lndt_hosts),
-    Family::new("skyvine_lndt_moved_away", Gauge, &[],
+    Family::new("skyvine_lndt_moved_away", Gauge, NetworkLabels::NAMES,
         "Configured hosts that migrated to another site.",
-        |s, m| m.encode_gauge(&signed(s.snap.counts.lndt_moved_away))),
-    Family::new("skyvine_hwdt_bindings", Gauge, &[],
+        |s, m| per_network(s, m, |n| n.counts.lndt_moved_away)),
+    Family::new("skyvine_hwdt_bindings", Gauge, NetworkLabels::NAMES,
         "IP <-> MAC bindings in the HWDT.",
-        |s, m| m.encode_gauge(&signed(s.snap.counts.hwdt_bindings))),
-    Family::new("skyvine_frozen_addresses", Gauge, &[],
+        |s, m| per_network(s, m, |n| n.counts.hwdt_bindings)),
+    Family::new("skyvine_frozen_addresses", Gauge, NetworkLabels::NAMES,
         "Addresses frozen by move damping (moved too often).",
-        |s, m| m.encode_gauge(&signed(s.snap.frozen))),
-    Family::new("skyvine_migrations_in_progress", Gauge, &[],
+        |s, m| per_network(s, m, |n| n.frozen)),
+    Family::new("skyvine_migrations_in_progress", Gauge, NetworkLabels::NAMES,
         "Migrations detected and not finished yet.",
-        |s, m| m.encode_gauge(&signed(s.snap.counts.migrations_in_progress))),
+        |s, m| per_network(s, m, |n| n.counts.migrations_in_progress)),
     Family::new("skyvine_migrations_total", CounterType, MigrationLabels::NAMES,
         "Finished migrations by detection (rarp, garp, traffic, peer), role and outcome.",
         migrations),
@@ -187,7 +195,7 @@ pub fn families() -> Vec<Family> {
             kind: CounterType,
             labels: match counter.reason() {
                 Some(_) => RefusalLabels::NAMES,
-                None => &[],
+                None => NetworkLabels::NAMES,
             },
             series: Series::Core,
         });
@@ -235,18 +243,21 @@ impl Collector for Scrape {
 }
 
 impl Scrape {
-    /// The core's counters of `family`: one series, or one per refusal reason.
+    /// The core's counters of `family`, per network: one series, or one per refusal reason.
     fn core(&self, family: &str, metric: &mut MetricEncoder<'_>) -> fmt::Result {
-        for counter in Counter::ALL.iter().filter(|c| c.family() == family) {
-            let value = self.snap.core.get(*counter);
-            match counter.reason() {
-                Some(reason) => {
-                    let labels = RefusalLabels {
-                        reason: reason.name().into(),
-                    };
-                    count(metric, &labels, value)?;
+        for network in &self.snap.networks {
+            for counter in Counter::ALL.iter().filter(|c| c.family() == family) {
+                let value = network.core.get(*counter);
+                match counter.reason() {
+                    Some(reason) => {
+                        let labels = RefusalLabels {
+                            network: network.name.clone().into(),
+                            reason: reason.name().into(),
+                        };
+                        count(metric, &labels, value)?;
+                    }
+                    None => count(metric, &network_labels(network), value)?,
                 }
-                None => metric.encode_counter::<NoLabelSet, _, f64>(&value, None)?,
             }
         }
         Ok(())
@@ -313,22 +324,57 @@ fn peer_flows(
     m: &mut MetricEncoder<'_>,
     pick: fn(&crate::dataplane::PeerStats) -> (u64, u64),
 ) -> fmt::Result {
-    for (site, stats) in &s.snap.counters.peers {
-        let (tx, rx) = pick(stats);
-        for (direction, value) in [("tx", tx), ("rx", rx)] {
-            let labels = FlowLabels {
-                peer: site.clone().into(),
-                direction: direction.into(),
-            };
-            count(m, &labels, value)?;
+    for network in &s.snap.networks {
+        for (site, stats) in &network.counters.peers {
+            let (tx, rx) = pick(stats);
+            for (direction, value) in [("tx", tx), ("rx", rx)] {
+                let labels = FlowLabels {
+                    network: network.name.clone().into(),
+                    peer: site.clone().into(),
+                    direction: direction.into(),
+                };
+                count(m, &labels, value)?;
+            }
         }
     }
     Ok(())
 }
 
-fn dropped(s: &Scrape, m: &mut MetricEncoder<'_>) -> fmt::Result {
+/// One gauge per network, with the value `pick` reads.
+fn per_network(
+    s: &Scrape,
+    m: &mut MetricEncoder<'_>,
+    pick: fn(&NetworkSnapshot) -> u64,
+) -> fmt::Result {
+    for network in &s.snap.networks {
+        m.encode_family(&network_labels(network))?
+            .encode_gauge(&signed(pick(network)))?;
+    }
+    Ok(())
+}
+
+fn network_labels(network: &NetworkSnapshot) -> NetworkLabels {
+    NetworkLabels {
+        network: network.name.clone().into(),
+    }
+}
+
+fn dropped_control(s: &Scrape, m: &mut MetricEncoder<'_>) -> fmt::Result {
+    for (reason, n) in &s.snap.control_drops {
+        count(
+            m,
+            &ReasonLabels {
+                reason: (*reason).into(),
+            },
+            *n,
+        )?;
+    }
+    Ok(())
+}
+
+fn dropped_datagrams(s: &Scrape, m: &mut MetricEncoder<'_>) -> fmt::Result {
     for (reason, n) in &s.snap.counters.drops {
-        let labels = DropLabels {
+        let labels = ReasonLabels {
             reason: reason.clone().into(),
         };
         count(m, &labels, *n)?;
@@ -336,29 +382,50 @@ fn dropped(s: &Scrape, m: &mut MetricEncoder<'_>) -> fmt::Result {
     Ok(())
 }
 
+fn dropped(s: &Scrape, m: &mut MetricEncoder<'_>) -> fmt::Result {
+    for network in &s.snap.networks {
+        for (reason, n) in &network.counters.drops {
+            let labels = DropLabels {
+                network: network.name.clone().into(),
+                reason: reason.clone().into(),
+            };
+            count(m, &labels, *n)?;
+        }
+    }
+    Ok(())
+}
+
 fn gndt_entries(s: &Scrape, m: &mut MetricEncoder<'_>) -> fmt::Result {
-    let c = &s.snap.counts;
-    for (kind, n) in [
-        ("prefix", c.gndt_prefixes),
-        ("host", c.gndt_hosts),
-        ("withdrawn", c.gndt_withdrawn),
-    ] {
-        let labels = EntryLabels { kind: kind.into() };
-        m.encode_family(&labels)?.encode_gauge(&signed(n))?;
+    for network in &s.snap.networks {
+        let c = &network.counts;
+        for (kind, n) in [
+            ("prefix", c.gndt_prefixes),
+            ("host", c.gndt_hosts),
+            ("withdrawn", c.gndt_withdrawn),
+        ] {
+            let labels = EntryLabels {
+                network: network.name.clone().into(),
+                kind: kind.into(),
+            };
+            m.encode_family(&labels)?.encode_gauge(&signed(n))?;
+        }
     }
     Ok(())
 }
 
 fn lndt_hosts(s: &Scrape, m: &mut MetricEncoder<'_>) -> fmt::Result {
-    let c = &s.snap.counts;
-    for (source, n) in [
-        ("configured", c.lndt_configured),
-        ("migrated_in", c.lndt_migrated_in),
-    ] {
-        let labels = SourceLabels {
-            source: source.into(),
-        };
-        m.encode_family(&labels)?.encode_gauge(&signed(n))?;
+    for network in &s.snap.networks {
+        let c = &network.counts;
+        for (source, n) in [
+            ("configured", c.lndt_configured),
+            ("migrated_in", c.lndt_migrated_in),
+        ] {
+            let labels = SourceLabels {
+                network: network.name.clone().into(),
+                source: source.into(),
+            };
+            m.encode_family(&labels)?.encode_gauge(&signed(n))?;
+        }
     }
     Ok(())
 }
@@ -397,10 +464,12 @@ mod tests {
 
     use super::*;
     use crate::admin::api::{Counts, MigrationRow, OutcomeName};
+    use crate::admin::metrics::NetworkSnapshot;
     use crate::dataplane::{CountersSnapshot, PeerStats};
 
     pub(crate) fn row(id: u64, outcome: OutcomeName, applied_ms: Option<f64>) -> MigrationRow {
         MigrationRow {
+            network: "default".into(),
             id,
             ip: Some("10.77.1.1".parse().unwrap()),
             mac: None,
@@ -440,14 +509,22 @@ mod tests {
             .into(),
             relayed_peers: [(SiteId::new("c").unwrap(), SiteId::new("b").unwrap())].into(),
             relayed: [(SiteId::new("b").unwrap(), (5, 7000))].into(),
-            counters,
-            counts: Counts {
-                gndt_prefixes: 3,
-                gndt_hosts: 1,
-                ..Counts::default()
+            counters: CountersSnapshot {
+                drops: [("relay_disabled".into(), 2)].into(),
+                ..CountersSnapshot::default()
             },
-            core: skyvine_core::node::Counters::default(),
-            frozen: 0,
+            control_drops: [("unknown_network", 0), ("not_member", 3)].into(),
+            networks: vec![NetworkSnapshot {
+                name: "default".into(),
+                counters,
+                counts: Counts {
+                    gndt_prefixes: 3,
+                    gndt_hosts: 1,
+                    ..Counts::default()
+                },
+                core: skyvine_core::node::Counters::default(),
+                frozen: 0,
+            }],
             migrations: Vec::new(),
         }
     }
@@ -462,8 +539,8 @@ mod tests {
         let mut stats = MigrationStats::default();
         stats.absorb(&[row(1, OutcomeName::Applied, Some(3.0))]);
         let mut snap = snapshot();
-        snap.core.add(Counter::Frames);
-        snap.core.add(Counter::RefusedStillHere);
+        snap.networks[0].core.add(Counter::Frames);
+        snap.networks[0].core.add(Counter::RefusedStillHere);
         let samples = scrape(snap, &stats).samples();
         let version = env!("CARGO_PKG_VERSION");
         assert_eq!(
@@ -471,16 +548,30 @@ mod tests {
             1.0
         );
         assert_eq!(samples["skyvine_uptime_seconds"], 12.5);
-        assert_eq!(samples["skyvine_lan_frames_total"], 1.0);
         assert_eq!(
-            samples["skyvine_lan_refused_moves_total{reason=\"still_here\"}"],
+            samples["skyvine_dropped_datagrams_total{reason=\"relay_disabled\"}"],
+            2.0
+        );
+        assert_eq!(
+            samples["skyvine_dropped_control_messages_total{reason=\"not_member\"}"],
+            3.0
+        );
+        assert_eq!(
+            samples["skyvine_lan_frames_total{network=\"default\"}"],
             1.0
         );
         assert_eq!(
-            samples["skyvine_lan_refused_moves_total{reason=\"busy\"}"],
+            samples["skyvine_lan_refused_moves_total{network=\"default\",reason=\"still_here\"}"],
+            1.0
+        );
+        assert_eq!(
+            samples["skyvine_lan_refused_moves_total{network=\"default\",reason=\"busy\"}"],
             0.0
         );
-        assert_eq!(samples["skyvine_gndt_refused_entries_total"], 0.0);
+        assert_eq!(
+            samples["skyvine_gndt_refused_entries_total{network=\"default\"}"],
+            0.0
+        );
         assert_eq!(samples["skyvine_peer_up{peer=\"b\"}"], 1.0);
         assert_eq!(samples["skyvine_peer_up{peer=\"c\"}"], 0.0);
         assert_eq!(samples["skyvine_peer_relayed{peer=\"c\",via=\"b\"}"], 1.0);
@@ -489,39 +580,48 @@ mod tests {
         assert_eq!(samples["skyvine_peer_rtt_seconds{peer=\"b\"}"], 0.0004);
         assert!(!samples.contains_key("skyvine_peer_rtt_seconds{peer=\"c\"}"));
         assert_eq!(
-            samples["skyvine_peer_packets_total{peer=\"b\",direction=\"tx\"}"],
+            samples["skyvine_peer_packets_total{network=\"default\",peer=\"b\",direction=\"tx\"}"],
             3.0
         );
         assert_eq!(
-            samples["skyvine_peer_bytes_total{peer=\"b\",direction=\"rx\"}"],
+            samples["skyvine_peer_bytes_total{network=\"default\",peer=\"b\",direction=\"rx\"}"],
             200.0
         );
         assert_eq!(
-            samples["skyvine_dropped_packets_total{reason=\"no_route\"}"],
+            samples["skyvine_dropped_packets_total{network=\"default\",reason=\"no_route\"}"],
             4.0
         );
-        assert_eq!(samples["skyvine_gndt_entries{kind=\"host\"}"], 1.0);
-        assert_eq!(samples["skyvine_gndt_entries{kind=\"prefix\"}"], 3.0);
-        assert_eq!(samples["skyvine_lndt_hosts{source=\"migrated_in\"}"], 0.0);
-        assert_eq!(samples["skyvine_hwdt_bindings"], 0.0);
         assert_eq!(
-            samples["skyvine_migrations_total{detection=\"rarp\",role=\"destination\",outcome=\"applied\"}"],
+            samples["skyvine_gndt_entries{network=\"default\",kind=\"host\"}"],
+            1.0
+        );
+        assert_eq!(
+            samples["skyvine_gndt_entries{network=\"default\",kind=\"prefix\"}"],
+            3.0
+        );
+        assert_eq!(
+            samples["skyvine_lndt_hosts{network=\"default\",source=\"migrated_in\"}"],
+            0.0
+        );
+        assert_eq!(samples["skyvine_hwdt_bindings{network=\"default\"}"], 0.0);
+        assert_eq!(
+            samples["skyvine_migrations_total{network=\"default\",detection=\"rarp\",role=\"destination\",outcome=\"applied\"}"],
             1.0
         );
         // prometheus-client writes `le` first; the order of labels carries no meaning.
         let bucket = |le: &str| {
-            samples[&format!("skyvine_migration_step_seconds_bucket{{le=\"{le}\",step=\"applied\",role=\"destination\"}}")]
+            samples[&format!("skyvine_migration_step_seconds_bucket{{le=\"{le}\",network=\"default\",step=\"applied\",role=\"destination\"}}")]
         };
         assert_eq!(bucket("0.001"), 0.0);
         assert_eq!(bucket("0.0025"), 0.0);
         assert_eq!(bucket("0.005"), 1.0);
         assert_eq!(bucket("+Inf"), 1.0);
         assert_eq!(
-            samples["skyvine_migration_step_seconds_count{step=\"applied\",role=\"destination\"}"],
+            samples["skyvine_migration_step_seconds_count{network=\"default\",step=\"applied\",role=\"destination\"}"],
             1.0
         );
         assert_eq!(
-            samples["skyvine_migration_step_seconds_sum{step=\"applied\",role=\"destination\"}"],
+            samples["skyvine_migration_step_seconds_sum{network=\"default\",step=\"applied\",role=\"destination\"}"],
             0.003
         );
     }
@@ -579,7 +679,10 @@ mod tests {
     fn label_values_are_escaped() {
         let mut snap = snapshot();
         let odd = "we\"ird\\peer\nname";
-        snap.counters.peers.insert(odd.into(), PeerStats::default());
+        snap.networks[0]
+            .counters
+            .peers
+            .insert(odd.into(), PeerStats::default());
         let exposition = scrape(snap, &MigrationStats::default());
         let flows = &exposition.families["skyvine_peer_packets"].samples;
         assert!(flows.iter().any(|s| s.label("peer") == Some(odd)));
@@ -608,11 +711,11 @@ mod tests {
         assert_eq!(total(&stats), 2.0);
         let samples = scrape(snapshot(), &stats).samples();
         assert_eq!(
-            samples["skyvine_migration_step_seconds_count{step=\"applied\",role=\"destination\"}"],
+            samples["skyvine_migration_step_seconds_count{network=\"default\",step=\"applied\",role=\"destination\"}"],
             1.0
         );
         assert_eq!(
-            samples["skyvine_migrations_total{detection=\"rarp\",role=\"destination\",outcome=\"refused\"}"],
+            samples["skyvine_migrations_total{network=\"default\",detection=\"rarp\",role=\"destination\",outcome=\"refused\"}"],
             1.0
         );
         // Record 1 evicted from the router's list: still counted once.
@@ -621,6 +724,6 @@ mod tests {
             row(3, OutcomeName::Applied, Some(1.0)),
         ]);
         assert_eq!(total(&stats), 3.0);
-        assert!(!stats.counted.contains(&1));
+        assert!(!stats.counted["default"].contains(&1));
     }
 }

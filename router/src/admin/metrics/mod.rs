@@ -37,66 +37,123 @@ const POLL_INTERVAL: Duration = Duration::from_secs(2);
 pub struct Snapshot {
     pub site: SiteId,
     pub uptime_s: f64,
-    /// Each known peer: connected, and the RTT when connected.
+    /// Each known peer: connected (in any network), and the RTT when connected.
     pub peers: BTreeMap<SiteId, (bool, Option<f64>)>,
     /// The connected peers reached through a relay, with their relay.
     pub relayed_peers: BTreeMap<SiteId, SiteId>,
     /// Relay datagrams this router passed on, per source peer: packets, bytes.
     pub relayed: BTreeMap<SiteId, (u64, u64)>,
+    /// The router's own data-plane counters: datagrams dropped before any network.
+    pub counters: CountersSnapshot,
+    /// Control messages from peers dropped before they reached a network, by reason
+    /// (`unknown_network`, `not_member`), summed over the network ids they named (a peer
+    /// chooses those: one series per id would let it grow the scrape at will).
+    pub control_drops: BTreeMap<&'static str, u64>,
+    /// Per network, in the config's order.
+    pub networks: Vec<NetworkSnapshot>,
+    /// Every network's recent migrations (each row names its network).
+    pub migrations: Vec<MigrationRow>,
+}
+
+/// One network's part of a scrape.
+#[derive(Clone, Debug)]
+pub struct NetworkSnapshot {
+    pub name: String,
+    /// Its data-plane counters: packets per peer, drops.
     pub counters: CountersSnapshot,
     pub counts: Counts,
     /// The core's counters (LAN frames, refusals, entries over the limits).
     pub core: Counters,
     pub frozen: u64,
-    pub migrations: Vec<MigrationRow>,
 }
 
 impl Snapshot {
     pub fn take(
-        node: &skyvine_core::node::Node,
+        networks: &skyvine_core::networks::Networks,
         shared: &crate::daemon::Shared,
         now: std::time::Instant,
     ) -> Self {
         let conns = shared.peers.load();
+        let mut peers = BTreeMap::new();
+        let mut relayed_peers = BTreeMap::new();
+        for network in networks.iter() {
+            for (site, state) in network.node.peers() {
+                let rtt = conns
+                    .get(site)
+                    .filter(|_| state.connected)
+                    .map(|c| c.rtt().as_secs_f64());
+                let entry = peers.entry(site.clone()).or_insert((false, None));
+                entry.0 |= state.connected;
+                entry.1 = entry.1.or(rtt);
+                if let Some(relay) = state.path.as_ref().and_then(|p| p.relay()) {
+                    relayed_peers.insert(site.clone(), relay.clone());
+                }
+            }
+        }
+        let first = networks.first();
         Snapshot {
-            site: node.me().clone(),
-            uptime_s: collect::age(now, node.started()),
-            peers: node
-                .peers()
-                .iter()
-                .map(|(site, state)| {
-                    let rtt = conns
-                        .get(site)
-                        .filter(|_| state.connected)
-                        .map(|c| c.rtt().as_secs_f64());
-                    (site.clone(), (state.connected, rtt))
-                })
-                .collect(),
-            relayed_peers: node
-                .peers()
-                .iter()
-                .filter_map(|(site, state)| {
-                    let relay = state.path.as_ref()?.relay()?;
-                    Some((site.clone(), relay.clone()))
-                })
-                .collect(),
+            site: first
+                .map(|n| n.me().clone())
+                .unwrap_or_else(|| shared.site.clone()),
+            uptime_s: first.map_or(0.0, |n| collect::age(now, n.started())),
+            peers,
+            relayed_peers,
             relayed: shared.relay.relayed(),
             counters: shared.counters.snapshot(),
-            counts: collect::counts(node),
-            core: node.counters(),
-            frozen: u64::try_from(node.frozen(now).len()).unwrap_or(u64::MAX),
-            migrations: node
-                .migrations()
-                .map(|r| collect::migration_row(r, now))
+            control_drops: control_drops(networks),
+            networks: networks
+                .iter()
+                .map(|n| NetworkSnapshot {
+                    name: n.name.clone(),
+                    counters: shared
+                        .network(n.id)
+                        .map(|s| s.counters.snapshot())
+                        .unwrap_or_default(),
+                    counts: collect::counts(&n.node),
+                    core: n.node.counters(),
+                    frozen: u64::try_from(n.node.frozen(now).len()).unwrap_or(u64::MAX),
+                })
                 .collect(),
+            migrations: migration_rows(networks, now),
         }
     }
+}
+
+/// Control messages dropped for a network the sender does not share, by reason (every
+/// reason, zero included).
+pub fn control_drops(networks: &skyvine_core::networks::Networks) -> BTreeMap<&'static str, u64> {
+    let mut drops: BTreeMap<&'static str, u64> = skyvine_core::networks::Unshared::ALL
+        .iter()
+        .map(|reason| (reason.name(), 0))
+        .collect();
+    for ((_, reason), n) in networks.dropped() {
+        *drops.entry(reason.name()).or_default() += n;
+    }
+    drops
+}
+
+/// Every network's recent migrations, each row naming its network.
+pub fn migration_rows(
+    networks: &skyvine_core::networks::Networks,
+    now: std::time::Instant,
+) -> Vec<MigrationRow> {
+    networks
+        .iter()
+        .flat_map(|n| {
+            n.node.migrations().map(move |r| {
+                let mut row = collect::migration_row(r, now);
+                row.network.clone_from(&n.name);
+                row
+            })
+        })
+        .collect()
 }
 
 /// Finished migrations, counted once each.
 #[derive(Debug, Default)]
 pub struct MigrationStats {
-    counted: BTreeSet<u64>,
+    /// Per network: the record ids counted (each network's node numbers its own).
+    counted: BTreeMap<String, BTreeSet<u64>>,
     /// Finished migrations by (detection, role, outcome).
     totals: BTreeMap<MigrationLabels, u64>,
     /// Seconds from detection to each step, by (step, role); applied migrations only.
@@ -107,8 +164,15 @@ impl MigrationStats {
     /// Counts the finished migrations in `rows` not counted before.
     pub fn absorb(&mut self, rows: &[MigrationRow]) {
         // Record ids only grow: ids older than the oldest listed can never come back.
-        if let Some(oldest) = rows.iter().map(|r| r.id).min() {
-            self.counted = self.counted.split_off(&oldest);
+        for (network, counted) in &mut self.counted {
+            let oldest = rows
+                .iter()
+                .filter(|r| &r.network == network)
+                .map(|r| r.id)
+                .min();
+            if let Some(oldest) = oldest {
+                *counted = counted.split_off(&oldest);
+            }
         }
         for row in rows {
             let outcome = match row.outcome {
@@ -116,10 +180,16 @@ impl MigrationStats {
                 OutcomeName::Applied => "applied",
                 OutcomeName::Refused => "refused",
             };
-            if !self.counted.insert(row.id) {
+            if !self
+                .counted
+                .entry(row.network.clone())
+                .or_default()
+                .insert(row.id)
+            {
                 continue;
             }
             let labels = MigrationLabels {
+                network: row.network.clone().into(),
                 detection: row.detection.clone().into(),
                 role: row.role.clone().into(),
                 outcome: outcome.into(),
@@ -137,6 +207,7 @@ impl MigrationStats {
             for (step, ms) in steps {
                 if let Some(ms) = ms {
                     let labels = StepLabels {
+                        network: row.network.clone().into(),
                         step: step.into(),
                         role: row.role.clone().into(),
                     };
@@ -182,11 +253,7 @@ impl Exporter {
             tick.tick().await;
             let Some(rows) = self
                 .queries
-                .ask(|node, _, now| {
-                    node.migrations()
-                        .map(|r| collect::migration_row(r, now))
-                        .collect::<Vec<_>>()
-                })
+                .ask(|networks, _, now| migration_rows(networks, now))
                 .await
             else {
                 return;

@@ -1,0 +1,977 @@
+//! Control-plane trust: what a peer may make this router believe. A router speaks only for
+//! itself.
+//!
+//! * **Origin = sender.** An entry is accepted only from the site it names as its origin, on
+//!   that site's own authenticated connection (end to end, also through a relay: see
+//!   [`crate::relay`]). A full table carries only the sender's own entries, and nobody ever
+//!   hands a router its own entries back: a restarted router relearns them from its
+//!   configuration (prefixes, LNDT ranges) and its LAN (ARP, RARP, traffic: it advertises each
+//!   host again as it sees it), and its peers drop what it no longer advertises once its full
+//!   table has ended, except its host bindings: those of its own prefixes until it speaks
+//!   about them again, its claims of VMs away from home through its first full table (it
+//!   claims or withdraws each that they echo: see [`Node::end_of_table`]). The last word of an origin about its own
+//!   entry wins, even with a lower sequence number than before (it restarted).
+//! * **Certified prefixes.** Each router's certificate lists the prefixes the CA gave its site
+//!   ([`Certificates`]). A prefix entry must lie inside the sender's certified prefixes and may
+//!   not overlap this router's own. A host /32 outside the sender's prefixes (a VM that
+//!   migrated there) must lie inside another site's certified prefix (the VM's home) and carry
+//!   a sequence number above the current entry's; taking it over this way always starts the
+//!   current owner's still-here check ([`super::source`]). At an equal sequence number the
+//!   address's home wins; between two other sites the greater site id does, so every router
+//!   ranks entries the same way whatever order they arrive in (two sites that claim a VM
+//!   concurrently both saw the same entry, and pick the same number).
+//! * A host claim that moves a pinned or frozen address is refused whoever sends it; a freeze
+//!   mark is honoured only from the site the address last moved away from (the last confirmed
+//!   owner) or from the current owner refreshing its entry.
+//! * Sequence numbers may not jump more than [`MAX_SEQ_JUMP`] ahead of the current entry.
+//!
+//! Every refusal is counted (a `refused_*` counter) and logged at warn, at powers of two.
+//! Digests compare what each peer *said* ([`PeerView`]), not what this router accepted, so a
+//! refused entry never makes digests disagree.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ipnetwork::Ipv4Network;
+use skyvine_tables::{entry_hash, EntryKind, GndtEntry, MacAddr, MoveVerdict, SiteId};
+
+use super::counters::Counter;
+use super::{Effect, Message, Node, MAX_ENTRIES_PER_SITE};
+
+/// How far ahead of the current entry a sequence number may jump. An honest site adds one per
+/// change; this leaves room for a billion changes while nothing a peer sends can bring a
+/// sequence number near `u64::MAX`.
+pub const MAX_SEQ_JUMP: u64 = 1 << 32;
+/// How long a tombstone is kept: longer than any message stays in flight, so that no older
+/// advertisement can revive the entry it withdrew. Then it is collected.
+pub const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(600);
+/// How often tombstones are collected.
+const TOMBSTONE_SWEEP: Duration = Duration::from_secs(60);
+/// Addresses whose previous owner is remembered (for freeze marks); the oldest go first.
+const MAX_PRIOR_OWNERS: usize = 65_536;
+/// How many times a binding a peer's table left out is echoed to it again, one digest interval
+/// apart (see [`Node::reecho_unsaid`]): a lost echo is repeated, a binding the peer has no use
+/// for does not make it probe its LAN for ever.
+const REECHOES: u8 = 3;
+
+/// Why an entry from a peer was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryRefusal {
+    /// Its origin is not the peer that sent it.
+    ForgedOrigin,
+    /// Kind and prefix length disagree.
+    BadKind,
+    /// Outside the sender's certified prefixes (and, for a host, outside every known site's).
+    ForeignPrefix,
+    /// A prefix overlapping this router's own prefixes.
+    OwnPrefix,
+    /// A host claim whose sequence number is not above the current entry's.
+    NotNewer,
+    /// A sequence number too far ahead.
+    SeqJump,
+    /// A claim of a pinned or frozen address.
+    PinnedOrFrozen,
+    /// A freeze mark not from the address's last confirmed owner.
+    ForgedFrozen,
+}
+
+impl EntryRefusal {
+    /// The counter of entries refused for this reason.
+    pub fn counter(self) -> Counter {
+        match self {
+            EntryRefusal::ForgedOrigin => Counter::RefusedForgedOrigin,
+            EntryRefusal::BadKind => Counter::RefusedBadKind,
+            EntryRefusal::ForeignPrefix => Counter::RefusedForeignPrefix,
+            EntryRefusal::OwnPrefix => Counter::RefusedOwnPrefix,
+            EntryRefusal::NotNewer => Counter::RefusedNotNewer,
+            EntryRefusal::SeqJump => Counter::RefusedSeqJump,
+            EntryRefusal::PinnedOrFrozen => Counter::RefusedPinnedClaim,
+            EntryRefusal::ForgedFrozen => Counter::RefusedForgedFrozen,
+        }
+    }
+
+    /// What an operator reads in the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EntryRefusal::ForgedOrigin => "entry of another site (a router speaks only for itself)",
+            EntryRefusal::BadKind => "entry kind and prefix length disagree",
+            EntryRefusal::ForeignPrefix => "outside the sender's certified prefixes",
+            EntryRefusal::OwnPrefix => "overlaps this router's own prefixes",
+            EntryRefusal::NotNewer => "host claim not newer than the current owner's entry",
+            EntryRefusal::SeqJump => "sequence number jumps too far ahead",
+            EntryRefusal::PinnedOrFrozen => "claim of a pinned or frozen address",
+            EntryRefusal::ForgedFrozen => "freeze mark not from the address's last confirmed owner",
+        }
+    }
+}
+
+/// How an accepted entry is taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Accepted {
+    /// It wins a tie of sequence numbers against another origin's current entry (it comes
+    /// from the address's home).
+    pub(super) wins_tie: bool,
+    /// Its freeze mark (if any) counts.
+    pub(super) honour_freeze: bool,
+}
+
+/// The certified prefixes of every site whose certificate this router has verified, its own
+/// included.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Certificates(BTreeMap<SiteId, Vec<Ipv4Network>>);
+
+impl Certificates {
+    /// Records `site`'s certified prefixes; whether they differ from what was known.
+    pub(super) fn set(&mut self, site: SiteId, prefixes: Vec<Ipv4Network>) -> bool {
+        let prefixes: Vec<Ipv4Network> = prefixes.into_iter().map(normalize).collect();
+        self.0.insert(site, prefixes.clone()).as_ref() != Some(&prefixes)
+    }
+
+    /// Whether `prefix` lies inside one of `site`'s certified prefixes.
+    pub(super) fn covers(&self, site: &SiteId, prefix: Ipv4Network) -> bool {
+        self.0
+            .get(site)
+            .is_some_and(|certified| certified.iter().any(|c| contains(*c, prefix)))
+    }
+
+    /// The site other than `except` with the longest certified prefix holding `ip`: the home
+    /// of a VM at that address.
+    pub(super) fn home_of(&self, ip: Ipv4Addr, except: &SiteId) -> Option<&SiteId> {
+        self.0
+            .iter()
+            .filter(|(site, _)| *site != except)
+            .flat_map(|(site, certified)| certified.iter().map(move |c| (site, c)))
+            .filter(|(_, c)| c.contains(ip))
+            .max_by_key(|(_, c)| c.prefix())
+            .map(|(site, _)| site)
+    }
+
+    pub(super) fn of(&self, site: &SiteId) -> &[Ipv4Network] {
+        self.0.get(site).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// What one peer last said about each prefix, accepted or not: the digest it sends covers the
+/// same entries, so the two agree whenever nothing was lost on the way.
+#[derive(Debug, Default)]
+pub(super) struct PeerView {
+    /// Per prefix: the hash of the entry it last sent, and the full-table round it came in.
+    said: HashMap<Ipv4Network, (u64, u64)>,
+    digest: u64,
+    round: u64,
+    /// Host bindings of the peer that we keep although its table left them out (see
+    /// [`Node::end_of_table`]), with how many more times they are echoed to it.
+    unsaid: BTreeMap<Ipv4Network, u8>,
+}
+
+impl PeerView {
+    /// Records an entry; `false` if the peer already said as much as one site may.
+    fn record(&mut self, entry: &GndtEntry) -> bool {
+        let prefix = normalize(entry.prefix);
+        let hash = entry_hash(&GndtEntry {
+            prefix,
+            ..entry.clone()
+        });
+        let full = self.said.len() >= MAX_ENTRIES_PER_SITE;
+        match self.said.get_mut(&prefix) {
+            Some(said) => {
+                self.digest = self.digest.wrapping_sub(said.0).wrapping_add(hash);
+                *said = (hash, self.round);
+            }
+            None if full => return false,
+            None => {
+                self.digest = self.digest.wrapping_add(hash);
+                self.said.insert(prefix, (hash, self.round));
+            }
+        }
+        true
+    }
+
+    /// The peer's table ended: what it did not repeat since the last end, it no longer says.
+    fn end_of_table(&mut self) {
+        let round = self.round;
+        let mut digest = self.digest;
+        self.said.retain(|_, (hash, seen)| {
+            let kept = *seen == round;
+            if !kept {
+                digest = digest.wrapping_sub(*hash);
+            }
+            kept
+        });
+        self.digest = digest;
+        self.round = round.wrapping_add(1);
+    }
+
+    /// A new connection to the peer: its full table on it says afresh what it says. What it
+    /// said on the last connection and does not repeat is no longer its word (a restarted
+    /// router knows nothing of what it said before).
+    pub(super) fn reconnected(&mut self) {
+        self.round = self.round.wrapping_add(1);
+    }
+
+    fn said(&self, prefix: Ipv4Network) -> bool {
+        self.said.contains_key(&prefix)
+    }
+
+    /// Whether `entry` is still the peer's last word about its prefix.
+    fn says(&self, entry: &GndtEntry) -> bool {
+        let prefix = normalize(entry.prefix);
+        let hash = entry_hash(&GndtEntry {
+            prefix,
+            ..entry.clone()
+        });
+        self.said
+            .get(&prefix)
+            .is_some_and(|(said, _)| *said == hash)
+    }
+
+    pub(super) fn digest(&self) -> u64 {
+        self.digest
+    }
+}
+
+/// Trust state of a node: certificates, what each peer said, previous owners of addresses.
+#[derive(Debug)]
+pub(super) struct Trust {
+    pub(super) certificates: Certificates,
+    pub(super) views: BTreeMap<SiteId, PeerView>,
+    /// Per address, the owner it last moved away from, in the order they were noted.
+    prior_owners: BTreeMap<Ipv4Addr, (SiteId, u64)>,
+    /// Bindings of host entries that went from the table (their origin stopped saying them):
+    /// the address's MAC is still known, so that a VM that turns up here with it is recognised
+    /// (see [`Node::remembered_binding`]).
+    gone_bindings: BTreeMap<Ipv4Addr, MacAddr>,
+    /// Bindings of our own hosts that peers echoed after a restart (see [`Node::on_echo`]).
+    echoed: BTreeMap<MacAddr, Ipv4Addr>,
+    /// Our claims of VMs away from their homes that peers still held when they echoed them
+    /// (we restarted, or took over from the site's other router): the sequence number they
+    /// hold, until the VM answers here (we claim it above that) or not (we withdraw it).
+    echoed_claims: BTreeMap<Ipv4Addr, u64>,
+    noted: u64,
+    /// Per address, the last claim refused because the address was frozen here, with who sent
+    /// it and when the freeze ends: then it is checked again (the freeze delays a move; it
+    /// does not lose the claimant's word).
+    deferred: BTreeMap<Ipv4Addr, (SiteId, GndtEntry, Instant)>,
+    /// Per address, the last host entry refused for lying in no known site's prefixes, with
+    /// who sent it: a certificate learned later may make it acceptable, and it is checked
+    /// again then (without asking anyone: a request could be lost, and the digests agree).
+    homeless: BTreeMap<Ipv4Addr, (SiteId, GndtEntry)>,
+    /// More homeless entries were refused than `homeless` keeps: a certificate learned later
+    /// asks every connected peer for its table instead.
+    homeless_overflow: bool,
+    next_sweep: Instant,
+}
+
+impl Trust {
+    pub(super) fn new(me: SiteId, certified: Vec<Ipv4Network>, now: Instant) -> Self {
+        let mut certificates = Certificates::default();
+        certificates.set(me, certified);
+        Trust {
+            certificates,
+            views: BTreeMap::new(),
+            prior_owners: BTreeMap::new(),
+            gone_bindings: BTreeMap::new(),
+            echoed: BTreeMap::new(),
+            echoed_claims: BTreeMap::new(),
+            noted: 0,
+            deferred: BTreeMap::new(),
+            homeless: BTreeMap::new(),
+            homeless_overflow: false,
+            next_sweep: now + TOMBSTONE_SWEEP,
+        }
+    }
+
+    /// `ip` moved away from `owner`.
+    pub(super) fn note_prior_owner(&mut self, ip: Ipv4Addr, owner: SiteId) {
+        if !self.prior_owners.contains_key(&ip) && self.prior_owners.len() >= MAX_PRIOR_OWNERS {
+            let oldest = self
+                .prior_owners
+                .iter()
+                .min_by_key(|(_, (_, n))| *n)
+                .map(|(ip, _)| *ip);
+            if let Some(oldest) = oldest {
+                self.prior_owners.remove(&oldest);
+            }
+        }
+        self.noted = self.noted.wrapping_add(1);
+        self.prior_owners.insert(ip, (owner, self.noted));
+    }
+
+    fn note_gone_binding(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        if self.gone_bindings.len() < MAX_PRIOR_OWNERS || self.gone_bindings.contains_key(&ip) {
+            self.gone_bindings.insert(ip, mac);
+        }
+    }
+
+    fn note_echoed(&mut self, mac: MacAddr, ip: Ipv4Addr) {
+        if self.echoed.len() < MAX_PRIOR_OWNERS || self.echoed.contains_key(&mac) {
+            self.echoed.insert(mac, ip);
+        }
+    }
+
+    fn note_echoed_claim(&mut self, ip: Ipv4Addr, seq: u64) {
+        if self.echoed_claims.len() < MAX_PRIOR_OWNERS || self.echoed_claims.contains_key(&ip) {
+            let held = self.echoed_claims.entry(ip).or_insert(seq);
+            *held = (*held).max(seq);
+        }
+    }
+
+    /// The sequence number peers hold for our echoed claim of `ip`, which is settled now.
+    pub(super) fn take_echoed_claim(&mut self, ip: Ipv4Addr) -> Option<u64> {
+        self.echoed_claims.remove(&ip)
+    }
+
+    /// The address of our own host at `mac` as we advertised it before a restart.
+    pub(super) fn echoed(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+        self.echoed.get(&mac).copied()
+    }
+
+    fn prior_owner(&self, ip: Ipv4Addr) -> Option<&SiteId> {
+        self.prior_owners.get(&ip).map(|(site, _)| site)
+    }
+
+    pub(super) fn next_sweep(&self) -> Instant {
+        self.next_sweep
+    }
+
+    fn defer(&mut self, from: &SiteId, entry: &GndtEntry, until: Instant) {
+        let ip = entry.prefix.ip();
+        let newer = self
+            .deferred
+            .get(&ip)
+            .is_none_or(|(_, held, _)| entry.version >= held.version);
+        if newer && (self.deferred.len() < MAX_PRIOR_OWNERS || self.deferred.contains_key(&ip)) {
+            self.deferred
+                .insert(ip, (from.clone(), entry.clone(), until));
+        }
+    }
+
+    fn keep_homeless(&mut self, from: &SiteId, entry: &GndtEntry) {
+        let ip = entry.prefix.ip();
+        if self.homeless.len() < MAX_PRIOR_OWNERS || self.homeless.contains_key(&ip) {
+            self.homeless.insert(ip, (from.clone(), entry.clone()));
+        } else {
+            self.homeless_overflow = true;
+        }
+    }
+
+    /// When the first deferred claim is due.
+    pub(super) fn next_deferred(&self) -> Option<Instant> {
+        self.deferred.values().map(|(_, _, until)| *until).min()
+    }
+}
+
+impl Node {
+    /// Whether `from` may tell us `entry`, and how we take it.
+    pub(super) fn check_entry(
+        &self,
+        from: &SiteId,
+        entry: &GndtEntry,
+        now: Instant,
+    ) -> Result<Accepted, EntryRefusal> {
+        if entry.site() != from || from == &self.config.me {
+            return Err(EntryRefusal::ForgedOrigin);
+        }
+        let prefix = normalize(entry.prefix);
+        let host = entry.kind == EntryKind::Host;
+        if host != (prefix.prefix() == 32) || (!host && (entry.mac.is_some() || entry.frozen)) {
+            return Err(EntryRefusal::BadKind);
+        }
+        let current = self.gndt.get(prefix).map(|s| &s.entry);
+        let base = current.map_or(0, |c| c.version.seq);
+        if entry.version.seq > base.saturating_add(MAX_SEQ_JUMP) {
+            return Err(EntryRefusal::SeqJump);
+        }
+        let at_home = self.trust.certificates.covers(from, prefix);
+        if !host {
+            if !at_home {
+                return Err(EntryRefusal::ForeignPrefix);
+            }
+            // Our own prefixes, as far as our certificate backs them.
+            let me = &self.config.me;
+            let ours = self.config.prefixes.iter();
+            if ours
+                .filter(|own| self.trust.certificates.covers(me, **own))
+                .any(|own| overlap(*own, prefix))
+            {
+                return Err(EntryRefusal::OwnPrefix);
+            }
+            return Ok(Accepted::default());
+        }
+        let ip = prefix.ip();
+        if !at_home && self.trust.certificates.home_of(ip, from).is_none() {
+            return Err(EntryRefusal::ForeignPrefix);
+        }
+        // Ranked by (sequence number, is the address's home, site id): a claim from away
+        // must beat the home's entry with a higher sequence number; between two sites away
+        // from home the site id breaks a tie, as everywhere.
+        let rival = current.filter(|c| c.site() != from);
+        if let Some(rival) = rival {
+            let rival_home = self.trust.certificates.covers(rival.site(), prefix);
+            let beats = entry.version.seq > rival.version.seq
+                || (entry.version.seq == rival.version.seq
+                    && (at_home || (!rival_home && entry.version > rival.version)));
+            if !at_home && !beats {
+                return Err(EntryRefusal::NotNewer);
+            }
+        }
+        let honour_freeze = entry.withdrawn || self.check_move(from, entry, ip, now)?;
+        Ok(Accepted {
+            wins_tie: at_home && rival.is_some_and(|r| r.version.seq == entry.version.seq),
+            honour_freeze,
+        })
+    }
+
+    /// Pinned and frozen addresses do not move, whoever claims them; a freeze mark counts
+    /// only from the last confirmed owner: the site the address last moved away from here.
+    /// The current owner repeating its own frozen entry is no move.
+    ///
+    /// A claim with a freeze mark this router does not honour is taken as a plain claim
+    /// (`Ok(false)`): at the current owner its still-here check runs, and the VM, if it is
+    /// still here, is taken back. Where the address may not move now, it is refused.
+    fn check_move(
+        &self,
+        from: &SiteId,
+        entry: &GndtEntry,
+        ip: Ipv4Addr,
+        now: Instant,
+    ) -> Result<bool, EntryRefusal> {
+        let owner = self.gndt.owner(ip);
+        let moves = owner != Some(from);
+        // The current owner knows its history exactly; another router that saw no move of
+        // the address (it restarted since) takes the mark: the owner, refusing a forged one,
+        // answers with its own entry, newer and frozen, which every router then honours.
+        let ours = owner == Some(&self.config.me) && self.lndt.contains(ip);
+        let take_back = moves
+            && match self.trust.prior_owner(ip) {
+                Some(prior) => prior == from,
+                None => !ours,
+            };
+        let forged = entry.frozen && moves && !take_back;
+        if forged && !ours {
+            // Not honoured: taken as a plain claim where the address may move (the claimant
+            // may be right and merely unknown here as an owner: its claim lost a tie here),
+            // refused where it may not.
+            return match self.lan.damping.check(ip, now) {
+                MoveVerdict::Allowed => Ok(false),
+                MoveVerdict::Frozen { .. } | MoveVerdict::Pinned => Err(EntryRefusal::ForgedFrozen),
+            };
+        }
+        if !moves {
+            return Ok(true);
+        }
+        match self.lan.damping.check(ip, now) {
+            MoveVerdict::Allowed => Ok(!forged),
+            MoveVerdict::Frozen { .. } if entry.frozen && take_back => Ok(true),
+            MoveVerdict::Frozen { .. } | MoveVerdict::Pinned => Err(EntryRefusal::PinnedOrFrozen),
+        }
+    }
+
+    /// Records what `from` said about `entry`'s prefix; `false` if it is over its limit.
+    pub(super) fn record_said(&mut self, from: &SiteId, entry: &GndtEntry) -> bool {
+        self.trust
+            .views
+            .entry(from.clone())
+            .or_default()
+            .record(entry)
+    }
+
+    /// Counts and logs a refused entry. A refused claim of a host of ours (pinned, frozen, or
+    /// with a forged freeze mark) is answered with our own entry, newer, so that routers that
+    /// did accept it (their pins or histories differ) come back to us.
+    pub(super) fn refuse_entry(
+        &mut self,
+        from: &SiteId,
+        entry: &GndtEntry,
+        refusal: EntryRefusal,
+        now: Instant,
+    ) {
+        let count = self.counters.add(refusal.counter());
+        if refusal == EntryRefusal::ForeignPrefix && entry.kind == EntryKind::Host {
+            self.trust.keep_homeless(from, entry);
+        }
+        if count.is_power_of_two() {
+            tracing::warn!(
+                peer = %from,
+                origin = %entry.site(),
+                prefix = %entry.prefix,
+                kind = ?entry.kind,
+                seq = entry.version.seq,
+                reason = refusal.describe(),
+                refused = count,
+                "refused an entry from a peer"
+            );
+        } else {
+            tracing::debug!(peer = %from, prefix = %entry.prefix, reason = refusal.describe(), "refused an entry from a peer");
+        }
+        let ip = entry.prefix.ip();
+        if let (
+            EntryRefusal::PinnedOrFrozen | EntryRefusal::ForgedFrozen,
+            MoveVerdict::Frozen { until },
+        ) = (refusal, self.lan.damping.check(ip, now))
+        {
+            self.trust.defer(from, entry, until);
+        }
+        if refusal == EntryRefusal::NotNewer && !entry.withdrawn {
+            // The claimant may have restarted and not know the number we hold: tell it.
+            if let Some(current) = self.gndt.get(entry.prefix) {
+                let seq = current.entry.version.seq;
+                self.send(from, Message::Outranked { ip, seq });
+            }
+        }
+        // Two sites that both took the address back frozen would answer each other for as long
+        // as their freezes last: a frozen claim is answered only for a pinned address (the
+        // freeze ends, and the host's next word settles it).
+        let pinned = matches!(self.lan.damping.check(ip, now), MoveVerdict::Pinned);
+        if refusal == EntryRefusal::PinnedOrFrozen
+            && (pinned || !entry.frozen)
+            && entry.kind == EntryKind::Host
+            && self.gndt.owner(ip) == Some(&self.config.me)
+            && self.lndt.contains(ip)
+        {
+            // The binding we advertised stays with the entry: without it, once the freeze
+            // ends, no router could recognise the VM where it turns up.
+            let mac = self
+                .hwdt
+                .by_ip(ip)
+                .map(|b| b.mac)
+                .or_else(|| self.gndt.get(entry.prefix).and_then(|s| s.entry.mac));
+            tracing::info!(%ip, by = %from, "re-advertising a host of ours over a refused claim");
+            self.take_back_over(ip, mac, entry.version.seq, now);
+        }
+    }
+
+    /// Checks again the claims refused for a freeze that has ended, if each is still its
+    /// sender's last word and the sender is connected.
+    pub(super) fn replay_deferred(&mut self, now: Instant) {
+        let due: Vec<Ipv4Addr> = self
+            .trust
+            .deferred
+            .iter()
+            .filter(|(_, (_, _, until))| *until <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        let mut changed = false;
+        for ip in due {
+            if let Some((from, entry, _)) = self.trust.deferred.remove(&ip) {
+                changed |= self.recheck(&from, entry, "the freeze ended", now);
+            }
+        }
+        if changed {
+            self.effects.push_back(Effect::TablesChanged);
+        }
+    }
+
+    /// Checks a refused entry again (`why`: what changed), if it is still its sender's last
+    /// word and the sender is connected. Whether the tables changed.
+    fn recheck(&mut self, from: &SiteId, entry: GndtEntry, why: &str, now: Instant) -> bool {
+        let connected = self.peers.get(from).is_some_and(|p| p.connected);
+        let says = self.trust.views.get(from).is_some_and(|v| v.says(&entry));
+        if !(connected && says) {
+            return false;
+        }
+        tracing::info!(ip = %entry.prefix.ip(), peer = %from, seq = entry.version.seq, why, "checking a refused entry again");
+        self.merge_said(from, entry, now)
+    }
+
+    /// `peer` presented a certificate with these prefixes. A change from what was known drops
+    /// its entries (its full table follows and is checked afresh); a site newly known may
+    /// make refused host entries acceptable: they are checked again.
+    pub(super) fn learn_certificate(
+        &mut self,
+        peer: &SiteId,
+        prefixes: Vec<Ipv4Network>,
+        now: Instant,
+    ) {
+        let known = !self.trust.certificates.of(peer).is_empty();
+        if !self.trust.certificates.set(peer.clone(), prefixes) {
+            return;
+        }
+        tracing::info!(peer = %peer, prefixes = ?self.trust.certificates.of(peer), "certified prefixes");
+        if known {
+            let held: Vec<Ipv4Network> =
+                self.gndt.entries_of(peer).map(|s| s.entry.prefix).collect();
+            self.drop_entries(held, now);
+        }
+        self.replay_homeless(peer, now);
+        if std::mem::take(&mut self.trust.homeless_overflow) {
+            let connected: Vec<SiteId> = self
+                .peers
+                .iter()
+                .filter(|(site, p)| p.connected && *site != peer)
+                .map(|(site, _)| site.clone())
+                .collect();
+            for site in connected {
+                self.send(&site, Message::TableRequest {});
+            }
+        }
+    }
+
+    /// `peer`'s certificate is newly known: the host entries refused earlier for lying in no
+    /// known site's prefixes and inside its prefixes are checked again, if each is still its
+    /// sender's last word and the sender is connected.
+    fn replay_homeless(&mut self, peer: &SiteId, now: Instant) {
+        let covered: Vec<Ipv4Addr> = self
+            .trust
+            .homeless
+            .keys()
+            .filter(|ip| {
+                self.trust
+                    .certificates
+                    .covers(peer, Ipv4Network::from(**ip))
+            })
+            .copied()
+            .collect();
+        let mut changed = false;
+        for ip in covered {
+            if let Some((from, entry)) = self.trust.homeless.remove(&ip) {
+                changed |= self.recheck(&from, entry, "the address's home is known now", now);
+            }
+        }
+        if changed {
+            self.effects.push_back(Effect::TablesChanged);
+        }
+    }
+
+    /// `from` refused our claim of `ip`: it holds an entry numbered `seq`. If the host is ours
+    /// (we hold it and advertise it), our entry is re-advertised above that number; a number
+    /// further ahead than [`MAX_SEQ_JUMP`] is ignored (peers would refuse the jump).
+    pub(super) fn on_outranked(&mut self, from: &SiteId, ip: Ipv4Addr, seq: u64, now: Instant) {
+        let me = &self.config.me;
+        let ours = self
+            .gndt
+            .get(Ipv4Network::from(ip))
+            .map(|s| s.entry.clone())
+            .filter(|e| !e.withdrawn && e.site() == me && self.lndt.contains(ip));
+        let Some(mut entry) = ours else {
+            tracing::debug!(peer = %from, %ip, seq, "outranked claim of a host not ours; ignored");
+            return;
+        };
+        if seq < entry.version.seq || seq >= entry.version.seq.saturating_add(MAX_SEQ_JUMP) {
+            tracing::debug!(peer = %from, %ip, seq, ours = entry.version.seq, "outranked hint out of range; ignored");
+            return;
+        }
+        if matches!(self.lan.damping.check(ip, now), MoveVerdict::Frozen { .. }) {
+            // We took the address back and froze it: the peer's claim waits for the freeze to
+            // end (then it is checked again, see [`Node::replay_deferred`]). Answering it now
+            // would renew the freeze everywhere, for a VM that may have left since.
+            tracing::debug!(peer = %from, %ip, seq, "outranked while frozen here; left to the end of the freeze");
+            return;
+        }
+        entry.version.seq = seq.saturating_add(1);
+        tracing::info!(peer = %from, %ip, seq = entry.version.seq, "a peer holds a newer entry for a host of ours; re-advertising ours above it");
+        self.originate(entry, now);
+    }
+
+    /// Sends `peer` its own entries for VMs that had migrated to it (see [`Message::Echo`]).
+    pub(super) fn send_echo(&mut self, peer: &SiteId) {
+        let mut entries: Vec<GndtEntry> = self
+            .gndt
+            .live_entries()
+            .map(|s| &s.entry)
+            .filter(|e| e.site() == peer && e.kind == EntryKind::Host && e.mac.is_some())
+            .cloned()
+            .collect();
+        // The bindings of its hosts that only a withdrawn entry carries, or that went from our
+        // table (as withdrawn entries: the peer may vouch for them, no more): a restarted home
+        // is the one router asked about them.
+        let binding = |ip: Ipv4Addr, mac: MacAddr| {
+            let mut binding = GndtEntry::host(ip, peer.clone(), 0, Some(mac));
+            binding.withdrawn = true;
+            binding
+        };
+        let withdrawn = self.gndt.entries().map(|s| &s.entry).filter(|e| {
+            e.withdrawn
+                && e.kind == EntryKind::Host
+                && self.trust.certificates.covers(peer, e.prefix)
+        });
+        entries.extend(withdrawn.filter_map(|e| Some(binding(e.prefix.ip(), e.mac?))));
+        let gone = self.trust.gone_bindings.iter().filter(|(ip, _)| {
+            self.trust
+                .certificates
+                .covers(peer, Ipv4Network::from(**ip))
+        });
+        for (ip, mac) in gone {
+            if self.remembered_binding(*ip).is_some() {
+                entries.push(binding(*ip, *mac));
+            }
+        }
+        self.send_echo_entries(peer, &entries);
+    }
+
+    fn send_echo_entries(&mut self, peer: &SiteId, entries: &[GndtEntry]) {
+        for chunk in entries.chunks(super::MAX_ENTRIES_PER_MESSAGE) {
+            self.send(
+                peer,
+                Message::Echo {
+                    entries: chunk.to_vec(),
+                },
+            );
+        }
+    }
+
+    /// A peer reminds us of VMs we held (we restarted, or it did): each that we do not hold
+    /// now is looked for on our LAN, and claimed only if it answers here.
+    pub(super) fn on_echo(&mut self, from: &SiteId, entries: Vec<GndtEntry>, now: Instant) {
+        if self.lan.identity.is_none() {
+            return;
+        }
+        for entry in entries {
+            let ip = entry.prefix.ip();
+            let (Some(mac), true, true) = (
+                entry.mac,
+                entry.site() == &self.config.me,
+                entry.kind == EntryKind::Host && entry.prefix.prefix() == 32,
+            ) else {
+                tracing::debug!(peer = %from, prefix = %entry.prefix, "echo of an entry not ours; ignored");
+                continue;
+            };
+            if self.config.lan.is_some_and(|l| l.ip == ip) {
+                self.on_echoed_lan_binding(entry.mac, now);
+                continue;
+            }
+            let home = self.config.prefixes.iter().any(|p| p.contains(ip));
+            let unknown = home && self.lndt.is_configured(ip) && self.hwdt.by_ip(ip).is_none();
+            if entry.withdrawn {
+                // A binding of a host of ours that the peer still knows, no claim: vouched for.
+                if unknown {
+                    self.trust.note_echoed(mac, ip);
+                }
+                continue;
+            }
+            if unknown {
+                // Our own host, before the restart: we may vouch for its MAC (who it is, not
+                // where), so that a destination can still recognise it if it moved meanwhile.
+                // If it does not answer here, the binding peers keep for us is withdrawn at
+                // their number (it may be a claim we made before the restart, never confirmed).
+                self.trust.note_echoed(mac, ip);
+                self.trust.note_echoed_claim(ip, entry.version.seq);
+            } else if home || self.gndt.owner(ip) == Some(&self.config.me) || self.lndt.contains(ip)
+            {
+                continue;
+            } else {
+                // Our claim away from the VM's home, which the peer keeps until we speak
+                // about it: claimed again if the VM answers here, withdrawn if not.
+                self.trust.note_echoed_claim(ip, entry.version.seq);
+            }
+            self.look_for_echoed(mac, ip, now);
+        }
+    }
+
+    /// `peer`'s table ended: its entries that it did not repeat are no longer its word, and
+    /// go. Except the host bindings of its own prefixes: a restarted router relearns its
+    /// hosts on its LAN, and until it has, a VM of its that moves must still be recognised by
+    /// the binding it advertised. And, at the `first` table end since it connected, its
+    /// claims of VMs away from their homes: a restarted router (or the site's other router,
+    /// taking over) must keep a VM that had migrated to it routed there and not fall back to
+    /// its home; it claims or withdraws each as we echo it (see [`Node::on_echo`]). At a later
+    /// end (a digest disagreed) a claim it no longer repeats is one it gave up: it goes.
+    pub(super) fn end_of_table(&mut self, peer: &SiteId, first: bool, now: Instant) -> u64 {
+        let view = self.trust.views.entry(peer.clone()).or_default();
+        view.end_of_table();
+        let digest = view.digest();
+        let view = self.trust.views.get(peer);
+        // A claim we still echo to it (the first echo may have been lost) is kept until it
+        // answered, or the echoes are used up.
+        let echoing =
+            |p: &Ipv4Network| view.is_some_and(|v| v.unsaid.get(p).is_some_and(|l| *l > 0));
+        let stale: Vec<Ipv4Network> = self
+            .gndt
+            .entries_of(peer)
+            .filter(|s| {
+                let e = &s.entry;
+                e.withdrawn
+                    || e.kind != EntryKind::Host
+                    || (!first
+                        && !self.trust.certificates.covers(peer, e.prefix)
+                        && !echoing(&e.prefix))
+            })
+            .map(|s| s.entry.prefix)
+            .filter(|p| !view.is_some_and(|v| v.said(*p)))
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(peer = %peer, entries = stale.len(), "dropping entries the peer no longer advertises");
+            self.drop_entries(stale, now);
+        }
+        self.note_unsaid(peer);
+        digest
+    }
+
+    /// Notes the host bindings of `peer` that we keep although its table left them out: the
+    /// echo sent when it connected may have been lost with a connection, and without it the
+    /// peer cannot vouch for a VM of its that moved meanwhile, nor claim or withdraw a VM
+    /// that had migrated to it. Each is echoed again with the peer's next digests.
+    fn note_unsaid(&mut self, peer: &SiteId) {
+        let unsaid: Vec<Ipv4Network> = self.unsaid_bindings(peer).map(|e| e.prefix).collect();
+        if let Some(view) = self.trust.views.get_mut(peer) {
+            let previous = std::mem::take(&mut view.unsaid);
+            view.unsaid = unsaid
+                .into_iter()
+                .map(|p| (p, previous.get(&p).copied().unwrap_or(REECHOES)))
+                .collect();
+        }
+    }
+
+    /// The live host bindings of `peer` that we keep and its last table did not say.
+    fn unsaid_bindings<'a>(&'a self, peer: &'a SiteId) -> impl Iterator<Item = &'a GndtEntry> {
+        let view = self.trust.views.get(peer);
+        self.gndt
+            .entries_of(peer)
+            .map(|s| &s.entry)
+            .filter(|e| !e.withdrawn && e.kind == EntryKind::Host && e.mac.is_some())
+            .filter(move |e| view.is_none_or(|v| !v.said(e.prefix)))
+    }
+
+    /// `peer` sent its digest: the bindings of its that we keep unsaid are echoed to it again,
+    /// [`REECHOES`] times at most each.
+    pub(super) fn reecho_unsaid(&mut self, peer: &SiteId) {
+        let Some(view) = self.trust.views.get_mut(peer) else {
+            return;
+        };
+        if view.unsaid.is_empty() {
+            return;
+        }
+        let mut candidates = std::mem::take(&mut view.unsaid);
+        let still: Vec<GndtEntry> = self
+            .unsaid_bindings(peer)
+            .filter(|e| candidates.get(&e.prefix).is_some_and(|left| *left > 0))
+            .cloned()
+            .collect();
+        candidates.retain(|p, left| {
+            let echoed = still.iter().any(|e| e.prefix == *p);
+            *left = left.saturating_sub(1);
+            echoed && *left > 0
+        });
+        if let Some(view) = self.trust.views.get_mut(peer) {
+            view.unsaid = candidates;
+        }
+        if still.is_empty() {
+            return;
+        }
+        tracing::debug!(peer = %peer, entries = still.len(), "echoing again the bindings the peer's table left out");
+        self.send_echo_entries(peer, &still);
+    }
+
+    /// The VM of our echoed claim of `ip` (at `mac`) did not answer here: the claim that peers
+    /// still hold is withdrawn, at the number they hold (so that it replaces our claim, and
+    /// nothing that outranked it). The withdrawal keeps the binding, as a rolled-back takeover
+    /// does: the VM is elsewhere, and the site it turns up at must still recognise its MAC when
+    /// no router that saw it there is left to vouch for it.
+    pub(super) fn withdraw_echoed_claim(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) {
+        let Some(seq) = self.trust.take_echoed_claim(ip) else {
+            return;
+        };
+        if self.lndt.contains(ip) {
+            return;
+        }
+        let mut withdrawal = GndtEntry::host(ip, self.config.me.clone(), seq, Some(mac));
+        withdrawal.withdrawn = true;
+        tracing::info!(%ip, seq, "a VM that peers remember here did not answer; withdrawing our claim of it");
+        if self.gndt.get(Ipv4Network::from(ip)).is_none() {
+            self.originate(withdrawal, now);
+        } else {
+            self.broadcast_except(None, &[withdrawal]);
+        }
+    }
+
+    /// The certificate of `peer` was revoked: it is cut off and what it originated is
+    /// withdrawn here at once.
+    pub fn handle_peer_revoked(&mut self, peer: &SiteId, now: Instant) {
+        let count = self.counters.add(Counter::RevokedPeers);
+        let held: Vec<Ipv4Network> = self.gndt.entries_of(peer).map(|s| s.entry.prefix).collect();
+        tracing::warn!(peer = %peer, entries = held.len(), revoked = count, "peer certificate revoked: cut off, its entries withdrawn");
+        self.trust.views.remove(peer);
+        self.drop_entries(held, now);
+        self.handle_peer_down(peer, now);
+    }
+
+    /// Removes entries whose origin no longer vouches for them, as if withdrawn.
+    ///
+    /// A dropped host entry may have replaced what another site says of the address: the
+    /// home's own binding, or a claim it outranked. Those sites (if connected: the home, and
+    /// every peer whose last word covers the address) are asked for their tables again, so
+    /// that what they still say comes back; their digests agree with what we heard of them,
+    /// so nothing else would.
+    fn drop_entries(&mut self, prefixes: Vec<Ipv4Network>, now: Instant) {
+        let mut changed = false;
+        let mut ask = std::collections::BTreeSet::new();
+        for prefix in prefixes {
+            let Some(previous) = self.gndt_remove(prefix) else {
+                continue;
+            };
+            changed = true;
+            self.sync_kernel(prefix);
+            if let (EntryKind::Host, Some(mac)) = (previous.kind, previous.mac) {
+                self.trust.note_gone_binding(prefix.ip(), mac);
+            }
+            if previous.kind == EntryKind::Host {
+                if let Some(home) = self
+                    .trust
+                    .certificates
+                    .home_of(prefix.ip(), previous.site())
+                {
+                    ask.insert(home.clone());
+                }
+                let sayers = self.trust.views.iter().filter(|(_, v)| v.said(prefix));
+                ask.extend(sayers.map(|(site, _)| site.clone()));
+            }
+            if previous.kind == EntryKind::Host && !previous.withdrawn {
+                let mut gone = previous.clone();
+                gone.withdrawn = true;
+                self.after_change(&gone, Some(previous), now);
+            }
+        }
+        for site in ask {
+            if site != self.config.me && self.peers.get(&site).is_some_and(|p| p.connected) {
+                self.send(&site, Message::TableRequest {});
+            }
+        }
+        if changed {
+            self.effects.push_back(Effect::TablesChanged);
+        }
+    }
+
+    /// The MAC of `ip` from a host entry that went from the table, while no entry in it
+    /// binds the address to a MAC: a VM's binding outlives the entries that carried it
+    /// (a claim given up, a withdrawal collected), as it does on the LAN.
+    pub(super) fn remembered_binding(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        let bound = self
+            .gndt
+            .get(Ipv4Network::from(ip))
+            .is_some_and(|s| s.entry.mac.is_some());
+        if bound {
+            return None;
+        }
+        self.trust.gone_bindings.get(&ip).copied()
+    }
+
+    /// Collects tombstones past their lifetime (ours too: peers drop them once our full table
+    /// no longer carries them).
+    pub(super) fn sweep_tombstones(&mut self, now: Instant) {
+        if now < self.trust.next_sweep {
+            return;
+        }
+        self.trust.next_sweep = now + TOMBSTONE_SWEEP;
+        if let Some(before) = now.checked_sub(TOMBSTONE_LIFETIME) {
+            let collected = self.gndt.collect_tombstones(before);
+            if !collected.is_empty() {
+                tracing::debug!(tombstones = collected.len(), "collected old tombstones");
+            }
+        }
+    }
+}
+
+/// The canonical form of a prefix: host bits cleared.
+fn normalize(prefix: Ipv4Network) -> Ipv4Network {
+    Ipv4Network::new(prefix.network(), prefix.prefix()).unwrap_or(prefix)
+}
+
+/// Whether `outer` contains all of `inner`.
+fn contains(outer: Ipv4Network, inner: Ipv4Network) -> bool {
+    outer.prefix() <= inner.prefix() && outer.contains(inner.network())
+}
+
+fn overlap(a: Ipv4Network, b: Ipv4Network) -> bool {
+    contains(a, b) || contains(b, a)
+}

@@ -1,0 +1,365 @@
+//! One test per attack on the control plane (issue 9): each fails without its check.
+
+use std::time::{Duration, Instant};
+
+use ipnetwork::Ipv4Network;
+use skyvine_tables::{EntryKind, GndtEntry};
+
+use super::testing::{
+    advertised, certified, from_peer, ip, lan_node, lan_node_with, mac, sent, site, site_entries,
+};
+use super::trust::{MAX_SEQ_JUMP, TOMBSTONE_LIFETIME};
+use super::{Counter, Message, Node, DIGEST_INTERVAL};
+
+fn net(s: &str) -> Ipv4Network {
+    s.parse().unwrap()
+}
+
+/// Router a with b and c connected, both having sent their own tables.
+fn a_with_peers(now: Instant) -> Node {
+    let mut a = lan_node("a", 1, now);
+    from_peer(&mut a, "b", site_entries("b", 2), now);
+    from_peer(&mut a, "c", site_entries("c", 3), now);
+    while a.poll_effect().is_some() {}
+    a
+}
+
+fn held(node: &Node, prefix: &str) -> Option<GndtEntry> {
+    node.gndt().get(net(prefix)).map(|s| s.entry.clone())
+}
+
+#[test]
+fn an_entry_in_another_sites_name_is_refused() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let before = held(&a, "10.77.3.0/24");
+    // b speaks for c: withdraws c's prefix, and moves one of c's VMs to c's "new" MAC.
+    let mut gone = GndtEntry::site_prefix(net("10.77.3.0/24"), site("c"), 9);
+    gone.withdrawn = true;
+    let forged = GndtEntry::host(ip(3, 1), site("c"), 9, Some(mac(9, 9)));
+    from_peer(&mut a, "b", vec![gone, forged], now);
+    assert_eq!(held(&a, "10.77.3.0/24"), before);
+    assert_eq!(
+        held(&a, "10.77.3.1/32").and_then(|e| e.mac),
+        Some(mac(3, 1))
+    );
+    assert_eq!(a.counters().get(Counter::RefusedForgedOrigin), 2);
+}
+
+#[test]
+fn an_entry_naming_the_receiver_is_never_adopted() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let stranger = ip(1, 77);
+    let ours = GndtEntry::host(stranger, site("a"), 5, Some(mac(6, 6)));
+    from_peer(&mut a, "b", vec![ours], now);
+    assert!(!a.lndt().contains(stranger));
+    assert!(a.lan_hosts().is_empty());
+    assert!(held(&a, "10.77.1.77/32").is_none());
+    assert_eq!(a.counters().get(Counter::RefusedForgedOrigin), 1);
+    // Nor from a peer with our own id: the core refuses such a connection (see
+    // `our_own_id_and_unlisted_sites_cannot_connect`), and its entries all the same.
+    assert_eq!(
+        a.check_entry(
+            &site("a"),
+            &GndtEntry::host(stranger, site("a"), 5, None),
+            now
+        ),
+        Err(super::EntryRefusal::ForgedOrigin)
+    );
+}
+
+#[test]
+fn a_prefix_outside_the_senders_certificate_is_refused() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    // Half the Internet, a slice of c's prefix, and a /32 of c's WAN address as a "host".
+    let half = GndtEntry::site_prefix(net("0.0.0.0/1"), site("b"), 1);
+    let slice = GndtEntry::site_prefix(net("10.77.3.128/25"), site("b"), 1);
+    let wan = GndtEntry::host("192.0.2.3".parse().unwrap(), site("b"), 1, None);
+    from_peer(&mut a, "b", vec![half, slice, wan], now);
+    for prefix in ["0.0.0.0/1", "10.77.3.128/25", "192.0.2.3/32"] {
+        assert!(held(&a, prefix).is_none(), "{prefix}");
+        assert!(!a.tun_routes().contains(&net(prefix)), "{prefix}");
+    }
+    assert_eq!(a.counters().get(Counter::RefusedForeignPrefix), 3);
+}
+
+#[test]
+fn a_slice_of_the_receivers_own_lan_is_refused() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let slice = GndtEntry::site_prefix(net("10.77.1.0/25"), site("b"), 1);
+    from_peer(&mut a, "b", vec![slice.clone()], now);
+    assert!(held(&a, "10.77.1.0/25").is_none());
+    assert_eq!(a.counters().get(Counter::RefusedForeignPrefix), 1);
+    // Even when a careless CA certified b for all of 10.77.0.0/16.
+    let mut a = lan_node("a", 1, now);
+    a.handle_peer_up(site("b"), vec![net("10.77.0.0/16")], now);
+    a.handle_message(
+        &site("b"),
+        Message::Entries {
+            entries: vec![slice],
+        },
+        now,
+    );
+    assert!(held(&a, "10.77.1.0/25").is_none());
+    assert_eq!(a.counters().get(Counter::RefusedOwnPrefix), 1);
+}
+
+#[test]
+fn a_host_entry_must_be_a_slash_32_and_a_prefix_carries_no_host_fields() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let mut wide = GndtEntry::host(ip(2, 0), site("b"), 2, Some(mac(2, 1)));
+    wide.prefix = net("10.0.0.0/8");
+    let mut prefix_with_mac = GndtEntry::site_prefix(net("10.77.2.0/25"), site("b"), 2);
+    prefix_with_mac.mac = Some(mac(2, 1));
+    let mut host_as_prefix = GndtEntry::site_prefix(net("10.77.2.7/32"), site("b"), 2);
+    host_as_prefix.kind = EntryKind::SitePrefix;
+    from_peer(
+        &mut a,
+        "b",
+        vec![wide, prefix_with_mac, host_as_prefix],
+        now,
+    );
+    assert!(held(&a, "10.0.0.0/8").is_none());
+    assert!(held(&a, "10.77.2.0/25").is_none());
+    assert!(held(&a, "10.77.2.7/32").is_none());
+    assert_eq!(a.counters().get(Counter::RefusedBadKind), 3);
+}
+
+#[test]
+fn a_migrated_host_needs_a_home_and_a_higher_sequence_number() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    // c's VM moved to b: b claims it, but not above c's sequence number.
+    let vm = ip(3, 1);
+    let same = GndtEntry::host(vm, site("b"), 1, Some(mac(3, 1)));
+    from_peer(&mut a, "b", vec![same], now);
+    assert_eq!(held(&a, "10.77.3.1/32").unwrap().site(), &site("c"));
+    assert_eq!(a.counters().get(Counter::RefusedNotNewer), 1);
+    let newer = GndtEntry::host(vm, site("b"), 2, Some(mac(3, 1)));
+    from_peer(&mut a, "b", vec![newer], now);
+    assert_eq!(held(&a, "10.77.3.1/32").unwrap().site(), &site("b"));
+    // At an equal sequence number the home wins back, whatever the site ids.
+    from_peer(
+        &mut a,
+        "c",
+        vec![GndtEntry::host(vm, site("c"), 2, Some(mac(3, 1)))],
+        now,
+    );
+    assert_eq!(held(&a, "10.77.3.1/32").unwrap().site(), &site("c"));
+}
+
+#[test]
+fn a_claim_of_the_receivers_host_starts_its_still_here_check() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let vm = ip(1, 1);
+    let hello = skyvine_inject::wire::arp_request(mac(1, 1), vm, ip(1, 254));
+    a.handle_lan_event(skyvine_capture::wire::classify(&hello).unwrap(), now);
+    // a now advertises the VM at sequence 1: b's claim must be newer.
+    let claim = GndtEntry::host(vm, site("b"), 2, Some(mac(1, 1)));
+    from_peer(&mut a, "b", vec![claim], now);
+    assert!(!a.lndt().contains(vm));
+    assert!(!a.lan.verifying.is_empty(), "no still-here check of {vm}");
+}
+
+#[test]
+fn a_freeze_mark_counts_only_from_the_last_confirmed_owner() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    // Our VM, seen here: b claims it frozen, which would skip our still-here check.
+    let vm = ip(1, 1);
+    let hello = skyvine_inject::wire::arp_request(mac(1, 1), vm, ip(1, 254));
+    a.handle_lan_event(skyvine_capture::wire::classify(&hello).unwrap(), now);
+    while a.poll_effect().is_some() {}
+    let mut frozen = GndtEntry::host(vm, site("b"), 5, Some(mac(1, 1)));
+    frozen.frozen = true;
+    from_peer(&mut a, "b", vec![frozen], now);
+    assert_eq!(a.counters().get(Counter::RefusedForgedFrozen), 1);
+    // Taken as a plain claim: the still-here check runs, nothing is frozen.
+    assert!(!a.lan.verifying.is_empty(), "no still-here check of {vm}");
+    assert!(a.frozen(now).is_empty());
+    while a.poll_effect().is_some() {}
+
+    // c's VM claimed plainly by b, then taken back frozen by c (its last owner): honoured;
+    // a frozen claim by b after that is not (b is not where it last moved away from).
+    let vm = ip(3, 1);
+    from_peer(
+        &mut a,
+        "b",
+        vec![GndtEntry::host(vm, site("b"), 3, Some(mac(3, 1)))],
+        now,
+    );
+    let mut take_back = GndtEntry::host(vm, site("c"), 4, Some(mac(3, 1)));
+    take_back.frozen = true;
+    from_peer(&mut a, "c", vec![take_back], now);
+    assert_eq!(held(&a, "10.77.3.1/32").unwrap().site(), &site("c"));
+    assert!(a.frozen(now).iter().any(|(frozen, _)| *frozen == vm));
+    let mut again = GndtEntry::host(vm, site("b"), 9, Some(mac(3, 1)));
+    again.frozen = true;
+    from_peer(&mut a, "b", vec![again], now);
+    assert_eq!(held(&a, "10.77.3.1/32").unwrap().site(), &site("c"));
+    assert_eq!(a.counters().get(Counter::RefusedForgedFrozen), 2);
+    // Frozen now: nobody moves it, whatever it advertises.
+    from_peer(
+        &mut a,
+        "b",
+        vec![GndtEntry::host(vm, site("b"), 10, Some(mac(3, 1)))],
+        now,
+    );
+    assert_eq!(held(&a, "10.77.3.1/32").unwrap().site(), &site("c"));
+    assert_eq!(a.counters().get(Counter::RefusedPinnedClaim), 1);
+}
+
+#[test]
+fn a_claim_of_a_pinned_address_is_refused_and_answered_with_ours() {
+    let now = Instant::now();
+    let mut a = lan_node_with("a", 1, now, |config| config.pinned = vec![ip(1, 1)]);
+    from_peer(&mut a, "b", site_entries("b", 2), now);
+    while a.poll_effect().is_some() {}
+    let claim = GndtEntry::host(ip(1, 1), site("b"), 5, Some(mac(1, 1)));
+    from_peer(&mut a, "b", vec![claim], now);
+    assert!(a.lndt().contains(ip(1, 1)));
+    assert_eq!(a.counters().get(Counter::RefusedPinnedClaim), 1);
+    // Peers that do not pin it (and took b's claim) learn ours, newer.
+    let ours = advertised(&mut a);
+    assert!(
+        ours.iter().any(|e| e.prefix == net("10.77.1.1/32")
+            && e.site() == &site("a")
+            && e.version.seq > 5),
+        "{ours:?}"
+    );
+}
+
+#[test]
+fn sequence_numbers_near_the_top_are_refused_and_nothing_wraps() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let top = GndtEntry::site_prefix(net("10.77.2.0/24"), site("b"), u64::MAX);
+    let claim = GndtEntry::host(ip(1, 1), site("b"), u64::MAX - 1, Some(mac(1, 1)));
+    from_peer(&mut a, "b", vec![top, claim], now);
+    assert_eq!(held(&a, "10.77.2.0/24").unwrap().version.seq, 1);
+    assert!(a.lndt().contains(ip(1, 1)));
+    assert_eq!(a.counters().get(Counter::RefusedSeqJump), 2);
+    // The largest jump allowed passes, and our answer to it does not overflow.
+    let far = GndtEntry::host(ip(1, 1), site("b"), MAX_SEQ_JUMP, Some(mac(1, 1)));
+    from_peer(&mut a, "b", vec![far], now);
+    assert_eq!(held(&a, "10.77.1.1/32").unwrap().site(), &site("b"));
+}
+
+#[test]
+fn our_own_id_and_unlisted_sites_cannot_connect() {
+    let now = Instant::now();
+    let mut a = lan_node("a", 1, now);
+    a.handle_peer_up(site("a"), certified("a"), now);
+    a.handle_peer_up(site("z"), vec![net("10.77.9.0/24")], now);
+    assert!(a.admit(&site("a")).is_err());
+    assert!(a.admit(&site("z")).is_err());
+    assert!(!a.peers().get(&site("a")).is_some_and(|p| p.connected));
+    assert!(!a.peers().contains_key(&site("z")));
+    let entries = vec![GndtEntry::site_prefix(net("10.77.9.0/24"), site("z"), 1)];
+    a.handle_message(&site("z"), Message::Entries { entries }, now);
+    assert!(held(&a, "10.77.9.0/24").is_none());
+    // With any_certified_peer, z connects, and is held to its certificate like anyone.
+    let mut open = lan_node_with("a", 1, now, |config| config.any_certified_peer = true);
+    open.handle_peer_up(site("z"), vec![net("10.77.9.0/24")], now);
+    let entries = vec![
+        GndtEntry::site_prefix(net("10.77.9.0/24"), site("z"), 1),
+        GndtEntry::site_prefix(net("10.77.2.0/24"), site("z"), 1),
+    ];
+    open.handle_message(&site("z"), Message::Entries { entries }, now);
+    assert!(held(&open, "10.77.9.0/24").is_some());
+    assert!(held(&open, "10.77.2.0/24").is_none());
+}
+
+#[test]
+fn a_revoked_peer_is_cut_off_and_what_it_originated_withdrawn() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    // b also holds a VM that migrated to it from c.
+    from_peer(
+        &mut a,
+        "b",
+        vec![GndtEntry::host(ip(3, 2), site("b"), 2, Some(mac(3, 2)))],
+        now,
+    );
+    assert!(a.tun_routes().contains(&net("10.77.2.0/24")));
+    a.handle_peer_revoked(&site("b"), now);
+    assert_eq!(a.gndt().count_of(&site("b")), 0);
+    assert!(!a.tun_routes().contains(&net("10.77.2.0/24")));
+    assert_eq!(a.gndt().owner(ip(3, 2)), Some(&site("c")));
+    assert!(!a.peers()[&site("b")].connected);
+    assert_eq!(a.counters().get(Counter::RevokedPeers), 1);
+    // Whatever was still in flight from it is dropped.
+    from_peer_without_reconnect(&mut a, "b", site_entries("b", 2), now);
+    assert_eq!(a.gndt().count_of(&site("b")), 0);
+}
+
+fn from_peer_without_reconnect(node: &mut Node, peer: &str, entries: Vec<GndtEntry>, now: Instant) {
+    node.handle_message(&site(peer), Message::Entries { entries }, now);
+}
+
+#[test]
+fn a_refused_entry_does_not_make_digests_disagree() {
+    let now = Instant::now();
+    let mut a = lan_node("a", 1, now);
+    // b configured with a slice of a's LAN it has no certificate for.
+    let mut b = lan_node_with("b", 2, now, |config| {
+        config.prefixes.push(net("10.77.1.0/25"));
+    });
+    a.handle_peer_up(site("b"), certified("b"), now);
+    b.handle_peer_up(site("a"), certified("a"), now);
+    for _ in 0..3 {
+        exchange(&mut a, &mut b, now);
+    }
+    assert!(held(&a, "10.77.1.0/25").is_none());
+    assert!(a.counters().get(Counter::RefusedForeignPrefix) >= 1);
+    // b's digest comes: a heard everything b said, so it does not ask again.
+    let later = now + DIGEST_INTERVAL;
+    b.handle_timeout(later);
+    let digests: Vec<Message> = sent(&mut b).into_iter().map(|(_, m)| m).collect();
+    for message in digests {
+        a.handle_message(&site("b"), message, later);
+    }
+    assert!(
+        !sent(&mut a)
+            .iter()
+            .any(|(_, m)| matches!(m, Message::TableRequest {})),
+        "a asks b for its table again and again"
+    );
+}
+
+/// Delivers what each of a and b sent to the other, once.
+fn exchange(a: &mut Node, b: &mut Node, now: Instant) {
+    for (to, message) in sent(a) {
+        if to == site("b") {
+            b.handle_message(&site("a"), message, now);
+        }
+    }
+    for (to, message) in sent(b) {
+        if to == site("a") {
+            a.handle_message(&site("b"), message, now);
+        }
+    }
+}
+
+#[test]
+fn tombstones_are_collected() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let mut gone = GndtEntry::host(ip(2, 1), site("b"), 2, Some(mac(2, 1)));
+    gone.withdrawn = true;
+    from_peer(&mut a, "b", vec![gone], now);
+    assert_eq!(a.gndt().tombstones(), 1);
+    let mut at = now;
+    let end = now + TOMBSTONE_LIFETIME + Duration::from_secs(120);
+    while at < end {
+        at = a.poll_timeout().unwrap().max(at + Duration::from_secs(1));
+        a.handle_timeout(at);
+        while a.poll_effect().is_some() {}
+    }
+    assert_eq!(a.gndt().tombstones(), 0);
+}
