@@ -884,3 +884,23 @@ fn both(steps: &[Step]) {
     run(&SITES, steps).unwrap();
     run_with(&SITES, Takeover::Confirmed, steps).unwrap();
 }
+
+/// A muted VM of a moved to d, whose claim reached b and c alone (a and d were cut off); a
+/// restarted, then d rolled the move back and restarted, and b and c dropped its withdrawal:
+/// the last entry that carried the VM's binding. When the VM spoke at d, a, asked, could not
+/// vouch for it. Fixed: a restarted home is echoed the bindings of its hosts that other sites'
+/// claims carry too.
+#[test]
+fn regression_a_restarted_home_is_echoed_the_bindings_of_claims_of_its_vms() {
+    both(&[
+        Step::ToggleMute { vm: 1 },
+        rarp(1, 3),
+        Step::Partition { a: 0, b: 3 },
+        Step::Wait { ms: 1605 },
+        Step::Settle,
+        Step::Restart { site: 0 },
+        Step::Wait { ms: 1395 },
+        Step::Settle,
+        Step::Restart { site: 3 },
+    ]);
+}

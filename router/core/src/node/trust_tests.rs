@@ -363,3 +363,39 @@ fn tombstones_are_collected() {
     }
     assert_eq!(a.gndt().tombstones(), 0);
 }
+
+/// b's VM is claimed by c when b (restarted) connects: a's echo carries the VM's binding too, as
+/// a withdrawn entry (b may vouch for it, no more), so that b can still vouch for the VM once
+/// the claim is rolled back and gone everywhere.
+#[test]
+fn a_restarted_home_is_echoed_the_binding_of_another_sites_claim() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let vm = ip(2, 2);
+    let claim = GndtEntry::host(vm, site("c"), 2, Some(mac(2, 2)));
+    from_peer(&mut a, "c", vec![claim], now);
+    assert_eq!(held(&a, "10.77.2.2/32").unwrap().site(), &site("c"));
+    while a.poll_effect().is_some() {}
+    a.handle_peer_down(&site("b"), now);
+    a.handle_peer_up(site("b"), certified("b"), now);
+    let echoed: Vec<GndtEntry> = sent(&mut a)
+        .into_iter()
+        .filter(|(to, _)| to == &site("b"))
+        .flat_map(|(_, message)| match message {
+            Message::Echo { entries } => entries,
+            _ => Vec::new(),
+        })
+        .collect();
+    let binding = echoed
+        .iter()
+        .find(|e| e.prefix == Ipv4Network::from(vm))
+        .expect("the VM's binding is echoed");
+    assert_eq!(
+        (binding.site(), binding.mac, binding.withdrawn),
+        (&site("b"), Some(mac(2, 2)), true)
+    );
+    let mut b = lan_node("b", 2, now);
+    b.handle_peer_up(site("a"), certified("a"), now);
+    b.handle_message(&site("a"), Message::Echo { entries: echoed }, now);
+    assert_eq!(b.vouch_for(mac(2, 2)), Some(vm));
+}
