@@ -471,6 +471,15 @@ fn rarp(vm: usize, to: usize) -> Step {
     }
 }
 
+/// VM `vm` moves to site `to`, announced by a gratuitous ARP.
+fn garp(vm: usize, to: usize) -> Step {
+    Step::Move {
+        vm,
+        to,
+        announce: Announce::Garp,
+    }
+}
+
 /// Shrunk from a failure after peers came to keep a restarted router's host claims until it
 /// speaks about them: b's VM moved to a, one message arrived, a restarted, and the VM was
 /// announced at a again.
@@ -902,5 +911,57 @@ fn regression_a_restarted_home_is_echoed_the_bindings_of_claims_of_its_vms() {
         Step::Wait { ms: 1395 },
         Step::Settle,
         Step::Restart { site: 3 },
+    ]);
+}
+
+/// b's VM moved to d; c's hypervisor announced it (a ghost) and d took it back frozen; then the
+/// VM went home to b without a word, and b restarted. Once the VM answered b's probe, b claimed
+/// it; d refused the claim for its freeze and answered it with its own entry, frozen, each time
+/// b's deferred claim came up again: the freeze never ended, b took d's mark (and skipped its
+/// still-here check), and the VM's word at b came while b was frozen. Fixed: a claim refused
+/// for a freeze is not answered with ours; it is checked again when the freeze ends.
+#[test]
+fn regression_a_frozen_owner_the_vm_left_does_not_renew_its_freeze() {
+    both(&[
+        rarp(3, 3),
+        Step::Settle,
+        Step::Ghost {
+            vm: 3,
+            at: 2,
+            announce: Announce::RarpBurst,
+        },
+        Step::Deliver {
+            pick: 12627387409826863,
+        },
+        Step::Deliver {
+            pick: 5493970810083297199,
+        },
+        Step::Move {
+            vm: 3,
+            to: 1,
+            announce: Announce::Silent,
+        },
+        Step::Wait { ms: 5 },
+        Step::Deliver {
+            pick: 949747278369121762,
+        },
+        garp(0, 0),
+        Step::ToggleMute { vm: 3 },
+        garp(0, 0),
+        Step::Restart { site: 1 },
+        Step::Deliver {
+            pick: 10773953807903414910,
+        },
+        Step::Lose {
+            pick: 973264901013966969,
+        },
+        rarp(6, 2),
+        Step::Deliver {
+            pick: 5293296159261753434,
+        },
+        Step::Partition { a: 2, b: 3 },
+        Step::Deliver {
+            pick: 10394523863330494507,
+        },
     ]);
 }
