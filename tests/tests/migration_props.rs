@@ -471,6 +471,15 @@ fn rarp(vm: usize, to: usize) -> Step {
     }
 }
 
+/// VM `vm` moves to site `to`, announced by a gratuitous ARP.
+fn garp(vm: usize, to: usize) -> Step {
+    Step::Move {
+        vm,
+        to,
+        announce: Announce::Garp,
+    }
+}
+
 /// Shrunk from a failure after peers came to keep a restarted router's host claims until it
 /// speaks about them: b's VM moved to a, one message arrived, a restarted, and the VM was
 /// announced at a again.
@@ -883,4 +892,76 @@ fn regression_an_outranked_frozen_claim_waits_for_the_freeze_to_end() {
 fn both(steps: &[Step]) {
     run(&SITES, steps).unwrap();
     run_with(&SITES, Takeover::Confirmed, steps).unwrap();
+}
+
+/// A muted VM of a moved to d, whose claim reached b and c alone (a and d were cut off); a
+/// restarted, then d rolled the move back and restarted, and b and c dropped its withdrawal:
+/// the last entry that carried the VM's binding. When the VM spoke at d, a, asked, could not
+/// vouch for it. Fixed: a restarted home is echoed the bindings of its hosts that other sites'
+/// claims carry too.
+#[test]
+fn regression_a_restarted_home_is_echoed_the_bindings_of_claims_of_its_vms() {
+    both(&[
+        Step::ToggleMute { vm: 1 },
+        rarp(1, 3),
+        Step::Partition { a: 0, b: 3 },
+        Step::Wait { ms: 1605 },
+        Step::Settle,
+        Step::Restart { site: 0 },
+        Step::Wait { ms: 1395 },
+        Step::Settle,
+        Step::Restart { site: 3 },
+    ]);
+}
+
+/// b's VM moved to d; c's hypervisor announced it (a ghost) and d took it back frozen; then the
+/// VM went home to b without a word, and b restarted. Once the VM answered b's probe, b claimed
+/// it; d refused the claim for its freeze and answered it with its own entry, frozen, each time
+/// b's deferred claim came up again: the freeze never ended, b took d's mark (and skipped its
+/// still-here check), and the VM's word at b came while b was frozen. Fixed: a claim refused
+/// for a freeze is not answered with ours; it is checked again when the freeze ends.
+#[test]
+fn regression_a_frozen_owner_the_vm_left_does_not_renew_its_freeze() {
+    both(&[
+        rarp(3, 3),
+        Step::Settle,
+        Step::Ghost {
+            vm: 3,
+            at: 2,
+            announce: Announce::RarpBurst,
+        },
+        Step::Deliver {
+            pick: 12627387409826863,
+        },
+        Step::Deliver {
+            pick: 5493970810083297199,
+        },
+        Step::Move {
+            vm: 3,
+            to: 1,
+            announce: Announce::Silent,
+        },
+        Step::Wait { ms: 5 },
+        Step::Deliver {
+            pick: 949747278369121762,
+        },
+        garp(0, 0),
+        Step::ToggleMute { vm: 3 },
+        garp(0, 0),
+        Step::Restart { site: 1 },
+        Step::Deliver {
+            pick: 10773953807903414910,
+        },
+        Step::Lose {
+            pick: 973264901013966969,
+        },
+        rarp(6, 2),
+        Step::Deliver {
+            pick: 5293296159261753434,
+        },
+        Step::Partition { a: 2, b: 3 },
+        Step::Deliver {
+            pick: 10394523863330494507,
+        },
+    ]);
 }

@@ -60,8 +60,11 @@ pub enum Message {
     /// sender's own entries: anything else is refused.
     Entries { entries: Vec<GndtEntry> },
     /// On connect: the receiver's own entries for VMs that had migrated to it, as the sender
-    /// holds them, so that a restarted router can look for those VMs on its LAN. Never
-    /// installed as such: the receiver probes for each and claims only one that answers.
+    /// holds them, so that a restarted router can look for those VMs on its LAN; and, as
+    /// withdrawn entries, the bindings of the receiver's hosts that the sender knows from
+    /// anything else (a withdrawal, another site's claim, an entry gone), which the receiver
+    /// may vouch for. Never installed as such: the receiver probes for each and claims only
+    /// one that answers.
     Echo { entries: Vec<GndtEntry> },
     /// Answers a host claim the sender refused because the entry it holds for `ip` (another
     /// site's, the address's home) has sequence number `seq`, not lower. A hint, never an

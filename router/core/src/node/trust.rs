@@ -479,9 +479,9 @@ impl Node {
             .record(entry)
     }
 
-    /// Counts and logs a refused entry. A refused claim of a host of ours (pinned, frozen, or
-    /// with a forged freeze mark) is answered with our own entry, newer, so that routers that
-    /// did accept it (their pins or histories differ) come back to us.
+    /// Counts and logs a refused entry. A refused claim of a pinned host of ours is answered
+    /// with our own entry, newer, so that routers that did accept it (their pins differ) come
+    /// back to us; one refused for a freeze is checked again when the freeze ends.
     pub(super) fn refuse_entry(
         &mut self,
         from: &SiteId,
@@ -522,18 +522,23 @@ impl Node {
                 self.send(from, Message::Outranked { ip, seq });
             }
         }
-        // Two sites that both took the address back frozen would answer each other for as long
-        // as their freezes last: a frozen claim is answered only for a pinned address (the
-        // freeze ends, and the host's next word settles it).
+        // Only a pinned address is answered with ours at once. A claim refused because we
+        // froze the address (we took it back: the VM answered here then) waits for the freeze
+        // to end, and is checked again then (see [`Node::replay_deferred`]): our still-here
+        // check settles where the VM is. The VM may have left since without a word; our entry
+        // again, frozen, would renew the freeze here and everywhere, spare every router its
+        // still-here check, and keep the address here for as long as claims come, for a VM
+        // that is elsewhere. (Two sites that both took the address back frozen would answer
+        // each other's claims the same way.)
         let pinned = matches!(self.lan.damping.check(ip, now), MoveVerdict::Pinned);
         if refusal == EntryRefusal::PinnedOrFrozen
-            && (pinned || !entry.frozen)
+            && pinned
             && entry.kind == EntryKind::Host
             && self.gndt.owner(ip) == Some(&self.config.me)
             && self.lndt.contains(ip)
         {
-            // The binding we advertised stays with the entry: without it, once the freeze
-            // ends, no router could recognise the VM where it turns up.
+            // The binding we advertised stays with the entry: without it, no router could
+            // recognise the VM where it turns up.
             let mac = self
                 .hwdt
                 .by_ip(ip)

@@ -363,3 +363,84 @@ fn tombstones_are_collected() {
     }
     assert_eq!(a.gndt().tombstones(), 0);
 }
+
+/// b's VM is claimed by c when b (restarted) connects: a's echo carries the VM's binding too, as
+/// a withdrawn entry (b may vouch for it, no more), so that b can still vouch for the VM once
+/// the claim is rolled back and gone everywhere.
+#[test]
+fn a_restarted_home_is_echoed_the_binding_of_another_sites_claim() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let vm = ip(2, 2);
+    let claim = GndtEntry::host(vm, site("c"), 2, Some(mac(2, 2)));
+    from_peer(&mut a, "c", vec![claim], now);
+    assert_eq!(held(&a, "10.77.2.2/32").unwrap().site(), &site("c"));
+    while a.poll_effect().is_some() {}
+    a.handle_peer_down(&site("b"), now);
+    a.handle_peer_up(site("b"), certified("b"), now);
+    let echoed: Vec<GndtEntry> = sent(&mut a)
+        .into_iter()
+        .filter(|(to, _)| to == &site("b"))
+        .flat_map(|(_, message)| match message {
+            Message::Echo { entries } => entries,
+            _ => Vec::new(),
+        })
+        .collect();
+    let binding = echoed
+        .iter()
+        .find(|e| e.prefix == Ipv4Network::from(vm))
+        .expect("the VM's binding is echoed");
+    assert_eq!(
+        (binding.site(), binding.mac, binding.withdrawn),
+        (&site("b"), Some(mac(2, 2)), true)
+    );
+    let mut b = lan_node("b", 2, now);
+    b.handle_peer_up(site("a"), certified("a"), now);
+    b.handle_message(&site("a"), Message::Echo { entries: echoed }, now);
+    assert_eq!(b.vouch_for(mac(2, 2)), Some(vm));
+}
+
+/// a took its VM back frozen (it answered a's still-here check), then the VM left without a
+/// word and c claims it. a refuses the claim without answering it with its own entry (which
+/// would renew the freeze everywhere for a VM that may be elsewhere), and checks it again when
+/// the freeze ends: then its still-here check settles where the VM is.
+#[test]
+fn a_claim_refused_for_a_freeze_is_not_answered_but_checked_again() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let vm = ip(1, 1);
+    let lan = |a: &mut Node, frame: &[u8]| {
+        a.handle_lan_event(skyvine_capture::wire::classify(frame).unwrap(), now);
+    };
+    lan(
+        &mut a,
+        &skyvine_inject::wire::arp_request(mac(1, 1), vm, ip(1, 254)),
+    );
+    let claim = GndtEntry::host(vm, site("b"), 2, Some(mac(1, 1)));
+    from_peer(&mut a, "b", vec![claim], now);
+    lan(
+        &mut a,
+        &skyvine_inject::wire::proxy_arp_reply(
+            mac(1, 1),
+            vm,
+            mac(1, 0xfe),
+            std::net::Ipv4Addr::UNSPECIFIED,
+        ),
+    );
+    let until = a.frozen(now).iter().find(|(ip, _)| *ip == vm).map(|f| f.1);
+    let until = until.expect("taken back frozen");
+    while a.poll_effect().is_some() {}
+    let claim = GndtEntry::host(vm, site("c"), 4, Some(mac(1, 1)));
+    from_peer(&mut a, "c", vec![claim], now);
+    assert_eq!(a.counters().get(Counter::RefusedPinnedClaim), 1);
+    assert!(a.lndt().contains(vm));
+    let answer = advertised(&mut a);
+    assert!(
+        !answer.iter().any(|e| e.prefix == Ipv4Network::from(vm)),
+        "{answer:?}"
+    );
+    a.handle_timeout(until);
+    assert_eq!(held(&a, "10.77.1.1/32").unwrap().site(), &site("c"));
+    assert!(!a.lndt().contains(vm));
+    assert!(!a.lan.verifying.is_empty(), "no still-here check of {vm}");
+}

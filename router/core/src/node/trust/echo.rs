@@ -13,20 +13,23 @@ impl Node {
             .filter(|e| e.site() == peer && e.kind == EntryKind::Host && e.mac.is_some())
             .cloned()
             .collect();
-        // The bindings of its hosts that only a withdrawn entry carries, or that went from our
-        // table (as withdrawn entries: the peer may vouch for them, no more): a restarted home
-        // is the one router asked about them.
+        // The bindings of its hosts that only a withdrawn entry or another site's claim carries,
+        // or that went from our table (as withdrawn entries: the peer may vouch for them, no
+        // more): a restarted home is the one router asked about them. A claim counts too: it
+        // may be rolled back and dropped after this echo (its claimant restarts), and the home,
+        // connected by then, would never hear of the binding again (its VM, found by its
+        // traffic where it is, could not be recognised).
         let binding = |ip: Ipv4Addr, mac: MacAddr| {
             let mut binding = GndtEntry::host(ip, peer.clone(), 0, Some(mac));
             binding.withdrawn = true;
             binding
         };
-        let withdrawn = self.gndt.entries().map(|s| &s.entry).filter(|e| {
-            e.withdrawn
+        let elsewhere = self.gndt.entries().map(|s| &s.entry).filter(|e| {
+            (e.withdrawn || e.site() != peer)
                 && e.kind == EntryKind::Host
                 && self.trust.certificates.covers(peer, e.prefix)
         });
-        entries.extend(withdrawn.filter_map(|e| Some(binding(e.prefix.ip(), e.mac?))));
+        entries.extend(elsewhere.filter_map(|e| Some(binding(e.prefix.ip(), e.mac?))));
         let gone = self.trust.gone_bindings.iter().filter(|(ip, _)| {
             self.trust
                 .certificates
