@@ -170,6 +170,11 @@ impl MoveVerdict {
 pub struct MoveDamping {
     config: DampingConfig,
     tracks: HashMap<Ipv4Addr, Track>,
+    /// Every track by when it next has something to forget ([`Track::due`]): timers cost
+    /// O(log n), not a scan of every tracked address.
+    deadlines: BTreeSet<(Instant, Ipv4Addr)>,
+    /// Every track by the order in which [`MoveDamping::make_room`] forgets them.
+    ranks: BTreeSet<(Rank, Ipv4Addr)>,
     pinned: BTreeSet<Ipv4Addr>,
 }
 
@@ -179,6 +184,25 @@ struct Track {
     moves: VecDeque<Instant>,
     /// When the address was frozen, if it is.
     frozen_at: Option<Instant>,
+}
+
+/// Frozen tracks last, then by their last move (or freeze): the first is forgotten first.
+type Rank = (bool, Option<Instant>);
+
+impl Track {
+    /// When this track next has something to forget: the end of its freeze or of its oldest
+    /// move's window. None for an empty track (one that is not kept).
+    fn due(&self, config: &DampingConfig) -> Option<Instant> {
+        match self.frozen_at {
+            Some(frozen_at) => Some(end_of(frozen_at, config.freeze)),
+            None => Some(end_of(*self.moves.front()?, config.window)),
+        }
+    }
+
+    fn rank(&self) -> Rank {
+        let last = self.moves.back().copied().or(self.frozen_at);
+        (self.frozen_at.is_some(), last)
+    }
 }
 
 impl Default for MoveDamping {
@@ -196,6 +220,8 @@ impl MoveDamping {
         MoveDamping {
             config,
             tracks: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            ranks: BTreeSet::new(),
             pinned: BTreeSet::new(),
         }
     }
@@ -253,20 +279,19 @@ impl MoveDamping {
         if self.pinned.contains(&ip) {
             return MoveVerdict::Pinned;
         }
-        if !self.tracks.contains_key(&ip) {
-            self.make_room();
-        }
-        let config = &self.config;
-        let track = self.tracks.entry(ip).or_default();
+        let mut track = self.take_or_make_room(ip);
         if let Some(frozen_at) = track.frozen_at {
-            if now.saturating_duration_since(frozen_at) < config.freeze {
+            let freeze = self.config.freeze;
+            if now.saturating_duration_since(frozen_at) < freeze {
+                self.put(ip, track);
                 return MoveVerdict::Frozen {
-                    until: end_of(frozen_at, config.freeze),
+                    until: end_of(frozen_at, freeze),
                 };
             }
             track.frozen_at = None;
             track.moves.clear();
         }
+        let config = &self.config;
         while let Some(&oldest) = track.moves.front() {
             if now.saturating_duration_since(oldest) < config.window {
                 break;
@@ -282,6 +307,7 @@ impl MoveDamping {
             }
             MoveVerdict::Pinned => {}
         }
+        self.put(ip, track);
         verdict
     }
 
@@ -308,49 +334,51 @@ impl MoveDamping {
     /// Ends the freeze of `ip` (an operator's decision). Returns whether it was frozen.
     /// Freezes `ip` from `now` on, whatever its count (a conflict was seen: two sites claim it).
     pub fn freeze(&mut self, ip: Ipv4Addr, now: Instant) {
-        if !self.tracks.contains_key(&ip) {
-            self.make_room();
-        }
-        let track = self.tracks.entry(ip).or_default();
+        let mut track = self.take_or_make_room(ip);
         track.moves.clear();
         track.frozen_at = Some(now);
+        self.put(ip, track);
     }
 
     pub fn unfreeze(&mut self, ip: Ipv4Addr, now: Instant) -> bool {
         let frozen = self.is_frozen(ip, now);
         if frozen {
-            self.tracks.remove(&ip);
+            self.take(ip);
         }
         frozen
     }
 
-    /// Forgets moves older than the window and freezes that have ended.
+    /// Forgets moves older than the window and freezes that have ended. Touches only the
+    /// tracks that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let config = &self.config;
-        self.tracks.retain(|_, track| {
-            if let Some(frozen_at) = track.frozen_at {
-                if now.saturating_duration_since(frozen_at) < config.freeze {
-                    return true;
-                }
+        while let Some(&(due, ip)) = self.deadlines.first() {
+            if due > now {
+                break;
+            }
+            let Some(mut track) = self.take(ip) else {
+                // Unreachable: every deadline has its track; drop the stray one.
+                self.deadlines.remove(&(due, ip));
+                continue;
+            };
+            let config = &self.config;
+            if track
+                .frozen_at
+                .is_some_and(|frozen_at| now.saturating_duration_since(frozen_at) >= config.freeze)
+            {
                 track.frozen_at = None;
             }
-            track
-                .moves
-                .retain(|&at| now.saturating_duration_since(at) < config.window);
-            !track.moves.is_empty()
-        });
+            if track.frozen_at.is_none() {
+                track
+                    .moves
+                    .retain(|&at| now.saturating_duration_since(at) < config.window);
+            }
+            self.put(ip, track);
+        }
     }
 
-    /// The next time [`MoveDamping::handle_timeout`] has something to forget. Scans every
-    /// tracked address (at most `capacity`).
+    /// The next time [`MoveDamping::handle_timeout`] has something to forget.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.tracks
-            .values()
-            .filter_map(|track| match track.frozen_at {
-                Some(frozen_at) => Some(end_of(frozen_at, self.config.freeze)),
-                None => Some(end_of(*track.moves.front()?, self.config.window)),
-            })
-            .min()
+        self.deadlines.first().map(|&(due, _)| due)
     }
 
     /// Number of addresses tracked (recent movers and frozen ones).
@@ -372,25 +400,60 @@ impl MoveDamping {
             .then(|| end_of(frozen_at, self.config.freeze))
     }
 
-    /// Forgets one address to make room for another: the one whose last move is oldest,
+    /// Forgets addresses to make room for another: the one whose last move is oldest first,
     /// preferring any not frozen (forgetting a frozen address would end its freeze early).
     fn make_room(&mut self) {
         while self.tracks.len() >= self.config.capacity {
-            let victim = self
-                .tracks
-                .iter()
-                .min_by_key(|(_, track)| {
-                    let last = track.moves.back().copied().or(track.frozen_at);
-                    (track.frozen_at.is_some(), last)
-                })
-                .map(|(ip, _)| *ip);
-            match victim {
-                Some(ip) => {
-                    self.tracks.remove(&ip);
-                }
-                None => break,
-            }
+            let Some(&(_, victim)) = self.ranks.first() else {
+                break;
+            };
+            self.take(victim);
         }
+    }
+
+    /// Takes `ip`'s track out (to change it and [`MoveDamping::put`] it back), or makes room
+    /// for a new one.
+    fn take_or_make_room(&mut self, ip: Ipv4Addr) -> Track {
+        self.take(ip).unwrap_or_else(|| {
+            self.make_room();
+            Track::default()
+        })
+    }
+
+    /// Removes `ip`'s track and its index entries.
+    fn take(&mut self, ip: Ipv4Addr) -> Option<Track> {
+        let track = self.tracks.remove(&ip)?;
+        if let Some(due) = track.due(&self.config) {
+            self.deadlines.remove(&(due, ip));
+        }
+        self.ranks.remove(&(track.rank(), ip));
+        Some(track)
+    }
+
+    /// Stores `ip`'s track with its index entries; an empty one is forgotten.
+    fn put(&mut self, ip: Ipv4Addr, track: Track) {
+        let Some(due) = track.due(&self.config) else {
+            return;
+        };
+        self.deadlines.insert((due, ip));
+        self.ranks.insert((track.rank(), ip));
+        self.tracks.insert(ip, track);
+    }
+
+    /// Test support: whether both indexes hold exactly the tracks' keys.
+    #[cfg(test)]
+    fn indexes_agree(&self) -> bool {
+        let deadlines: BTreeSet<(Instant, Ipv4Addr)> = self
+            .tracks
+            .iter()
+            .filter_map(|(ip, track)| Some((track.due(&self.config)?, *ip)))
+            .collect();
+        let ranks: BTreeSet<(Rank, Ipv4Addr)> = self
+            .tracks
+            .iter()
+            .map(|(ip, track)| (track.rank(), *ip))
+            .collect();
+        deadlines == self.deadlines && ranks == self.ranks && self.tracks.len() == ranks.len()
     }
 }
 
@@ -624,6 +687,47 @@ mod tests {
             MoveVerdict::Frozen { .. }
         ));
         assert_eq!(damping.check(ip(1), t0 + ms(200)), MoveVerdict::Allowed);
+    }
+
+    #[test]
+    fn the_damping_indexes_follow_the_tracks() {
+        // Moves, freezes, unfreezes and timeouts in a pseudo-random order over a few
+        // addresses, with a small capacity: after each step both indexes hold exactly the
+        // tracks, and the next timeout is the earliest one a scan of every track finds.
+        let t0 = Instant::now();
+        let mut damping = MoveDamping::new(DampingConfig {
+            max_moves: 2,
+            window: ms(50),
+            freeze: ms(80),
+            capacity: 6,
+        });
+        let mut state = 0x9e37_79b9_u32;
+        let mut now = t0;
+        for _ in 0..2000 {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let addr = ip(u8::try_from(state % 10).unwrap_or(0));
+            now += ms(u64::from(state >> 28));
+            match (state >> 8) % 4 {
+                0 | 1 => {
+                    damping.record_move(addr, now);
+                }
+                2 if state & 1 == 0 => damping.freeze(addr, now),
+                2 => {
+                    damping.unfreeze(addr, now);
+                }
+                _ => damping.handle_timeout(now),
+            }
+            assert!(damping.indexes_agree());
+            assert!(damping.len() <= 6);
+            let scanned = damping
+                .tracks
+                .values()
+                .filter_map(|track| track.due(&damping.config))
+                .min();
+            assert_eq!(damping.poll_timeout(), scanned);
+        }
     }
 
     #[test]

@@ -238,6 +238,8 @@ struct Sim {
     /// The timer each node has in the queue (later ones supersede it).
     timer_at: Vec<Option<Instant>>,
     vm: Vm,
+    /// Other hosts that answer probes, by address: their MAC and the node whose LAN they are on.
+    resident: HashMap<Ipv4Addr, (MacAddr, usize)>,
     cost: Cost,
 }
 
@@ -302,6 +304,7 @@ impl Sim {
             events: HashMap::new(),
             next_seq: 0,
             vm,
+            resident: HashMap::new(),
             cost: Cost::new(sites),
         })
     }
@@ -498,13 +501,17 @@ impl Sim {
             target_ip,
         } = event.kind
         {
-            let vm = &self.vm;
-            let for_vm = vm.at == at
-                && vm.ip == target_ip
-                && (event.eth_dst == vm.mac || event.eth_dst == MacAddr::BROADCAST);
-            if for_vm {
+            let vm = (self.vm.at == at && self.vm.ip == target_ip).then_some(self.vm.mac);
+            let resident = self
+                .resident
+                .get(&target_ip)
+                .and_then(|&(mac, on)| (on == at).then_some(mac));
+            let answer = vm
+                .or(resident)
+                .filter(|mac| event.eth_dst == *mac || event.eth_dst == MacAddr::BROADCAST);
+            if let Some(mac) = answer {
                 // Linux answers a probe (sender IP 0.0.0.0) with a reply to the prober's MAC.
-                let reply = frames::proxy_arp_reply(vm.mac, vm.ip, router, Ipv4Addr::UNSPECIFIED);
+                let reply = frames::proxy_arp_reply(mac, target_ip, router, Ipv4Addr::UNSPECIFIED);
                 let event =
                     classify(&reply).map_err(|e| anyhow!("reply does not classify: {e:?}"))?;
                 self.on_node(at, |node, now| node.handle_lan_event(event, now));

@@ -1,26 +1,32 @@
 //! What one move costs as the GNDT grows: 1k, 10k and 100k entries on three routers.
 //!
 //! Each site owns /24s (as many as its hosts need, 250 hosts each: the table grows by
-//! subnets, a LAN's size stays). Two thirds of its hosts live in them (their /32 agrees with
-//! the prefix: no kernel route), one third migrated in long ago from outside any prefix (a
-//! /32 route into the TUN at the other routers, a LAN route and a permanent neighbour at their
-//! own). The tables are loaded untimed (entries messages handed to each core), then VMs of
-//! site 0 move to site 2 one after the other, each with QEMU's RARP schedule and the
+//! subnets, a LAN's size stays). The tables are built untimed the way a real network builds
+//! them: each router learns its own hosts from their ARP hellos on its LAN (paced under the
+//! LAN's rate limit), the routers connect and sync by full tables, and then every third host
+//! of site i+1 migrates to site i (a gratuitous ARP there, confirmed by the destination's
+//! probe, [`MIGRATING`] at a time): a /32 route into the TUN at the other routers, a LAN
+//! route and a permanent neighbour at its new site. Then home hosts of site 0 that never
+//! moved move to site 2 one after the other, each with QEMU's RARP schedule and the
 //! destination's confirmation probe answered. Per move and per router: the CPU time in the
-//! core's handle_* calls (all of the phase: announcements, probes, timers), the time to make
-//! the forwarding snapshots the data plane would get, and the targeted kernel changes asked
-//! for (programmed for real by `kernel.rs`).
+//! core's handle_* calls (all of the phase: announcements, probes, timers, the periodic
+//! digests that fall in it), the time to make the forwarding snapshots the data plane would
+//! get, and the targeted kernel changes asked for (programmed for real by `kernel.rs`).
 
 use super::*;
-use skyvine_core::proto::{Message, MAX_ENTRIES_PER_MESSAGE};
-use skyvine_tables::GndtEntry;
 
 const SITES: usize = 3;
 const SOURCE: usize = 0;
 const THIRD: usize = 1;
 const DEST: usize = 2;
 /// Moves measured per table size (the median is printed).
-const MOVES: usize = 5;
+const MOVES: usize = 9;
+/// Spacing of the hosts' frames on a LAN while the tables are built: 1000 frames/s, under the
+/// router's limit for a whole LAN (2000 events/s sustained).
+const LAN_PACE: Duration = Duration::from_millis(1);
+/// Hosts migrating at once while the tables are built: fewer than a destination confirms at
+/// once (its pending migrations are bounded).
+const MIGRATING: usize = 60;
 
 /// One table size's moves, kept for the kernel series.
 pub(crate) struct SizeRun {
@@ -45,11 +51,19 @@ fn home(i: usize, k: usize) -> Ipv4Addr {
     table_ip(100, i, k)
 }
 
-/// Every third host of site i moved in from the next site: its address lies in that site's
-/// prefixes (where the next site has none of its own hosts), so that peers accept site i's
-/// claim of it (a host away from home needs a home among the certified prefixes).
-fn away(i: usize, k: usize) -> Ipv4Addr {
+/// The router of site i: in its own /24, 10.(100+i).255.0/24.
+fn table_router(i: usize) -> Ipv4Addr {
+    table_ip(100, i, 255 * 250 + 3)
+}
+
+/// Every third host of site i+1 (k % 3 == 2) migrated to site i while the tables were built:
+/// its address lies in site i+1's prefixes (a host away from home keeps its home there).
+fn away_ip(i: usize, k: usize) -> Ipv4Addr {
     home((i + 1) % SITES, k)
+}
+
+fn away_mac(i: usize, k: usize) -> MacAddr {
+    table_mac((i + 1) % SITES, k)
 }
 
 fn table_ip(base: usize, i: usize, k: usize) -> Ipv4Addr {
@@ -68,63 +82,87 @@ fn table_mac(i: usize, k: usize) -> MacAddr {
 
 fn run(entries: usize) -> Result<SizeRun> {
     let delay = Duration::from_millis(10);
-    // Until the moves, the VM the simulator answers probes for is nowhere.
+    // The simulator's one VM is not used: hosts answer probes as `Sim::resident`.
     let nobody = Vm::nowhere();
-    // A router holds every other site's hosts (its own it knows from its LAN, not from peers).
-    let per_site = entries / (SITES - 1);
+    let per_site = entries / SITES;
     let mut sim = Sim::with_layout(SITES, delay, nobody, |i| {
-        // The /24s of its hosts, and the router's own (10.(100+i).255.0/24).
+        // The /24s of its hosts, and the router's own.
         let mut prefixes = (0..per_site.div_ceil(250))
             .map(|k| Ipv4Network::new(home(i, 250 * k), 24))
             .collect::<Result<Vec<_>, _>>()?;
-        let router = table_ip(100, i, 255 * 250 + 3);
-        prefixes.push(Ipv4Network::new(router, 24)?);
-        Ok((prefixes, vec![Ipv4Network::new(home(i, 0), 16)?], router))
+        prefixes.push(Ipv4Network::new(table_router(i), 24)?);
+        Ok((
+            prefixes,
+            vec![Ipv4Network::new(home(i, 0), 16)?],
+            table_router(i),
+        ))
     })?;
+    // 1. Each router learns its own hosts: an ARP hello from each on its LAN.
     let t0 = sim.now;
-    sim.connect_all();
-    let prefixes = per_site.div_ceil(250) + 1;
-    sim.phase(t0 + PHASE, |node| {
-        node.gndt().len() >= SITES * (prefixes + 1)
-    })?;
-    // Load the tables: every router gets every other site's hosts from that site's router.
     for i in 0..SITES {
-        let owner = sim.names[i].clone();
-        let hosts: Vec<GndtEntry> = (0..per_site)
-            .map(|k| {
-                let ip = if k % 3 == 2 { away(i, k) } else { home(i, k) };
-                GndtEntry::host(ip, owner.clone(), 1, Some(table_mac(i, k)))
-            })
-            .collect();
-        for j in (0..SITES).filter(|j| *j != i) {
-            for chunk in hosts.chunks(MAX_ENTRIES_PER_MESSAGE) {
-                let message = Message::Entries {
-                    entries: chunk.to_vec(),
-                };
-                sim.nodes[j].handle_message(&owner, message, sim.now);
-            }
-            sim.drain(j)?;
+        for k in 0..per_site {
+            let (ip, mac) = (home(i, k), table_mac(i, k));
+            sim.resident.insert(ip, (mac, i));
+            let frame = frames::arp_request(mac, ip, table_router(i)).to_vec();
+            sim.schedule(t0 + pace(k), Event::Lan { node: i, frame });
         }
     }
-    let loaded = sim.now + PHASE;
-    sim.phase(loaded, |_| true)?;
-    let expected = (SITES - 1) * per_site + SITES * (prefixes + 1);
+    sim.phase(t0 + pace(per_site) + PHASE, |_| true)?;
+    let own: Vec<usize> = sim.nodes.iter().map(|n| n.gndt().len()).collect();
+    if let Some(i) = (0..SITES).find(|&i| own[i] < per_site) {
+        bail!(
+            "{} learned {} entries of its {per_site} hosts",
+            sim.names[i],
+            own[i]
+        );
+    }
+    // 2. The routers connect and sync by full tables.
+    let expected: usize = own.iter().sum();
+    sim.connect_all();
+    let synced = sim.now + PHASE;
+    sim.phase(synced, |node| node.gndt().len() >= expected)?;
     if let Some(short) = sim.nodes.iter().find(|n| n.gndt().len() < expected) {
         bail!(
-            "{} holds {} entries, not {expected}",
+            "{} holds {} entries after the sync, not {expected}",
             short.me(),
             short.gndt().len()
         );
+    }
+    // 3. Every third host of site i+1 migrates to site i, MIGRATING at a time on each LAN.
+    let movers: Vec<usize> = (0..per_site).filter(|k| k % 3 == 2).collect();
+    for batch in movers.chunks(MIGRATING) {
+        let at = sim.now;
+        for i in 0..SITES {
+            for (n, &k) in batch.iter().enumerate() {
+                let (ip, mac) = (away_ip(i, k), away_mac(i, k));
+                sim.resident.insert(ip, (mac, i));
+                let frame = frames::gratuitous_arp_request(mac, ip).to_vec();
+                sim.schedule(at + pace(n), Event::Lan { node: i, frame });
+            }
+        }
+        sim.phase(at + PHASE, |_| true)?;
+    }
+    for i in 0..SITES {
+        let site = &sim.names[i];
+        for &k in &movers {
+            let ip = away_ip(i, k);
+            if let Some(node) = sim.nodes.iter().find(|n| n.gndt().owner(ip) != Some(site)) {
+                bail!(
+                    "{} places {ip} at {:?}, not at {site} where it moved",
+                    node.me(),
+                    node.gndt().owner(ip)
+                );
+            }
+        }
     }
     let dest_tun_routes = sim.nodes[DEST].tun_routes();
     let dest_lan_hosts = sim.nodes[DEST].lan_hosts();
     let mut moves = Vec::new();
     let dest_name = sim.names[DEST].clone();
     for m in 0..MOVES {
-        // Site 0's home hosts 0, 3, 6...: never one that moved in.
-        let k = 3 * m;
-        let (ip, mac) = (home(SOURCE, k), table_mac(SOURCE, k));
-        sim.vm = Vm { ip, mac, at: DEST };
+        // Site 0's home hosts 0, 3, 6...: never one that moved.
+        let (ip, mac) = (home(SOURCE, 3 * m), table_mac(SOURCE, 3 * m));
+        sim.resident.insert(ip, (mac, DEST));
         let at = sim.now;
         sim.announce_rarp(DEST, mac);
         let cost = sim.phase(at + PHASE, |node| node.gndt().owner(ip) == Some(&dest_name))?;
@@ -134,11 +172,16 @@ fn run(entries: usize) -> Result<SizeRun> {
         moves.push(cost);
     }
     Ok(SizeRun {
-        entries: expected,
+        entries: sim.nodes[DEST].gndt().len(),
         dest_tun_routes,
         dest_lan_hosts,
         moves,
     })
+}
+
+/// When the n-th of a LAN's frames goes, from the start of a batch.
+fn pace(n: usize) -> Duration {
+    LAN_PACE * u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -156,7 +199,7 @@ fn us(d: Duration) -> String {
 }
 
 fn print(runs: &[SizeRun]) {
-    println!("\n== one move as the GNDT grows: 3 routers, each VM of site 0 moves to site 2 ({MOVES} moves, medians)");
+    println!("\n== one move as the GNDT grows: 3 routers, home hosts of site 0 move to site 2 ({MOVES} moves, medians)");
     println!(
         "{:>8} | {:>30} | {:>30} | {:>9} | {:>12} | {:>8}",
         "entries",

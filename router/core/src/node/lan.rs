@@ -52,8 +52,9 @@ pub(super) struct LanState {
     /// Hosts that moved away recently, with the site that claimed them: if that site withdraws
     /// its claim unconfirmed, this site takes the address back.
     pub(super) departed: Departures,
-    /// Frames to send later, in time order.
-    scheduled: Vec<(Instant, FrameBytes)>,
+    /// Frames to send later, by time and then by when they were scheduled.
+    scheduled: BTreeMap<(Instant, u64), FrameBytes>,
+    scheduled_seq: u64,
     pub(super) records: Records,
     pub(super) next_query: u64,
     limiter: LanLimiter,
@@ -78,7 +79,8 @@ impl LanState {
             pending: BTreeMap::new(),
             verifying: BTreeMap::new(),
             departed: Departures::default(),
-            scheduled: Vec::new(),
+            scheduled: BTreeMap::new(),
+            scheduled_seq: 0,
             records: Records::default(),
             next_query: 1,
             limiter: LanLimiter::new(now),
@@ -197,17 +199,20 @@ impl Node {
         self.lan.damping.handle_timeout(now);
         self.lan.limiter.handle_timeout(now);
         self.lan.departed.handle_timeout(now);
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lan.scheduled)
-            .into_iter()
-            .partition(|(at, _)| *at <= now);
-        self.lan.scheduled = later;
-        self.transmit_all(due.into_iter().map(|(_, frame)| frame).collect());
+        let mut due = Vec::new();
+        while let Some(entry) = self.lan.scheduled.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        self.transmit_all(due);
         self.advance_pending(now);
         self.advance_verifying(now);
     }
 
     pub(super) fn lan_poll_timeout(&self) -> Option<Instant> {
-        let scheduled = self.lan.scheduled.iter().map(|(at, _)| *at).min();
+        let scheduled = self.lan.scheduled.keys().next().map(|(at, _)| *at);
         let pending = self.lan.pending.values().map(Pending::next_at).min();
         let verifying = self.lan.verifying.values().map(Verifying::next_at).min();
         [
@@ -292,9 +297,11 @@ impl Node {
             if i == 0 {
                 self.effects.push_back(Effect::Transmit { frame });
             } else {
+                let at = now + Duration::from_millis(*offset);
+                self.lan.scheduled_seq += 1;
                 self.lan
                     .scheduled
-                    .push((now + Duration::from_millis(*offset), frame));
+                    .insert((at, self.lan.scheduled_seq), frame);
             }
         }
     }

@@ -391,8 +391,11 @@ impl Node {
             }
             Message::Digest { digest, count } => {
                 self.reecho_unsaid(from);
-                let heard = self.trust.views.get(from).map_or(0, |v| v.digest());
-                if digest != heard {
+                let in_sync = match self.trust.views.get_mut(from) {
+                    Some(view) => view.in_sync(digest),
+                    None => digest == 0,
+                };
+                if !in_sync {
                     tracing::debug!(
                         peer = %from,
                         peer_entries = count,
@@ -751,12 +754,18 @@ impl Node {
                 (entry.site().clone(), before)
             });
         let foreign = self.foreign_mac(&entry);
+        let applied_site = entry.site().clone();
         let applied = self.gndt.apply_ranked(entry, now, wins_tie);
         if let Some((owner, Some(before))) = host.filter(|_| applied.changed()) {
             // Remembered for freeze marks: only the site an address moved away from may
             // take it back frozen.
             if owner != before {
                 self.trust.note_prior_owner(prefix.ip(), before);
+            }
+        }
+        if let Applied::Replaced { previous } = &applied {
+            if *previous.site() != applied_site {
+                self.note_superseded(previous);
             }
         }
         if applied.changed() {

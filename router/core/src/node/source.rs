@@ -9,7 +9,7 @@
 //! takes the address back, frozen. Every entry stays originated by the site it names: nobody
 //! ever writes an entry in another site's name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -53,9 +53,13 @@ pub(super) struct Departure {
     until: Instant,
 }
 
-/// Recent departures by address, bounded.
+/// Recent departures by address, bounded, with an index by expiry so that timers and the
+/// bound cost O(log n), not a scan of every departure.
 #[derive(Debug, Default)]
-pub(super) struct Departures(BTreeMap<Ipv4Addr, Departure>);
+pub(super) struct Departures {
+    by_ip: BTreeMap<Ipv4Addr, Departure>,
+    by_until: BTreeSet<(Instant, Ipv4Addr)>,
+}
 
 impl Departures {
     fn insert(
@@ -66,18 +70,15 @@ impl Departures {
         record: u64,
         now: Instant,
     ) {
-        if !self.0.contains_key(&ip) && self.0.len() >= MAX_DEPARTURES {
-            let oldest = self
-                .0
-                .iter()
-                .min_by_key(|(_, d)| d.until)
-                .map(|(ip, _)| *ip);
-            if let Some(oldest) = oldest {
-                self.0.remove(&oldest);
+        self.forget(ip);
+        if self.by_ip.len() >= MAX_DEPARTURES {
+            if let Some((_, oldest)) = self.by_until.pop_first() {
+                self.by_ip.remove(&oldest);
             }
         }
         let until = now + DEPARTURE_MEMORY;
-        self.0.insert(
+        self.by_until.insert((until, ip));
+        self.by_ip.insert(
             ip,
             Departure {
                 to,
@@ -91,22 +92,31 @@ impl Departures {
     /// The departure of `ip` to `to`, if remembered and not expired; it is forgotten.
     fn take(&mut self, ip: Ipv4Addr, to: &SiteId, now: Instant) -> Option<Departure> {
         let found = self
-            .0
+            .by_ip
             .get(&ip)
             .is_some_and(|d| &d.to == to && now < d.until);
-        if found {
-            self.0.remove(&ip)
-        } else {
-            None
+        if !found {
+            return None;
         }
+        let departure = self.by_ip.remove(&ip)?;
+        self.by_until.remove(&(departure.until, ip));
+        Some(departure)
     }
 
     pub(super) fn forget(&mut self, ip: Ipv4Addr) {
-        self.0.remove(&ip);
+        if let Some(departure) = self.by_ip.remove(&ip) {
+            self.by_until.remove(&(departure.until, ip));
+        }
     }
 
     pub(super) fn handle_timeout(&mut self, now: Instant) {
-        self.0.retain(|_, d| now < d.until);
+        while let Some(&(until, ip)) = self.by_until.first() {
+            if now < until {
+                break;
+            }
+            self.by_until.pop_first();
+            self.by_ip.remove(&ip);
+        }
     }
 }
 

@@ -209,3 +209,40 @@ fn digest_mismatch_requests_the_table() {
         })
     );
 }
+
+/// b's VM moves to c, and c's claim reaches a before b has heard of it: the digest b sends
+/// meanwhile still counts its entry for the VM. Neither that digest nor the next (without the
+/// VM) asks a for b's table; a digest that keeps counting the VM after that still does.
+#[test]
+fn a_digest_that_crossed_a_move_on_the_wire_is_in_sync() {
+    use super::testing::{from_peer, ip, lan_node, mac, sent, site_entries};
+    let now = Instant::now();
+    let mut a = lan_node("a", 1, now);
+    let said = site_entries("b", 2);
+    from_peer(&mut a, "b", said.clone(), now);
+    from_peer(&mut a, "c", site_entries("c", 3), now);
+    let moved = GndtEntry::host(ip(2, 1), site("c"), 2, Some(mac(2, 1)));
+    from_peer(&mut a, "c", vec![moved], now);
+    assert_eq!(a.gndt().owner(ip(2, 1)), Some(&site("c")));
+    while a.poll_effect().is_some() {}
+    let digest_of = |entries: &[GndtEntry]| {
+        entries
+            .iter()
+            .map(skyvine_tables::entry_hash)
+            .fold(0u64, u64::wrapping_add)
+    };
+    let mut asks = |digest: u64| {
+        a.handle_message(&site("b"), Message::Digest { digest, count: 4 }, now);
+        sent(&mut a)
+            .into_iter()
+            .any(|(to, m)| to == site("b") && m == Message::TableRequest {})
+    };
+    let without_vm: Vec<GndtEntry> = said
+        .iter()
+        .filter(|e| e.prefix.ip() != ip(2, 1))
+        .cloned()
+        .collect();
+    assert!(!asks(digest_of(&said)), "sent before b heard of the move");
+    assert!(!asks(digest_of(&without_vm)), "sent after");
+    assert!(asks(digest_of(&said)), "b still claims the VM");
+}

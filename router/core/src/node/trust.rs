@@ -165,7 +165,15 @@ pub(super) struct PeerView {
     /// Host bindings of the peer that we keep although its table left them out (see
     /// [`Node::end_of_table`]), with how many more times they are echoed to it.
     unsaid: BTreeMap<Ipv4Network, u8>,
+    /// Hashes of the entries dropped as superseded since the peer's last digest (see
+    /// [`PeerView::in_sync`]); at most [`MAX_IN_FLIGHT`] + 1, oldest first.
+    dropped: Vec<u64>,
 }
+
+/// Superseded entries remembered between two digests of a peer (see [`PeerView::in_sync`]).
+/// More moves away from the peer than this within a digest interval, and a digest that
+/// differs from ours asks for the peer's table.
+const MAX_IN_FLIGHT: usize = 4096;
 
 impl PeerView {
     /// Records an entry; `false` if the peer already said as much as one site may.
@@ -203,6 +211,7 @@ impl PeerView {
         });
         self.digest = digest;
         self.round = round.wrapping_add(1);
+        self.dropped.clear();
     }
 
     /// A new connection to the peer: its full table on it says afresh what it says. What it
@@ -210,6 +219,7 @@ impl PeerView {
     /// router knows nothing of what it said before).
     pub(super) fn reconnected(&mut self) {
         self.round = self.round.wrapping_add(1);
+        self.dropped.clear();
     }
 
     fn said(&self, prefix: Ipv4Network) -> bool {
@@ -230,6 +240,46 @@ impl PeerView {
 
     pub(super) fn digest(&self) -> u64 {
         self.digest
+    }
+
+    /// Another site's newer entry replaced `entry`, one of this peer's: the peer applies the
+    /// same newer entry, so its table (and the digest it sends) no longer has `entry`. If
+    /// `entry` is still its last word, it is dropped from the view here too; otherwise every
+    /// move away from the peer would leave the two digests apart, and each would cost a full
+    /// table at the next one. (If the peer keeps its entry after all, the digests differ and
+    /// its table says so again.)
+    fn superseded(&mut self, entry: &GndtEntry) {
+        if !self.says(entry) {
+            return;
+        }
+        if let Some((hash, _)) = self.said.remove(&normalize(entry.prefix)) {
+            self.digest = self.digest.wrapping_sub(hash);
+            if self.dropped.len() <= MAX_IN_FLIGHT {
+                self.dropped.push(hash);
+            }
+        }
+    }
+
+    /// Whether the peer's `digest` agrees with what it said. A digest the peer sent before it
+    /// heard of a move that we applied already still counts the entry the move superseded
+    /// (the newer entry came to us first, from its own site). The peer applies the newer
+    /// entries in the order we did when they come from one site (one ordered stream), so the
+    /// entries it has not heard of yet are the last ones we dropped: a digest that differs
+    /// from ours by the last few entries dropped since its previous digest is in sync too.
+    /// Without this, each move that crosses a digest on the wire would cost a full table.
+    pub(super) fn in_sync(&mut self, digest: u64) -> bool {
+        let dropped = std::mem::take(&mut self.dropped);
+        if dropped.len() > MAX_IN_FLIGHT {
+            return digest == self.digest;
+        }
+        let mut counted = self.digest;
+        if counted == digest {
+            return true;
+        }
+        dropped.iter().rev().any(|hash| {
+            counted = counted.wrapping_add(*hash);
+            counted == digest
+        })
     }
 }
 
@@ -467,6 +517,14 @@ impl Node {
             MoveVerdict::Allowed => Ok(!forged),
             MoveVerdict::Frozen { .. } if entry.frozen && take_back => Ok(true),
             MoveVerdict::Frozen { .. } | MoveVerdict::Pinned => Err(EntryRefusal::PinnedOrFrozen),
+        }
+    }
+
+    /// `previous`, its site's entry, was replaced by another site's (see
+    /// [`PeerView::superseded`]).
+    pub(super) fn note_superseded(&mut self, previous: &GndtEntry) {
+        if let Some(view) = self.trust.views.get_mut(previous.site()) {
+            view.superseded(previous);
         }
     }
 
