@@ -26,7 +26,8 @@ use netlink_packet_route::route::{RouteProtocol, RouteScope};
 use netlink_packet_route::rule::RuleAction;
 use rtnetlink::{Handle, LinkUnspec, LinkVrf, RouteMessageBuilder};
 
-use super::{errno, KernelError};
+use super::netlink::errno;
+use super::KernelError;
 
 /// The route protocol of the LAN's own prefixes in a network's table when it is isolated by
 /// rules (see the module doc); never touched by the reconcile, which owns [`super::RTPROT_SKYVINE`].
