@@ -436,6 +436,10 @@ impl Node {
             .gndt
             .covering(Ipv4Network::from(ip))
             .map(|s| s.entry.prefix);
+        if home.is_none() {
+            // Its old gateway and neighbours are repointed once a peer brings the prefix.
+            self.lan.homeless.insert(ip, mac);
+        }
         let optimize = self.config.virtual_network;
         let mut frames = Vec::new();
         // The host entries of the home prefix and of the virtual network (each host once):

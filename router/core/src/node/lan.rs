@@ -61,6 +61,10 @@ pub(super) struct LanState {
     /// Another router of this site held the LAN before this one (its binding of our LAN
     /// address had another MAC): the LAN's caches still name that router's MAC.
     pub(super) succeeded: bool,
+    /// VMs that migrated in and were confirmed here while no peer had yet told us their home
+    /// prefix (a successor hears its peers one by one): their view is fixed when the full
+    /// table that brings the prefix arrives. At most one per LNDT host.
+    pub(super) homeless: BTreeMap<Ipv4Addr, MacAddr>,
 }
 
 impl LanState {
@@ -85,6 +89,7 @@ impl LanState {
             next_query: 1,
             limiter: LanLimiter::new(now),
             succeeded: false,
+            homeless: BTreeMap::new(),
         }
     }
 }

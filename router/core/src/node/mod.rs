@@ -735,6 +735,7 @@ impl Node {
     /// [`Lndt::remove`], noted for the next forwarding snapshot.
     pub(super) fn lndt_remove(&mut self, ip: Ipv4Addr) -> bool {
         self.fib.local_changed(ip);
+        self.lan.homeless.remove(&ip);
         self.lndt.remove(ip)
     }
 

@@ -13,6 +13,7 @@
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
+use ipnetwork::Ipv4Network;
 use skyvine_inject::wire as frames;
 use skyvine_tables::{EntryKind, LndtSource, MacAddr, SiteId};
 
@@ -37,9 +38,22 @@ impl Node {
         }
     }
 
-    /// A peer's full table arrived: after a succession, in routing-optimization mode, repoint
-    /// the LAN's entries for that site's hosts.
+    /// A peer's full table arrived: fix the view of the migrated-in VMs whose home prefix it
+    /// brought; after a succession, in routing-optimization mode, repoint the LAN's entries
+    /// for that site's hosts.
     pub(super) fn after_full_table(&mut self, from: &SiteId, now: Instant) {
+        let housed: Vec<(Ipv4Addr, MacAddr)> = self
+            .lan
+            .homeless
+            .iter()
+            .filter(|(ip, _)| self.gndt.covering(Ipv4Network::from(**ip)).is_some())
+            .map(|(ip, mac)| (*ip, *mac))
+            .collect();
+        for (ip, mac) in housed {
+            // Still here: a VM that left was dropped with its LNDT entry.
+            self.lan.homeless.remove(&ip);
+            self.fix_migrated_view(ip, mac, now);
+        }
         if self.lan.succeeded {
             self.repoint_remote_hosts(Some(from), now);
         }
@@ -172,6 +186,60 @@ mod tests {
             );
         }
         assert!(a.lndt().contains(ip(2, 1)));
+    }
+
+    /// The peers connect in any order: when c's echo of b1 comes before b's table, b1 is
+    /// confirmed here while its home prefix is unknown; its old gateway is repointed once b's
+    /// table brings the prefix.
+    #[test]
+    fn a_vm_confirmed_before_its_home_prefix_is_known_is_repointed_when_it_arrives() {
+        let now = Instant::now();
+        let ours = mac(1, 0xfd);
+        let mut a = standby(false, now);
+        from_peer(&mut a, "c", site_entries("c", 3), now);
+        a.handle_message(
+            &site("c"),
+            Message::TableEnd {
+                digest: 0,
+                count: 4,
+            },
+            now,
+        );
+        let mut echoed = site_entries("a", 1);
+        if let Some(gateway) = echoed.last_mut() {
+            gateway.mac = Some(mac(1, 0xfe));
+        }
+        echoed.push(GndtEntry::host(ip(2, 1), site("a"), 2, Some(mac(2, 1))));
+        a.handle_message(&site("c"), Message::Echo { entries: echoed }, now);
+        b1_answers(&mut a, now);
+        assert!(a.lndt().contains(ip(2, 1)));
+        let frames = transmitted(&mut a);
+        assert!(
+            !announces(&frames, mac(2, 1), ip(2, 254), ours),
+            "{frames:?}"
+        );
+        b_connects(&mut a, mac(1, 0xfe), now);
+        let frames = transmitted(&mut a);
+        for old in [ip(2, 254), ip(2, 2)] {
+            assert!(
+                announces(&frames, mac(2, 1), old, ours),
+                "{old}: {frames:?}"
+            );
+        }
+        // Once: a later table of b's repoints nothing more.
+        a.handle_message(
+            &site("b"),
+            Message::TableEnd {
+                digest: 0,
+                count: 3,
+            },
+            now,
+        );
+        let frames = transmitted(&mut a);
+        assert!(
+            !announces(&frames, mac(2, 1), ip(2, 254), ours),
+            "{frames:?}"
+        );
     }
 
     /// The host claims the standby sends b (in `Entries`) for b1.
