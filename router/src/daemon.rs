@@ -202,7 +202,7 @@ pub async fn run<D: PacketDevice, K: KernelOps>(
             trust::node_config(&config, network, &identity, part.lan.as_ref()),
             now,
         );
-        let fib = Arc::new(Fib::new(node.fib_snapshot()));
+        let fib = Arc::new(Fib::new(node.fib_snapshot(now)));
         let net_counters = Arc::new(Counters::new());
         let tun_task = dataplane::spawn_tun_reader(
             network.id,
@@ -549,7 +549,7 @@ impl<D: PacketDevice, K: KernelOps> MainLoop<D, K> {
             return;
         };
         let copies = node.fib_copies();
-        net.fib.store(node.fib_snapshot());
+        net.fib.store(node.fib_snapshot(Instant::now()));
         if node.fib_copies() > copies {
             // A packet task still held the older snapshot: this one was copied whole.
             tracing::debug!(

@@ -268,7 +268,7 @@ impl World {
                         }
                         Effect::TablesChanged => {
                             self.nodes[i].handle_kernel_applied(self.now);
-                            self.fibs[i] = Some(self.nodes[i].fib_snapshot());
+                            self.fibs[i] = Some(self.nodes[i].fib_snapshot(self.now));
                         }
                         Effect::LanCopies { ip, copy } => {
                             if copy {

@@ -67,10 +67,10 @@ fn the_owner_announces_a_window_and_the_first_announcement_commits_it() {
     let open = Some(("a".to_owned(), "b".to_owned()));
     assert_eq!(windows(&w, vm), [open.clone(), open.clone(), open]);
     // c sends copies to b; b drops what arrives before the VM; a copies its LAN's packets.
-    let c_view = w.nodes[c].fib_snapshot();
+    let c_view = w.nodes[c].fib_snapshot(w.now);
     assert_eq!(c_view.copy_to(vm), Some(&site("b")));
-    assert!(w.nodes[b].fib_snapshot().arriving_early(vm));
-    assert_eq!(w.nodes[a].fib_snapshot().copy_to(vm), Some(&site("b")));
+    assert!(w.nodes[b].fib_snapshot(w.now).arriving_early(vm));
+    assert_eq!(w.nodes[a].fib_snapshot(w.now).copy_to(vm), Some(&site("b")));
     assert!(w.lan_copies[a].contains(&vm));
     assert_eq!(w.nodes[c].counters().get(Counter::Hints), 1);
     // The VM arrives at b: taken over as without a hint; every window closes, committed.
@@ -78,8 +78,8 @@ fn the_owner_announces_a_window_and_the_first_announcement_commits_it() {
     w.assert_location(vm, "b");
     assert_eq!(windows(&w, vm), [None, None, None]);
     assert!(w.lan_copies[a].is_empty(), "a stops copying");
-    assert_eq!(w.nodes[c].fib_snapshot().copy_to(vm), None);
-    assert!(!w.nodes[b].fib_snapshot().arriving_early(vm));
+    assert_eq!(w.nodes[c].fib_snapshot(w.now).copy_to(vm), None);
+    assert!(!w.nodes[b].fib_snapshot(w.now).arriving_early(vm));
     w.advance(Duration::from_secs(5));
     w.check_converged().unwrap();
 }

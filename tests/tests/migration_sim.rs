@@ -415,8 +415,8 @@ fn the_old_site_relays_packets_in_flight_for_a_short_while() {
     w.migrate(vm, "b", Detection::Rarp);
     let (a, b) = (w.index("a"), w.index("b"));
     let now = w.now;
-    let old = w.nodes[a].fib_snapshot();
-    let new = w.nodes[b].fib_snapshot();
+    let old = w.nodes[a].fib_snapshot(w.now);
+    let new = w.nodes[b].fib_snapshot(w.now);
     assert_eq!(old.relay_target(vm, now), Some(&site("b")));
     assert_eq!(
         old.relay_target(ip(1, 2), now),
@@ -437,9 +437,9 @@ fn the_old_site_relays_packets_in_flight_for_a_short_while() {
     assert!(new.accept_relayed(&site("a"), ip(3, 1), vm, later).is_err());
     // Back home: a no longer relays, it delivers.
     w.migrate(vm, "a", Detection::Rarp);
-    assert_eq!(w.nodes[a].fib_snapshot().relay_target(vm, w.now), None);
+    assert_eq!(w.nodes[a].fib_snapshot(w.now).relay_target(vm, w.now), None);
     assert_eq!(
-        w.nodes[b].fib_snapshot().relay_target(vm, w.now),
+        w.nodes[b].fib_snapshot(w.now).relay_target(vm, w.now),
         Some(&site("a"))
     );
 }

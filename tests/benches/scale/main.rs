@@ -478,7 +478,7 @@ impl Sim {
             // As the daemon: one new snapshot for the data plane per batch of changes, the old
             // one dropped by the data plane right away.
             let t = Instant::now();
-            let snapshot = self.nodes[i].fib_snapshot();
+            let snapshot = self.nodes[i].fib_snapshot(self.now);
             self.cost.snapshot[i] += t.elapsed();
             self.cost.snapshots[i] += 1;
             self.fibs[i] = Some(snapshot);

@@ -179,9 +179,10 @@ impl Node {
         self.lan.records.complete(now);
     }
 
-    /// Hosts that moved to or from here recently, for relaying packets in flight.
-    pub fn relays(&self) -> Relays {
-        self.lan.records.relays()
+    /// Hosts that moved to or from here within [`RELAY_WINDOW`](super::RELAY_WINDOW) before
+    /// `now`, for relaying packets in flight.
+    pub fn relays(&self, now: Instant) -> Relays {
+        self.lan.records.relays(now)
     }
 
     /// Recent migrations, oldest first.

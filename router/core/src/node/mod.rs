@@ -273,6 +273,18 @@ impl Node {
             let entry = GndtEntry::host(identity.ip, node.config.me.clone(), 1, Some(identity.mac));
             node.apply_entry(entry, now);
         }
+        // A configured prefix of ours outside our certificate is advertised (peers refuse it,
+        // and count and log that: the operator sees the mistake on both sides) but not routed
+        // as ours here. Both are fixed for the router's life: decided once, not per snapshot.
+        let me = &node.config.me;
+        let uncertified: Vec<Ipv4Network> = node
+            .config
+            .prefixes
+            .iter()
+            .filter(|p| !node.trust.certificates.covers(me, **p))
+            .copied()
+            .collect();
+        node.fib.unroute(uncertified);
         node.effects.push_back(Effect::TablesChanged);
         node
     }
@@ -480,29 +492,17 @@ impl Node {
         self.effects.pop_front()
     }
 
-    /// The forwarding view for the data plane, made from the changes since the last one (see
-    /// [`FibWriter`]): its cost does not grow with the table.
-    ///
-    /// A configured prefix of ours outside our certificate is advertised (peers refuse it,
-    /// and count and log that: the operator sees the mistake on both sides) but not routed as
-    /// ours here.
-    pub fn fib_snapshot(&mut self) -> Arc<FibSnapshot> {
+    /// The forwarding view for the data plane at `now`, made from the changes since the last
+    /// one (see [`FibWriter`]): its cost does not grow with the table.
+    pub fn fib_snapshot(&mut self, now: Instant) -> Arc<FibSnapshot> {
         let (copy_to, arriving) = self.prepared_view();
         let extras = FibExtras {
-            relays: self.relays(),
+            relays: self.relays(now),
             copy_to,
             arriving,
         };
-        let me = &self.config.me;
-        let uncertified: Vec<Ipv4Network> = self
-            .config
-            .prefixes
-            .iter()
-            .filter(|p| !self.trust.certificates.covers(me, **p))
-            .copied()
-            .collect();
-        self.fib.unroute(uncertified);
-        self.fib.publish(me, &self.gndt, &self.lndt, extras)
+        self.fib
+            .publish(&self.config.me, &self.gndt, &self.lndt, extras)
     }
 
     /// How many forwarding snapshots were copied whole because the data plane still held the

@@ -254,9 +254,14 @@ impl Records {
         });
     }
 
-    /// Hosts that moved to or from here within [`RELAY_WINDOW`], for relaying packets in
-    /// flight; a later move of a host overrides an earlier one.
-    pub(super) fn relays(&self) -> Relays {
+    /// Hosts that moved to or from here within [`RELAY_WINDOW`] before `now`, for relaying
+    /// packets in flight; a later move of a host overrides an earlier one.
+    ///
+    /// A move whose window has ended relays nothing, then or later, but still overrides the
+    /// host's earlier moves. The records are kept in the order they started, so the ended
+    /// ones mostly come before any live one, while the maps are empty: skipping them then
+    /// costs no lookup, and a snapshot pays for the recent moves only.
+    pub(super) fn relays(&self, now: Instant) -> Relays {
         let mut relays = Relays::default();
         for record in &self.list {
             let (Some(ip), Some(advertised)) = (record.ip, record.advertised) else {
@@ -266,6 +271,13 @@ impl Records {
                 continue;
             }
             let until = advertised + RELAY_WINDOW;
+            if until <= now {
+                if !relays.departed.is_empty() || !relays.arrived.is_empty() {
+                    relays.departed.remove(&ip);
+                    relays.arrived.remove(&ip);
+                }
+                continue;
+            }
             match (record.role, &record.from) {
                 (Role::Source, _) => {
                     relays.arrived.remove(&ip);
@@ -325,10 +337,10 @@ mod tests {
         // At a: the host left for b, then came back from b.
         let left = records.start(start(Role::Source, "a", "b"), now);
         records.update(left, |r| r.advertised = Some(now));
-        assert_eq!(records.relays().departed[&ip].0, site("b"));
+        assert_eq!(records.relays(now).departed[&ip].0, site("b"));
         let back = records.start(start(Role::Destination, "b", "a"), now);
         records.update(back, |r| r.advertised = Some(now));
-        let relays = records.relays();
+        let relays = records.relays(now);
         assert!(
             relays.departed.is_empty(),
             "a later arrival overrides the departure"
@@ -340,7 +352,32 @@ mod tests {
             r.advertised = Some(now);
             r.outcome = Outcome::Refused(RefusalReason::StillHere);
         });
-        assert!(records.relays().departed.is_empty());
+        assert!(records.relays(now).departed.is_empty());
+    }
+
+    #[test]
+    fn a_move_whose_window_ended_relays_nothing_and_still_overrides_earlier_ones() {
+        let now = Instant::now();
+        let mut records = Records::default();
+        let ip = Ipv4Addr::new(10, 77, 1, 1);
+        // At a: the host arrives from b (advertised late), then leaves for c (advertised at
+        // once): the departure's window ends first.
+        let back = records.start(start(Role::Destination, "b", "a"), now);
+        let left = records.start(start(Role::Source, "a", "c"), now);
+        records.update(left, |r| r.advertised = Some(now));
+        let late = now + Duration::from_secs(5);
+        records.update(back, |r| r.advertised = Some(late));
+        assert_eq!(records.relays(now).departed[&ip].0, site("c"));
+        let after = now + RELAY_WINDOW;
+        let relays = records.relays(after);
+        assert!(relays.departed.is_empty(), "the departure's window ended");
+        assert!(
+            relays.arrived.is_empty(),
+            "the later departure still overrides the arrival"
+        );
+        let ended = late + RELAY_WINDOW;
+        let relays = records.relays(ended);
+        assert!(relays.departed.is_empty() && relays.arrived.is_empty());
     }
 
     #[test]
