@@ -965,3 +965,71 @@ fn regression_a_frozen_owner_the_vm_left_does_not_renew_its_freeze() {
         },
     ]);
 }
+
+/// b's VM moved to d and on to a before either claim was heard (both at seq 2); c restarted,
+/// cut off from b, and refused both claims: b's certificate was not known yet. It kept one per
+/// address, the last to arrive (d's, the older), and rechecked only that one when b's
+/// certificate came, so a's newer claim was lost at c (its digests agreed: a had said it).
+/// Fixed: refused homeless entries are kept per sender.
+#[test]
+fn regression_two_homeless_claims_of_one_vm_are_both_checked_again() {
+    both(&[
+        rarp(3, 3),
+        rarp(3, 0),
+        Step::Duplicate {
+            pick: 207041347945553675,
+        },
+        Step::Deliver {
+            pick: 6534691647037962183,
+        },
+        Step::Partition { a: 1, b: 2 },
+        Step::Restart { site: 2 },
+        Step::Settle,
+        Step::Partition { a: 3, b: 2 },
+    ]);
+}
+
+/// a's VM moved to c (confirmed), then on to b without a word; c restarted and, echoed its
+/// claim, did not find the VM and withdrew, so a took the address back frozen, late: the
+/// echo came with a digest. When the VM spoke at b the freeze had 3 s left; b refused the move
+/// and the VM said nothing more. Fixed: a VM seen while its address was frozen is looked for
+/// again when the freeze ends.
+#[test]
+fn regression_a_vm_seen_while_frozen_is_taken_over_when_the_freeze_ends() {
+    both(&[
+        Step::Restart { site: 0 },
+        Step::Lose {
+            pick: 12393701273302892892,
+        },
+        Step::Deliver {
+            pick: 2406168461918148396,
+        },
+        rarp(2, 3),
+        Step::Deliver {
+            pick: 11650749932449425592,
+        },
+        rarp(1, 2),
+        rarp(2, 2),
+        Step::Deliver {
+            pick: 2882122475110084116,
+        },
+        rarp(2, 0),
+        Step::Move {
+            vm: 1,
+            to: 1,
+            announce: Announce::Silent,
+        },
+        rarp(3, 0),
+        Step::Restart { site: 2 },
+        Step::Deliver {
+            pick: 4905980103939687387,
+        },
+        Step::Lose {
+            pick: 11429579785329247515,
+        },
+        Step::Partition { a: 2, b: 1 },
+        Step::Lose {
+            pick: 11315657761903272992,
+        },
+    ]);
+}

@@ -28,6 +28,8 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Migrations being resolved or confirmed at once; more are refused (a flood of announcements
 /// for random MACs must not turn into a flood of queries to every peer).
 const MAX_PENDING: usize = 64;
+/// VMs seen while their address was frozen, kept to be looked for when the freeze ends.
+const MAX_SEEN_FROZEN: usize = 256;
 
 /// A migration to this site in progress, keyed by the VM's MAC.
 #[derive(Debug)]
@@ -289,9 +291,11 @@ impl Node {
     /// `mac` resolved to `ip`: unless damping forbids the move, take over at once and probe
     /// for it here (optimistic), or probe first (confirmed).
     fn start_confirming(&mut self, record: u64, mac: MacAddr, ip: Ipv4Addr, now: Instant) {
-        if let Some((reason, detail)) = refusal(self.lan.damping.check(ip, now), now) {
+        let verdict = self.lan.damping.check(ip, now);
+        if let Some((reason, detail)) = refusal(verdict, now) {
             self.lan.pending.remove(&mac);
             self.refuse(record, mac, reason, &detail);
+            self.remember_seen_frozen(record, mac, ip, verdict);
             return;
         }
         let prober = Prober::new(ip, mac, self.lan.confirm_timeout, now);
@@ -343,8 +347,10 @@ impl Node {
     /// Steps 4 and 6 of the migration at the destination: the address is ours, advertised,
     /// and the VM's view fixed. Returns false when move damping refuses the move.
     fn take_over(&mut self, record: u64, mac: MacAddr, ip: Ipv4Addr, now: Instant) -> bool {
-        if let Some((reason, detail)) = refusal(self.lan.damping.record_move(ip, now), now) {
+        let verdict = self.lan.damping.record_move(ip, now);
+        if let Some((reason, detail)) = refusal(verdict, now) {
             self.refuse(record, mac, reason, &detail);
+            self.remember_seen_frozen(record, mac, ip, verdict);
             return false;
         }
         let previous = self
@@ -515,6 +521,77 @@ impl Node {
         for (mac, ip) in unconfirmed {
             if let Some(pending) = self.lan.pending.remove(&mac) {
                 self.roll_back(pending.record, mac, ip, now);
+            }
+        }
+    }
+
+    /// A migration of `(ip, mac)` was refused because damping froze the address: the VM is
+    /// looked for here again when the freeze ends. A VM that keeps talking would be detected
+    /// again anyway; one that only announced itself (QEMU's RARPs last a second) would not.
+    fn remember_seen_frozen(
+        &mut self,
+        record: u64,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        verdict: MoveVerdict,
+    ) {
+        let MoveVerdict::Frozen { until } = verdict else {
+            return;
+        };
+        if self.lan.seen_frozen.len() >= MAX_SEEN_FROZEN {
+            tracing::debug!(%ip, %mac, "too many VMs seen while frozen; this one is not looked for again");
+            return;
+        }
+        let detection = self
+            .lan
+            .records
+            .iter()
+            .find(|r| r.id == record)
+            .map_or(Detection::Traffic, |r| r.detection);
+        self.lan.seen_frozen.insert((until, ip), (mac, detection));
+    }
+
+    /// Freezes that ended: each VM seen here during one is probed for, and its address taken
+    /// once it answers here, whatever the takeover mode. A freeze renewed meanwhile waits
+    /// again; an address we hold, or a VM already being looked for, needs nothing.
+    pub(super) fn look_for_seen_frozen(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        while let Some(entry) = self.lan.seen_frozen.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let ip = entry.key().1;
+            let (mac, detection) = entry.remove();
+            due.push((ip, mac, detection));
+        }
+        for (ip, mac, detection) in due {
+            let ours = self.gndt.owner(ip) == Some(&self.config.me) && self.lndt.contains(ip);
+            if ours || self.lan.pending.contains_key(&mac) {
+                continue;
+            }
+            match self.lan.damping.check(ip, now) {
+                MoveVerdict::Frozen { until } => {
+                    self.lan.seen_frozen.insert((until, ip), (mac, detection));
+                }
+                MoveVerdict::Pinned => {}
+                MoveVerdict::Allowed => {
+                    if self.lan.pending.len() >= MAX_PENDING {
+                        continue;
+                    }
+                    let start = Start {
+                        mac: Some(mac),
+                        ip: Some(ip),
+                        from: self.gndt.owner(ip).cloned(),
+                        to: self.config.me.clone(),
+                        role: Role::Destination,
+                        detection,
+                    };
+                    let record = self.lan.records.start(start, now);
+                    tracing::info!(%ip, %mac, "the freeze ended: looking on the LAN for a VM seen here while its address was frozen");
+                    let prober = Prober::new(ip, mac, self.lan.confirm_timeout, now);
+                    let phase = Phase::Confirming { prober };
+                    self.lan.pending.insert(mac, Pending { record, phase });
+                }
             }
         }
     }

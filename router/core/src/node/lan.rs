@@ -65,6 +65,9 @@ pub(super) struct LanState {
     /// prefix (a successor hears its peers one by one): their view is fixed when the full
     /// table that brings the prefix arrives. At most one per LNDT host.
     pub(super) homeless: BTreeMap<Ipv4Addr, MacAddr>,
+    /// VMs seen here while move damping froze their address, by when the freeze ends: then
+    /// they are looked for on the LAN (a freeze delays a move; it does not lose it). Bounded.
+    pub(super) seen_frozen: BTreeMap<(Instant, Ipv4Addr), (MacAddr, Detection)>,
 }
 
 impl LanState {
@@ -90,6 +93,7 @@ impl LanState {
             limiter: LanLimiter::new(now),
             succeeded: false,
             homeless: BTreeMap::new(),
+            seen_frozen: BTreeMap::new(),
         }
     }
 }
@@ -213,6 +217,7 @@ impl Node {
             due.push(entry.remove());
         }
         self.transmit_all(due);
+        self.look_for_seen_frozen(now);
         self.advance_pending(now);
         self.advance_verifying(now);
     }
@@ -221,10 +226,12 @@ impl Node {
         let scheduled = self.lan.scheduled.keys().next().map(|(at, _)| *at);
         let pending = self.lan.pending.values().map(Pending::next_at).min();
         let verifying = self.lan.verifying.values().map(Verifying::next_at).min();
+        let seen_frozen = self.lan.seen_frozen.keys().next().map(|(at, _)| *at);
         [
             scheduled,
             pending,
             verifying,
+            seen_frozen,
             self.lan.filter.poll_timeout(),
             self.lan.damping.poll_timeout(),
         ]

@@ -305,10 +305,12 @@ pub(super) struct Trust {
     /// it and when the freeze ends: then it is checked again (the freeze delays a move; it
     /// does not lose the claimant's word).
     deferred: BTreeMap<Ipv4Addr, (SiteId, GndtEntry, Instant)>,
-    /// Per address, the last host entry refused for lying in no known site's prefixes, with
-    /// who sent it: a certificate learned later may make it acceptable, and it is checked
-    /// again then (without asking anyone: a request could be lost, and the digests agree).
-    homeless: BTreeMap<Ipv4Addr, (SiteId, GndtEntry)>,
+    /// Per address and sender, the last host entry refused for lying in no known site's
+    /// prefixes: a certificate learned later may make it acceptable, and it is checked again
+    /// then (without asking anyone: a request could be lost, and the digests agree). Kept per
+    /// sender: two sites' claims of one VM may both be refused, and the newer one need not be
+    /// the last to arrive.
+    homeless: BTreeMap<(Ipv4Addr, SiteId), GndtEntry>,
     /// More homeless entries were refused than `homeless` keeps: a certificate learned later
     /// asks every connected peer for its table instead.
     homeless_overflow: bool,
@@ -400,9 +402,9 @@ impl Trust {
     }
 
     fn keep_homeless(&mut self, from: &SiteId, entry: &GndtEntry) {
-        let ip = entry.prefix.ip();
-        if self.homeless.len() < MAX_PRIOR_OWNERS || self.homeless.contains_key(&ip) {
-            self.homeless.insert(ip, (from.clone(), entry.clone()));
+        let key = (entry.prefix.ip(), from.clone());
+        if self.homeless.len() < MAX_PRIOR_OWNERS || self.homeless.contains_key(&key) {
+            self.homeless.insert(key, entry.clone());
         } else {
             self.homeless_overflow = true;
         }
@@ -677,21 +679,17 @@ impl Node {
     /// known site's prefixes and inside its prefixes are checked again, if each is still its
     /// sender's last word and the sender is connected.
     fn replay_homeless(&mut self, peer: &SiteId, now: Instant) {
-        let covered: Vec<Ipv4Addr> = self
+        let covered: Vec<(Ipv4Addr, SiteId)> = self
             .trust
             .homeless
             .keys()
-            .filter(|ip| {
-                self.trust
-                    .certificates
-                    .covers(peer, Ipv4Network::from(**ip))
-            })
-            .copied()
+            .filter(|(ip, _)| self.trust.certificates.covers(peer, Ipv4Network::from(*ip)))
+            .cloned()
             .collect();
         let mut changed = false;
-        for ip in covered {
-            if let Some((from, entry)) = self.trust.homeless.remove(&ip) {
-                changed |= self.recheck(&from, entry, "the address's home is known now", now);
+        for key in covered {
+            if let Some(entry) = self.trust.homeless.remove(&key) {
+                changed |= self.recheck(&key.1, entry, "the address's home is known now", now);
             }
         }
         if changed {

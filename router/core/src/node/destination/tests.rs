@@ -341,3 +341,33 @@ fn a_pending_migration_wakes_at_its_phase_deadline() {
     assert_eq!(confirming.ip(), Some(ip(1, 2)));
     assert_eq!(confirming.next_at(), now);
 }
+
+#[test]
+fn a_vm_seen_while_its_address_was_frozen_is_looked_for_when_the_freeze_ends() {
+    let now = Instant::now();
+    let mut b = b_knowing_a(now);
+    // a took the VM's address back, frozen: b honours the freeze.
+    let mut back = GndtEntry::host(ip(1, 1), site("a"), 2, Some(mac(1, 1)));
+    back.frozen = true;
+    from_peer(&mut b, "a", vec![back], now);
+    let until = b.frozen(now)[0].1;
+    while b.poll_effect().is_some() {}
+    // The VM moves to b meanwhile: its RARPs are refused, and it says nothing more.
+    rarp(&mut b, mac(1, 1), now + Duration::from_secs(1));
+    assert_eq!(last_outcome(&b), Outcome::Refused(RefusalReason::Frozen));
+    assert_eq!(owner_of(&b, ip(1, 1)).0, site("a"));
+    while b.poll_effect().is_some() {}
+    // The freeze ends: b probes for the VM, and takes its address once it answers.
+    assert!(b.poll_timeout().is_some_and(|at| at <= until));
+    b.handle_timeout(until);
+    assert_eq!(probes_to(&transmitted(&mut b), ip(1, 1)), 1);
+    assert_eq!(owner_of(&b, ip(1, 1)).0, site("a"), "not before it answers");
+    probe_reply(
+        &mut b,
+        ip(1, 1),
+        mac(1, 1),
+        until + Duration::from_millis(5),
+    );
+    assert_eq!(owner_of(&b, ip(1, 1)), (site("b"), 3, false));
+    assert_eq!(b.migrations().last().unwrap().detection, Detection::Rarp);
+}
