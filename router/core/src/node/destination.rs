@@ -269,8 +269,23 @@ impl Node {
             }
             return;
         }
+        if self.probe_first(mac, ip, Detection::Echo, now) {
+            tracing::info!(%ip, %mac, "a peer remembers this VM here; looking for it on the LAN");
+            self.advance_pending(now);
+        }
+    }
+
+    /// Starts a migration of `(ip, mac)` here that probes for the VM and takes its address
+    /// only once it answers. False when too many migrations are pending already.
+    fn probe_first(
+        &mut self,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        detection: Detection,
+        now: Instant,
+    ) -> bool {
         if self.lan.pending.len() >= MAX_PENDING {
-            return;
+            return false;
         }
         let start = Start {
             mac: Some(mac),
@@ -278,14 +293,13 @@ impl Node {
             from: self.gndt.owner(ip).cloned(),
             to: self.config.me.clone(),
             role: Role::Destination,
-            detection: Detection::Echo,
+            detection,
         };
         let record = self.lan.records.start(start, now);
-        tracing::info!(%ip, %mac, "a peer remembers this VM here; looking for it on the LAN");
         let prober = Prober::new(ip, mac, self.lan.confirm_timeout, now);
         let phase = Phase::Confirming { prober };
         self.lan.pending.insert(mac, Pending { record, phase });
-        self.advance_pending(now);
+        true
     }
 
     /// `mac` resolved to `ip`: unless damping forbids the move, take over at once and probe
@@ -570,27 +584,16 @@ impl Node {
                 continue;
             }
             match self.lan.damping.check(ip, now) {
-                MoveVerdict::Frozen { until } => {
+                // A freeze that ends now (a zero freeze) would wake us up again at once.
+                MoveVerdict::Frozen { until } if until > now => {
                     self.lan.seen_frozen.insert((until, ip), (mac, detection));
                 }
+                MoveVerdict::Frozen { .. } => {}
                 MoveVerdict::Pinned => {}
                 MoveVerdict::Allowed => {
-                    if self.lan.pending.len() >= MAX_PENDING {
-                        continue;
+                    if self.probe_first(mac, ip, detection, now) {
+                        tracing::info!(%ip, %mac, "the freeze ended: looking on the LAN for a VM seen here while its address was frozen");
                     }
-                    let start = Start {
-                        mac: Some(mac),
-                        ip: Some(ip),
-                        from: self.gndt.owner(ip).cloned(),
-                        to: self.config.me.clone(),
-                        role: Role::Destination,
-                        detection,
-                    };
-                    let record = self.lan.records.start(start, now);
-                    tracing::info!(%ip, %mac, "the freeze ended: looking on the LAN for a VM seen here while its address was frozen");
-                    let prober = Prober::new(ip, mac, self.lan.confirm_timeout, now);
-                    let phase = Phase::Confirming { prober };
-                    self.lan.pending.insert(mac, Pending { record, phase });
                 }
             }
         }
