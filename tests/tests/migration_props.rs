@@ -1033,3 +1033,48 @@ fn regression_a_vm_seen_while_frozen_is_taken_over_when_the_freeze_ends() {
         },
     ]);
 }
+
+/// c's hypervisor announced d's VM (a ghost) and d took it back frozen; a restarted and heard
+/// that freeze later than the others. The VM then moved to b, which waited out its own freeze
+/// and claimed it, while a still froze it: a had refused c's claim already, kept one refused
+/// claim per address, and dropped b's as not newer than c's (same number, lower site). c
+/// restarted and no longer said its claim, so nothing was checked when a's freeze ended.
+/// Fixed: claims refused for a freeze are kept per sender.
+#[test]
+fn regression_two_claims_refused_for_one_freeze_are_both_checked_when_it_ends() {
+    both(&[
+        Step::Partition { a: 1, b: 2 },
+        rarp(0, 3),
+        Step::Deliver { pick: 0 },
+        Step::Ghost {
+            vm: 2,
+            at: 2,
+            announce: Announce::RarpBurst,
+        },
+        Step::Deliver {
+            pick: 514769314459487640,
+        },
+        Step::Deliver {
+            pick: 16618321652800008610,
+        },
+        Step::Ghost {
+            vm: 7,
+            at: 2,
+            announce: Announce::RarpBurst,
+        },
+        Step::Deliver {
+            pick: 5064621265233953763,
+        },
+        Step::Partition { a: 0, b: 2 },
+        Step::Lose {
+            pick: 186232481825399544,
+        },
+        Step::Settle,
+        Step::Restart { site: 0 },
+        rarp(7, 1),
+        Step::Wait { ms: 1 },
+        Step::Heal,
+        Step::Settle,
+        Step::Restart { site: 2 },
+    ]);
+}

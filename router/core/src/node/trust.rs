@@ -301,10 +301,11 @@ pub(super) struct Trust {
     /// hold, until the VM answers here (we claim it above that) or not (we withdraw it).
     echoed_claims: BTreeMap<Ipv4Addr, u64>,
     noted: u64,
-    /// Per address, the last claim refused because the address was frozen here, with who sent
-    /// it and when the freeze ends: then it is checked again (the freeze delays a move; it
-    /// does not lose the claimant's word).
-    deferred: BTreeMap<Ipv4Addr, (SiteId, GndtEntry, Instant)>,
+    /// Per address and sender, the last claim refused because the address was frozen here,
+    /// with when the freeze ends: then it is checked again (the freeze delays a move; it does
+    /// not lose the claimant's word). Kept per sender: two sites may claim the address during
+    /// one freeze, and the one whose claim ranks lower may be the one that still says it.
+    deferred: BTreeMap<(Ipv4Addr, SiteId), (GndtEntry, Instant)>,
     /// Per address and sender, the last host entry refused for lying in no known site's
     /// prefixes: a certificate learned later may make it acceptable, and it is checked again
     /// then (without asking anyone: a request could be lost, and the digests agree). Kept per
@@ -390,14 +391,13 @@ impl Trust {
     }
 
     fn defer(&mut self, from: &SiteId, entry: &GndtEntry, until: Instant) {
-        let ip = entry.prefix.ip();
+        let key = (entry.prefix.ip(), from.clone());
         let newer = self
             .deferred
-            .get(&ip)
-            .is_none_or(|(_, held, _)| entry.version >= held.version);
-        if newer && (self.deferred.len() < MAX_PRIOR_OWNERS || self.deferred.contains_key(&ip)) {
-            self.deferred
-                .insert(ip, (from.clone(), entry.clone(), until));
+            .get(&key)
+            .is_none_or(|(held, _)| entry.version >= held.version);
+        if newer && (self.deferred.len() < MAX_PRIOR_OWNERS || self.deferred.contains_key(&key)) {
+            self.deferred.insert(key, (entry.clone(), until));
         }
     }
 
@@ -412,7 +412,7 @@ impl Trust {
 
     /// When the first deferred claim is due.
     pub(super) fn next_deferred(&self) -> Option<Instant> {
-        self.deferred.values().map(|(_, _, until)| *until).min()
+        self.deferred.values().map(|(_, until)| *until).min()
     }
 }
 
@@ -612,17 +612,17 @@ impl Node {
     /// Checks again the claims refused for a freeze that has ended, if each is still its
     /// sender's last word and the sender is connected.
     pub(super) fn replay_deferred(&mut self, now: Instant) {
-        let due: Vec<Ipv4Addr> = self
+        let due: Vec<(Ipv4Addr, SiteId)> = self
             .trust
             .deferred
             .iter()
-            .filter(|(_, (_, _, until))| *until <= now)
-            .map(|(ip, _)| *ip)
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(key, _)| key.clone())
             .collect();
         let mut changed = false;
-        for ip in due {
-            if let Some((from, entry, _)) = self.trust.deferred.remove(&ip) {
-                changed |= self.recheck(&from, entry, "the freeze ended", now);
+        for key in due {
+            if let Some((entry, _)) = self.trust.deferred.remove(&key) {
+                changed |= self.recheck(&key.1, entry, "the freeze ended", now);
             }
         }
         if changed {
