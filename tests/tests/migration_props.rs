@@ -1078,3 +1078,35 @@ fn regression_two_claims_refused_for_one_freeze_are_both_checked_when_it_ends() 
         Step::Restart { site: 2 },
     ]);
 }
+
+/// b restarted twice, and a was cut off from it before b's second table came: a kept b's
+/// number 2 for b's VM, the others b's 1. The VM moved to c, which claimed it at 2: a refused the claim as not newer and told c
+/// its number, and that hint was lost; a then kept b's entry, as it keeps a restarted home's
+/// hosts, and the digests agreed. Fixed: a claim refused as not newer is hinted again with the
+/// claimant's digests.
+#[test]
+fn regression_a_lost_outranked_hint_is_repeated() {
+    both(&[
+        Step::Restart { site: 1 },
+        Step::Settle,
+        Step::Restart { site: 1 },
+        rarp(0, 0),
+        Step::Partition { a: 0, b: 1 },
+        Step::Ghost {
+            vm: 3,
+            at: 1,
+            announce: Announce::Garp,
+        },
+        Step::Settle,
+        rarp(3, 2),
+        Step::Deliver {
+            pick: 266072159305939390,
+        },
+        Step::Deliver {
+            pick: 396019990855385828,
+        },
+        Step::Lose {
+            pick: 15285524223636557107,
+        },
+    ]);
+}

@@ -52,6 +52,8 @@ pub const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(600);
 const TOMBSTONE_SWEEP: Duration = Duration::from_secs(60);
 /// Addresses whose previous owner is remembered (for freeze marks); the oldest go first.
 const MAX_PRIOR_OWNERS: usize = 65_536;
+/// How many times an [`Message::Outranked`] hint is repeated with the claimant's digests.
+const OUTRANKED_REPEATS: u8 = 3;
 /// How many times a binding a peer's table left out is echoed to it again, one digest interval
 /// apart (see [`Node::reecho_unsaid`]): a lost echo is repeated, a binding the peer has no use
 /// for does not make it probe its LAN for ever.
@@ -312,6 +314,11 @@ pub(super) struct Trust {
     /// sender: two sites' claims of one VM may both be refused, and the newer one need not be
     /// the last to arrive.
     homeless: BTreeMap<(Ipv4Addr, SiteId), GndtEntry>,
+    /// Per sender and address, a claim refused as not newer than the entry held here: the
+    /// sender was told our number ([`Message::Outranked`]). The hint is repeated with its
+    /// digests, [`OUTRANKED_REPEATS`] times at most, while it still says the claim and it is
+    /// still refused: a hint can be lost, and the digests agree all the same.
+    outranked: BTreeMap<(SiteId, Ipv4Addr), (GndtEntry, u8)>,
     /// More homeless entries were refused than `homeless` keeps: a certificate learned later
     /// asks every connected peer for its table instead.
     homeless_overflow: bool,
@@ -332,6 +339,7 @@ impl Trust {
             noted: 0,
             deferred: BTreeMap::new(),
             homeless: BTreeMap::new(),
+            outranked: BTreeMap::new(),
             homeless_overflow: false,
             next_sweep: now + TOMBSTONE_SWEEP,
         }
@@ -580,6 +588,11 @@ impl Node {
             if let Some(current) = self.gndt.get(entry.prefix) {
                 let seq = current.entry.version.seq;
                 self.send(from, Message::Outranked { ip, seq });
+                let key = (from.clone(), ip);
+                let outranked = &mut self.trust.outranked;
+                if outranked.len() < MAX_PRIOR_OWNERS || outranked.contains_key(&key) {
+                    outranked.insert(key, (entry.clone(), OUTRANKED_REPEATS));
+                }
             }
         }
         // Only a pinned address is answered with ours at once. A claim refused because we
@@ -627,6 +640,45 @@ impl Node {
         }
         if changed {
             self.effects.push_back(Effect::TablesChanged);
+        }
+    }
+
+    /// `peer` sent its digest: its claims refused here as not newer are hinted again
+    /// ([`Message::Outranked`] with the number we hold), while it still says each and our
+    /// entry still outranks it.
+    pub(super) fn repeat_outranked(&mut self, peer: &SiteId) {
+        let range = (peer.clone(), Ipv4Addr::UNSPECIFIED)..=(peer.clone(), Ipv4Addr::BROADCAST);
+        let held: Vec<Ipv4Addr> = self
+            .trust
+            .outranked
+            .range(range)
+            .map(|(k, _)| k.1)
+            .collect();
+        for ip in held {
+            let key = (peer.clone(), ip);
+            let Some((entry, left)) = self.trust.outranked.get(&key) else {
+                continue;
+            };
+            let says = self.trust.views.get(peer).is_some_and(|v| v.says(entry));
+            let ours = self
+                .gndt
+                .get(entry.prefix)
+                .map(|s| s.entry.version.seq)
+                .filter(|_| says && *left > 0)
+                .filter(|seq| *seq >= entry.version.seq)
+                .filter(|_| self.gndt.owner(ip) != Some(peer));
+            match ours {
+                Some(seq) => {
+                    if let Some((_, left)) = self.trust.outranked.get_mut(&key) {
+                        *left -= 1;
+                    }
+                    tracing::debug!(peer = %peer, %ip, seq, "claim still refused as not newer; telling its sender our number again");
+                    self.send(peer, Message::Outranked { ip, seq });
+                }
+                None => {
+                    self.trust.outranked.remove(&key);
+                }
+            }
         }
     }
 

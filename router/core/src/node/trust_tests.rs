@@ -1,5 +1,6 @@
 //! One test per attack on the control plane (issue 9): each fails without its check.
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
@@ -9,7 +10,7 @@ use super::testing::{
     advertised, certified, from_peer, ip, lan_node, lan_node_with, mac, sent, site, site_entries,
 };
 use super::trust::{MAX_SEQ_JUMP, TOMBSTONE_LIFETIME};
-use super::{Counter, Message, Node, DIGEST_INTERVAL};
+use super::{Counter, Effect, Message, Node, DIGEST_INTERVAL};
 
 fn net(s: &str) -> Ipv4Network {
     s.parse().unwrap()
@@ -443,4 +444,53 @@ fn a_claim_refused_for_a_freeze_is_not_answered_but_checked_again() {
     assert_eq!(held(&a, "10.77.1.1/32").unwrap().site(), &site("c"));
     assert!(!a.lndt().contains(vm));
     assert!(!a.lan.verifying.is_empty(), "no still-here check of {vm}");
+}
+
+/// The `Outranked` hints sent to `peer` among `node`'s effects.
+fn outranked_hints(node: &mut Node, peer: &str) -> Vec<(Ipv4Addr, u64)> {
+    std::iter::from_fn(|| node.poll_effect())
+        .filter_map(|e| match e {
+            Effect::Send {
+                to,
+                message: Message::Outranked { ip, seq },
+            } if to == site(peer) => Some((ip, seq)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_claim_refused_as_not_newer_is_hinted_again_with_the_claimants_digests() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    // b claims c's VMs, not above c's numbers: a tells b the number it holds.
+    let (vm, other) = (ip(3, 1), ip(3, 2));
+    let claims = vec![
+        GndtEntry::host(vm, site("b"), 1, Some(mac(3, 1))),
+        GndtEntry::host(other, site("b"), 1, Some(mac(3, 2))),
+    ];
+    from_peer(&mut a, "b", claims, now);
+    assert_eq!(outranked_hints(&mut a, "b"), vec![(vm, 1), (other, 1)]);
+    // The hints may be lost: they are repeated with b's digests.
+    let digest = Message::Digest {
+        digest: 0,
+        count: 0,
+    };
+    a.handle_message(&site("b"), digest.clone(), now);
+    assert_eq!(outranked_hints(&mut a, "b"), vec![(vm, 1), (other, 1)]);
+    // b claims one above: that one is no longer hinted; the other, three times at most.
+    from_peer(
+        &mut a,
+        "b",
+        vec![GndtEntry::host(vm, site("b"), 2, Some(mac(3, 1)))],
+        now,
+    );
+    assert_eq!(held(&a, "10.77.3.1/32").unwrap().site(), &site("b"));
+    while a.poll_effect().is_some() {}
+    for _ in 0..2 {
+        a.handle_message(&site("b"), digest.clone(), now);
+        assert_eq!(outranked_hints(&mut a, "b"), vec![(other, 1)]);
+    }
+    a.handle_message(&site("b"), digest, now);
+    assert!(outranked_hints(&mut a, "b").is_empty());
 }
