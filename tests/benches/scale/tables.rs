@@ -287,20 +287,17 @@ fn print(runs: &[SizeRun]) {
         return;
     }
     let r = |a: Duration, b: Duration| ratio(b.as_secs_f64(), a.as_secs_f64());
-    for (series, pick) in [
-        (
-            "built",
-            (|run: &SizeRun| &run.moves) as fn(&SizeRun) -> &Vec<Cost>,
-        ),
-        ("settled", |run: &SizeRun| &run.settled),
+    for (series, low, high) in [
+        ("built", &base.moves, &top.moves),
+        ("settled", &base.settled, &top.settled),
     ] {
         let core = (
-            per_router(pick(base), |c, i| c.core[i]),
-            per_router(pick(top), |c, i| c.core[i]),
+            per_router(low, |c, i| c.core[i]),
+            per_router(high, |c, i| c.core[i]),
         );
         let snap = (
-            per_router(pick(base), |c, i| c.snapshot[i]),
-            per_router(pick(top), |c, i| c.snapshot[i]),
+            per_router(low, |c, i| c.snapshot[i]),
+            per_router(high, |c, i| c.snapshot[i]),
         );
         println!(
             "  ratio {}/{} entries, {series}: core dest x{:.2} source x{:.2} third x{:.2}; snapshot dest x{:.2} source x{:.2} third x{:.2}",

@@ -556,12 +556,9 @@ impl Node {
             tracing::debug!(%ip, %mac, "too many VMs seen while frozen; this one is not looked for again");
             return;
         }
-        let detection = self
-            .lan
-            .records
-            .iter()
-            .find(|r| r.id == record)
-            .map_or(Detection::Traffic, |r| r.detection);
+        let Some(detection) = self.lan.records.get(record).map(|r| r.detection) else {
+            return;
+        };
         self.lan.seen_frozen.insert((until, ip), (mac, detection));
     }
 
@@ -588,8 +585,7 @@ impl Node {
                 MoveVerdict::Frozen { until } if until > now => {
                     self.lan.seen_frozen.insert((until, ip), (mac, detection));
                 }
-                MoveVerdict::Frozen { .. } => {}
-                MoveVerdict::Pinned => {}
+                MoveVerdict::Frozen { .. } | MoveVerdict::Pinned => {}
                 MoveVerdict::Allowed => {
                     if self.probe_first(mac, ip, detection, now) {
                         tracing::info!(%ip, %mac, "the freeze ended: looking on the LAN for a VM seen here while its address was frozen");

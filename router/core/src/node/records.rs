@@ -220,6 +220,10 @@ impl Records {
         id
     }
 
+    pub(super) fn get(&self, id: u64) -> Option<&MigrationRecord> {
+        self.list.iter().rev().find(|r| r.id == id)
+    }
+
     pub(super) fn update(&mut self, id: u64, change: impl FnOnce(&mut MigrationRecord)) {
         if let Some(record) = self.list.iter_mut().rev().find(|r| r.id == id) {
             change(record);

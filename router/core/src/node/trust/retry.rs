@@ -32,34 +32,27 @@ impl Node {
     /// entry still outranks it.
     pub(in crate::node) fn repeat_outranked(&mut self, peer: &SiteId) {
         let range = (peer.clone(), Ipv4Addr::UNSPECIFIED)..=(peer.clone(), Ipv4Addr::BROADCAST);
-        let held: Vec<Ipv4Addr> = self
+        let held: Vec<(Ipv4Addr, GndtEntry, u8)> = self
             .trust
             .outranked
             .range(range)
-            .map(|(k, _)| k.1)
+            .map(|((_, ip), (entry, left))| (*ip, entry.clone(), *left))
             .collect();
-        for ip in held {
+        for (ip, entry, left) in held {
             let key = (peer.clone(), ip);
-            let Some((entry, left)) = self.trust.outranked.get(&key) else {
-                continue;
-            };
-            let says = self.trust.views.get(peer).is_some_and(|v| v.says(entry));
+            let says = self.trust.views.get(peer).is_some_and(|v| v.says(&entry));
             let ours = self
                 .gndt
                 .get(entry.prefix)
                 .map(|s| s.entry.version.seq)
-                .filter(|_| says && *left > 0)
-                .filter(|seq| *seq >= entry.version.seq)
-                .filter(|_| self.gndt.owner(ip) != Some(peer));
+                .filter(|seq| *seq >= entry.version.seq && self.gndt.owner(ip) != Some(peer));
             match ours {
-                Some(seq) => {
-                    if let Some((_, left)) = self.trust.outranked.get_mut(&key) {
-                        *left -= 1;
-                    }
+                Some(seq) if says && left > 0 => {
+                    self.trust.outranked.insert(key, (entry, left - 1));
                     tracing::debug!(peer = %peer, %ip, seq, "claim still refused as not newer; telling its sender our number again");
                     self.send(peer, Message::Outranked { ip, seq });
                 }
-                None => {
+                _ => {
                     self.trust.outranked.remove(&key);
                 }
             }
