@@ -9,7 +9,15 @@
 # For each path: one TCP stream and four (iperf3 -P 4), median of --reps runs each; RTT (median
 # of --pings pings, idle path) and added RTT (minus kernel forwarding's); the CPU seconds both
 # routers' processes spent (utime+stime of every thread, /proc/PID/stat) per GB carried. Then
-# the ratios skyvine/wireguard-go, skyvine/kernel and skyvine/ceiling. Nothing is asserted.
+# the ratios skyvine/wireguard-go, skyvine/kernel and skyvine/ceiling. Then (e) the round-trip
+# floors between the router namespaces, --pings round trips at 10 ms each: an ICMP ping (answered
+# by the kernel), a bare blocking UDP echo (router/examples/wakeup_floor.rs) and a quinn
+# datagram echo (datagram_ceiling echo/ping). Each echo makes two userspace turnarounds (woken,
+# receive, send) more than the ICMP ping; a round trip through the overlay makes four (each
+# router, each way). The benchmark prints the cost of one turnaround for each: the bare
+# socket's is the least any router that sleeps between packets pays; quinn's is the same
+# exchange through the routers' own transport and runtime, a reference rather than a floor (a
+# skyvine router crossing has come out below it). Nothing is asserted.
 #
 # usage: netns-lab/bench-throughput.sh [--reps 3] [--seconds 10] [--pings 200] [--skip-skyvine]
 #            [--no-build] [--variant 'ENV=VALUE ...']...
@@ -45,6 +53,8 @@ LAB=$LAB_DIR/lab.sh
 TOOLS=$LAB_DIR/.tools
 CEILING=$TARGET_DIR/release/examples/datagram_ceiling
 CEILING_PORT=7401
+FLOOR=$TARGET_DIR/release/examples/wakeup_floor
+FLOOR_PORT=7402
 DATAGRAM_SIZE=1380
 REPS=3
 SECONDS_PER_RUN=10
@@ -69,7 +79,7 @@ while (($#)); do
         --no-build) BUILD=0; shift ;;
         --variant) VARIANTS+=("${2:?--variant needs ENV=VALUE settings}"); shift 2 ;;
         --relay) RELAY=1; shift ;;
-        -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,44p' "$0"; exit 0 ;;
         *) die "unknown option '$1'" ;;
     esac
 done
@@ -276,6 +286,30 @@ ceiling_run() {
     sed -n 's/.*: \([0-9.]*\) Gbit\/s payload$/\1/p' <<<"$out"
 }
 
+# rtt_floors: median round trips r-a -> r-b, PINGS at 10 ms each: ICMP, bare UDP echo, quinn
+# datagram echo. Prints "ICMP_US UDP_US QUINN_US".
+rtt_floors() {
+    local pki=/tmp/skyvine-lab-$PREFIX/pki echo icmp udp quinn
+    icmp=$(in_ns r-a ping -n -c "$PINGS" -i 0.01 100.64.0.2 | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | median)
+    in_ns r-b "$FLOOR" echo --bind "100.64.0.2:$FLOOR_PORT" --count "$PINGS" 2>>"$WORK/floor.err" &
+    echo=$!
+    sleep 0.2
+    udp=$(in_ns r-a "$FLOOR" ping --bind 100.64.0.1:0 --connect "100.64.0.2:$FLOOR_PORT" \
+        --count "$PINGS" 2>>"$WORK/floor.err") || { cat "$WORK/floor.err" >&2; return 1; }
+    wait "$echo" || { cat "$WORK/floor.err" >&2; return 1; }
+    log "$udp"
+    in_ns r-b "$CEILING" echo --site b --bind "100.64.0.2:$CEILING_PORT" --pki-dir "$pki" \
+        2>>"$WORK/floor.err" &
+    echo=$!
+    sleep 0.2
+    quinn=$(in_ns r-a "$CEILING" ping --site a --peer-site b --bind "100.64.0.1:$CEILING_PORT" \
+        --connect "100.64.0.2:$CEILING_PORT" --pki-dir "$pki" --count "$PINGS" 2>>"$WORK/floor.err") ||
+        { cat "$WORK/floor.err" >&2; return 1; }
+    wait "$echo" || { cat "$WORK/floor.err" >&2; return 1; }
+    log "$quinn"
+    echo "$(awk -v ms="$icmp" 'BEGIN {print ms * 1000}') $(sed -n 's/.*median \([0-9.]*\) us$/\1/p' <<<"$udp") $(sed -n 's/.*median \([0-9.]*\) us$/\1/p' <<<"$quinn")"
+}
+
 # router_pids: the PIDs of the lab's two routers.
 router_pids() {
     local s pid _
@@ -290,8 +324,9 @@ need ping iputils-ping
 need ss iproute2
 
 if ((BUILD)); then
-    log "building the release router and the ceiling program"
-    (cd "$REPO_ROOT" && cargo build --release -q -p skyvine-router --bin skyvine --example datagram_ceiling) >&2 ||
+    log "building the release router, the ceiling program and the wake-up floor program"
+    (cd "$REPO_ROOT" && cargo build --release -q -p skyvine-router --bin skyvine \
+        --example datagram_ceiling --example wakeup_floor) >&2 ||
         die "cargo build failed"
 fi
 
@@ -306,6 +341,7 @@ fi
 
 need wg wireguard-tools
 [[ -x $CEILING ]] || die "$CEILING missing: cargo build --release -p skyvine-router --example datagram_ceiling"
+[[ -x $FLOOR ]] || die "$FLOOR missing: cargo build --release -p skyvine-router --example wakeup_floor"
 
 WG_GO=""
 WG_FROM=""
@@ -370,6 +406,7 @@ PIDS=()
 # (c) skyvine routers on the same lab (then each --variant), (d) the ceiling.
 RESULTS_SKYVINE=()
 RESULT_CEILING=""
+RESULT_FLOORS=""
 SKYVINE_NOTE=""
 if ((SKIP_SKYVINE)); then
     SKYVINE_NOTE="skipped (--skip-skyvine)"
@@ -395,6 +432,7 @@ else
         ceilings+=("$(ceiling_run)") || die "the ceiling program failed"
     done
     RESULT_CEILING=$(printf '%s\n' "${ceilings[@]}" | median)
+    RESULT_FLOORS=$(rtt_floors) || die "the round-trip floor programs failed"
 fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -439,3 +477,15 @@ for result in "${RESULTS_SKYVINE[@]}"; do
         printf "ratio %s/ceiling       1 stream %.3f  4 streams %.3f\n", l, s1 / (c * 1000), s4 / (c * 1000)
     }'
 done
+read -r F_ICMP F_UDP F_QUINN <<<"$RESULT_FLOORS"
+echo "round trips r-a -> r-b (median of $PINGS at 10 ms): ICMP ping $F_ICMP us, bare UDP echo $F_UDP us," \
+    "quinn datagram echo $F_QUINN us"
+# An echo makes two turnarounds more than the ICMP ping; a round trip through the overlay four.
+turnarounds="bare socket $(awk -v i="$F_ICMP" -v e="$F_UDP" 'BEGIN {printf "%.1f", (e - i) / 2}') us,"
+turnarounds+=" quinn $(awk -v i="$F_ICMP" -v e="$F_QUINN" 'BEGIN {printf "%.1f", (e - i) / 2}') us,"
+turnarounds+=" wireguard-go $(awk -v r="$W_RTT" -v k="$K_RTT" 'BEGIN {printf "%.1f", (r - k) * 1000 / 4}') us"
+for result in "${RESULTS_SKYVINE[@]}"; do
+    read -r label _ _ S_RTT _ _ <<<"$result"
+    turnarounds+=", $label $(awk -v r="$S_RTT" -v k="$K_RTT" 'BEGIN {printf "%.1f", (r - k) * 1000 / 4}') us"
+done
+echo "per userspace turnaround (an echo's extra round trip over the ICMP ping / 2, a tunnel's added rtt / 4): $turnarounds"

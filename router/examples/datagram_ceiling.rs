@@ -19,6 +19,21 @@
 //!   datagram_ceiling recv --site b --bind 100.64.0.2:7401 --pki-dir DIR
 //!   datagram_ceiling send --site a --peer-site b --bind 100.64.0.1:7401 \
 //!       --connect 100.64.0.2:7401 --pki-dir DIR --seconds 10
+//!
+//! The same transport's round trip: `echo` returns each datagram on its connection as it
+//! arrives; `ping` sends one datagram of an ICMP echo's size (84 bytes) every `--interval-ms`,
+//! waits for it to come back, and prints the median:
+//!
+//! `ceiling: quinn echo N round trips, median R us`
+//!
+//! Less an ICMP ping between the same namespaces, that is two turnarounds through quinn and
+//! the runtime (the echo's and the pinger's: woken, receive, send), to set against two through
+//! a bare blocking UDP socket in `wakeup_floor` and four through the tunnel. It is a reference
+//! for the transport, not a floor: a skyvine router crossing has measured below it.
+//!
+//!   datagram_ceiling echo --site b --bind 100.64.0.2:7401 --pki-dir DIR
+//!   datagram_ceiling ping --site a --peer-site b --bind 100.64.0.1:7401 \
+//!       --connect 100.64.0.2:7401 --pki-dir DIR --count 200
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,7 +79,37 @@ enum Role {
         #[arg(long, default_value_t = 1380)]
         size: usize,
     },
+    /// Accept one connection and send back each datagram it carries, until it closes.
+    Echo {
+        #[command(flatten)]
+        common: Common,
+        /// Give up when no pinger connected within this many seconds.
+        #[arg(long, default_value_t = 20)]
+        accept_timeout_s: u64,
+    },
+    /// Connect, then time `--count` round trips of one datagram each through an `echo`.
+    Ping {
+        #[command(flatten)]
+        common: Common,
+        /// The echo's site id (its certificate must name it).
+        #[arg(long)]
+        peer_site: SiteId,
+        /// The echo's address.
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 200)]
+        count: u32,
+        /// Pause between round trips, so that the machine is idle when each one starts.
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+    },
 }
+
+/// Payload of each `ping` datagram: the size of the benchmark's ICMP echo packets (20-byte IPv4
+/// header, 8-byte ICMP header, 56 bytes of data), as the tunnel would carry them.
+const PING_SIZE: usize = 84;
+/// How long one round trip may take before it counts as lost.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args, Debug)]
 struct Common {
@@ -96,13 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             common,
             accept_timeout_s,
         } => {
-            let (endpoint, _) = endpoint(&common)?;
-            let incoming =
-                tokio::time::timeout(Duration::from_secs(accept_timeout_s), endpoint.accept())
-                    .await
-                    .context("no sender connected in time")?
-                    .context("endpoint closed")?;
-            let conn = incoming.await.context("handshake with the sender")?;
+            let (_endpoint, conn) = accept(&common, accept_timeout_s, "sender").await?;
             receive(&conn).await
         }
         Role::Send {
@@ -112,17 +151,114 @@ async fn run(args: Args) -> anyhow::Result<()> {
             seconds,
             size,
         } => {
-            let (endpoint, identity) = endpoint(&common)?;
-            let client = identity.client_config(transport(common.mtu))?;
-            let conn = endpoint
-                .connect_with(client, connect, &pki::server_name(&peer_site))?
-                .await
-                .context("handshake with the receiver")?;
+            let (endpoint, conn) = dial(&common, &peer_site, connect, "receiver").await?;
             send(&conn, Duration::from_secs(seconds), size).await?;
             endpoint.wait_idle().await;
             Ok(())
         }
+        Role::Echo {
+            common,
+            accept_timeout_s,
+        } => {
+            let (_endpoint, conn) = accept(&common, accept_timeout_s, "pinger").await?;
+            while let Ok(datagram) = conn.read_datagram().await {
+                conn.send_datagram(datagram)
+                    .context("sending a datagram back")?;
+            }
+            Ok(())
+        }
+        Role::Ping {
+            common,
+            peer_site,
+            connect,
+            count,
+            interval_ms,
+        } => {
+            let (endpoint, conn) = dial(&common, &peer_site, connect, "echo").await?;
+            ping(&conn, count, Duration::from_millis(interval_ms)).await?;
+            conn.close(0u32.into(), b"done");
+            endpoint.wait_idle().await;
+            Ok(())
+        }
     }
+}
+
+/// Waits up to `timeout_s` for one connection (from the `peer` role) and completes it.
+async fn accept(
+    common: &Common,
+    timeout_s: u64,
+    peer: &str,
+) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
+    let (endpoint, _) = endpoint(common)?;
+    let incoming = tokio::time::timeout(Duration::from_secs(timeout_s), endpoint.accept())
+        .await
+        .with_context(|| format!("no {peer} connected in time"))?
+        .context("endpoint closed")?;
+    let conn = incoming
+        .await
+        .with_context(|| format!("handshake with the {peer}"))?;
+    Ok((endpoint, conn))
+}
+
+/// Connects to the `peer` role at `connect`, whose certificate must name `peer_site`.
+async fn dial(
+    common: &Common,
+    peer_site: &SiteId,
+    connect: SocketAddr,
+    peer: &str,
+) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
+    let (endpoint, identity) = endpoint(common)?;
+    let client = identity.client_config(transport(common.mtu))?;
+    let conn = endpoint
+        .connect_with(client, connect, &pki::server_name(peer_site))?
+        .await
+        .with_context(|| format!("handshake with the {peer}"))?;
+    Ok((endpoint, conn))
+}
+
+async fn ping(conn: &quinn::Connection, count: u32, interval: Duration) -> anyhow::Result<()> {
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let mut rtts = Vec::new();
+    let mut lost = 0u32;
+    for seq in 0..count {
+        tokio::time::sleep(interval).await;
+        let mut payload = seq.to_be_bytes().to_vec();
+        payload.resize(PING_SIZE, 0);
+        let sent = Instant::now();
+        conn.send_datagram(payload.into())
+            .context("sending a datagram")?;
+        // Skip late answers to earlier datagrams (their sequence number is not ours).
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
+            loop {
+                let datagram = conn.read_datagram().await?;
+                if datagram.get(..4) == Some(&seq.to_be_bytes()[..]) {
+                    return Ok::<_, quinn::ConnectionError>(());
+                }
+            }
+        })
+        .await;
+        match answer {
+            Ok(Ok(())) => rtts.push(sent.elapsed()),
+            Ok(Err(error)) => return Err(error).context("the echo's connection"),
+            Err(_) => lost += 1,
+        }
+    }
+    if rtts.is_empty() {
+        bail!("no answer to any of {count} datagrams");
+    }
+    rtts.sort();
+    let median = rtts.get(rtts.len() / 2).copied().unwrap_or_default();
+    if lost > 0 {
+        eprintln!("ceiling: {lost} of {count} datagrams got no answer within {ANSWER_TIMEOUT:?}");
+    }
+    println!(
+        "ceiling: quinn echo {} round trips, median {:.1} us",
+        rtts.len(),
+        median.as_secs_f64() * 1e6
+    );
+    Ok(())
 }
 
 fn transport(mtu: u16) -> Arc<quinn::TransportConfig> {
