@@ -12,12 +12,12 @@
 # the ratios skyvine/wireguard-go, skyvine/kernel and skyvine/ceiling. Then (e) the round-trip
 # floors between the router namespaces, --pings round trips at 10 ms each: an ICMP ping (answered
 # by the kernel), a bare blocking UDP echo (router/examples/wakeup_floor.rs) and a quinn
-# datagram echo (datagram_ceiling echo/ping). Each echo makes two userspace turnarounds (woken,
-# receive, send) more than the ICMP ping; a round trip through the overlay makes four (each
-# router, each way). The benchmark prints the cost of one turnaround for each: the bare
-# socket's is the least any router that sleeps between packets pays; quinn's is the same
-# exchange through the routers' own transport and runtime, a reference rather than a floor (a
-# skyvine router crossing has come out below it). Nothing is asserted.
+# datagram echo (datagram_ceiling echo/ping). The bare echo adds to the ICMP ping one process
+# woken, one receive and one send: the least a router crossing costs on this machine (a round
+# trip through the overlay crosses a router four times: each router, each way). The benchmark
+# prints that floor next to each tunnel's added RTT / 4, and the quinn echo's extra time over
+# the ICMP ping (one quinn turnaround at the echo plus quinn's send and receive at the pinger)
+# as a reference for the transport. Nothing is asserted.
 #
 # usage: netns-lab/bench-throughput.sh [--reps 3] [--seconds 10] [--pings 200] [--skip-skyvine]
 #            [--no-build] [--variant 'ENV=VALUE ...']...
@@ -480,12 +480,22 @@ done
 read -r F_ICMP F_UDP F_QUINN <<<"$RESULT_FLOORS"
 echo "round trips r-a -> r-b (median of $PINGS at 10 ms): ICMP ping $F_ICMP us, bare UDP echo $F_UDP us," \
     "quinn datagram echo $F_QUINN us"
-# An echo makes two turnarounds more than the ICMP ping; a round trip through the overlay four.
-turnarounds="bare socket $(awk -v i="$F_ICMP" -v e="$F_UDP" 'BEGIN {printf "%.1f", (e - i) / 2}') us,"
-turnarounds+=" quinn $(awk -v i="$F_ICMP" -v e="$F_QUINN" 'BEGIN {printf "%.1f", (e - i) / 2}') us,"
-turnarounds+=" wireguard-go $(awk -v r="$W_RTT" -v k="$K_RTT" 'BEGIN {printf "%.1f", (r - k) * 1000 / 4}') us"
+# The pinger is woken once per round trip in all three; an echo adds one process woken, one
+# receive and one send: what a router crossing costs at least. A round trip through the overlay
+# crosses a router four times.
+crossings="bare socket floor $(awk -v i="$F_ICMP" -v e="$F_UDP" 'BEGIN {printf "%.1f", e - i}') us,"
+crossings+=" wireguard-go $(awk -v r="$W_RTT" -v k="$K_RTT" 'BEGIN {printf "%.1f", (r - k) * 1000 / 4}') us"
 for result in "${RESULTS_SKYVINE[@]}"; do
     read -r label _ _ S_RTT _ _ <<<"$result"
-    turnarounds+=", $label $(awk -v r="$S_RTT" -v k="$K_RTT" 'BEGIN {printf "%.1f", (r - k) * 1000 / 4}') us"
+    crossings+=", $label $(awk -v r="$S_RTT" -v k="$K_RTT" 'BEGIN {printf "%.1f", (r - k) * 1000 / 4}') us"
 done
-echo "per userspace turnaround (an echo's extra round trip over the ICMP ping / 2, a tunnel's added rtt / 4): $turnarounds"
+echo "per router crossing (woken, receive, send; a tunnel's added rtt / 4): $crossings"
+awk -v i="$F_ICMP" -v e="$F_UDP" -v q="$F_QUINN" -v kr="$K_RTT" -v wr="$W_RTT" 'BEGIN {
+    printf "added-rtt floor, 4 crossings at the bare socket'"'"'s cost: %.3f ms; half of wireguard-go'"'"'s added rtt: %.3f ms\n",
+        4 * (e - i) / 1000, (wr - kr) / 2
+    printf "quinn echo over the ICMP ping: %.1f us (one quinn turnaround at the echo, and quinn'"'"'s send and receive at the pinger)\n", q - i }'
+for result in "${RESULTS_SKYVINE[@]}"; do
+    read -r label _ _ S_RTT _ _ <<<"$result"
+    awk -v l="$label" -v sr="$S_RTT" -v kr="$K_RTT" -v i="$F_ICMP" -v e="$F_UDP" 'BEGIN {
+        printf "ratio %s/floor         added-rtt %.3f\n", l, (sr - kr) * 1000 / (4 * (e - i)) }'
+done

@@ -26,10 +26,10 @@
 //!
 //! `ceiling: quinn echo N round trips, median R us`
 //!
-//! Less an ICMP ping between the same namespaces, that is two turnarounds through quinn and
-//! the runtime (the echo's and the pinger's: woken, receive, send), to set against two through
-//! a bare blocking UDP socket in `wakeup_floor` and four through the tunnel. It is a reference
-//! for the transport, not a floor: a skyvine router crossing has measured below it.
+//! Less an ICMP ping between the same namespaces, that is one turnaround through quinn and the
+//! runtime at the echo (woken, receive, send) plus quinn's send and receive at the pinger: a
+//! reference for the transport next to `wakeup_floor`'s bare socket, not a floor (a skyvine
+//! router crossing has measured below it).
 //!
 //!   datagram_ceiling echo --site b --bind 100.64.0.2:7401 --pki-dir DIR
 //!   datagram_ceiling ping --site a --peer-site b --bind 100.64.0.1:7401 \

@@ -10,10 +10,11 @@
 //! `wakeup_floor: N round trips, median R us`
 //!
 //! Against an ICMP ping between the same namespaces (answered inside the kernel, no process
-//! woken), the difference is one userspace turnaround: a wake-up from sleep, one receive and
-//! one send. A packet through the overlay makes four such trips per round trip (the sending
-//! router and the receiving router, each way); a router that sleeps between packets cannot add
-//! less than four turnarounds.
+//! woken; the pinger is woken once in both), the difference is one userspace turnaround: a
+//! process woken from sleep, one receive and one send. A round trip through the overlay
+//! crosses a router four times (the sending router and the receiving router, each way), and
+//! each crossing is such a turnaround: a router that sleeps between packets cannot add less
+//! than four of them.
 //!
 //!   wakeup_floor echo --bind 100.64.0.2:7402 --count 200
 //!   wakeup_floor ping --bind 100.64.0.1:0 --connect 100.64.0.2:7402 --count 200
