@@ -619,3 +619,41 @@ fn regression_two_homeless_claims_of_one_vm_are_both_checked_again() {
         Step::Partition { a: 3, b: 2 },
     ]);
 }
+
+/// a's VM moved to d; b, cut off from d, claimed it too on a ghost's RARP and rolled its claim
+/// back when the VM never answered there. Then a, b and d restarted: only c still held the VM's
+/// binding (in b's withdrawal), and the one echo of it to the restarted home a was lost. When
+/// the VM spoke at d, a could not vouch for its MAC and d refused the move for good. Fixed:
+/// the bindings that only a withdrawn entry or an entry gone carries are echoed again with
+/// the peer's first digests on each connection.
+#[test]
+fn regression_a_lost_echo_of_a_withdrawn_binding_is_repeated() {
+    both(&[
+        Step::Partition { a: 3, b: 1 },
+        rarp(1, 3),
+        Step::Ghost {
+            vm: 1,
+            at: 1,
+            announce: Announce::RarpBurst,
+        },
+        Step::Deliver { pick: 0 },
+        Step::Deliver { pick: 0 },
+        Step::Wait { ms: 719 },
+        Step::Lose { pick: 0 },
+        Step::Deliver { pick: 0 },
+        Step::Deliver { pick: 0 },
+        Step::Deliver { pick: 0 },
+        Step::Wait { ms: 833 },
+        Step::Deliver { pick: 0 },
+        Step::Wait { ms: 1448 },
+        Step::Deliver {
+            pick: 1126204035341730223,
+        },
+        Step::Restart { site: 0 },
+        Step::Restart { site: 1 },
+        Step::Restart { site: 3 },
+        Step::Lose {
+            pick: 10269679978188528874,
+        },
+    ]);
+}

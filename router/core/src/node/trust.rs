@@ -168,6 +168,10 @@ pub(super) struct PeerView {
     /// Host bindings of the peer that we keep although its table left them out (see
     /// [`Node::end_of_table`]), with how many more times they are echoed to it.
     unsaid: BTreeMap<Ipv4Network, u8>,
+    /// How many more times the bindings of its hosts that only a withdrawn entry or an entry
+    /// gone from our table carries are echoed to it, with its digests (see
+    /// [`Node::reecho_unsaid`]); [`REECHOES`] from its first table end on each connection.
+    remembered_reechoes: u8,
     /// Hashes of the entries dropped as superseded since the peer's last digest (see
     /// [`PeerView::in_sync`]); at most [`MAX_IN_FLIGHT`] + 1, oldest first.
     dropped: Vec<u64>,

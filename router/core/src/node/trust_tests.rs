@@ -494,3 +494,70 @@ fn a_claim_refused_as_not_newer_is_hinted_again_with_the_claimants_digests() {
     a.handle_message(&site("b"), digest, now);
     assert!(outranked_hints(&mut a, "b").is_empty());
 }
+
+/// The entries echoed to `peer` among `node`'s effects.
+fn echoes(node: &mut Node, peer: &str) -> Vec<GndtEntry> {
+    std::iter::from_fn(|| node.poll_effect())
+        .filter_map(|e| match e {
+            Effect::Send {
+                to,
+                message: Message::Echo { entries },
+            } if to == site(peer) => Some(entries),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// c claimed b's VM and rolled the claim back: only a's tombstone still carries the VM's
+/// binding. b restarts and the echo of it is lost: it is echoed again with b's first digests
+/// on the connection, three at most, so that b can still vouch for the VM where it turns up.
+#[test]
+fn a_binding_only_a_withdrawn_entry_carries_is_echoed_again_with_the_peers_digests() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let vm = ip(2, 2);
+    from_peer(
+        &mut a,
+        "c",
+        vec![GndtEntry::host(vm, site("c"), 2, Some(mac(2, 2)))],
+        now,
+    );
+    let mut rollback = GndtEntry::host(vm, site("c"), 3, Some(mac(2, 2)));
+    rollback.withdrawn = true;
+    from_peer(&mut a, "c", vec![rollback], now);
+    assert!(held(&a, "10.77.2.2/32").unwrap().withdrawn);
+    a.handle_peer_down(&site("b"), now);
+    a.handle_peer_up(site("b"), certified("b"), now);
+    let is_binding = |e: &GndtEntry| {
+        e.prefix == Ipv4Network::from(vm) && e.mac == Some(mac(2, 2)) && e.withdrawn
+    };
+    assert!(
+        echoes(&mut a, "b").iter().any(is_binding),
+        "echoed on connect"
+    );
+    // That echo is lost. b's table ends, then its digests come.
+    from_peer(&mut a, "b", site_entries("b", 2), now);
+    let end = Message::TableEnd {
+        digest: 0,
+        count: 4,
+    };
+    a.handle_message(&site("b"), end, now);
+    while a.poll_effect().is_some() {}
+    let digest = Message::Digest {
+        digest: 0,
+        count: 4,
+    };
+    for round in 1..=3 {
+        a.handle_message(&site("b"), digest.clone(), now);
+        assert!(
+            echoes(&mut a, "b").iter().any(is_binding),
+            "echoed again with digest {round}"
+        );
+    }
+    a.handle_message(&site("b"), digest, now);
+    assert!(
+        !echoes(&mut a, "b").iter().any(is_binding),
+        "three times at most"
+    );
+}

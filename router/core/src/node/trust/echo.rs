@@ -19,17 +19,27 @@ impl Node {
         // may be rolled back and dropped after this echo (its claimant restarts), and the home,
         // connected by then, would never hear of the binding again (its VM, found by its
         // traffic where it is, could not be recognised).
+        entries.extend(self.remembered_bindings(peer, true));
+        self.send_echo_entries(peer, &entries);
+    }
+
+    /// The bindings of `peer`'s hosts (as withdrawn entries of its, with the MAC) that another
+    /// site's live claim carries (if `with_claims`), or only a withdrawn entry, or that went
+    /// from our table and are remembered: what the peer may vouch for and may not know.
+    fn remembered_bindings(&self, peer: &SiteId, with_claims: bool) -> Vec<GndtEntry> {
         let binding = |ip: Ipv4Addr, mac: MacAddr| {
             let mut binding = GndtEntry::host(ip, peer.clone(), 0, Some(mac));
             binding.withdrawn = true;
             binding
         };
         let elsewhere = self.gndt.entries().map(|s| &s.entry).filter(|e| {
-            (e.withdrawn || e.site() != peer)
+            (e.withdrawn || (with_claims && e.site() != peer))
                 && e.kind == EntryKind::Host
                 && self.trust.certificates.covers(peer, e.prefix)
         });
-        entries.extend(elsewhere.filter_map(|e| Some(binding(e.prefix.ip(), e.mac?))));
+        let mut bindings: Vec<GndtEntry> = elsewhere
+            .filter_map(|e| Some(binding(e.prefix.ip(), e.mac?)))
+            .collect();
         let gone = self.trust.gone_bindings.iter().filter(|(ip, _)| {
             self.trust
                 .certificates
@@ -37,10 +47,10 @@ impl Node {
         });
         for (ip, mac) in gone {
             if self.remembered_binding(*ip).is_some() {
-                entries.push(binding(*ip, *mac));
+                bindings.push(binding(*ip, *mac));
             }
         }
-        self.send_echo_entries(peer, &entries);
+        bindings
     }
 
     fn send_echo_entries(&mut self, peer: &SiteId, entries: &[GndtEntry]) {
@@ -123,6 +133,9 @@ impl Node {
     ) -> u64 {
         let view = self.trust.views.entry(peer.clone()).or_default();
         view.end_of_table();
+        if first {
+            view.remembered_reechoes = REECHOES;
+        }
         let digest = view.digest();
         let view = self.trust.views.get(peer);
         // A claim we still echo to it (the first echo may have been lost) is kept until it
@@ -177,16 +190,21 @@ impl Node {
     }
 
     /// `peer` sent its digest: the bindings of its that we keep unsaid are echoed to it again,
-    /// [`REECHOES`] times at most each.
+    /// [`REECHOES`] times at most each; and so are, the first [`REECHOES`] digests on each
+    /// connection, the bindings of its hosts that only a withdrawn entry or an entry gone from
+    /// our table carries (the echo sent when it connected may have been lost, and no one else
+    /// may know them: a restarted home could not recognise its VM where it turns up).
     pub(in crate::node) fn reecho_unsaid(&mut self, peer: &SiteId) {
         let Some(view) = self.trust.views.get_mut(peer) else {
             return;
         };
-        if view.unsaid.is_empty() {
+        let remembered = view.remembered_reechoes > 0;
+        view.remembered_reechoes = view.remembered_reechoes.saturating_sub(1);
+        if view.unsaid.is_empty() && !remembered {
             return;
         }
         let mut candidates = std::mem::take(&mut view.unsaid);
-        let still: Vec<GndtEntry> = self
+        let mut still: Vec<GndtEntry> = self
             .unsaid_bindings(peer)
             .filter(|e| candidates.get(&e.prefix).is_some_and(|left| *left > 0))
             .cloned()
@@ -199,10 +217,14 @@ impl Node {
         if let Some(view) = self.trust.views.get_mut(peer) {
             view.unsaid = candidates;
         }
+        let unsaid = still.len();
+        if remembered {
+            still.extend(self.remembered_bindings(peer, false));
+        }
         if still.is_empty() {
             return;
         }
-        tracing::debug!(peer = %peer, entries = still.len(), "echoing again the bindings the peer's table left out");
+        tracing::debug!(peer = %peer, unsaid, remembered = still.len() - unsaid, "echoing again the bindings the peer's table left out, or that only we remember");
         self.send_echo_entries(peer, &still);
     }
 
