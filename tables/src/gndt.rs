@@ -300,6 +300,11 @@ impl Gndt {
         self.per_origin.get(site).map_or(0, |t| t.digest)
     }
 
+    /// The tombstones (withdrawn entries), in no particular order.
+    pub fn tombstone_entries(&self) -> impl Iterator<Item = &Stored> {
+        self.withdrawn.values()
+    }
+
     /// Number of tombstones (withdrawn entries).
     pub fn tombstones(&self) -> usize {
         self.withdrawn.len()

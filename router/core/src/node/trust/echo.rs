@@ -32,11 +32,19 @@ impl Node {
             binding.withdrawn = true;
             binding
         };
-        let elsewhere = self.gndt.entries().map(|s| &s.entry).filter(|e| {
-            (e.withdrawn || (with_claims && e.site() != peer))
-                && e.kind == EntryKind::Host
-                && self.trust.certificates.covers(peer, e.prefix)
-        });
+        // Without the claims, only the tombstones are looked at (not the whole table).
+        let live = self
+            .gndt
+            .live_entries()
+            .take(if with_claims { usize::MAX } else { 0 });
+        let elsewhere = live
+            .chain(self.gndt.tombstone_entries())
+            .map(|s| &s.entry)
+            .filter(|e| {
+                (e.withdrawn || e.site() != peer)
+                    && e.kind == EntryKind::Host
+                    && self.trust.certificates.covers(peer, e.prefix)
+            });
         let mut bindings: Vec<GndtEntry> = elsewhere
             .filter_map(|e| Some(binding(e.prefix.ip(), e.mac?)))
             .collect();
@@ -200,22 +208,22 @@ impl Node {
         };
         let remembered = view.remembered_reechoes > 0;
         view.remembered_reechoes = view.remembered_reechoes.saturating_sub(1);
-        if view.unsaid.is_empty() && !remembered {
-            return;
-        }
-        let mut candidates = std::mem::take(&mut view.unsaid);
-        let mut still: Vec<GndtEntry> = self
-            .unsaid_bindings(peer)
-            .filter(|e| candidates.get(&e.prefix).is_some_and(|left| *left > 0))
-            .cloned()
-            .collect();
-        candidates.retain(|p, left| {
-            let echoed = still.iter().any(|e| e.prefix == *p);
-            *left = left.saturating_sub(1);
-            echoed && *left > 0
-        });
-        if let Some(view) = self.trust.views.get_mut(peer) {
-            view.unsaid = candidates;
+        let mut still = Vec::new();
+        if !view.unsaid.is_empty() {
+            let mut candidates = std::mem::take(&mut view.unsaid);
+            still = self
+                .unsaid_bindings(peer)
+                .filter(|e| candidates.get(&e.prefix).is_some_and(|left| *left > 0))
+                .cloned()
+                .collect();
+            candidates.retain(|p, left| {
+                let echoed = still.iter().any(|e| e.prefix == *p);
+                *left = left.saturating_sub(1);
+                echoed && *left > 0
+            });
+            if let Some(view) = self.trust.views.get_mut(peer) {
+                view.unsaid = candidates;
+            }
         }
         let unsaid = still.len();
         if remembered {
