@@ -254,18 +254,17 @@ impl Gndt {
         Some(stored)
     }
 
-    /// Removes every tombstone installed at or before `before` and returns their prefixes.
-    pub fn collect_tombstones(&mut self, before: Instant) -> Vec<Ipv4Network> {
+    /// Removes every tombstone installed at or before `before` and returns them.
+    pub fn collect_tombstones(&mut self, before: Instant) -> Vec<GndtEntry> {
         let old: Vec<Ipv4Network> = self
             .withdrawn
             .iter()
             .filter(|(_, stored)| stored.updated_at <= before)
             .map(|(prefix, _)| *prefix)
             .collect();
-        for prefix in &old {
-            self.remove(*prefix);
-        }
-        old
+        old.into_iter()
+            .filter_map(|prefix| self.remove(prefix))
+            .collect()
     }
 
     /// Every entry (live and withdrawn) that `site` originated, in no particular order.
@@ -683,7 +682,12 @@ mod tests {
         let mut fresh = GndtEntry::site_prefix(net("10.2.0.0/24"), site("a"), 2);
         fresh.withdrawn = true;
         gndt.apply(fresh, later);
-        assert_eq!(gndt.collect_tombstones(now), vec![net("10.1.0.0/24")]);
+        let collected: Vec<Ipv4Network> = gndt
+            .collect_tombstones(now)
+            .into_iter()
+            .map(|e| e.prefix)
+            .collect();
+        assert_eq!(collected, vec![net("10.1.0.0/24")]);
         assert_eq!(gndt.len(), 1);
         assert_eq!(gndt.count_of(&site("a")), 1);
         assert_eq!(gndt.digest(), gndt.digest_recomputed());

@@ -743,6 +743,12 @@ impl Node {
             if !collected.is_empty() {
                 tracing::debug!(tombstones = collected.len(), "collected old tombstones");
             }
+            // A withdrawn host's binding outlives its tombstone (see `remembered_binding`).
+            for entry in collected {
+                if let (EntryKind::Host, Some(mac)) = (entry.kind, entry.mac) {
+                    self.trust.note_gone_binding(entry.prefix.ip(), mac);
+                }
+            }
         }
     }
 }

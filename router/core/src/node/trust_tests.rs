@@ -561,3 +561,52 @@ fn a_binding_only_a_withdrawn_entry_carries_is_echoed_again_with_the_peers_diges
         "three times at most"
     );
 }
+
+/// The same once the tombstone is collected: the binding is remembered without it, and still
+/// echoed on connect and again with the peer's first digests. (The tombstone sweep used to
+/// forget it.)
+#[test]
+fn a_forgotten_binding_is_echoed_again_with_the_peers_digests() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let vm = ip(2, 2);
+    let mut rollback = GndtEntry::host(vm, site("c"), 3, Some(mac(2, 2)));
+    rollback.withdrawn = true;
+    from_peer(&mut a, "c", vec![rollback], now);
+    let mut at = now;
+    let end = now + TOMBSTONE_LIFETIME + Duration::from_secs(120);
+    while at < end {
+        at = a.poll_timeout().unwrap().max(at + Duration::from_secs(1));
+        a.handle_timeout(at);
+        while a.poll_effect().is_some() {}
+    }
+    assert!(
+        held(&a, "10.77.2.2/32").is_none(),
+        "the tombstone is collected"
+    );
+    a.handle_peer_down(&site("b"), at);
+    a.handle_peer_up(site("b"), certified("b"), at);
+    let is_binding = |e: &GndtEntry| {
+        e.prefix == Ipv4Network::from(vm) && e.mac == Some(mac(2, 2)) && e.withdrawn
+    };
+    assert!(
+        echoes(&mut a, "b").iter().any(is_binding),
+        "echoed on connect"
+    );
+    // b restarted: its table no longer has the VM (it is elsewhere).
+    let mut table = site_entries("b", 2);
+    table.retain(|e| e.prefix != Ipv4Network::from(vm));
+    from_peer(&mut a, "b", table, at);
+    let end = Message::TableEnd {
+        digest: 0,
+        count: 3,
+    };
+    a.handle_message(&site("b"), end, at);
+    while a.poll_effect().is_some() {}
+    let digest = Message::Digest {
+        digest: 0,
+        count: 3,
+    };
+    a.handle_message(&site("b"), digest, at);
+    assert!(echoes(&mut a, "b").iter().any(is_binding), "echoed again");
+}

@@ -48,14 +48,16 @@ impl Node {
         let mut bindings: Vec<GndtEntry> = elsewhere
             .filter_map(|e| Some(binding(e.prefix.ip(), e.mac?)))
             .collect();
-        let gone = self.trust.gone_bindings.iter().filter(|(ip, _)| {
-            self.trust
-                .certificates
-                .covers(peer, Ipv4Network::from(**ip))
-        });
+        // The forgotten bindings inside the peer's certified prefixes, each taken once (its
+        // prefixes may overlap).
+        let mut gone: BTreeMap<Ipv4Addr, MacAddr> = BTreeMap::new();
+        for certified in self.trust.certificates.of(peer) {
+            let range = certified.network()..=certified.broadcast();
+            gone.extend(self.trust.gone_bindings.range(range));
+        }
         for (ip, mac) in gone {
-            if self.remembered_binding(*ip).is_some() {
-                bindings.push(binding(*ip, *mac));
+            if self.remembered_binding(ip).is_some() {
+                bindings.push(binding(ip, mac));
             }
         }
         bindings
