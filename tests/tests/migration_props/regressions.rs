@@ -657,3 +657,50 @@ fn regression_a_lost_echo_of_a_withdrawn_binding_is_repeated() {
         },
     ]);
 }
+
+/// b held d's VM at d's seq 2 and refused a's claim of it at 2 as not newer; the Outranked
+/// hint to a was lost. Then d restarted and said its entry again at 1, which b believed: a's
+/// claim no longer had anything above it at b, but b never looked at it again (a had said it,
+/// so the digests agreed), and kept the VM at d although it was at a. Fixed: a claim refused
+/// as not newer is kept while its sender says it and checked again, at the sender's next
+/// digest, once nothing here outranks it.
+#[test]
+fn regression_a_refused_claim_is_checked_again_when_what_outranked_it_goes() {
+    both(&[
+        rarp(6, 0),
+        Step::Partition { a: 0, b: 3 },
+        Step::Restart { site: 3 },
+        Step::Partition { a: 0, b: 2 },
+        Step::Settle,
+        Step::Restart { site: 3 },
+        Step::Speak { vm: 7 },
+        Step::Ghost {
+            vm: 7,
+            at: 0,
+            announce: Announce::RarpBurst,
+        },
+        Step::Deliver {
+            pick: 1235440358471061114,
+        },
+        Step::Deliver {
+            pick: 7139193449158458819,
+        },
+        rarp(4, 1),
+        Step::Deliver {
+            pick: 1068870290819799997,
+        },
+        rarp(0, 2),
+        Step::Deliver {
+            pick: 888449934587752315,
+        },
+        rarp(7, 0),
+        Step::Duplicate {
+            pick: 4394360770185294264,
+        },
+        rarp(0, 3),
+        Step::Partition { a: 2, b: 1 },
+        Step::Lose {
+            pick: 11452281536859797021,
+        },
+    ]);
+}

@@ -404,7 +404,7 @@ impl Node {
             }
             Message::Digest { digest, count } => {
                 self.reecho_unsaid(from);
-                self.repeat_outranked(from);
+                self.repeat_outranked(from, now);
                 let in_sync = match self.trust.views.get_mut(from) {
                     Some(view) => view.in_sync(digest),
                     None => digest == 0,

@@ -322,7 +322,8 @@ pub(super) struct Trust {
     /// Per sender and address, a claim refused as not newer than the entry held here: the
     /// sender was told our number ([`Message::Outranked`]). The hint is repeated with its
     /// digests, [`OUTRANKED_REPEATS`] times at most, while it still says the claim and it is
-    /// still refused: a hint can be lost, and the digests agree all the same.
+    /// still refused: a hint can be lost, and the digests agree all the same. The claim is
+    /// kept while its sender says it, and checked again once nothing here outranks it.
     outranked: BTreeMap<(SiteId, Ipv4Addr), (GndtEntry, u8)>,
     /// More homeless entries were refused than `homeless` keeps: a certificate learned later
     /// asks every connected peer for its table instead.

@@ -495,6 +495,21 @@ fn a_claim_refused_as_not_newer_is_hinted_again_with_the_claimants_digests() {
     assert!(outranked_hints(&mut a, "b").is_empty());
 }
 
+/// `peer`'s full table ends (it says `count` entries).
+fn table_end(node: &mut Node, peer: &str, count: u64, now: Instant) {
+    let end = Message::TableEnd { digest: 0, count };
+    node.handle_message(&site(peer), end, now);
+}
+
+/// `peer` sends a digest (one that agrees with nothing: only what it triggers matters here).
+fn digest_from(node: &mut Node, peer: &str, now: Instant) {
+    let digest = Message::Digest {
+        digest: 0,
+        count: 0,
+    };
+    node.handle_message(&site(peer), digest, now);
+}
+
 /// The entries echoed to `peer` among `node`'s effects.
 fn echoes(node: &mut Node, peer: &str) -> Vec<GndtEntry> {
     std::iter::from_fn(|| node.poll_effect())
@@ -538,24 +553,16 @@ fn a_binding_only_a_withdrawn_entry_carries_is_echoed_again_with_the_peers_diges
     );
     // That echo is lost. b's table ends, then its digests come.
     from_peer(&mut a, "b", site_entries("b", 2), now);
-    let end = Message::TableEnd {
-        digest: 0,
-        count: 4,
-    };
-    a.handle_message(&site("b"), end, now);
+    table_end(&mut a, "b", 4, now);
     while a.poll_effect().is_some() {}
-    let digest = Message::Digest {
-        digest: 0,
-        count: 4,
-    };
     for round in 1..=3 {
-        a.handle_message(&site("b"), digest.clone(), now);
+        digest_from(&mut a, "b", now);
         assert!(
             echoes(&mut a, "b").iter().any(is_binding),
             "echoed again with digest {round}"
         );
     }
-    a.handle_message(&site("b"), digest, now);
+    digest_from(&mut a, "b", now);
     assert!(
         !echoes(&mut a, "b").iter().any(is_binding),
         "three times at most"
@@ -597,16 +604,40 @@ fn a_forgotten_binding_is_echoed_again_with_the_peers_digests() {
     let mut table = site_entries("b", 2);
     table.retain(|e| e.prefix != Ipv4Network::from(vm));
     from_peer(&mut a, "b", table, at);
-    let end = Message::TableEnd {
-        digest: 0,
-        count: 3,
-    };
-    a.handle_message(&site("b"), end, at);
+    table_end(&mut a, "b", 3, at);
     while a.poll_effect().is_some() {}
-    let digest = Message::Digest {
-        digest: 0,
-        count: 3,
-    };
-    a.handle_message(&site("b"), digest, at);
+    digest_from(&mut a, "b", at);
     assert!(echoes(&mut a, "b").iter().any(is_binding), "echoed again");
+}
+
+/// b's claim of c's VM is refused as not newer than c's entry (c moved it back: seq 2), and the
+/// hint is lost. c restarts and says its entry again at 1: nothing outranks b's claim now, and
+/// b's next digest has it checked again (b has no reason to say it again).
+#[test]
+fn a_refused_claim_is_checked_again_once_nothing_outranks_it() {
+    let now = Instant::now();
+    let mut a = a_with_peers(now);
+    let vm = ip(3, 1);
+    from_peer(
+        &mut a,
+        "c",
+        vec![GndtEntry::host(vm, site("c"), 2, Some(mac(3, 1)))],
+        now,
+    );
+    from_peer(
+        &mut a,
+        "b",
+        vec![GndtEntry::host(vm, site("b"), 2, Some(mac(3, 1)))],
+        now,
+    );
+    assert_eq!(held(&a, "10.77.3.1/32").unwrap().site(), &site("c"));
+    assert_eq!(outranked_hints(&mut a, "b"), vec![(vm, 2)]);
+    // c restarts: its table has the VM at 1 again.
+    a.handle_peer_down(&site("c"), now);
+    from_peer(&mut a, "c", site_entries("c", 3), now);
+    table_end(&mut a, "c", 4, now);
+    assert_eq!(held(&a, "10.77.3.1/32").unwrap().version.seq, 1);
+    digest_from(&mut a, "b", now);
+    let entry = held(&a, "10.77.3.1/32").unwrap();
+    assert_eq!((entry.site(), entry.version.seq), (&site("b"), 2));
 }

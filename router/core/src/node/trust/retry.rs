@@ -28,9 +28,12 @@ impl Node {
     }
 
     /// `peer` sent its digest: its claims refused here as not newer are hinted again
-    /// ([`Message::Outranked`] with the number we hold), while it still says each and our
-    /// entry still outranks it.
-    pub(in crate::node) fn repeat_outranked(&mut self, peer: &SiteId) {
+    /// ([`Message::Outranked`] with the number we hold), [`OUTRANKED_REPEATS`] times at most,
+    /// while it still says each and our entry still outranks it. A claim that nothing here
+    /// outranks any more (the entry that did is gone, or its owner restarted and said it again
+    /// at a lower number) is checked again: its sender has no reason to say it again, and its
+    /// digests agree with ours (a refused entry counts as said).
+    pub(in crate::node) fn repeat_outranked(&mut self, peer: &SiteId, now: Instant) {
         let range = (peer.clone(), Ipv4Addr::UNSPECIFIED)..=(peer.clone(), Ipv4Addr::BROADCAST);
         let held: Vec<(Ipv4Addr, GndtEntry, u8)> = self
             .trust
@@ -38,6 +41,7 @@ impl Node {
             .range(range)
             .map(|((_, ip), (entry, left))| (*ip, entry.clone(), *left))
             .collect();
+        let mut changed = false;
         for (ip, entry, left) in held {
             let key = (peer.clone(), ip);
             let says = self.trust.views.get(peer).is_some_and(|v| v.says(&entry));
@@ -47,15 +51,26 @@ impl Node {
                 .map(|s| s.entry.version.seq)
                 .filter(|seq| *seq >= entry.version.seq && self.gndt.owner(ip) != Some(peer));
             match ours {
-                Some(seq) if says && left > 0 => {
+                _ if !says => {
+                    self.trust.outranked.remove(&key);
+                }
+                Some(seq) if left > 0 => {
                     self.trust.outranked.insert(key, (entry, left - 1));
                     tracing::debug!(peer = %peer, %ip, seq, "claim still refused as not newer; telling its sender our number again");
                     self.send(peer, Message::Outranked { ip, seq });
                 }
-                _ => {
+                // Hinted enough; kept, so that it is checked again if ours goes.
+                Some(_) => {}
+                None => {
                     self.trust.outranked.remove(&key);
+                    if self.gndt.get(entry.prefix).map(|s| &s.entry) != Some(&entry) {
+                        changed |= self.recheck(peer, entry, "nothing here outranks it now", now);
+                    }
                 }
             }
+        }
+        if changed {
+            self.effects.push_back(Effect::TablesChanged);
         }
     }
 
