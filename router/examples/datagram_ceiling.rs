@@ -46,6 +46,10 @@ use clap::{Parser, Subcommand};
 use skyvine_router::{dataplane, pki};
 use skyvine_tables::SiteId;
 
+#[path = "common/rtt.rs"]
+mod rtt;
+use rtt::{Rtts, ANSWER_TIMEOUT};
+
 #[derive(Parser, Debug)]
 struct Args {
     #[command(subcommand)]
@@ -108,8 +112,6 @@ enum Role {
 /// Payload of each `ping` datagram: the size of the benchmark's ICMP echo packets (20-byte IPv4
 /// header, 8-byte ICMP header, 56 bytes of data), as the tunnel would carry them.
 const PING_SIZE: usize = 84;
-/// How long one round trip may take before it counts as lost.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args, Debug)]
 struct Common {
@@ -220,8 +222,7 @@ async fn ping(conn: &quinn::Connection, count: u32, interval: Duration) -> anyho
     if count == 0 {
         bail!("--count must be at least 1");
     }
-    let mut rtts = Vec::new();
-    let mut lost = 0u32;
+    let mut rtts = Rtts::default();
     for seq in 0..count {
         tokio::time::sleep(interval).await;
         let mut payload = seq.to_be_bytes().to_vec();
@@ -240,25 +241,12 @@ async fn ping(conn: &quinn::Connection, count: u32, interval: Duration) -> anyho
         })
         .await;
         match answer {
-            Ok(Ok(())) => rtts.push(sent.elapsed()),
+            Ok(Ok(())) => rtts.answered(sent.elapsed()),
             Ok(Err(error)) => return Err(error).context("the echo's connection"),
-            Err(_) => lost += 1,
+            Err(_) => rtts.lost(),
         }
     }
-    if rtts.is_empty() {
-        bail!("no answer to any of {count} datagrams");
-    }
-    rtts.sort();
-    let median = rtts.get(rtts.len() / 2).copied().unwrap_or_default();
-    if lost > 0 {
-        eprintln!("ceiling: {lost} of {count} datagrams got no answer within {ANSWER_TIMEOUT:?}");
-    }
-    println!(
-        "ceiling: quinn echo {} round trips, median {:.1} us",
-        rtts.len(),
-        median.as_secs_f64() * 1e6
-    );
-    Ok(())
+    rtts.print("ceiling: quinn echo", count)
 }
 
 fn transport(mtu: u16) -> Arc<quinn::TransportConfig> {

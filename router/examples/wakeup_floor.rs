@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
+#[path = "common/rtt.rs"]
+mod rtt;
+use rtt::{Rtts, ANSWER_TIMEOUT};
+
 #[derive(Parser, Debug)]
 struct Args {
     #[command(subcommand)]
@@ -63,8 +67,6 @@ enum Role {
 
 /// Payload of each datagram: an ICMP echo's size (56 bytes of data, as `ping` sends).
 const PAYLOAD: usize = 56;
-/// How long one round trip may take before it counts as lost.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().role {
@@ -103,8 +105,7 @@ fn ping(bind: SocketAddr, to: SocketAddr, count: u32, interval: Duration) -> any
     let socket = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
     socket.connect(to)?;
     socket.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-    let mut rtts = Vec::new();
-    let mut lost = 0u32;
+    let mut rtts = Rtts::default();
     let mut buf = [0u8; 2048];
     for seq in 0..count {
         std::thread::sleep(interval);
@@ -116,7 +117,7 @@ fn ping(bind: SocketAddr, to: SocketAddr, count: u32, interval: Duration) -> any
         loop {
             match socket.recv(&mut buf) {
                 Ok(len) if buf.get(..4) == Some(&seq.to_be_bytes()[..]) && len == PAYLOAD => {
-                    rtts.push(sent.elapsed());
+                    rtts.answered(sent.elapsed());
                     break;
                 }
                 Ok(_) => continue,
@@ -126,27 +127,12 @@ fn ping(bind: SocketAddr, to: SocketAddr, count: u32, interval: Duration) -> any
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    lost += 1;
+                    rtts.lost();
                     break;
                 }
                 Err(error) => return Err(error).context("receiving an answer"),
             }
         }
     }
-    if rtts.is_empty() {
-        bail!("no answer to any of {count} datagrams from {to}");
-    }
-    rtts.sort();
-    let median = rtts.get(rtts.len() / 2).copied().unwrap_or_default();
-    if lost > 0 {
-        eprintln!(
-            "wakeup_floor: {lost} of {count} datagrams got no answer within {ANSWER_TIMEOUT:?}"
-        );
-    }
-    println!(
-        "wakeup_floor: {} round trips, median {:.1} us",
-        rtts.len(),
-        median.as_secs_f64() * 1e6
-    );
-    Ok(())
+    rtts.print("wakeup_floor:", count)
 }

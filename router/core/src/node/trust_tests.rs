@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
-use skyvine_tables::{EntryKind, GndtEntry};
+use skyvine_tables::{EntryKind, GndtEntry, MacAddr};
 
 use super::testing::{
     advertised, certified, from_peer, ip, lan_node, lan_node_with, mac, sent, site, site_entries,
@@ -351,17 +351,10 @@ fn exchange(a: &mut Node, b: &mut Node, now: Instant) {
 fn tombstones_are_collected() {
     let now = Instant::now();
     let mut a = a_with_peers(now);
-    let mut gone = GndtEntry::host(ip(2, 1), site("b"), 2, Some(mac(2, 1)));
-    gone.withdrawn = true;
+    let gone = withdrawn_host(ip(2, 1), "b", 2, mac(2, 1));
     from_peer(&mut a, "b", vec![gone], now);
     assert_eq!(a.gndt().tombstones(), 1);
-    let mut at = now;
-    let end = now + TOMBSTONE_LIFETIME + Duration::from_secs(120);
-    while at < end {
-        at = a.poll_timeout().unwrap().max(at + Duration::from_secs(1));
-        a.handle_timeout(at);
-        while a.poll_effect().is_some() {}
-    }
+    past_tombstone_lifetime(&mut a, now);
     assert_eq!(a.gndt().tombstones(), 0);
 }
 
@@ -510,6 +503,35 @@ fn digest_from(node: &mut Node, peer: &str, now: Instant) {
     node.handle_message(&site(peer), digest, now);
 }
 
+/// `site`'s withdrawal of its host entry for `ip` (which keeps the MAC).
+fn withdrawn_host(ip: Ipv4Addr, site_name: &str, seq: u64, mac: MacAddr) -> GndtEntry {
+    let mut entry = GndtEntry::host(ip, site(site_name), seq, Some(mac));
+    entry.withdrawn = true;
+    entry
+}
+
+/// Runs `node`'s timers (effects dropped) until its tombstones from `now` are collected;
+/// returns the time reached.
+fn past_tombstone_lifetime(node: &mut Node, now: Instant) -> Instant {
+    let mut at = now;
+    let end = now + TOMBSTONE_LIFETIME + Duration::from_secs(120);
+    while at < end {
+        at = node
+            .poll_timeout()
+            .unwrap()
+            .max(at + Duration::from_secs(1));
+        node.handle_timeout(at);
+        while node.poll_effect().is_some() {}
+    }
+    at
+}
+
+/// The connection to `peer` drops and comes back.
+fn reconnect(node: &mut Node, peer: &str, now: Instant) {
+    node.handle_peer_down(&site(peer), now);
+    node.handle_peer_up(site(peer), certified(peer), now);
+}
+
 /// The entries echoed to `peer` among `node`'s effects.
 fn echoes(node: &mut Node, peer: &str) -> Vec<GndtEntry> {
     std::iter::from_fn(|| node.poll_effect())
@@ -538,12 +560,14 @@ fn a_binding_only_a_withdrawn_entry_carries_is_echoed_again_with_the_peers_diges
         vec![GndtEntry::host(vm, site("c"), 2, Some(mac(2, 2)))],
         now,
     );
-    let mut rollback = GndtEntry::host(vm, site("c"), 3, Some(mac(2, 2)));
-    rollback.withdrawn = true;
-    from_peer(&mut a, "c", vec![rollback], now);
+    from_peer(
+        &mut a,
+        "c",
+        vec![withdrawn_host(vm, "c", 3, mac(2, 2))],
+        now,
+    );
     assert!(held(&a, "10.77.2.2/32").unwrap().withdrawn);
-    a.handle_peer_down(&site("b"), now);
-    a.handle_peer_up(site("b"), certified("b"), now);
+    reconnect(&mut a, "b", now);
     let is_binding = |e: &GndtEntry| {
         e.prefix == Ipv4Network::from(vm) && e.mac == Some(mac(2, 2)) && e.withdrawn
     };
@@ -577,22 +601,18 @@ fn a_forgotten_binding_is_echoed_again_with_the_peers_digests() {
     let now = Instant::now();
     let mut a = a_with_peers(now);
     let vm = ip(2, 2);
-    let mut rollback = GndtEntry::host(vm, site("c"), 3, Some(mac(2, 2)));
-    rollback.withdrawn = true;
-    from_peer(&mut a, "c", vec![rollback], now);
-    let mut at = now;
-    let end = now + TOMBSTONE_LIFETIME + Duration::from_secs(120);
-    while at < end {
-        at = a.poll_timeout().unwrap().max(at + Duration::from_secs(1));
-        a.handle_timeout(at);
-        while a.poll_effect().is_some() {}
-    }
+    from_peer(
+        &mut a,
+        "c",
+        vec![withdrawn_host(vm, "c", 3, mac(2, 2))],
+        now,
+    );
+    let at = past_tombstone_lifetime(&mut a, now);
     assert!(
         held(&a, "10.77.2.2/32").is_none(),
         "the tombstone is collected"
     );
-    a.handle_peer_down(&site("b"), at);
-    a.handle_peer_up(site("b"), certified("b"), at);
+    reconnect(&mut a, "b", at);
     let is_binding = |e: &GndtEntry| {
         e.prefix == Ipv4Network::from(vm) && e.mac == Some(mac(2, 2)) && e.withdrawn
     };
